@@ -1,0 +1,58 @@
+"""Exceptions of the protocol layer and of the hub's command handling.
+
+One root, :class:`RealtimeError`. :class:`ProtocolError` means the peer sent
+something that is not protocol v1 (garbage in); :class:`CommandError` means a
+well-formed command was refused; :class:`DisconnectError` ends a connection.
+Misuse of our own API raises ordinary ``TypeError``/``ValueError``/``RuntimeError``.
+"""
+
+from __future__ import annotations
+
+from .codes import CLOSE_REASONS, CloseCode, ErrorCode
+from .messages import Disconnect, Error
+
+
+class RealtimeError(Exception):
+    """Root of every error the product raises on purpose."""
+
+
+class CommandError(RealtimeError):
+    """A command was refused; becomes an :class:`Error` reply with ``code``."""
+
+    def __init__(self, code: ErrorCode, message: str = "") -> None:
+        super().__init__(message or code.name.lower().replace("_", " "))
+        self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+    def to_error(self) -> Error:
+        return Error(int(self.code), self.message)
+
+
+class ProtocolError(CommandError):
+    """The peer sent bytes that are not a valid protocol v1 message.
+
+    ``id`` is the command id when it could be read, else 0. Details stay short
+    and never echo the peer's payload.
+    """
+
+    def __init__(self, message: str, *, id: int = 0, code: ErrorCode = ErrorCode.BAD_REQUEST) -> None:
+        super().__init__(code, message)
+        self.id = id
+
+
+class DisconnectError(RealtimeError):
+    """The connection must end with close ``code``; the client gets a Disconnect push first."""
+
+    def __init__(self, code: CloseCode, reason: str = "") -> None:
+        super().__init__(reason or CLOSE_REASONS[code])
+        self.code = code
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+    def to_push(self) -> Disconnect:
+        return Disconnect(int(self.code), self.reason, self.code.reconnect)

@@ -1,0 +1,1 @@
+"""Engines: what hub nodes share. ``memory`` for one process, ``redis`` for many."""
