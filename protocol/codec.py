@@ -1,0 +1,53 @@
+"""The codec interface and the choice of codec by WebSocket subprotocol.
+
+A codec turns one WebSocket frame into commands (server side) or server
+messages (client side), and one message into bytes. Several messages may share
+a frame: concatenated for MessagePack (the format is self-delimiting), one per
+line for JSON. A sender builds such a frame with ``codec.separator.join(parts)``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .messages import Command, ServerMessage
+from .errors import ProtocolError
+
+MSGPACK_SUBPROTOCOL = "realtime.v1.msgpack"
+JSON_SUBPROTOCOL = "realtime.v1.json"
+
+#: Deepest nesting accepted inside ``data`` (a map or array inside a map counts 2).
+MAX_DATA_DEPTH = 32
+#: Most commands one frame may carry.
+MAX_COMMANDS_PER_FRAME = 100
+#: Longest channel name, in characters.
+MAX_CHANNEL_LENGTH = 255
+
+
+class Codec(Protocol):
+    name: str  # the WebSocket subprotocol
+    binary: bool  # frames are binary (True) or text (False)
+    separator: bytes  # between messages in one frame
+
+    # server side
+    def decode_commands(self, frame: bytes) -> list[Command | ProtocolError]:
+        """Decode a frame into commands, in order.
+
+        Raises :class:`ProtocolError` (``id=0``) when the frame as a whole is not
+        valid: nothing in it runs. A command that decodes but is invalid on its
+        own (unknown command, wrong field types, duplicate id) comes back as a
+        :class:`ProtocolError` in its place, carrying its id when readable, and the
+        others still run.
+        """
+        ...
+
+    def encode(self, message: ServerMessage) -> bytes:
+        """Encode one reply or push (no separator)."""
+        ...
+
+    # client side
+    def encode_command(self, command: Command) -> bytes: ...
+
+    def decode_messages(self, frame: bytes) -> list[ServerMessage]:
+        """Decode a frame from the server; raises :class:`ProtocolError` on garbage."""
+        ...
