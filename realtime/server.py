@@ -1,0 +1,184 @@
+"""The aiohttp application: the WebSocket endpoint, health, and the process lifecycle.
+
+``create_app(settings)`` builds the application (tests serve it on port 0);
+``HubServer`` binds it and stops it gracefully; ``run(settings)`` is what
+``realtime serve`` calls: it serves until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from fnmatch import fnmatchcase
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
+from protocol import codec_for
+
+from . import __version__
+from .config import Settings
+from .connection import Connection
+from .engines.base import Engine
+from .engines.memory import MemoryEngine
+from .hub import Hub
+
+log = logging.getLogger("realtime.server")
+
+HUB = web.AppKey("hub", Hub)
+WS_PATH = "/ws"
+
+
+def create_engine(settings: Settings) -> Engine:
+    if settings.redis:
+        raise SystemExit("realtime: the Redis engine is not available in this version; run without --redis")
+    return MemoryEngine()
+
+
+def origin_allowed(origin: str | None, host: str, allowed: tuple[str, ...]) -> bool:
+    """Native apps send no Origin and are always allowed; browsers must match the list.
+
+    With an empty list only the hub's own host is allowed (same-origin pages).
+    """
+    if origin is None:
+        return True
+    if not allowed:
+        return urlsplit(origin).netloc.lower() == host.lower()
+    origin = origin.lower()
+    return any(pattern == "*" or fnmatchcase(origin, pattern.lower()) for pattern in allowed)
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB]
+    settings = hub.settings
+    if hub.closing:
+        raise web.HTTPServiceUnavailable(text="shutting down")
+    if not origin_allowed(request.headers.get("Origin"), request.host, settings.allowed_origins):
+        raise web.HTTPForbidden(text="origin not allowed")
+    ws = web.WebSocketResponse(
+        protocols=(MSGPACK_SUBPROTOCOL, JSON_SUBPROTOCOL),
+        heartbeat=settings.ping_interval,
+        max_msg_size=settings.max_frame_size,
+        compress=False,  # frames are shared by all subscribers, see realtime.frames
+        decode_text=False,
+    )
+    await ws.prepare(request)
+    transport = request.transport
+    if transport is None:  # the peer left during the handshake
+        return ws
+    conn = Connection(hub, ws, transport, codec_for(ws.ws_protocol), request.remote or "-")  # type: ignore[arg-type]
+    hub.add(conn)
+    try:
+        await conn.run()
+    finally:
+        await hub.remove(conn)
+        await conn.wait_closed()
+    return ws
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness of the process: answers while the event loop runs."""
+    hub = request.app[HUB]
+    return web.json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "engine": hub.engine.name,
+            "connections": len(hub.connections),
+            "channels": hub.channel_count(),
+        }
+    )
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> web.Application:
+    app = web.Application()
+    hub = Hub(settings, engine or create_engine(settings))
+    app[HUB] = hub
+
+    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        await hub.start()
+        yield
+        await hub.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get(WS_PATH, websocket_handler)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+class HubServer:
+    """A hub bound to a port; :meth:`start`, then :meth:`stop` for a graceful stop."""
+
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self._engine = engine
+        self.port = settings.port
+        self.app: web.Application | None = None
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+
+    @property
+    def hub(self) -> Hub:
+        assert self.app is not None
+        return self.app[HUB]
+
+    async def start(self) -> None:
+        self.app = create_app(self.settings, self._engine)
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, self.settings.host, self.port, reuse_address=True)
+        await self._site.start()
+        server = self._site._server
+        if server is not None and self.port == 0:
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info(
+            "realtime %s listening on ws://%s:%s%s (engine %s)",
+            __version__, self.settings.host, self.port, WS_PATH, self.hub.engine.name,
+        )
+
+    async def stop(self, drain_window: float | None = None) -> None:
+        """Stop accepting, disconnect clients spread over the drain window, then close."""
+        if self._runner is None:
+            return
+        if self._site is not None:
+            await self._site.stop()
+        window = self.settings.drain_window if drain_window is None else drain_window
+        await self.hub.drain(window)
+        await self._runner.cleanup()
+        self._runner = self._site = None
+        log.info("stopped")
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = HubServer(settings)
+    await server.start()
+    try:
+        await stop.wait()
+        log.info("shutting down: draining %d connections over %.1fs", len(server.hub.connections), settings.drain_window)
+    finally:
+        await server.stop()
+
+
+def run(settings: Settings) -> None:
+    """Blocking entry point of ``realtime serve``; uses uvloop where installed."""
+    loop_factory = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # uvloop is optional (not on Windows)
+        pass
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(settings))
+    except OSError as exc:
+        print(f"realtime: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
+        raise SystemExit(1) from None

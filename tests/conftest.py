@@ -1,0 +1,75 @@
+"""Shared fixtures: real hubs on free ports, cleaned up after each test."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from realtime.config import Settings
+from realtime.server import WS_PATH, HubServer
+
+#: One unit of time for tests (seconds); waits are multiples of it.
+MS = 0.001
+
+
+class RunningHub:
+    """A hub served in this process; ``stop``/``start`` restart it on the same port."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.server = HubServer(settings)
+        self.running = False
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}{WS_PATH}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def hub(self):  # type: ignore[no-untyped-def]
+        return self.server.hub
+
+    async def start(self) -> None:
+        if not self.running:
+            # A fresh app (and a fresh memory engine) each time, as after a process restart.
+            self.server = HubServer(dataclasses.replace(self.server.settings, port=self.port))
+            await self.server.start()
+            self.running = True
+
+    async def stop(self, drain_window: float = 0.0) -> None:
+        if self.running:
+            self.running = False
+            await self.server.stop(drain_window)
+
+
+HubFactory = Callable[..., Awaitable[RunningHub]]
+
+
+@pytest.fixture
+async def hub_factory() -> AsyncIterator[HubFactory]:
+    hubs: list[RunningHub] = []
+
+    async def factory(**overrides: Any) -> RunningHub:
+        settings = dataclasses.replace(Settings(host="127.0.0.1", port=0, drain_window=0.0), **overrides)
+        running = RunningHub(settings)
+        await running.start()
+        hubs.append(running)
+        return running
+
+    yield factory
+    for running in hubs:
+        await running.stop()
+
+
+@pytest.fixture
+async def hub(hub_factory: HubFactory) -> RunningHub:
+    return await hub_factory()
