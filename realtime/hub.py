@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Iterable
 
 from protocol.codec import Codec
@@ -51,6 +52,8 @@ class Hub:
         self.commands = Commands(self)
         self.connections: dict[str, Connection] = {}
         self.closing = False
+        #: Finished connections by close code, for operators and tests.
+        self.disconnects: Counter[int] = Counter()
         self._channels: dict[str, _Channel] = {}
         self._dirty: list[Connection] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -75,6 +78,7 @@ class Hub:
         """Forget a finished connection and drop its subscriptions."""
         self.connections.pop(conn.id, None)
         conn.closed = True
+        self.disconnects[conn.close_code] += 1
         log.info(
             "connection closed id=%s user=%s code=%s reason=%s",
             conn.id, conn.user or "-", conn.close_code, conn.close_reason,
