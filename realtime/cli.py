@@ -1,0 +1,98 @@
+"""The ``realtime`` command: ``realtime serve [flags]`` runs the hub.
+
+:func:`main` parses flags, builds the settings with
+:func:`realtime.config.load_settings`, sets up logging, then calls
+``realtime.server.run``. Flag values are passed on as text, so the flags,
+the environment and the config file are cast and checked by the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .config import CONFIG_ENV, ConfigError, Settings, env_name, flag_name, load_settings
+from .logs import setup_logging
+
+_DEFAULTS = Settings()
+
+#: Settings that have a flag, with their help; the others are set by environment or file.
+_FLAGS = {
+    "host": ("HOST", "address to listen on"),
+    "port": ("PORT", "TCP port to listen on; 0 picks a free one"),
+    "log_level": ("LEVEL", "debug, info, warning or error"),
+    "redis": ("URL", "redis://, rediss:// or unix:// URL: use the Redis engine, not available yet"),
+    "ping_interval": ("SECONDS", "seconds between pings; a peer silent for ~1.5x this is dropped"),
+    "drain_window": ("SECONDS", "seconds over which shutdown spreads its disconnects"),
+    "max_frame_size": ("BYTES", "largest WebSocket frame accepted from a client"),
+    "allowed_origins": ("ORIGIN", "allowed Origin header, e.g. https://*.example.com or *; repeat for more"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``realtime`` parser; ``serve`` flags have their setting's field name as ``dest``."""
+    parser = argparse.ArgumentParser(
+        prog="realtime",
+        description="A WebSocket hub for mobile apps.",
+        epilog="Settings come from flags, then REALTIME_* environment variables, then a TOML file, then defaults.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the hub until SIGINT or SIGTERM",
+        description="Run the hub until SIGINT or SIGTERM, then shut down gracefully.",
+        epilog="Every setting, with or without a flag, also has an environment variable"
+        " (REALTIME_ + its name upper-cased, e.g. REALTIME_CONNECT_TIMEOUT) and a top-level key"
+        " of the same name in the TOML file (connect_timeout = 10.0); see realtime/config.py.",
+    )
+    serve.add_argument(
+        "--config", metavar="FILE", help=f"TOML file of settings, one top-level key per setting (env {CONFIG_ENV})"
+    )
+    for name, (metavar, text) in _FLAGS.items():
+        default = getattr(_DEFAULTS, name)
+        shown = "none" if default in (None, ()) else default
+        serve.add_argument(
+            flag_name(name),
+            dest=name,
+            metavar=metavar,
+            action="append" if name == "allowed_origins" else "store",
+            default=argparse.SUPPRESS,  # only flags given reach load_settings
+            help=f"{text} (env {env_name(name)}, default {shown})",
+        )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line (``sys.argv[1:]`` by default); return the exit status.
+
+    0 after a graceful shutdown or ``--help``; 2 for a usage or configuration
+    error, printed as one ``realtime: ...`` line on stderr.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits for --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {name: value for name, value in vars(args).items() if name in _FLAGS}
+    try:
+        settings = load_settings(overrides, config_file=args.config)
+    except ConfigError as exc:
+        print(f"realtime: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    from realtime.server import run  # imports aiohttp; not needed for --help or errors
+
+    try:
+        run(settings)
+    except KeyboardInterrupt:  # ^C before the server installed its signal handlers
+        return 130
+    return 0

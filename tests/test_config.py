@@ -1,0 +1,312 @@
+"""Settings: precedence of the sources, casts, and one-line errors naming setting and source."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocol.errors import RealtimeError
+from realtime.config import ConfigError, Settings, env_name, flag_name, load_settings
+
+
+def write_toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "realtime.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_of(**kwargs: Any) -> str:
+    kwargs.setdefault("env", {})
+    with pytest.raises(ConfigError) as info:
+        load_settings(**kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# Precedence
+
+
+def test_defaults_without_any_source() -> None:
+    assert load_settings(env={}) == Settings()
+
+
+def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REALTIME_PORT", "9001")
+    assert load_settings().port == 9001
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "file", "expected"),
+    [
+        ("4", "3", "2", 4),
+        (None, "3", "2", 3),
+        (None, None, "2", 2),
+        (None, None, None, 8000),
+    ],
+)
+def test_flag_beats_env_beats_file_beats_default(
+    tmp_path: Path, flag: str | None, env: str | None, file: str | None, expected: int
+) -> None:
+    path = write_toml(tmp_path, f"port = {file}\n" if file else "")
+    settings = load_settings(
+        {"port": flag}, env={"REALTIME_PORT": env} if env else {}, config_file=path
+    )
+    assert settings.port == expected
+
+
+def test_sources_merge_per_setting(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, 'host = "0.0.0.0"\nport = 1\nhistory_size = 7\n')
+    settings = load_settings({"port": "3"}, env={"REALTIME_HISTORY_SIZE": "8"}, config_file=path)
+    assert (settings.host, settings.port, settings.history_size) == ("0.0.0.0", 3, 8)
+
+
+def test_realtime_config_names_the_file(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "port = 1234\n")
+    assert load_settings(env={"REALTIME_CONFIG": str(path)}).port == 1234
+
+
+def test_config_argument_beats_realtime_config(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "port = 1234\n")
+    assert load_settings(env={"REALTIME_CONFIG": "/nonexistent.toml"}, config_file=path).port == 1234
+
+
+def test_none_override_counts_as_not_given() -> None:
+    assert load_settings({"port": None}, env={"REALTIME_PORT": "7"}).port == 7
+
+
+def test_unknown_override_is_a_programming_error() -> None:
+    with pytest.raises(TypeError, match="'prot'"):
+        load_settings({"prot": "1"}, env={})
+
+
+# Casts, one environment variable per field
+
+#: A valid, non-default text value per field, and what it becomes.
+TEXT_VALUES: dict[str, tuple[str, object]] = {
+    "host": ("0.0.0.0", "0.0.0.0"),
+    "port": (" 9000 ", 9000),
+    "log_level": ("DEBUG", "debug"),
+    "redis": ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+    "ping_interval": ("2.5", 2.5),
+    "connect_timeout": ("3", 3.0),
+    "max_frame_size": ("1024", 1024),
+    "max_queue_bytes": ("2048", 2048),
+    "max_subscriptions": ("5", 5),
+    "allowed_origins": ("https://a.example, https://*.b.example,,*", ("https://a.example", "https://*.b.example", "*")),
+    "drain_window": ("0", 0.0),
+    "history_size": ("0", 0),
+    "history_ttl": ("1e3", 1000.0),
+}
+
+
+def test_every_field_has_a_text_value_in_this_test() -> None:
+    assert set(TEXT_VALUES) == {f.name for f in dataclasses.fields(Settings)}
+
+
+@pytest.mark.parametrize("name", TEXT_VALUES)
+def test_each_field_from_its_environment_variable(name: str) -> None:
+    text, expected = TEXT_VALUES[name]
+    settings = load_settings(env={env_name(name): text})
+    assert getattr(settings, name) == expected
+    assert type(getattr(settings, name)) is type(expected)
+
+
+@pytest.mark.parametrize("name", TEXT_VALUES)
+def test_each_field_from_a_flag_as_text(name: str) -> None:
+    text, expected = TEXT_VALUES[name]
+    assert getattr(load_settings({name: text}, env={}), name) == expected
+
+
+def test_names_of_variables_and_flags() -> None:
+    assert env_name("ping_interval") == "REALTIME_PING_INTERVAL"
+    assert flag_name("ping_interval") == "--ping-interval"
+    assert flag_name("allowed_origins") == "--allowed-origin"
+
+
+def test_typed_values_from_toml(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path,
+        'host = "::1"\nport = 0\nping_interval = 5\nhistory_ttl = 1.5\n'
+        'redis = "rediss://cache:6380"\nallowed_origins = ["https://A.example", "*"]\n',
+    )
+    settings = load_settings(env={}, config_file=path)
+    assert settings.host == "::1"
+    assert settings.port == 0
+    assert settings.ping_interval == 5.0 and isinstance(settings.ping_interval, float)
+    assert settings.history_ttl == 1.5
+    assert settings.redis == "rediss://cache:6380"
+    assert settings.allowed_origins == ("https://a.example", "*")
+
+
+def test_repeated_flag_list_and_commas_inside_items() -> None:
+    origins = ["https://a.example", "https://b.example,https://c.example"]
+    settings = load_settings({"allowed_origins": origins}, env={})
+    assert settings.allowed_origins == ("https://a.example", "https://b.example", "https://c.example")
+
+
+def test_empty_list_and_empty_optional() -> None:
+    settings = load_settings(env={"REALTIME_ALLOWED_ORIGINS": "", "REALTIME_REDIS": ""})
+    assert settings.allowed_origins == ()
+    assert settings.redis is None
+
+
+def test_env_beats_file_even_when_it_clears_a_value(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, 'redis = "redis://x"\n')
+    assert load_settings(env={"REALTIME_REDIS": ""}, config_file=path).redis is None
+
+
+# Errors: one line, naming the setting, its value and its source
+
+
+def test_error_is_a_value_error_and_a_realtime_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+    assert issubclass(ConfigError, RealtimeError)
+
+
+def test_message_format() -> None:
+    message = error_of(env={"REALTIME_PORT": "abc"})
+    assert message == "invalid setting port=abc (from REALTIME_PORT): expected an integer"
+
+
+#: (field, bad text, bad TOML literal, reason)
+BAD_VALUES = [
+    ("port", "abc", '"abc"', "expected an integer"),
+    ("port", "80.5", "80.5", "expected an integer"),
+    ("port", "65536", "65536", "expected a port number 0..65535"),
+    ("port", "-1", "-1", "expected a port number 0..65535"),
+    ("host", " ", '" "', "expected a host name or address"),
+    ("log_level", "verbose", '"verbose"', "expected one of debug, info, warning, error"),
+    ("redis", "http://localhost", '"http://localhost"', "expected a URL starting with redis://, rediss://, unix://"),
+    ("ping_interval", "soon", '"soon"', "expected a number"),
+    ("ping_interval", "nan", "nan", "expected a number"),
+    ("ping_interval", "inf", "inf", "expected a number"),
+    ("ping_interval", "0", "0", "expected a number > 0"),
+    ("connect_timeout", "-1", "-1.0", "expected a number > 0"),
+    ("max_frame_size", "0", "0", "expected a number > 0"),
+    ("max_queue_bytes", "-5", "-5", "expected a number > 0"),
+    ("max_subscriptions", "0", "0", "expected a number > 0"),
+    ("drain_window", "-0.5", "-0.5", "expected a number >= 0"),
+    ("history_size", "-1", "-1", "expected a number >= 0"),
+    ("history_ttl", "0", "0", "expected a number > 0"),
+    ("allowed_origins", "example.com", '["example.com"]', "expected '*' or scheme://host[:port] (no path), got 'example.com'"),
+    ("allowed_origins", "https://a.example/", '"https://a.example/"', "got 'https://a.example/'"),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "literal", "reason"), BAD_VALUES)
+def test_bad_value_from_environment(name: str, text: str, literal: str, reason: str) -> None:
+    message = error_of(env={env_name(name): text})
+    assert message.startswith(f"invalid setting {name}=")
+    assert f" (from {env_name(name)}): " in message
+    assert message.endswith(reason)
+
+
+@pytest.mark.parametrize(("name", "text", "literal", "reason"), BAD_VALUES)
+def test_bad_value_from_flag(name: str, text: str, literal: str, reason: str) -> None:
+    message = error_of(argv_overrides={name: text})
+    assert message.startswith(f"invalid setting {name}=")
+    assert f" (from {flag_name(name)}): " in message
+    assert message.endswith(reason)
+
+
+@pytest.mark.parametrize(("name", "text", "literal", "reason"), BAD_VALUES)
+def test_bad_value_from_file(tmp_path: Path, name: str, text: str, literal: str, reason: str) -> None:
+    path = write_toml(tmp_path, f"{name} = {literal}\n")
+    message = error_of(config_file=path)
+    assert message.startswith(f"invalid setting {name}=")
+    assert f" (from {path}): " in message
+    assert message.endswith(reason)
+
+
+@pytest.mark.parametrize(
+    ("literal", "reason"),
+    [
+        ("port = true", "expected an integer"),
+        ('port = "8000"', None),  # text is cast as from the environment
+        ("host = 1", "expected a string"),
+        ("ping_interval = false", "expected a number"),
+        ("allowed_origins = [1]", "expected a comma-separated list of strings"),
+        ("allowed_origins = 1", "expected a comma-separated list of strings"),
+        ("ping_interval = 1e400", "expected a number"),
+    ],
+)
+def test_toml_types(tmp_path: Path, literal: str, reason: str | None) -> None:
+    path = write_toml(tmp_path, literal + "\n")
+    if reason is None:
+        load_settings(env={}, config_file=path)
+    else:
+        assert error_of(config_file=path).endswith(f"(from {path}): {reason}")
+
+
+def test_huge_integer_for_a_float_field(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "ping_interval = " + "9" * 400 + "\n")
+    message = error_of(config_file=path)
+    assert message.endswith("expected a number")
+    assert "ping_interval=" + "9" * 77 + "... (from" in message  # the value is cut short
+
+
+def test_redis_password_is_not_echoed() -> None:
+    message = error_of(env={"REALTIME_REDIS": "http://user:s3cret@cache:6379"})
+    assert "s3cret" not in message
+    assert "redis=http://user:***@cache:6379 (from REALTIME_REDIS)" in message
+
+
+def test_value_with_line_break_stays_on_one_line() -> None:
+    message = error_of(env={"REALTIME_LOG_LEVEL": "info\nforged line"})
+    assert message.startswith("invalid setting log_level='info\\nforged line' (from REALTIME_LOG_LEVEL)")
+
+
+# The config file itself
+
+
+def test_unknown_key_names_the_key_and_suggests(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "prot = 1\n")
+    assert error_of(config_file=path) == f"unknown setting 'prot' in config file {path} (did you mean 'port'?)"
+
+
+def test_table_is_an_unknown_key(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[server]\nport = 1\n")
+    assert error_of(config_file=path) == f"unknown setting 'server' in config file {path}"
+
+
+def test_missing_file_from_flag(tmp_path: Path) -> None:
+    path = tmp_path / "missing.toml"
+    message = error_of(config_file=path)
+    assert message == f"cannot read config file {path} (from --config): No such file or directory"
+
+
+def test_missing_file_from_environment(tmp_path: Path) -> None:
+    path = tmp_path / "missing.toml"
+    message = error_of(env={"REALTIME_CONFIG": str(path)})
+    assert message == f"cannot read config file {path} (from REALTIME_CONFIG): No such file or directory"
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    assert error_of(config_file=tmp_path).startswith(f"cannot read config file {tmp_path} (from --config): ")
+
+
+def test_empty_realtime_config_reads_no_file() -> None:
+    assert load_settings(env={"REALTIME_CONFIG": ""}) == Settings()
+
+
+def test_malformed_toml(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "port = \n")
+    message = error_of(config_file=path)
+    assert message.startswith(f"invalid config file {path} (from --config): ")
+    assert "line 1" in message
+
+
+def test_file_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'host = "caf\xe9"\n')
+    assert error_of(config_file=path) == f"invalid config file {path} (from --config): not UTF-8 text"
+
+
+def test_file_errors_come_before_environment_errors(tmp_path: Path) -> None:
+    """The file is read first; a broken file is reported even when the environment is fine."""
+    path = write_toml(tmp_path, "nope = 1\n")
+    assert "'nope'" in error_of(env={"REALTIME_PORT": "1"}, config_file=path)
