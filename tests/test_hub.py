@@ -46,7 +46,8 @@ async def test_connect_result(hub: RunningHub) -> None:
         assert isinstance(reply.result, ConnectResult)
         assert reply.result.client
         assert reply.result.ping == hub.server.settings.ping_interval
-        assert c.ws.subprotocol == MSGPACK_SUBPROTOCOL
+        assert c.ws.subprotocol is None  # no subprotocol offered: msgpack
+        assert c.codec.name == MSGPACK_SUBPROTOCOL
         # A second connect is refused, the connection goes on.
         again = await c.command(Connect(0))
         assert again.error is not None and again.error.code == ErrorCode.ALREADY_CONNECTED
@@ -204,21 +205,23 @@ async def test_origin_allow_list(hub_factory: HubFactory) -> None:
 
 
 async def test_slow_client_is_disconnected_and_others_get_everything(hub_factory: HubFactory) -> None:
-    hub = await hub_factory(max_queue_bytes=64 * 1024)
+    hub = await hub_factory(max_queue_bytes=256 * 1024)
     slow = await RawClient.open(hub.url, max_queue=1)
     fast = await RawClient.open(hub.url)
     pub = await RawClient.open(hub.url)
     try:
         await slow.subscribe("firehose")
         await fast.subscribe("firehose")
-        # Stop reading, with a small receive buffer so the backlog shows on the hub quickly.
+        # Small kernel buffers on both ends, so the backlog shows on the hub quickly.
         sock = slow.ws.transport.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        slow.ws.transport.pause_reading()
+        slow_conn = next(iter(hub.hub.connections.values()))  # the first to connect
+        slow_conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        slow.ws.transport.pause_reading()  # the client stops reading
         blob = "x" * 16000
         n = 200
-        for start in range(0, n, 20):
-            ids = [pub.next_id() for _ in range(20)]
+        for start in range(0, n, 3):  # three 16 kB publishes per frame: under the frame limit
+            ids = [pub.next_id() for _ in range(min(3, n - start))]
             await pub.send(*(Publish(i, "firehose", msgpack.packb([start + k, blob])) for k, i in enumerate(ids)))
             for i in ids:
                 assert (await pub.reply(i)).error is None
