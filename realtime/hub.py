@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 
 from protocol.codec import Codec
 from protocol.codes import CloseCode
@@ -222,7 +222,7 @@ class Hub:
         await self.engine.close()
 
 
-async def _wait_all(aws: Iterable[object]) -> None:
-    tasks = [asyncio.ensure_future(a) for a in aws]  # type: ignore[arg-type]
+async def _wait_all(aws: Iterable[Awaitable[None]]) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
     if tasks:
         await asyncio.wait(tasks)

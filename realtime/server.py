@@ -69,7 +69,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     if transport is None:  # the peer left during the handshake
         return ws
-    conn = Connection(hub, ws, transport, codec_for(ws.ws_protocol), request.remote or "-")  # type: ignore[arg-type]
+    conn = Connection(hub, ws, transport, codec_for(ws.ws_protocol), request.remote or "-")
     hub.add(conn)
     try:
         await conn.run()
@@ -131,9 +131,8 @@ class HubServer:
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, self.settings.host, self.port, reuse_address=True)
         await self._site.start()
-        server = self._site._server
-        if server is not None and self.port == 0:
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        if self.port == 0:  # learn the port the OS picked
+            self.port = self._runner.addresses[0][1]
         log.info(
             "realtime %s listening on ws://%s:%s%s (engine %s)",
             __version__, self.settings.host, self.port, WS_PATH, self.hub.engine.name,
