@@ -1,11 +1,16 @@
 """The in-memory engine: one process, no Redis. State dies with the process.
 
 Each start draws a fresh epoch per channel stream, so clients that recover
-across a restart of a memory-engine hub learn that continuity broke.
+across a restart of a memory-engine hub learn that continuity broke. A
+stream's history expires after its TTL; its position (epoch and offset) is
+kept for ``meta_ttl`` after the last publish, then forgotten, so channels
+used once do not accumulate.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import time
 from collections import deque
@@ -33,12 +38,16 @@ class _Stream:
     offset: int = 0
     publications: deque[Publication] = field(default_factory=deque)
     expires: float = 0.0  # monotonic time the history expires at, 0 = never
+    touched: float = 0.0  # monotonic time of the last publish
 
 
 class MemoryEngine(Engine):
     name = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, *, meta_ttl: float = 86400.0, sweep_interval: float = 60.0) -> None:
+        self.meta_ttl = meta_ttl
+        self.sweep_interval = sweep_interval
+        self._sweeper: asyncio.Task[None] | None = None
         self._handler: PublicationHandler | None = None
         self._subscribed: set[str] = set()
         self._streams: dict[str, _Stream] = {}
@@ -47,15 +56,36 @@ class MemoryEngine(Engine):
 
     async def start(self, handler: PublicationHandler) -> None:
         self._handler = handler
+        self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def close(self) -> None:
         self._handler = None
         self._subscribed.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            self.sweep()
+
+    def sweep(self, now: float | None = None) -> None:
+        """Forget streams idle for longer than ``meta_ttl``; drop expired history."""
+        now = time.monotonic() if now is None else now
+        for channel, stream in list(self._streams.items()):
+            if stream.touched + self.meta_ttl < now:
+                del self._streams[channel]
+            elif stream.expires and stream.expires < now:
+                stream.publications.clear()
+                stream.expires = 0.0
 
     def _stream(self, channel: str) -> _Stream:
         stream = self._streams.get(channel)
         if stream is None:
-            stream = self._streams[channel] = _Stream(new_epoch())
+            stream = self._streams[channel] = _Stream(new_epoch(), touched=time.monotonic())
         elif stream.expires and stream.expires < time.monotonic():
             stream.publications.clear()
             stream.expires = 0.0
@@ -71,6 +101,7 @@ class MemoryEngine(Engine):
     ) -> StreamPosition:
         stream = self._stream(channel)
         stream.offset += 1
+        stream.touched = time.monotonic()
         pub = Publication(channel, data, stream.offset, stream.epoch, info)
         if history.size > 0:
             pubs = stream.publications
