@@ -18,6 +18,8 @@ from aiohttp import web
 
 from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
 from protocol import codec_for
+from protocol.codes import CloseCode
+from protocol.errors import DisconnectError
 
 from . import __version__
 from .config import Settings
@@ -73,6 +75,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     hub.add(conn)
     try:
         await conn.run()
+    except Exception:
+        log.exception("connection %s failed", conn.id)
+        conn.close(DisconnectError(CloseCode.INTERNAL))
     finally:
         await hub.remove(conn)
         await conn.wait_closed()
