@@ -1,0 +1,140 @@
+"""The JSON codec (subprotocol ``realtime.v1.json``, text frames), built on orjson.
+
+A frame is one or more compact JSON objects, one per line; blank lines are
+ignored. ``data`` inside the hub is msgpack bytes, so it is transcoded here:
+JSON -> msgpack once per incoming command, msgpack -> JSON once per outgoing
+message (never once per subscriber). MessagePack binary values become base64
+strings and non-string map keys become strings: JSON has neither.
+"""
+
+from __future__ import annotations
+
+import re
+from base64 import b64encode
+from collections.abc import Callable
+
+import msgpack  # type: ignore[import-untyped]  # no stubs
+import orjson
+
+from .codec import JSON_SUBPROTOCOL, MAX_COMMANDS_PER_FRAME
+from .errors import ProtocolError
+from .messages import Command, ServerMessage
+from .wire import MAX_OFFSET, command_to_map, commands_from_maps, message_to_map, messages_from_maps
+
+__all__ = ["JsonCodec", "msgpack_to_json"]
+
+_INT64_MIN = -(2**63)
+# orjson reads integer literals beyond 64 bits as floats, silently; such a literal
+# has at least 19 digits, so a cheap search finds the rare lines worth a closer look.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|(?<![\w.+\-])(-?\d{19,})(?![\w.])')
+
+
+def _describe(exc: orjson.JSONDecodeError) -> str:
+    text = str(exc)
+    if "UTF-8" in text or "surrogate" in text:
+        return "invalid UTF-8"
+    if "depth" in text or "recursion" in text:
+        return "JSON nested too deeply"
+    return "invalid JSON"
+
+
+def _check_integers(line: bytes) -> None:
+    for match in _TOKENS.finditer(line):
+        digits = match.group(1)
+        if digits is not None and not _INT64_MIN <= int(digits) <= MAX_OFFSET:
+            raise ProtocolError("integer out of 64-bit range")
+
+
+def _load_lines(frame: bytes, limit: int | None) -> list[object]:
+    """Every JSON value of ``frame``, one per non-blank line, or ProtocolError."""
+    values: list[object] = []
+    for line in frame.split(b"\n") if b"\n" in frame else (frame,):
+        if not line or line.isspace():
+            continue
+        if limit is not None and len(values) == limit:
+            raise ProtocolError(f"more than {limit} messages in a frame")
+        try:
+            values.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            raise ProtocolError(_describe(exc)) from None
+        if _LONG_DIGITS.search(line) is not None:
+            _check_integers(line)
+    if not values:
+        raise ProtocolError("empty frame")
+    return values
+
+
+# --- msgpack -> JSON ------------------------------------------------------------
+
+
+def _base64(value: object) -> str:
+    if isinstance(value, bytes):
+        return b64encode(value).decode("ascii")
+    raise TypeError
+
+
+def _key(key: object) -> str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bytes):
+        return _base64(key)
+    return orjson.dumps(key).decode()  # 1 -> "1", true -> "true", null -> "null"
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, dict):
+        return {_key(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return _base64(value)
+    return value
+
+
+def _refuse_ext(code: int, data: bytes) -> object:
+    raise ValueError("msgpack ext types have no JSON form")
+
+
+def msgpack_to_json(data: bytes) -> bytes:
+    """The JSON text of one msgpack value: bin -> base64, non-string keys -> strings.
+
+    Raises ValueError if ``data`` is not one valid msgpack value without ext types.
+    """
+    try:
+        # max_ext_len=0 also refuses timestamps, which skip ext_hook
+        value = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_refuse_ext, max_ext_len=0)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"data is not a msgpack value: {exc}") from None
+    try:  # fast path: string keys only (bin values handled by default=)
+        return orjson.dumps(value, default=_base64)
+    except TypeError:
+        return orjson.dumps(_jsonable(value), default=_base64)
+
+
+def _fragment(data: bytes) -> orjson.Fragment:
+    return orjson.Fragment(msgpack_to_json(data))
+
+
+_dumps: Callable[[object], bytes] = orjson.dumps
+
+
+class JsonCodec:
+    """Protocol v1 over text frames of JSON objects, one per line."""
+
+    name: str = JSON_SUBPROTOCOL
+    binary: bool = False
+    separator: bytes = b"\n"
+
+    def decode_commands(self, frame: bytes) -> list[Command | ProtocolError]:
+        return commands_from_maps(_load_lines(frame, MAX_COMMANDS_PER_FRAME))
+
+    def encode(self, message: ServerMessage) -> bytes:
+        """Encode one reply or push; ``data`` bytes must each be one valid msgpack value."""
+        return _dumps(message_to_map(message, _fragment))
+
+    def encode_command(self, command: Command) -> bytes:
+        return _dumps(command_to_map(command, _fragment))
+
+    def decode_messages(self, frame: bytes) -> list[ServerMessage]:
+        return messages_from_maps(_load_lines(frame, None))

@@ -1,0 +1,98 @@
+"""Round-trip helpers and the worked examples of docs/protocol.md.
+
+``python -m tests.helpers`` prints the examples' JSON and msgpack hex in the
+form docs/protocol.md uses; tests/test_codec_roundtrip.py checks that the docs
+hold exactly these bytes.
+"""
+
+from __future__ import annotations
+
+import msgpack  # type: ignore[import-untyped]
+
+from protocol import (
+    ClientInfo,
+    Codec,
+    Command,
+    Connect,
+    ConnectResult,
+    Disconnect,
+    EmptyResult,
+    Error,
+    JsonCodec,
+    MsgpackCodec,
+    Ping,
+    Publication,
+    Publish,
+    PublishResult,
+    Reply,
+    ServerMessage,
+    StreamPosition,
+    Subscribe,
+    SubscribeResult,
+)
+
+
+def pack(value: object) -> bytes:
+    """``data`` as the hub holds it: the msgpack encoding of a value."""
+    result: bytes = msgpack.packb(value)
+    return result
+
+
+def server_roundtrip(codec: Codec, *messages: ServerMessage) -> list[ServerMessage]:
+    """Encode messages on the server, in one frame, and decode them as a client would."""
+    frame = codec.separator.join(codec.encode(m) for m in messages)
+    return codec.decode_messages(frame)
+
+
+def client_roundtrip(codec: Codec, *commands: Command) -> list[object]:
+    """Encode commands on the client, in one frame, and decode them as the server would."""
+    frame = codec.separator.join(codec.encode_command(c) for c in commands)
+    return list(codec.decode_commands(frame))
+
+
+_HI = pack({"text": "hi"})
+_PUB = Publication("chat:lobby", _HI, 42, "Xq3v", ClientInfo("alice", "c0ffee"))
+
+#: name -> the message; docs/protocol.md shows each in JSON and as msgpack hex.
+EXAMPLES: dict[str, Command | ServerMessage] = {
+    "connect": Connect(1, token="abc.def.ghi", name="swift", version="1.2.0"),
+    "connect-reply": Reply(1, ConnectResult("c0ffee", "0.1.0", 25.0, "alice")),
+    "subscribe": Subscribe(2, "chat:lobby"),
+    "subscribe-reply": Reply(2, SubscribeResult(41, "Xq3v", recoverable=True)),
+    "publish": Publish(3, "chat:lobby", _HI),
+    "publish-reply": Reply(3, PublishResult(42, "Xq3v")),
+    "publication": _PUB,
+    "resubscribe": Subscribe(4, "chat:lobby", StreamPosition(41, "Xq3v")),
+    "resubscribe-reply": Reply(
+        4,
+        SubscribeResult(42, "Xq3v", recoverable=True, recovered=True, publications=(_PUB,)),
+    ),
+    "ping": Ping(5),
+    "ping-reply": Reply(5, EmptyResult()),
+    "error-reply": Reply(6, error=Error(103, "permission denied")),
+    "disconnect": Disconnect(4001, "shutdown", True),
+}
+
+
+def encode_example(codec: Codec, message: Command | ServerMessage) -> bytes:
+    if isinstance(message, (Connect, Subscribe, Publish, Ping)):
+        return codec.encode_command(message)
+    return codec.encode(message)  # type: ignore[arg-type]
+
+
+def hex_lines(data: bytes, per_line: int = 16) -> str:
+    """Bytes as lowercase hex, space-separated, ``per_line`` bytes a line."""
+    return "\n".join(data[i : i + per_line].hex(" ") for i in range(0, len(data), per_line))
+
+
+def main() -> None:
+    for name, message in EXAMPLES.items():
+        print(f"<!-- example: {name} json -->\n```json")
+        print(encode_example(JsonCodec(), message).decode())
+        print(f"```\n<!-- example: {name} msgpack -->\n```text")
+        print(hex_lines(encode_example(MsgpackCodec(), message)))
+        print("```\n")
+
+
+if __name__ == "__main__":
+    main()
