@@ -35,6 +35,7 @@ class ErrorCode(IntEnum):
     NOT_SUBSCRIBED = 112
     DUPLICATE_ID = 113
     ALREADY_CONNECTED = 114
+    CONFLICT = 115  # the write conflicts with stored state: a stale version, a receipt moving backwards
 
     @property
     def temporary(self) -> bool:

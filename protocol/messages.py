@@ -63,6 +63,11 @@ class Subscribe:
     id: int
     channel: str
     since: StreamPosition | None = None
+    #: Subscription token, for namespaces that require one.
+    token: str | None = None
+    #: Live channels: the last state version the client holds; the result then
+    #: carries only the keys changed after it.
+    version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +78,17 @@ class Unsubscribe:
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """Publish ``data`` (msgpack-encoded value) to ``channel``."""
+    """Publish ``data`` (msgpack-encoded value) to ``channel``.
+
+    ``key`` makes the send idempotent in chat channels: a retry with the same
+    key within the namespace's window returns the first send's result instead
+    of posting twice.
+    """
 
     id: int
     channel: str
     data: bytes
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +98,123 @@ class Ping:
     id: int
 
 
-Command: TypeAlias = Connect | Subscribe | Unsubscribe | Publish | Ping
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """A new connection token for a live connection, sent before the current one expires."""
+
+    id: int
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """A page of a channel's history, oldest first.
+
+    Without ``before``/``after``: the newest ``limit`` publications. With
+    ``before``: the ``limit`` publications just before that offset; with
+    ``after``: the ``limit`` just after it.
+    """
+
+    id: int
+    channel: str
+    limit: int | None = None
+    before: int | None = None
+    after: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """The user is typing (``typing=True``) or stopped, in a chat channel. Never stored."""
+
+    id: int
+    channel: str
+    typing: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """The user has read ``channel`` up to ``offset``; receipts never move backwards."""
+
+    id: int
+    channel: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Receipts:
+    """Who has read ``channel`` up to where."""
+
+    id: int
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceQuery:
+    """Who is in ``channel`` (wire name ``presence``)."""
+
+    id: int
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceStatsQuery:
+    """How many connections and unique users are in ``channel`` (wire name ``presence_stats``)."""
+
+    id: int
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateSet:
+    """Set one key of a live channel (``value`` is msgpack; msgpack nil deletes the key).
+
+    With ``version``, the write applies only if the channel's state is still at
+    that version (else error CONFLICT).
+    """
+
+    id: int
+    channel: str
+    key: str
+    value: bytes
+    version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatePatch:
+    """Apply a JSON Merge Patch (RFC 7386, as msgpack) to one key of a live channel."""
+
+    id: int
+    channel: str
+    key: str
+    patch: bytes
+    version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusQuery:
+    """Online status and last seen time of ``users`` (wire name ``status``)."""
+
+    id: int
+    users: tuple[str, ...]
+
+
+Command: TypeAlias = (
+    Connect
+    | Subscribe
+    | Unsubscribe
+    | Publish
+    | Ping
+    | Refresh
+    | History
+    | Typing
+    | Read
+    | Receipts
+    | PresenceQuery
+    | PresenceStatsQuery
+    | StateSet
+    | StatePatch
+    | StatusQuery
+)
 
 # --- pushes -----------------------------------------------------------------
 
@@ -101,6 +228,9 @@ class Publication:
     offset: int
     epoch: str
     info: ClientInfo | None = None
+    #: Chat channels: the message id and the server's time (ms since the Unix epoch).
+    mid: str = ""
+    time: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +242,80 @@ class Disconnect:
     reconnect: bool
 
 
-Push: TypeAlias = Publication | Disconnect
+@dataclass(frozen=True, slots=True)
+class Join:
+    """``user`` came into ``channel`` (their first device). ``info`` is msgpack or None."""
+
+    channel: str
+    user: str
+    info: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """``user`` left ``channel`` (their last device, after the presence grace window)."""
+
+    channel: str
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
+class TypingNotice:
+    """``user`` is typing in ``channel``, or stopped; it lapses after ``timeout`` seconds."""
+
+    channel: str
+    user: str
+    typing: bool
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReadNotice:
+    """``user`` has read ``channel`` up to ``offset``."""
+
+    channel: str
+    user: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A key of a live channel changed; the channel's state is now at ``version``.
+
+    Exactly one of ``value`` (the full new value, msgpack; nil = deleted) and
+    ``patch`` (a JSON Merge Patch, msgpack, against the value at ``version - 1``)
+    is set. A client that holds version ``version - 1`` applies a patch; any
+    other version means it missed a change and must resubscribe for a fresh
+    snapshot. A full ``value`` applies whatever the client holds.
+    """
+
+    channel: str
+    key: str
+    version: int
+    value: bytes | None = None
+    patch: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserStatus:
+    """A user's status: online on any device, or offline since ``last_seen`` (ms)."""
+
+    user: str
+    online: bool
+    last_seen: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StatusNotice:
+    """A status change pushed to subscribers of a status channel."""
+
+    channel: str
+    status: UserStatus
+
+
+Push: TypeAlias = (
+    Publication | Disconnect | Join | Leave | TypingNotice | ReadNotice | StateChange | StatusNotice
+)
 
 # --- replies ----------------------------------------------------------------
 
@@ -131,6 +334,7 @@ class ConnectResult:
     version: str  # hub version
     ping: float  # seconds between server pings; a client may use 2x as its dead-peer timeout
     user: str = ""  # authenticated user id, "" for anonymous
+    expires: int = 0  # when the token expires (Unix seconds); 0 = never
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,12 +350,79 @@ class SubscribeResult:
     recoverable: bool = False  # the channel keeps history, so a later recovery can work
     recovered: bool = False
     publications: tuple[Publication, ...] = field(default_factory=tuple)
+    #: Live channels: the state version, and the keys (all, or those changed
+    #: after the requested version) with their values and versions.
+    version: int = 0
+    state: tuple[StateEntry, ...] = field(default_factory=tuple)
+    #: Status channels: the user's current status.
+    status: UserStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateEntry:
+    """One key of a live channel: value (msgpack; None = deleted) and the version that set it."""
+
+    key: str
+    value: bytes | None
+    version: int
 
 
 @dataclass(frozen=True, slots=True)
 class PublishResult:
     offset: int
     epoch: str
+    #: Chat channels: the message id and server time given to the message.
+    mid: str = ""
+    time: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    expires: int  # Unix seconds; 0 = never
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryResult:
+    publications: tuple[Publication, ...]
+    offset: int  # the stream's current position
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    offset: int  # the stored receipt
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptsResult:
+    receipts: dict[str, int]  # user -> offset read up to
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceMember:
+    user: str
+    info: bytes | None = None  # msgpack
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceResult:
+    clients: dict[str, PresenceMember]  # connection id -> member
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceStatsResult:
+    clients: int
+    users: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateResult:
+    version: int  # the channel's state version after the write
+
+
+@dataclass(frozen=True, slots=True)
+class StatusResult:
+    users: tuple[UserStatus, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +430,20 @@ class EmptyResult:
     """The result of unsubscribe and ping."""
 
 
-Result: TypeAlias = ConnectResult | SubscribeResult | PublishResult | EmptyResult
+Result: TypeAlias = (
+    ConnectResult
+    | SubscribeResult
+    | PublishResult
+    | EmptyResult
+    | RefreshResult
+    | HistoryResult
+    | ReadResult
+    | ReceiptsResult
+    | PresenceResult
+    | PresenceStatsResult
+    | StateResult
+    | StatusResult
+)
 
 
 @dataclass(frozen=True, slots=True)

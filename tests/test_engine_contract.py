@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from protocol.messages import ClientInfo, Publication, StreamPosition
-from realtime.engines.base import Engine, HistoryOptions, StateEntry, VersionConflict
+from protocol.messages import ClientInfo, Publication, StateEntry, StreamPosition
+from realtime.engines.base import Engine, HistoryOptions, PresenceEntry, PresenceStats, VersionConflict
 from realtime.engines.memory import MemoryEngine
 
 KEEP = HistoryOptions(size=10, ttl=60)
@@ -29,6 +29,12 @@ class Recorder:
     def on_publication(self, pub: Publication) -> None:
         self.pubs.append(pub)
         self.arrived.set()
+
+    def on_event(self, channel: str, event: bytes) -> None:
+        pass
+
+    def on_control(self, message: bytes) -> None:
+        pass
 
 
 @pytest.fixture
@@ -75,6 +81,8 @@ async def test_history_since_limit_reverse(engine: Engine) -> None:
     assert [p.offset for p in since.publications] == [3, 4, 5]
     newest = await engine.history("h", limit=2, reverse=True)
     assert [p.offset for p in newest.publications] == [5, 4]
+    before = await engine.history("h", before=4, limit=2, reverse=True)
+    assert [p.offset for p in before.publications] == [3, 2]
     empty = await engine.history("h", limit=0)
     assert empty.publications == [] and empty.position.offset == 5
     other_epoch = await engine.history("h", since=StreamPosition(2, "elsewhere"))
@@ -102,26 +110,89 @@ async def test_remove_history_keeps_position(engine: Engine) -> None:
     assert page.publications == [] and page.position == pos
 
 
-async def test_presence(engine: Engine) -> None:
-    await engine.presence_add("p", "c1", b"\x01", ttl=30)
-    await engine.presence_add("p", "c2", b"\x02", ttl=30)
-    assert await engine.presence("p") == {"c1": b"\x01", "c2": b"\x02"}
-    await engine.presence_remove("p", "c1")
-    assert await engine.presence("p") == {"c2": b"\x02"}
+async def test_presence_members_and_stats(engine: Engine) -> None:
+    alice = PresenceEntry("alice", b"\x01")
+    assert await engine.presence_add("p", "c1", alice, ttl=30) is True
+    assert await engine.presence_add("p", "c2", alice, ttl=30) is False  # second device: no join
+    assert await engine.presence_add("p", "c3", PresenceEntry("bob"), ttl=30) is True
+    assert await engine.presence("p") == {"c1": alice, "c2": alice, "c3": PresenceEntry("bob")}
+    assert await engine.presence_stats("p") == PresenceStats(clients=3, users=2)
+    assert await engine.presence_remove("p", "c1", "alice", grace=1) is False  # c2 still here
+    assert await engine.presence_remove("p", "c2", "alice", grace=1) is True  # last device
+    assert await engine.presence_settle("p", "alice") is True
+    assert await engine.presence_settle("p", "alice") is False  # once
+    assert await engine.presence_stats("p") == PresenceStats(1, 1)
     assert await engine.presence("empty") == {}
+    assert await engine.presence_remove("p", "nobody", "x", grace=1) is False
+
+
+async def test_presence_comeback_within_grace_is_no_leave_and_no_join(engine: Engine) -> None:
+    alice = PresenceEntry("alice")
+    assert await engine.presence_add("g", "phone-1", alice, ttl=30) is True
+    assert await engine.presence_remove("g", "phone-1", "alice", grace=5) is True
+    # The phone reconnects (new connection id) before the grace window ends.
+    assert await engine.presence_add("g", "phone-2", alice, ttl=30) is False
+    assert await engine.presence_settle("g", "alice") is False
+    assert await engine.presence_stats("g") == PresenceStats(1, 1)
+
+
+async def test_kv(engine: Engine) -> None:
+    assert await engine.kv_get("k") is None
+    assert await engine.kv_set("k", b"1") is True
+    assert await engine.kv_set("k", b"2", only_if_absent=True) is False
+    assert await engine.kv_get("k") == b"1"
+    assert await engine.kv_set("t", b"x", ttl=0.05) is True
+    await asyncio.sleep(0.1)  # expiry is time itself: nothing to await instead
+    assert await engine.kv_get("t") is None
+    assert await engine.kv_set("t", b"y", only_if_absent=True) is True
+
+
+async def test_receipts_never_move_backwards(engine: Engine) -> None:
+    assert await engine.receipt_set("c", "alice", 5) == 5
+    assert await engine.receipt_set("c", "alice", 3) == 5
+    assert await engine.receipt_set("c", "bob", 1) == 1
+    assert await engine.receipt_set("c", "alice", 9) == 9
+    assert await engine.receipts("c") == {"alice": 9, "bob": 1}
+    assert await engine.receipts("none") == {}
+
+
+async def test_events_reach_subscribed_nodes(engine: Engine, delivered: Recorder) -> None:
+    events: list[tuple[str, bytes]] = []
+    controls: list[bytes] = []
+    delivered.on_event = lambda ch, ev: events.append((ch, ev))  # type: ignore[method-assign]
+    delivered.on_control = controls.append  # type: ignore[method-assign]
+    await engine.subscribe("e")
+    await engine.broadcast("e", b"\x81")
+    await engine.broadcast("other", b"\x82")
+    await engine.control(b"\x83")
+    async with asyncio.timeout(5):
+        while not (events and controls):
+            await asyncio.sleep(0.001)
+    assert events == [("e", b"\x81")]
+    assert controls == [b"\x83"]
 
 
 async def test_state_versions(engine: Engine) -> None:
-    assert await engine.state_get("live", "k") == StateEntry(None, 0)
-    first = await engine.state_set("live", "k", b"\x01")
+    assert await engine.state_get("live", "k") == StateEntry("k", None, 0)
+    first = await engine.state_set("live", "k", b"\x01", expected_version=0)
+    other = await engine.state_set("live", "j", b"\x05")
     second = await engine.state_set("live", "k", b"\x02", expected_version=1)
-    assert (first.version, second.version) == (1, 2)
+    assert (first.version, other.version, second.version) == (1, 2, 3)
     with pytest.raises(VersionConflict) as info:
         await engine.state_set("live", "k", b"\x03", expected_version=1)
-    assert info.value.current == StateEntry(b"\x02", 2)
-    assert await engine.state_all("live") == {"k": StateEntry(b"\x02", 2)}
-    await engine.state_set("live", "k", None)
-    assert await engine.state_all("live") == {}
+    assert info.value.current == StateEntry("k", b"\x02", 3)
+    entries, version = await engine.state_since("live")
+    assert version == 3 and sorted(entries, key=lambda e: e.key) == [
+        StateEntry("j", b"\x05", 2),
+        StateEntry("k", b"\x02", 3),
+    ]
+    deleted = await engine.state_set("live", "j", None)
+    assert deleted.version == 4
+    changed, version = await engine.state_since("live", 3)
+    assert version == 4 and changed == [StateEntry("j", None, 4)]
+    current, _ = await engine.state_since("live")
+    assert current == [StateEntry("k", b"\x02", 3)]
+    assert await engine.state_since("nothing", 0) == ([], 0)
 
 
 async def test_memory_streams_are_forgotten_after_meta_ttl() -> None:

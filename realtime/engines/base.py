@@ -17,14 +17,21 @@ import abc
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from protocol.messages import ClientInfo, Publication, StreamPosition
+from protocol.messages import ClientInfo, Publication, StateEntry, StreamPosition
 
 
 class PublicationHandler(Protocol):
-    """The node side of the engine: receives publications for channels it subscribed to."""
+    """The node side of the engine: receives what is published to channels it subscribed to."""
 
     def on_publication(self, pub: Publication) -> None:
         """Called once per publication, in offset order per channel. Must not block."""
+
+    def on_event(self, channel: str, event: bytes) -> None:
+        """An ephemeral push for the channel's subscribers (join, typing, state change...),
+        as the msgpack encoding of a server message. Must not block."""
+
+    def on_control(self, message: bytes) -> None:
+        """A message for every node (disconnect a user, ...), msgpack. Must not block."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +60,11 @@ class PresenceStats:
 
 
 @dataclass(frozen=True, slots=True)
-class StateEntry:
-    """A keyed value of a channel's live state; ``version`` grows by one per change."""
+class PresenceEntry:
+    """One connection present in a channel: its user and info (msgpack or None)."""
 
-    value: bytes | None
-    version: int
+    user: str
+    info: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -91,6 +98,8 @@ class Engine(abc.ABC):
         *,
         info: ClientInfo | None = None,
         history: HistoryOptions = HistoryOptions(),
+        mid: str = "",
+        time: int = 0,
     ) -> StreamPosition:
         """Assign the next offset of ``channel``, keep it in history, deliver it to every node.
 
@@ -114,30 +123,81 @@ class Engine(abc.ABC):
         channel: str,
         *,
         since: StreamPosition | None = None,
+        before: int | None = None,
         limit: int | None = None,
         reverse: bool = False,
     ) -> HistoryPage:
-        """Read history: with ``since``, the publications after it (same epoch only).
+        """Read history: with ``since``, the publications after it (same epoch only);
+        with ``before``, those with a smaller offset.
 
-        ``reverse`` returns newest first. ``limit=0`` returns only the position.
+        ``reverse`` walks from the newest, so ``limit`` keeps the newest ones; the
+        page is returned newest first then. ``limit=0`` returns only the position.
         """
 
     @abc.abstractmethod
     async def remove_history(self, channel: str) -> None:
         """Drop the channel's history (offsets continue, the epoch stays)."""
 
+    # --- ephemeral events and control ---------------------------------
+
+    @abc.abstractmethod
+    async def broadcast(self, channel: str, event: bytes) -> None:
+        """Deliver ``event`` to :meth:`PublicationHandler.on_event` on every node subscribed
+        to ``channel``; nothing is stored and no offset is used."""
+
+    @abc.abstractmethod
+    async def control(self, message: bytes) -> None:
+        """Deliver ``message`` to :meth:`PublicationHandler.on_control` on every node, this one included."""
+
     # --- presence --------------------------------------------------------
 
     @abc.abstractmethod
-    async def presence_add(self, channel: str, client: str, info: bytes, *, ttl: float) -> None:
-        """Record (or refresh) ``client`` as present in ``channel`` for ``ttl`` seconds."""
+    async def presence_add(self, channel: str, client: str, entry: PresenceEntry, *, ttl: float) -> bool:
+        """Record (or refresh) ``client`` in ``channel`` for ``ttl`` seconds.
+
+        Returns True when this makes the user present: their first connection
+        here, and no leave of theirs is pending (:meth:`presence_remove`). The
+        caller announces a join then.
+        """
 
     @abc.abstractmethod
-    async def presence_remove(self, channel: str, client: str) -> None: ...
+    async def presence_remove(self, channel: str, client: str, user: str, *, grace: float) -> bool:
+        """Remove ``client``. Returns True when it was the user's last connection here:
+        their leave is now pending; call :meth:`presence_settle` after ``grace``."""
 
     @abc.abstractmethod
-    async def presence(self, channel: str) -> dict[str, bytes]:
-        """Map of client id -> info bytes of everyone present."""
+    async def presence_settle(self, channel: str, user: str) -> bool:
+        """True (once) when the user's pending leave stands: they did not come back.
+        The caller announces the leave then."""
+
+    @abc.abstractmethod
+    async def presence(self, channel: str) -> dict[str, PresenceEntry]:
+        """Map of client id -> entry of every connection present."""
+
+    @abc.abstractmethod
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        """Connection and unique-user counts, without listing members."""
+
+    # --- small shared values -------------------------------------------
+
+    @abc.abstractmethod
+    async def kv_get(self, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def kv_set(self, key: str, value: bytes, *, ttl: float = 0.0, only_if_absent: bool = False) -> bool:
+        """Store ``value`` (for ``ttl`` seconds; 0 = no expiry). With ``only_if_absent``,
+        store only when no live value exists. Returns whether it was stored."""
+
+    # --- read receipts ---------------------------------------------------
+
+    @abc.abstractmethod
+    async def receipt_set(self, channel: str, user: str, offset: int) -> int:
+        """Raise the user's receipt in ``channel`` to ``offset``; never lowers it.
+        Returns the stored offset (greater than ``offset`` when it was already ahead)."""
+
+    @abc.abstractmethod
+    async def receipts(self, channel: str) -> dict[str, int]:
+        """User -> offset read up to."""
 
     # --- keyed live state ------------------------------------------------
 
@@ -145,15 +205,24 @@ class Engine(abc.ABC):
     async def state_set(
         self, channel: str, key: str, value: bytes | None, *, expected_version: int | None = None
     ) -> StateEntry:
-        """Set (``None`` deletes) one key; returns the new entry. With ``expected_version``,
-        raises :class:`VersionConflict` when the stored version differs."""
+        """Set (``None`` deletes) one key and bump the channel's state version.
+
+        The entry's version is the channel's new version. With
+        ``expected_version``, raises :class:`VersionConflict` unless the key's
+        current version equals it (0 = the key does not exist).
+        """
 
     @abc.abstractmethod
     async def state_get(self, channel: str, key: str) -> StateEntry:
         """The key's value and version (``value=None, version=0`` when never set)."""
 
     @abc.abstractmethod
-    async def state_all(self, channel: str) -> dict[str, StateEntry]: ...
+    async def state_since(self, channel: str, version: int = 0) -> tuple[list[StateEntry], int]:
+        """Entries changed after ``version`` and the channel's current version.
+
+        With ``version=0``: every existing key. Otherwise deleted keys come as
+        entries with ``value=None``, so a client catching up learns of them.
+        """
 
 
 class VersionConflict(Exception):

@@ -12,18 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import time
+from time import monotonic as _now
 from collections import deque
 from dataclasses import dataclass, field
 
-from protocol.messages import ClientInfo, Publication, StreamPosition
+from protocol.messages import ClientInfo, Publication, StateEntry, StreamPosition
 
 from .base import (
     Engine,
     HistoryOptions,
     HistoryPage,
+    PresenceEntry,
+    PresenceStats,
     PublicationHandler,
-    StateEntry,
     VersionConflict,
 )
 
@@ -51,8 +52,10 @@ class MemoryEngine(Engine):
         self._handler: PublicationHandler | None = None
         self._subscribed: set[str] = set()
         self._streams: dict[str, _Stream] = {}
-        self._presence: dict[str, dict[str, bytes]] = {}
-        self._state: dict[str, dict[str, StateEntry]] = {}
+        self._presence: dict[str, _Presence] = {}
+        self._kv: dict[str, tuple[bytes, float]] = {}  # key -> (value, expiry or 0)
+        self._receipts: dict[str, dict[str, int]] = {}
+        self._state: dict[str, _State] = {}
 
     async def start(self, handler: PublicationHandler) -> None:
         self._handler = handler
@@ -74,7 +77,7 @@ class MemoryEngine(Engine):
 
     def sweep(self, now: float | None = None) -> None:
         """Forget streams idle for longer than ``meta_ttl``; drop expired history."""
-        now = time.monotonic() if now is None else now
+        now = _now() if now is None else now
         for channel, stream in list(self._streams.items()):
             if stream.touched + self.meta_ttl < now:
                 del self._streams[channel]
@@ -85,8 +88,8 @@ class MemoryEngine(Engine):
     def _stream(self, channel: str) -> _Stream:
         stream = self._streams.get(channel)
         if stream is None:
-            stream = self._streams[channel] = _Stream(new_epoch(), touched=time.monotonic())
-        elif stream.expires and stream.expires < time.monotonic():
+            stream = self._streams[channel] = _Stream(new_epoch(), touched=_now())
+        elif stream.expires and stream.expires < _now():
             stream.publications.clear()
             stream.expires = 0.0
         return stream
@@ -98,18 +101,20 @@ class MemoryEngine(Engine):
         *,
         info: ClientInfo | None = None,
         history: HistoryOptions = HistoryOptions(),
+        mid: str = "",
+        time: int = 0,
     ) -> StreamPosition:
         stream = self._stream(channel)
         stream.offset += 1
-        stream.touched = time.monotonic()
-        pub = Publication(channel, data, stream.offset, stream.epoch, info)
+        stream.touched = _now()
+        pub = Publication(channel, data, stream.offset, stream.epoch, info, mid, time)
         if history.size > 0:
             pubs = stream.publications
             pubs.append(pub)
             while len(pubs) > history.size:
                 pubs.popleft()
             if history.ttl > 0:
-                stream.expires = time.monotonic() + history.ttl
+                stream.expires = _now() + history.ttl
         if self._handler is not None and channel in self._subscribed:
             self._handler.on_publication(pub)
         return StreamPosition(stream.offset, stream.epoch)
@@ -125,6 +130,7 @@ class MemoryEngine(Engine):
         channel: str,
         *,
         since: StreamPosition | None = None,
+        before: int | None = None,
         limit: int | None = None,
         reverse: bool = False,
     ) -> HistoryPage:
@@ -138,6 +144,8 @@ class MemoryEngine(Engine):
                 pubs = []
             else:
                 pubs = [p for p in pubs if p.offset > since.offset]
+        if before is not None:
+            pubs = [p for p in pubs if p.offset < before]
         if reverse:
             pubs.reverse()
         if limit is not None:
@@ -149,33 +157,129 @@ class MemoryEngine(Engine):
         if stream is not None:
             stream.publications.clear()
 
-    async def presence_add(self, channel: str, client: str, info: bytes, *, ttl: float) -> None:
-        # One process: a connection's presence ends with it, so ttl is not needed here.
-        self._presence.setdefault(channel, {})[client] = info
+    # --- events ----------------------------------------------------------
 
-    async def presence_remove(self, channel: str, client: str) -> None:
-        members = self._presence.get(channel)
-        if members is not None:
-            members.pop(client, None)
-            if not members:
-                del self._presence[channel]
+    async def broadcast(self, channel: str, event: bytes) -> None:
+        if self._handler is not None and channel in self._subscribed:
+            self._handler.on_event(channel, event)
 
-    async def presence(self, channel: str) -> dict[str, bytes]:
-        return dict(self._presence.get(channel, {}))
+    async def control(self, message: bytes) -> None:
+        if self._handler is not None:
+            self._handler.on_control(message)
+
+    # --- presence --------------------------------------------------------
+    # One process: a connection's presence ends with it, so ttl is not needed here.
+
+    async def presence_add(self, channel: str, client: str, entry: PresenceEntry, *, ttl: float) -> bool:
+        p = self._presence.get(channel)
+        if p is None:
+            p = self._presence[channel] = _Presence()
+        p.clients[client] = entry
+        devices = p.users.setdefault(entry.user, set())
+        devices.add(client)
+        if len(devices) > 1:
+            return False
+        # The user's first connection: a join, unless their leave is still pending.
+        return p.leaving.pop(entry.user, None) is None
+
+    async def presence_remove(self, channel: str, client: str, user: str, *, grace: float) -> bool:
+        p = self._presence.get(channel)
+        if p is None or p.clients.pop(client, None) is None:
+            return False
+        devices = p.users.get(user)
+        if devices is not None:
+            devices.discard(client)
+            if devices:
+                return False
+            del p.users[user]
+        p.leaving[user] = _now()
+        return True
+
+    async def presence_settle(self, channel: str, user: str) -> bool:
+        p = self._presence.get(channel)
+        if p is None or user in p.users or p.leaving.pop(user, None) is None:
+            return False
+        if not p.clients and not p.leaving:
+            del self._presence[channel]
+        return True
+
+    async def presence(self, channel: str) -> dict[str, PresenceEntry]:
+        p = self._presence.get(channel)
+        return dict(p.clients) if p is not None else {}
+
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        p = self._presence.get(channel)
+        return PresenceStats(len(p.clients), len(p.users)) if p is not None else PresenceStats(0, 0)
+
+    # --- small values ----------------------------------------------------
+
+    async def kv_get(self, key: str) -> bytes | None:
+        item = self._kv.get(key)
+        if item is None:
+            return None
+        value, expires = item
+        if expires and expires <= _now():
+            del self._kv[key]
+            return None
+        return value
+
+    async def kv_set(self, key: str, value: bytes, *, ttl: float = 0.0, only_if_absent: bool = False) -> bool:
+        if only_if_absent and await self.kv_get(key) is not None:
+            return False
+        self._kv[key] = (value, _now() + ttl if ttl > 0 else 0.0)
+        return True
+
+    # --- receipts ----------------------------------------------------------
+
+    async def receipt_set(self, channel: str, user: str, offset: int) -> int:
+        receipts = self._receipts.setdefault(channel, {})
+        stored = max(receipts.get(user, 0), offset)
+        receipts[user] = stored
+        return stored
+
+    async def receipts(self, channel: str) -> dict[str, int]:
+        return dict(self._receipts.get(channel, {}))
+
+    # --- live state ------------------------------------------------------
 
     async def state_set(
         self, channel: str, key: str, value: bytes | None, *, expected_version: int | None = None
     ) -> StateEntry:
-        entries = self._state.setdefault(channel, {})
-        current = entries.get(key, StateEntry(None, 0))
-        if expected_version is not None and expected_version != current.version:
-            raise VersionConflict(current)
-        entry = StateEntry(value, current.version + 1)
-        entries[key] = entry
+        state = self._state.get(channel)
+        if state is None:
+            state = self._state[channel] = _State()
+        current = state.entries.get(key)
+        if expected_version is not None:
+            have = current.version if current is not None and current.value is not None else 0
+            if have != expected_version:
+                raise VersionConflict(current or StateEntry(key, None, 0))
+        state.version += 1
+        entry = state.entries[key] = StateEntry(key, value, state.version)
         return entry
 
     async def state_get(self, channel: str, key: str) -> StateEntry:
-        return self._state.get(channel, {}).get(key, StateEntry(None, 0))
+        state = self._state.get(channel)
+        entry = state.entries.get(key) if state is not None else None
+        return entry if entry is not None else StateEntry(key, None, 0)
 
-    async def state_all(self, channel: str) -> dict[str, StateEntry]:
-        return {k: e for k, e in self._state.get(channel, {}).items() if e.value is not None}
+    async def state_since(self, channel: str, version: int = 0) -> tuple[list[StateEntry], int]:
+        state = self._state.get(channel)
+        if state is None:
+            return [], 0
+        if version <= 0:
+            return [e for e in state.entries.values() if e.value is not None], state.version
+        return [e for e in state.entries.values() if e.version > version], state.version
+
+
+@dataclass(slots=True)
+class _Presence:
+    clients: dict[str, PresenceEntry] = field(default_factory=dict)
+    users: dict[str, set[str]] = field(default_factory=dict)  # user -> their client ids
+    leaving: dict[str, float] = field(default_factory=dict)  # user -> when their leave began
+
+
+@dataclass(slots=True)
+class _State:
+    version: int = 0
+    # Deleted keys stay as entries with value None so catching-up clients learn of them.
+    entries: dict[str, StateEntry] = field(default_factory=dict)
