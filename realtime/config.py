@@ -10,6 +10,10 @@ an environment variable named ``REALTIME_`` + the field name upper-cased
 file itself is named by ``--config`` or ``REALTIME_CONFIG``. A bad value raises
 :class:`ConfigError`, whose message is one line naming the setting and where
 it came from.
+
+Two settings come only from the file: ``namespaces`` (``[namespaces.NAME]``
+tables) and ``api_keys`` (``[[api_keys]]`` tables). ``REALTIME_API_KEY`` adds
+one more API key, named "env", with every scope.
 """
 
 from __future__ import annotations
@@ -28,11 +32,19 @@ from typing import Any
 
 from protocol.errors import RealtimeError
 
+from .auth import ALL_SCOPES, ApiKey, load_public_key, secret_bytes
+from .namespaces import OPTIONS as NAMESPACE_OPTIONS
+from .namespaces import Namespace, Namespaces, OptionError, default_namespaces
+
 ENV_PREFIX = "REALTIME_"
 #: The environment variable naming the TOML file (the ``--config`` flag beats it).
 CONFIG_ENV = "REALTIME_CONFIG"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+#: The environment variable holding one more API key (name "env", all scopes).
+API_KEY_ENV = "REALTIME_API_KEY"
+#: The TOML table of the namespace for channels without a colon (stored under "").
+DEFAULT_NAMESPACE = "default"
 
 
 class ConfigError(RealtimeError, ValueError):
@@ -74,9 +86,37 @@ class Settings:
     allowed_origins: tuple[str, ...] = field(default_factory=tuple)
     #: Seconds over which shutdown spreads its disconnects, against reconnect storms.
     drain_window: float = 5.0
-    #: Publications kept per channel for recovery, and for how long (seconds).
+    #: Publications kept per channel for recovery, and for how long (seconds); for
+    #: namespaces that do not set their own history_size/history_ttl.
     history_size: int = 100
     history_ttl: float = 300.0
+    #: Whether connections without a token are accepted (as user ""). Leave off in
+    #: production unless anonymous access is intended.
+    allow_anonymous: bool = False
+    #: Secret shared with the backend that signs HS256 tokens, at least 32 bytes.
+    #: Never shown in repr or error messages.
+    token_secret: str | None = field(default=None, repr=False)
+    #: Public key for RS256 (RSA, at least 2048 bits) or ES256 (EC P-256; P-384 and
+    #: P-521 give ES384/ES512) tokens: PEM text (one-line text with literal "\n" is
+    #: accepted) or the path of a PEM file, read at load time and kept here as PEM
+    #: text. May be set together with token_secret.
+    token_public_key: str | None = None
+    #: When set, tokens must name this audience (aud); when unset, tokens with aud are refused.
+    token_audience: str | None = None
+    #: When set, tokens must name this issuer (iss).
+    token_issuer: str | None = None
+    #: Seconds after a connection token's exp during which the connection may still
+    #: refresh it; after that it is disconnected.
+    token_grace: float = 30.0
+    #: Channel namespaces by name; "" holds channels without a colon. Only from the
+    #: config file, as [namespaces.NAME] tables ([namespaces.default] for ""); no
+    #: environment variable or flag sets them. A file without any gets one default
+    #: namespace with default options; with some but no default, channels without a
+    #: colon are unknown.
+    namespaces: Mapping[str, Namespace] = field(default_factory=default_namespaces)
+    #: Keys of the server API: [[api_keys]] tables {name, key, scopes} in the config
+    #: file, then one from REALTIME_API_KEY (name "env", all scopes) when it is set.
+    api_keys: tuple[ApiKey, ...] = ()
 
 
 def env_name(name: str) -> str:
@@ -104,9 +144,12 @@ def load_settings(
     ``argv_overrides`` maps field names to command-line values, as text (cast
     here like environment values) or already typed; ``None`` values count as
     not given. ``env`` defaults to ``os.environ``; only ``REALTIME_*``
-    variables named after a field are read, others are ignored. ``config_file``
-    is the ``--config`` value; without it ``REALTIME_CONFIG`` names the file,
-    and without either no file is read.
+    variables named after a field are read, others are ignored, except
+    ``REALTIME_API_KEY``. ``config_file`` is the ``--config`` value; without it
+    ``REALTIME_CONFIG`` names the file, and without either no file is read.
+    ``namespaces`` and ``api_keys`` come only from the file: setting
+    ``REALTIME_NAMESPACES`` or ``REALTIME_API_KEYS`` is a ConfigError, and
+    passing them in ``argv_overrides`` a TypeError.
     """
     env = os.environ if env is None else env
     given: dict[str, tuple[object, str]] = {}  # field name -> (raw value, source)
@@ -116,11 +159,16 @@ def load_settings(
     elif env.get(CONFIG_ENV):
         given.update(_read_config_file(env[CONFIG_ENV], CONFIG_ENV))
 
+    for name in _FILE_ONLY:
+        if env_name(name) in env:
+            raise ConfigError(f"setting {name} cannot come from {env_name(name)}: set it in the config file")
     for name in _CASTS:
         if env_name(name) in env:
             given[name] = (env[env_name(name)], env_name(name))
 
     for name, value in (argv_overrides or {}).items():
+        if name in _FILE_ONLY:
+            raise TypeError(f"load_settings() cannot set {name!r}: it comes only from the config file")
         if name not in _CASTS:
             raise TypeError(f"load_settings() got an unknown setting {name!r}")
         if value is not None:
@@ -128,10 +176,17 @@ def load_settings(
 
     values: dict[str, Any] = {}
     for name, (raw, source) in given.items():
+        if name in _FILE_ONLY:
+            values[name] = _FILE_ONLY[name](raw, source)
+            continue
         try:
             values[name] = _CHECKS.get(name, _any)(_CASTS[name](raw))
         except ValueError as exc:
-            raise ConfigError(f"invalid setting {name}={_show(raw)} (from {source}): {exc}") from None
+            shown = "***" if name in _SECRETS else _show(raw)
+            raise ConfigError(f"invalid setting {name}={shown} (from {source}): {exc}") from None
+    env_key = env.get(API_KEY_ENV, "").strip()
+    if env_key:
+        values["api_keys"] = _add_env_api_key(values.get("api_keys", ()), env_key)
     return Settings(**values)
 
 
@@ -147,11 +202,15 @@ def _read_config_file(path: str | Path, source: str) -> dict[str, tuple[object, 
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid config file {path} (from {source}): {exc}") from None
     for key in data:
-        if key not in _CASTS:
-            close = difflib.get_close_matches(key, _CASTS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+        if key not in _CASTS and key not in _FILE_ONLY:
+            hint = _did_you_mean(key, [*_CASTS, *_FILE_ONLY])
             raise ConfigError(f"unknown setting {key!r} in config file {path}{hint}")
     return {key: (value, str(path)) for key, value in data.items()}
+
+
+def _did_you_mean(key: str, known: typing.Iterable[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {prefix + close[0]!r}?)" if close else ""
 
 
 # Casts: text (environment, flags) or TOML values -> the field's type. A
@@ -189,6 +248,22 @@ def _to_str(raw: object) -> str:
     return raw.strip()
 
 
+def _to_bool(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str):
+        text = raw.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise ValueError("expected true or false")
+
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
 def _to_optional_str(raw: object) -> str | None:
     """An empty value (``REALTIME_REDIS=``) means unset."""
     return _to_str(raw) or None
@@ -203,6 +278,7 @@ def _to_strs(raw: object) -> tuple[str, ...]:
 
 
 _CASTERS: dict[object, Callable[[object], object]] = {
+    bool: _to_bool,
     int: _to_int,
     float: _to_float,
     str: _to_str,
@@ -210,8 +286,14 @@ _CASTERS: dict[object, Callable[[object], object]] = {
     tuple[str, ...]: _to_strs,
 }
 _HINTS = typing.get_type_hints(Settings)
+#: Settings read only from the config file (their parsers are in _FILE_ONLY, below).
+_FILE_ONLY_NAMES = ("namespaces", "api_keys")
 # A KeyError here means a new field has a type without a cast: add one above.
-_CASTS = {f.name: _CASTERS[_HINTS[f.name]] for f in dataclasses.fields(Settings)}
+_CASTS = {
+    f.name: _CASTERS[_HINTS[f.name]] for f in dataclasses.fields(Settings) if f.name not in _FILE_ONLY_NAMES
+}
+#: Settings whose values error messages never show.
+_SECRETS = frozenset({"token_secret"})
 
 
 # Checks: a cast value -> the value to keep, or ValueError(reason).
@@ -269,6 +351,33 @@ def _origins(value: tuple[str, ...]) -> tuple[str, ...]:
     return value
 
 
+def _secret(value: str | None) -> str | None:
+    if value is not None:
+        secret_bytes(value)
+    return value
+
+
+_PEM_BEGIN = "-----BEGIN"
+
+
+def _public_key(value: str | None) -> str | None:
+    """PEM text, or the path of a PEM file (read now); the key must be usable for tokens."""
+    if value is None:
+        return None
+    text = value
+    if _PEM_BEGIN not in text:
+        try:
+            text = Path(text).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"cannot read the file: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ValueError("the file is not PEM text") from None
+    elif "\n" not in text and "\\n" in text:  # one line, as some env files need
+        text = text.replace("\\n", "\n")
+    load_public_key(text)
+    return text.strip() + "\n"
+
+
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "host": _host,
     "port": _port,
@@ -284,7 +393,91 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "drain_window": _non_negative,
     "history_size": _non_negative,
     "history_ttl": _positive,
+    "token_secret": _secret,
+    "token_public_key": _public_key,
+    "token_grace": _non_negative,
 }
+
+
+# Settings only the config file sets: (raw TOML value, file path) -> value, or ConfigError.
+
+
+def _namespaces(raw: object, source: str) -> Namespaces:
+    """``[namespaces.NAME]`` tables; ``[namespaces.default]`` is stored as ""."""
+    if not isinstance(raw, dict) or not all(isinstance(table, dict) for table in raw.values()):
+        raise ConfigError(f"invalid setting namespaces (from {source}): expected [namespaces.NAME] tables")
+    if not raw:
+        return default_namespaces()
+    namespaces = []
+    for name, options in raw.items():
+        label = f"namespaces.{name}"
+        if name == "":
+            raise ConfigError(
+                f"invalid setting namespaces.'' (from {source}): name the default namespace {DEFAULT_NAMESPACE!r}"
+            )
+        for key in options:
+            if key not in NAMESPACE_OPTIONS:
+                hint = _did_you_mean(key, NAMESPACE_OPTIONS, f"{label}.")
+                raise ConfigError(f"unknown setting '{label}.{key}' in config file {source}{hint}")
+        try:
+            namespaces.append(Namespace(name="" if name == DEFAULT_NAMESPACE else name, **options))
+        except OptionError as exc:
+            if exc.option == "name":
+                raise ConfigError(f"invalid setting {_show(label)} (from {source}): {exc.reason}") from None
+            value = _show(options[exc.option])
+            raise ConfigError(f"invalid setting {label}.{exc.option}={value} (from {source}): {exc.reason}") from None
+    return Namespaces(namespaces)
+
+
+_API_KEY_FIELDS = ("name", "key", "scopes")
+
+
+def _api_keys(raw: object, source: str) -> tuple[ApiKey, ...]:
+    """``[[api_keys]]`` tables of name, key and scopes; names and keys must be unique."""
+    if not isinstance(raw, list) or not all(isinstance(table, dict) for table in raw):
+        raise ConfigError(f"invalid setting api_keys (from {source}): expected [[api_keys]] tables")
+    keys: list[ApiKey] = []
+    for index, table in enumerate(raw):
+        label = f"api_keys[{index}]"
+        for option in table:
+            if option not in _API_KEY_FIELDS:
+                hint = _did_you_mean(option, _API_KEY_FIELDS, f"{label}.")
+                raise ConfigError(f"unknown setting '{label}.{option}' in config file {source}{hint}")
+        for option in _API_KEY_FIELDS:
+            if option not in table:
+                raise ConfigError(f"invalid setting {label} (from {source}): missing {option!r}")
+        try:
+            key = ApiKey(table["name"], table["key"], table["scopes"])
+        except OptionError as exc:
+            shown = "" if exc.option == "key" else "=" + _show(table[exc.option])
+            raise ConfigError(f"invalid setting {label}.{exc.option}{shown} (from {source}): {exc.reason}") from None
+        clash = _clash(keys, key)
+        if clash:
+            raise ConfigError(f"invalid setting {label} (from {source}): {clash}")
+        keys.append(key)
+    return tuple(keys)
+
+
+def _add_env_api_key(keys: tuple[ApiKey, ...], secret: str) -> tuple[ApiKey, ...]:
+    key = ApiKey("env", secret, frozenset({ALL_SCOPES}))
+    clash = _clash(keys, key)
+    if clash:
+        raise ConfigError(f"invalid setting api_keys[{len(keys)}] (from {API_KEY_ENV}): {clash}")
+    return (*keys, key)
+
+
+def _clash(keys: typing.Sequence[ApiKey], new: ApiKey) -> str:
+    """Why ``new`` cannot join ``keys`` (a name or key already taken), or ""."""
+    for index, key in enumerate(keys):
+        if key.name == new.name:
+            return f"api_keys[{index}] has the same name {_show(new.name)}"
+        if key.key == new.key:
+            return f"api_keys[{index}] has the same key"
+    return ""
+
+
+_FILE_ONLY: dict[str, Callable[[object, str], object]] = {"namespaces": _namespaces, "api_keys": _api_keys}
+assert set(_FILE_ONLY) == set(_FILE_ONLY_NAMES)
 
 _PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/@\s]*@")
 

@@ -7,9 +7,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from protocol.errors import RealtimeError
+from realtime.auth import ApiKey, TokenVerifier
 from realtime.config import ConfigError, Settings, env_name, flag_name, load_settings
+from realtime.namespaces import Namespace, Namespaces
+
+REPO = Path(__file__).resolve().parent.parent
+SECRET = "0123456789abcdef0123456789abcdef"
+EC_PEM = (
+    ec.generate_private_key(ec.SECP256R1())
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
 
 
 def write_toml(tmp_path: Path, text: str) -> Path:
@@ -100,11 +113,19 @@ TEXT_VALUES: dict[str, tuple[str, object]] = {
     "drain_window": ("0", 0.0),
     "history_size": ("0", 0),
     "history_ttl": ("1e3", 1000.0),
+    "allow_anonymous": (" Yes ", True),
+    "token_secret": (SECRET, SECRET),
+    "token_public_key": (EC_PEM, EC_PEM),
+    "token_audience": ("hub", "hub"),
+    "token_issuer": ("https://auth.example", "https://auth.example"),
+    "token_grace": ("0", 0.0),
 }
+#: Settings only the config file sets.
+FILE_ONLY = {"namespaces", "api_keys"}
 
 
 def test_every_field_has_a_text_value_in_this_test() -> None:
-    assert set(TEXT_VALUES) == {f.name for f in dataclasses.fields(Settings)}
+    assert set(TEXT_VALUES) == {f.name for f in dataclasses.fields(Settings)} - FILE_ONLY
 
 
 @pytest.mark.parametrize("name", TEXT_VALUES)
@@ -194,6 +215,11 @@ BAD_VALUES = [
     ("history_ttl", "0", "0", "expected a number > 0"),
     ("allowed_origins", "example.com", '["example.com"]', "expected '*' or scheme://host[:port] (no path), got 'example.com'"),
     ("allowed_origins", "https://a.example/", '"https://a.example/"', "got 'https://a.example/'"),
+    ("allow_anonymous", "maybe", '"maybe"', "expected true or false"),
+    ("token_secret", "short", '"short"', "expected a secret of at least 32 bytes"),
+    ("token_public_key", "/nonexistent/key.pem", '"/nonexistent/key.pem"', "cannot read the file: No such file or directory"),
+    ("token_public_key", "-----BEGIN PUBLIC KEY-----", '"-----BEGIN PUBLIC KEY-----"', "expected a PEM public key (RSA or EC)"),
+    ("token_grace", "-1", "-1", "expected a number >= 0"),
 ]
 
 
@@ -232,6 +258,8 @@ def test_bad_value_from_file(tmp_path: Path, name: str, text: str, literal: str,
         ("allowed_origins = [1]", "expected a comma-separated list of strings"),
         ("allowed_origins = 1", "expected a comma-separated list of strings"),
         ("ping_interval = 1e400", "expected a number"),
+        ("allow_anonymous = 1", "expected true or false"),
+        ("token_secret = 1", "expected a string"),
     ],
 )
 def test_toml_types(tmp_path: Path, literal: str, reason: str | None) -> None:
@@ -310,3 +338,257 @@ def test_file_errors_come_before_environment_errors(tmp_path: Path) -> None:
     """The file is read first; a broken file is reported even when the environment is fine."""
     path = write_toml(tmp_path, "nope = 1\n")
     assert "'nope'" in error_of(env={"REALTIME_PORT": "1"}, config_file=path)
+
+
+# Booleans
+
+
+@pytest.mark.parametrize(("text", "expected"), [("true", True), ("ON", True), ("1", True), ("no", False), ("0", False)])
+def test_booleans_from_text(text: str, expected: bool) -> None:
+    assert load_settings(env={"REALTIME_ALLOW_ANONYMOUS": text}).allow_anonymous is expected
+
+
+def test_boolean_from_toml(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "allow_anonymous = true\n")
+    assert load_settings(env={}, config_file=path).allow_anonymous is True
+
+
+# Token keys
+
+
+def test_secret_is_never_shown() -> None:
+    message = error_of(env={"REALTIME_TOKEN_SECRET": "hunter2"})
+    assert message == (
+        "invalid setting token_secret=*** (from REALTIME_TOKEN_SECRET): expected a secret of at least 32 bytes"
+    )
+    assert "hunter2" not in repr(load_settings(env={"REALTIME_TOKEN_SECRET": "hunter2" * 5}))
+
+
+def test_public_key_from_a_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "key.pem"
+    key_file.write_text(EC_PEM)
+    settings = load_settings(env={"REALTIME_TOKEN_PUBLIC_KEY": str(key_file)})
+    assert settings.token_public_key == EC_PEM
+    assert TokenVerifier.from_settings(settings).algorithms == ("ES256",)
+
+
+def test_public_key_file_from_toml(tmp_path: Path) -> None:
+    key_file = tmp_path / "key.pem"
+    key_file.write_text(EC_PEM)
+    path = write_toml(tmp_path, f'token_public_key = "{key_file}"\n')
+    assert load_settings(env={}, config_file=path).token_public_key == EC_PEM
+
+
+def test_public_key_inline_in_toml(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, f'token_public_key = """\n{EC_PEM}"""\n')
+    assert load_settings(env={}, config_file=path).token_public_key == EC_PEM
+
+
+def test_public_key_on_one_line_with_escaped_newlines() -> None:
+    one_line = EC_PEM.strip().replace("\n", "\\n")
+    assert load_settings(env={"REALTIME_TOKEN_PUBLIC_KEY": one_line}).token_public_key == EC_PEM
+
+
+def test_public_key_file_that_is_not_a_key(tmp_path: Path) -> None:
+    key_file = tmp_path / "key.pem"
+    key_file.write_text("hello\n")
+    message = error_of(env={"REALTIME_TOKEN_PUBLIC_KEY": str(key_file)})
+    assert message == (
+        f"invalid setting token_public_key={key_file} (from REALTIME_TOKEN_PUBLIC_KEY): expected a PEM public key (RSA or EC)"
+    )
+
+
+def test_public_key_file_that_is_not_text(tmp_path: Path) -> None:
+    key_file = tmp_path / "key.der"
+    key_file.write_bytes(b"\x30\x82\xff")
+    assert error_of(env={"REALTIME_TOKEN_PUBLIC_KEY": str(key_file)}).endswith(": the file is not PEM text")
+
+
+# Namespaces
+
+
+def test_without_namespaces_there_is_one_default_namespace(tmp_path: Path) -> None:
+    assert Settings().namespaces == {"": Namespace()}
+    assert load_settings(env={}, config_file=write_toml(tmp_path, "port = 1\n")).namespaces == {"": Namespace()}
+    assert load_settings(env={}, config_file=write_toml(tmp_path, "[namespaces]\n")).namespaces == {"": Namespace()}
+
+
+def test_namespaces_from_toml(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path,
+        """
+[namespaces.default]
+subscribe = "anyone"
+publish = "clients"
+history_size = 10
+
+[namespaces.chat]
+kind = "chat"
+presence = true
+history_ttl = 60
+typing_timeout = 3
+
+[namespaces.live]
+kind = "live"
+client_write = true
+max_rate = 10
+""",
+    )
+    settings = load_settings(env={}, config_file=path)
+    assert isinstance(settings.namespaces, Namespaces)
+    assert dict(settings.namespaces) == {
+        "": Namespace("", subscribe="anyone", publish="clients", history_size=10),
+        "chat": Namespace("chat", kind="chat", presence=True, history_ttl=60.0, typing_timeout=3.0),
+        "live": Namespace("live", kind="live", client_write=True, max_rate=10.0),
+    }
+    hash(settings)  # settings stay hashable
+
+
+def test_namespaces_without_a_default(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[namespaces.chat]\n")
+    assert dict(load_settings(env={}, config_file=path).namespaces) == {"chat": Namespace("chat")}
+
+
+def test_unknown_namespace_option(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[namespaces.chat]\npresense = true\n")
+    assert error_of(config_file=path) == (
+        f"unknown setting 'namespaces.chat.presense' in config file {path} (did you mean 'namespaces.chat.presence'?)"
+    )
+
+
+def test_namespace_name_is_not_an_option(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, '[namespaces.chat]\nname = "x"\n')
+    assert error_of(config_file=path).startswith("unknown setting 'namespaces.chat.name' in config file")
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[namespaces.chat]\nkind = "room"', "invalid setting namespaces.chat.kind=room (from {path}): expected one of plain, chat, live"),
+        ("[namespaces.default]\nhistory_size = -1", "invalid setting namespaces.default.history_size=-1 (from {path}): expected a number >= 0"),
+        ("[namespaces.chat]\npresence = 1", "invalid setting namespaces.chat.presence=1 (from {path}): expected true or false"),
+        ('[namespaces."a:b"]', "invalid setting namespaces.a:b (from {path}): expected letters, digits, '_', '.' or '-' (no ':' or '#')"),
+        ('[namespaces.""]', "invalid setting namespaces.'' (from {path}): name the default namespace 'default'"),
+        ("namespaces = 1", "invalid setting namespaces (from {path}): expected [namespaces.NAME] tables"),
+        ("namespaces = { chat = 1 }", "invalid setting namespaces (from {path}): expected [namespaces.NAME] tables"),
+    ],
+)
+def test_bad_namespaces(tmp_path: Path, toml: str, message: str) -> None:
+    path = write_toml(tmp_path, toml + "\n")
+    assert error_of(config_file=path) == message.format(path=path)
+
+
+def test_namespaces_cannot_come_from_the_environment() -> None:
+    assert error_of(env={"REALTIME_NAMESPACES": "chat"}) == (
+        "setting namespaces cannot come from REALTIME_NAMESPACES: set it in the config file"
+    )
+    assert "REALTIME_API_KEYS" in error_of(env={"REALTIME_API_KEYS": "x"})
+
+
+def test_namespaces_cannot_come_from_flags() -> None:
+    with pytest.raises(TypeError, match="comes only from the config file"):
+        load_settings({"namespaces": {}}, env={})
+
+
+# API keys
+
+
+def test_api_keys_from_toml(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path,
+        """
+[[api_keys]]
+name = "backend"
+key = "k-backend"
+scopes = ["publish", "history"]
+
+[[api_keys]]
+name = "admin"
+key = "k-admin"
+scopes = ["*"]
+""",
+    )
+    assert load_settings(env={}, config_file=path).api_keys == (
+        ApiKey("backend", "k-backend", frozenset({"publish", "history"})),
+        ApiKey("admin", "k-admin", frozenset({"*"})),
+    )
+
+
+def test_api_key_from_the_environment(tmp_path: Path) -> None:
+    env_key = ApiKey("env", "k-env", frozenset({"*"}))
+    assert load_settings(env={"REALTIME_API_KEY": " k-env "}).api_keys == (env_key,)
+    assert load_settings(env={"REALTIME_API_KEY": ""}).api_keys == ()
+    path = write_toml(tmp_path, '[[api_keys]]\nname = "a"\nkey = "k-a"\nscopes = ["users"]\n')
+    keys = load_settings(env={"REALTIME_API_KEY": "k-env"}, config_file=path).api_keys
+    assert keys == (ApiKey("a", "k-a", frozenset({"users"})), env_key)
+
+
+def test_environment_api_key_clashes(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, '[[api_keys]]\nname = "env"\nkey = "k-a"\nscopes = ["*"]\n')
+    assert error_of(env={"REALTIME_API_KEY": "k-b"}, config_file=path) == (
+        "invalid setting api_keys[1] (from REALTIME_API_KEY): api_keys[0] has the same name env"
+    )
+    message = error_of(env={"REALTIME_API_KEY": "k-a"}, config_file=write_toml(tmp_path, API_KEY_A))
+    assert message == "invalid setting api_keys[1] (from REALTIME_API_KEY): api_keys[0] has the same key"
+
+
+API_KEY_A = '[[api_keys]]\nname = "a"\nkey = "k-a"\nscopes = ["publish"]\n'
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[[api_keys]]\nname = "a"\nkey = "k"\nscopes = ["publsh"]',
+         "invalid setting api_keys[0].scopes=publsh (from {path}): unknown scope 'publsh': expected publish, history, presence, state, users or *"),
+        ('[[api_keys]]\nname = "a"\nkey = "k"\nscopes = []',
+         "invalid setting api_keys[0].scopes='' (from {path}): expected at least one of publish, history, presence, state, users, *"),
+        ('[[api_keys]]\nname = "a"\nkey = "k"\nscopes = "*"',
+         "invalid setting api_keys[0].scopes=* (from {path}): expected a list of strings"),
+        ('[[api_keys]]\nname = "a"\nkey = ""\nscopes = ["*"]',
+         "invalid setting api_keys[0].key (from {path}): expected a non-empty string"),
+        ('[[api_keys]]\nname = "a"\nkey = "k"',
+         "invalid setting api_keys[0] (from {path}): missing 'scopes'"),
+        ('[[api_keys]]\nname = "a"\nkey = "k"\nscope = ["*"]',
+         "unknown setting 'api_keys[0].scope' in config file {path} (did you mean 'api_keys[0].scopes'?)"),
+        (API_KEY_A + '[[api_keys]]\nname = "a"\nkey = "k-b"\nscopes = ["*"]',
+         "invalid setting api_keys[1] (from {path}): api_keys[0] has the same name a"),
+        (API_KEY_A + '[[api_keys]]\nname = "b"\nkey = "k-a"\nscopes = ["*"]',
+         "invalid setting api_keys[1] (from {path}): api_keys[0] has the same key"),
+        ("api_keys = 1", "invalid setting api_keys (from {path}): expected [[api_keys]] tables"),
+        ("[api_keys]", "invalid setting api_keys (from {path}): expected [[api_keys]] tables"),
+    ],
+)
+def test_bad_api_keys(tmp_path: Path, toml: str, message: str) -> None:
+    path = write_toml(tmp_path, toml + "\n")
+    assert error_of(config_file=path) == message.format(path=path)
+
+
+def test_api_key_is_never_shown(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, '[[api_keys]]\nname = "a"\nkey = "k-secret-value"\nscopes = ["nope"]\n')
+    assert "k-secret-value" not in error_of(config_file=path)
+    path = write_toml(tmp_path, API_KEY_A)
+    assert "k-a" not in repr(load_settings(env={}, config_file=path))
+
+
+# The quickstart file
+
+
+def test_quickstart_toml() -> None:
+    settings = load_settings(env={}, config_file=REPO / "quickstart.toml")
+    assert settings.allow_anonymous
+    assert TokenVerifier.from_settings(settings).algorithms == ("HS256",)
+    namespaces = settings.namespaces
+    assert set(namespaces) == {"", "chat", "live", "user"}
+    assert namespaces[""] == Namespace(
+        "", kind="plain", subscribe="anyone", publish="clients", history_size=100, history_ttl=300
+    )
+    chat = namespaces["chat"]
+    assert (chat.kind, chat.subscribe, chat.publish, chat.presence, chat.join_leave) == (
+        "chat", "anyone", "clients", True, True
+    )
+    assert (chat.history_size, chat.history_ttl) == (1000, 86400.0)
+    live = namespaces["live"]
+    assert (live.kind, live.subscribe, live.client_write) == ("live", "anyone", True)
+    assert (namespaces["user"].subscribe, namespaces["user"].publish) == ("user", "server")
+    (key,) = settings.api_keys
+    assert (key.name, key.key, key.scopes) == ("quickstart", "quickstart-key", frozenset({"*"}))
