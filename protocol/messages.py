@@ -313,8 +313,24 @@ class StatusNotice:
     status: UserStatus
 
 
+@dataclass(frozen=True, slots=True)
+class Unsubscribed:
+    """The server unsubscribed this connection from ``channel`` (wire push ``unsub``)."""
+
+    channel: str
+    reason: str
+
+
 Push: TypeAlias = (
-    Publication | Disconnect | Join | Leave | TypingNotice | ReadNotice | StateChange | StatusNotice
+    Publication
+    | Disconnect
+    | Join
+    | Leave
+    | TypingNotice
+    | ReadNotice
+    | StateChange
+    | StatusNotice
+    | Unsubscribed
 )
 
 # --- replies ----------------------------------------------------------------

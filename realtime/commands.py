@@ -1,80 +1,122 @@
-"""Command handlers: one plain async function per command type.
+"""The core commands: connect, refresh, subscribe, unsubscribe, publish, history, ping.
 
 A handler takes the connection and the command and returns the result for the
 reply, or ``None`` when it sent the reply itself (subscribe does, so that its
 reply precedes the publications that follow it). Refusals are raised as
 :class:`CommandError` (error reply) or :class:`DisconnectError` (close).
+Features (``handlers/``) add their own commands to the same table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from protocol.codes import ErrorCode
-from protocol.errors import CommandError
+from handlers.base import Handler
+from protocol.codes import CloseCode, ErrorCode
+from protocol.errors import CommandError, DisconnectError
 from protocol.messages import (
-    ClientInfo,
     Command,
     Connect,
     ConnectResult,
     EmptyResult,
+    History,
     Ping,
     Publish,
-    PublishResult,
+    Refresh,
+    RefreshResult,
     Result,
-    Subscribe,
     StreamPosition,
+    Subscribe,
     SubscribeResult,
     Unsubscribe,
 )
 
 from . import __version__
-from .engines.base import HistoryOptions
+from .auth import Identity, TokenExpired, TokenInvalid, check_publish, check_subscribe
 
 if TYPE_CHECKING:
     from .connection import Connection
     from .hub import Hub
-
-Handler = Callable[["Connection", Any], Awaitable[Result | None]]
-
+    from .namespaces import Namespace
 
 class Commands:
     """Dispatch table from command type to handler; :meth:`run` is what connections call."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        settings = hub.settings
-        self.history = HistoryOptions(settings.history_size, settings.history_ttl)
-        self.handlers: dict[type[Command], Handler] = {
+        self.handlers: dict[type, Handler] = {
             Connect: self.connect,
+            Refresh: self.refresh,
             Subscribe: self.subscribe,
             Unsubscribe: self.unsubscribe,
             Publish: self.publish,
+            History: self.history,
             Ping: self.ping,
         }
+        for feature in hub.features:
+            self.handlers.update(feature.commands())
 
     async def run(self, conn: Connection, command: Command) -> Result | None:
-        return await self.handlers[type(command)](conn, command)
+        handler = self.handlers.get(type(command))
+        if handler is None:
+            raise CommandError(ErrorCode.UNKNOWN_COMMAND)
+        return await handler(conn, command)
+
+    # --- authentication ------------------------------------------------------
+
+    async def _identify(self, token: str | None) -> Identity:
+        try:
+            identity = self.hub.verifier.verify_connection(token)
+        except TokenExpired:
+            raise CommandError(ErrorCode.TOKEN_EXPIRED) from None
+        except TokenInvalid as exc:
+            raise DisconnectError(CloseCode.UNAUTHORIZED, str(exc)) from None
+        if identity.user and await self.hub.revoked(identity):
+            raise DisconnectError(CloseCode.UNAUTHORIZED, "token revoked")
+        return identity
 
     async def connect(self, conn: Connection, cmd: Connect) -> Result:
         if conn.connected:
             raise CommandError(ErrorCode.ALREADY_CONNECTED)
-        # Tokens are verified from the auth work on; until then every client is anonymous.
+        identity = await self._identify(cmd.token)
+        conn.authenticate(identity)
         conn.connected = True
-        conn.hub.connection_ready(conn, cmd)
-        return ConnectResult(conn.id, __version__, self.hub.settings.ping_interval, conn.user)
+        self.hub.connection_ready(conn, cmd)
+        for feature in self.hub.features:
+            await feature.on_connect(conn)
+        return ConnectResult(
+            conn.id, __version__, self.hub.settings.ping_interval, conn.user, int(identity.expires or 0)
+        )
+
+    async def refresh(self, conn: Connection, cmd: Refresh) -> Result:
+        identity = await self._identify(cmd.token)
+        if identity.user != conn.user:
+            raise CommandError(ErrorCode.PERMISSION_DENIED, "token is for another user")
+        conn.authenticate(identity)
+        return RefreshResult(int(identity.expires or 0))
+
+    # --- channels ----------------------------------------------------------------
+
+    def namespace(self, channel: str) -> Namespace:
+        ns = self.hub.namespace(channel)
+        if ns is None:
+            raise CommandError(ErrorCode.UNKNOWN_CHANNEL, "unknown namespace")
+        return ns
 
     async def subscribe(self, conn: Connection, cmd: Subscribe) -> None:
         hub = self.hub
         channel = cmd.channel
+        ns = self.namespace(channel)
+        check_subscribe(conn.identity, channel, ns, cmd.token, hub.verifier)
         if channel in conn.channels:
             raise CommandError(ErrorCode.ALREADY_SUBSCRIBED)
         if len(conn.channels) >= hub.settings.max_subscriptions:
             raise CommandError(ErrorCode.LIMIT_EXCEEDED, "too many subscriptions")
+        history = hub.history_options(ns)
+        recoverable = history.size > 0 and ns.recovery
+        fields: dict[str, Any] = {}
         await hub.begin_subscribe(conn, channel)
         try:
-            recoverable = self.history.size > 0
             if cmd.since is not None and recoverable:
                 page = await hub.engine.history(channel, since=cmd.since)
                 position = page.position
@@ -89,15 +131,19 @@ class Commands:
             else:
                 position = (await hub.engine.history(channel, limit=0)).position
                 pubs, recovered = [], False
+            for feature in hub.features:
+                await feature.on_subscribe(conn, ns, cmd, fields)
         except BaseException:
             await hub.unsubscribe(conn, channel)
             raise
         last = pubs[-1].offset if pubs else position.offset
-        conn.reply(
-            cmd.id,
-            SubscribeResult(position.offset, position.epoch, recoverable, recovered, tuple(pubs)),
+        result = SubscribeResult(
+            position.offset, position.epoch, recoverable, recovered, tuple(pubs), **fields
         )
+        conn.reply(cmd.id, result)
         hub.end_subscribe(conn, channel, StreamPosition(last, position.epoch))
+        for feature in hub.features:
+            await feature.on_subscribed(conn, ns, channel)
         return None
 
     async def unsubscribe(self, conn: Connection, cmd: Unsubscribe) -> Result:
@@ -107,9 +153,15 @@ class Commands:
         return EmptyResult()
 
     async def publish(self, conn: Connection, cmd: Publish) -> Result:
-        info = ClientInfo(conn.user, conn.id)
-        pos = await self.hub.engine.publish(cmd.channel, cmd.data, info=info, history=self.history)
-        return PublishResult(pos.offset, pos.epoch)
+        ns = self.namespace(cmd.channel)
+        check_publish(conn.identity, cmd.channel, ns, subscribed=cmd.channel in conn.channels)
+        return await self.hub.publish(cmd.channel, cmd.data, ns, info=conn.info, key=cmd.key, sender=conn)
+
+    async def history(self, conn: Connection, cmd: History) -> Result:
+        if cmd.channel not in conn.channels:  # subscribers may read; others need the right to
+            ns = self.namespace(cmd.channel)
+            check_subscribe(conn.identity, cmd.channel, ns, None, self.hub.verifier)
+        return await self.hub.history_page(cmd.channel, cmd.limit, cmd.before, cmd.after)
 
     async def ping(self, conn: Connection, cmd: Ping) -> Result:
         return EmptyResult()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
@@ -18,8 +19,9 @@ from aiohttp import WSMsgType, web
 from protocol.codec import Codec
 from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import CommandError, DisconnectError, ProtocolError
-from protocol.messages import Command, Connect, Error, Reply, Result
+from protocol.messages import ClientInfo, Command, Connect, Error, Reply, Result
 
+from .auth import ANONYMOUS, Identity
 from .frames import Outgoing, coalesce
 
 if TYPE_CHECKING:
@@ -48,7 +50,11 @@ class Connection:
         self.codec = codec
         self.remote = remote
         self.id = secrets.token_urlsafe(12)
+        self.identity = ANONYMOUS
         self.user = ""
+        #: Publisher info attached to what this connection publishes.
+        self.info = ClientInfo("", self.id)
+        self._expiry: asyncio.TimerHandle | None = None
         self.connected = False  # the connect command succeeded
         self.closed = False  # no more writes: closing or closed
         self.close_code = 0
@@ -60,6 +66,24 @@ class Connection:
         self._dirty = False
         self._max_queue = hub.settings.max_queue_bytes
         self._close_task: asyncio.Task[None] | None = None
+
+    def authenticate(self, identity: Identity) -> None:
+        """Adopt a verified identity (connect or refresh) and watch its expiry.
+
+        A token past ``exp`` plus the grace window, not refreshed, ends the
+        connection with TOKEN_EXPIRED (the client refreshes, then reconnects).
+        """
+        self.identity = identity
+        self.user = identity.user
+        self.info = ClientInfo(identity.user, self.id, identity.info)
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if identity.expires is not None:
+            delay = identity.expires - time.time() + self.hub.settings.token_grace
+            self._expiry = asyncio.get_running_loop().call_later(
+                max(0.0, delay), self.close, DisconnectError(CloseCode.TOKEN_EXPIRED)
+            )
 
     # --- writing -------------------------------------------------------------
 
@@ -107,6 +131,8 @@ class Connection:
         """Send a Disconnect push and close with its code; returns at once, idempotent."""
         if self.closed:
             return
+        if self._expiry is not None:
+            self._expiry.cancel()
         # Whatever is queued goes first (e.g. the reply that caused this), unless slow.
         if err.code != CloseCode.SLOW:
             self.flush()
@@ -161,6 +187,8 @@ class Connection:
             msg = await ws.receive()
 
     def _note_end(self, code: int, reason: str) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
         if not self.close_code:
             self.close_code = code
             self.close_reason = reason

@@ -11,18 +11,39 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Coroutine, Iterable
+from typing import Any
 
+import msgpack  # type: ignore[import-untyped]
+
+from handlers.base import Feature
 from protocol.codec import Codec
-from protocol.codes import CloseCode
-from protocol.errors import DisconnectError
-from protocol.messages import Connect, Publication, StreamPosition
+from protocol.codes import CloseCode, ErrorCode
+from protocol.errors import CommandError, DisconnectError
+from protocol.messages import (
+    ClientInfo,
+    Connect,
+    HistoryResult,
+    Publication,
+    PublishResult,
+    ServerMessage,
+    StreamPosition,
+    Unsubscribed,
+)
+from protocol.msgpack_codec import MsgpackCodec
 
+from .auth import Identity, TokenVerifier
 from .commands import Commands
 from .config import Settings
 from .connection import Connection
-from .engines.base import Engine
+from .engines.base import Engine, HistoryOptions
 from .frames import Outgoing
+from .namespaces import Namespace, resolve
+
+#: Most publications one history page returns.
+MAX_HISTORY_PAGE = 100
+#: Events cross nodes as msgpack server messages; this codec makes them.
+EVENTS = MsgpackCodec()
 
 log = logging.getLogger("realtime.hub")
 
@@ -49,8 +70,14 @@ class Hub:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
         self.engine = engine
+        self.verifier = TokenVerifier.from_settings(settings)
+        self.features: list[Feature] = _features(self)
         self.commands = Commands(self)
         self.connections: dict[str, Connection] = {}
+        #: Connected users -> their connections on this node.
+        self.users: dict[str, set[Connection]] = {}
+        self._history: dict[str, HistoryOptions] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.closing = False
         #: Finished connections by close code, for operators and tests.
         self.disconnects: Counter[int] = Counter()
@@ -69,6 +96,8 @@ class Hub:
 
     def connection_ready(self, conn: Connection, cmd: Connect) -> None:
         """The connect command succeeded: the one log line of a connection's opening."""
+        if conn.user:
+            self.users.setdefault(conn.user, set()).add(conn)
         log.info(
             "connection open id=%s user=%s remote=%s codec=%s client=%s/%s",
             conn.id, conn.user or "-", conn.remote, conn.codec.name, cmd.name or "-", cmd.version or "-",
@@ -78,6 +107,12 @@ class Hub:
         """Forget a finished connection and drop its subscriptions."""
         self.connections.pop(conn.id, None)
         conn.closed = True
+        if conn.user:
+            devices = self.users.get(conn.user)
+            if devices is not None:
+                devices.discard(conn)
+                if not devices:
+                    del self.users[conn.user]
         self.disconnects[conn.close_code] += 1
         log.info(
             "connection closed id=%s user=%s code=%s reason=%s",
@@ -85,6 +120,9 @@ class Hub:
         )
         for channel in list(conn.channels):
             await self.unsubscribe(conn, channel)
+        if conn.connected:
+            for feature in self.features:
+                await feature.on_disconnect(conn)
 
     # --- writes ----------------------------------------------------------
 
@@ -118,6 +156,121 @@ class Hub:
                     conn.codec.encode(pub), conn.codec.binary, pub.offset, pub.epoch
                 )
             waiting.append(out_)
+
+    def on_event(self, channel: str, event: bytes) -> None:
+        """An ephemeral push (msgpack server message) for the channel's local subscribers."""
+        ch = self._channels.get(channel)
+        if ch is None:
+            return
+        encoded: dict[Codec, Outgoing] = {}
+        for codec, conns in ch.subscribers.items():
+            if conns:
+                out = encoded[codec] = Outgoing(codec.from_msgpack(event), codec.binary)
+                for conn in conns:
+                    conn.send(out)
+        for conn, waiting in ch.joining.items():
+            out_ = encoded.get(conn.codec)
+            if out_ is None:
+                out_ = encoded[conn.codec] = Outgoing(conn.codec.from_msgpack(event), conn.codec.binary)
+            waiting.append(out_)
+
+    async def broadcast(self, channel: str, push: ServerMessage) -> None:
+        """Send an ephemeral push to every subscriber of ``channel`` on every node."""
+        await self.engine.broadcast(channel, EVENTS.encode(push))
+
+    def on_control(self, message: bytes) -> None:
+        """A command for every node: act on this node's connections."""
+        try:
+            m = msgpack.unpackb(message)
+            op = m["op"]
+        except Exception:
+            log.warning("malformed control message ignored")
+            return
+        conns = list(self.users.get(m.get("user", ""), ()))
+        if op == "disconnect":
+            code = CloseCode(m.get("code", CloseCode.FORCE_DISCONNECT))
+            for conn in conns:
+                conn.close(DisconnectError(code, m.get("reason", "")))
+        elif op == "unsubscribe":
+            channel = m.get("channel", "")
+            for conn in conns:
+                if channel in conn.channels:
+                    self.spawn(self.server_unsubscribe(conn, channel))
+
+    async def server_unsubscribe(self, conn: Connection, channel: str) -> None:
+        """Unsubscribe ``conn`` on the server's initiative and tell the client."""
+        await self.unsubscribe(conn, channel)
+        conn.send(Outgoing(conn.codec.encode(Unsubscribed(channel, "unsubscribed by the server")), conn.codec.binary))
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in the background, logging its failure; shutdown waits for nothing."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def control(self, op: str, **fields: object) -> None:
+        await self.engine.control(msgpack.packb({"op": op, **fields}))
+
+    # --- namespaces, publishing, history ---------------------------------
+
+    def namespace(self, channel: str) -> Namespace | None:
+        return resolve(self.settings.namespaces, channel)
+
+    def history_options(self, ns: Namespace) -> HistoryOptions:
+        options = self._history.get(ns.name)
+        if options is None:
+            size, ttl = ns.history(self.settings.history_size, self.settings.history_ttl)
+            options = self._history[ns.name] = HistoryOptions(size, ttl)
+        return options
+
+    async def publish(
+        self,
+        channel: str,
+        data: bytes,
+        ns: Namespace,
+        *,
+        info: ClientInfo | None = None,
+        key: str | None = None,
+        sender: Connection | None = None,
+    ) -> PublishResult:
+        """Publish from a client or the server API; chat channels go through the chat feature."""
+        if ns.kind == "chat":
+            return await self.chat.publish(channel, data, ns, info=info, key=key)
+        pos = await self.engine.publish(channel, data, info=info, history=self.history_options(ns))
+        return PublishResult(pos.offset, pos.epoch)
+
+    async def history_page(
+        self, channel: str, limit: int | None, before: int | None, after: int | None
+    ) -> HistoryResult:
+        """A page of history, oldest first: the newest, or just before/after an offset."""
+        n = MAX_HISTORY_PAGE if limit is None or limit <= 0 else min(limit, MAX_HISTORY_PAGE)
+        if after is not None:
+            position = (await self.engine.history(channel, limit=0)).position
+            page = await self.engine.history(channel, since=StreamPosition(after, position.epoch), limit=n)
+            pubs = page.publications
+        else:
+            page = await self.engine.history(channel, before=before, limit=n, reverse=True)
+            pubs = page.publications[::-1]
+        return HistoryResult(tuple(pubs), page.position.offset, page.position.epoch)
+
+    # --- revocation ------------------------------------------------------
+
+    async def revoked(self, identity: Identity) -> bool:
+        """Whether the user's tokens issued before a revocation time include this one."""
+        raw = await self.engine.kv_get(f"revoked:{identity.user}")
+        if raw is None:
+            return False
+        return identity.issued_at is None or identity.issued_at < float(raw)
+
+    async def revoke(self, user: str, before: float, ttl: float = 0.0) -> None:
+        """Refuse the user's tokens issued before ``before`` (Unix seconds) and disconnect them."""
+        await self.engine.kv_set(f"revoked:{user}", repr(before).encode(), ttl=ttl)
+        await self.control("disconnect", user=user, code=int(CloseCode.UNAUTHORIZED), reason="token revoked")
 
     # --- subscriptions ---------------------------------------------------
 
@@ -168,15 +321,21 @@ class Hub:
         ch.subscribers.setdefault(conn.codec, set()).add(conn)
 
     async def unsubscribe(self, conn: Connection, channel: str) -> None:
+        """Stop delivering ``channel`` to ``conn``; features learn of it (presence leaves)."""
+        if channel not in conn.channels:
+            return
         conn.channels.discard(channel)
         ch = self._channels.get(channel)
-        if ch is None:
-            return
-        ch.joining.pop(conn, None)
-        subs = ch.subscribers.get(conn.codec)
-        if subs is not None:
-            subs.discard(conn)
-        await self._release(channel, ch)
+        if ch is not None:
+            ch.joining.pop(conn, None)
+            subs = ch.subscribers.get(conn.codec)
+            if subs is not None:
+                subs.discard(conn)
+            await self._release(channel, ch)
+        ns = self.namespace(channel)
+        if ns is not None:
+            for feature in self.features:
+                await feature.on_unsubscribe(conn, ns, channel)
 
     def _drop_if_empty(self, channel: str, ch: _Channel) -> bool:
         if ch.empty() and self._channels.get(channel) is ch:
@@ -219,7 +378,33 @@ class Hub:
         await _wait_all(c.wait_closed() for c in conns)
 
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for feature in self.features:
+            await feature.close()
         await self.engine.close()
+
+    @property
+    def chat(self) -> Any:
+        return self._feature("chat")
+
+    def _feature(self, name: str) -> Any:
+        for feature in self.features:
+            if getattr(feature, "name", "") == name:
+                return feature
+        raise CommandError(ErrorCode.NOT_AVAILABLE, f"{name} is not available")
+
+
+def _features(hub: Hub) -> list[Feature]:
+    """The features this hub runs, in hook order."""
+    found: list[Feature] = []
+    for module, cls in (("handlers.chat", "Chat"), ("handlers.presence", "Presence"), ("handlers.live", "Live")):
+        try:
+            mod = __import__(module, fromlist=[cls])
+        except ImportError:
+            continue
+        found.append(getattr(mod, cls)(hub))
+    return found
 
 
 async def _wait_all(aws: Iterable[Awaitable[None]]) -> None:

@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import jwt
 import pytest
 
 from realtime.config import Settings
+from realtime.namespaces import Namespace, Namespaces
 from realtime.server import WS_PATH, HubServer
+
+#: The HS256 secret test hubs verify tokens with (see :func:`make_token`).
+TEST_SECRET = "test-secret-that-is-long-enough-for-hs256!!"
+#: Test hubs: anonymous clients allowed, and channels without a colon open to
+#: everyone for subscribing and publishing, so protocol tests need no tokens.
+OPEN_DEFAULT = Namespace(subscribe="anyone", publish="clients")
+
+
+def namespaces(*extra: Namespace) -> Namespaces:
+    """The open default namespace plus ``extra``."""
+    return Namespaces([OPEN_DEFAULT, *extra])
+
+
+def make_token(user: str, *, secret: str = TEST_SECRET, ttl: float | None = 3600, **claims: Any) -> str:
+    """An HS256 connection (or, with ``channel=``, subscription) token for ``user``."""
+    now = time.time()
+    payload: dict[str, Any] = {"sub": user, "iat": int(now), **claims}
+    if ttl is not None:
+        payload.setdefault("exp", int(now + ttl))
+    return jwt.encode(payload, secret, algorithm="HS256")
 
 #: One unit of time for tests (seconds); waits are multiples of it.
 MS = 0.001
@@ -59,7 +82,15 @@ async def hub_factory() -> AsyncIterator[HubFactory]:
     hubs: list[RunningHub] = []
 
     async def factory(**overrides: Any) -> RunningHub:
-        settings = dataclasses.replace(Settings(host="127.0.0.1", port=0, drain_window=0.0), **overrides)
+        base = Settings(
+            host="127.0.0.1",
+            port=0,
+            drain_window=0.0,
+            allow_anonymous=True,
+            token_secret=TEST_SECRET,
+            namespaces=namespaces(),
+        )
+        settings = dataclasses.replace(base, **overrides)
         running = RunningHub(settings)
         await running.start()
         hubs.append(running)

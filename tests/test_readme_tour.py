@@ -6,9 +6,21 @@ import asyncio
 import sys
 from pathlib import Path
 
-from .conftest import RunningHub
+import pytest
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+from realtime.config import load_settings
+
+from .conftest import HubFactory, RunningHub
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+
+
+@pytest.fixture
+async def hub(hub_factory: HubFactory) -> RunningHub:
+    """A hub configured like the README's quick start (quickstart.toml)."""
+    quick = load_settings(env={}, config_file=ROOT / "quickstart.toml")
+    return await hub_factory(**{f: getattr(quick, f) for f in quick.__dataclass_fields__ if f not in ("host", "port")})
 
 
 async def run_script(name: str, url: str) -> str:

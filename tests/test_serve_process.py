@@ -8,6 +8,7 @@ import re
 import signal
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from protocol.messages import Disconnect
 
 from .wsclient import RawClient
 
+QUICKSTART = Path(__file__).resolve().parent.parent / "quickstart.toml"
 LISTENING = re.compile(rb"listening on ws://[\d.]+:(\d+)/ws")
 
 
@@ -36,7 +38,7 @@ async def start_serve(*args: str) -> tuple[asyncio.subprocess.Process, int]:
 
 @pytest.fixture
 async def serve_proc() -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
-    proc, port = await start_serve("--drain-window", "0.5")
+    proc, port = await start_serve("--config", str(QUICKSTART), "--drain-window", "0.5")
     yield proc, port
     if proc.returncode is None:
         proc.kill()
