@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
@@ -78,6 +78,8 @@ class Hub:
         self.users: dict[str, set[Connection]] = {}
         self._history: dict[str, HistoryOptions] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Namespace name -> hook that may take a channel event instead of delivering it.
+        self.event_hooks: dict[str, Callable[[str, bytes], bool]] = {}
         self.closing = False
         #: Finished connections by close code, for operators and tests.
         self.disconnects: Counter[int] = Counter()
@@ -158,10 +160,28 @@ class Hub:
             waiting.append(out_)
 
     def on_event(self, channel: str, event: bytes) -> None:
-        """An ephemeral push (msgpack server message) for the channel's local subscribers."""
+        """An ephemeral push (msgpack server message) for the channel's local subscribers.
+
+        A feature may hold events of its namespaces back (live data conflates
+        fast-changing keys) through :attr:`event_hooks`, keyed by namespace name:
+        a hook that returns True has taken the event.
+        """
         ch = self._channels.get(channel)
         if ch is None:
             return
+        if self.event_hooks:
+            hook = self.event_hooks.get(channel.partition(":")[0] if ":" in channel else "")
+            if hook is not None and hook(channel, event):
+                return
+        self.deliver_event(ch, event)
+
+    def deliver_event(self, ch: _Channel | str, event: bytes) -> None:
+        """Hand an event to the channel's local subscribers now (hooks use it to release events)."""
+        if isinstance(ch, str):
+            found = self._channels.get(ch)
+            if found is None:
+                return
+            ch = found
         encoded: dict[Codec, Outgoing] = {}
         for codec, conns in ch.subscribers.items():
             if conns:

@@ -19,6 +19,7 @@ from protocol.codec import Codec
 from protocol.messages import (
     Command,
     Connect,
+    ConnectResult,
     Disconnect,
     Publication,
     Publish,
@@ -36,13 +37,21 @@ class RawClient:
         self.codec = codec
         self.ids = itertools.count(1)
         self.frames = 0  # frames received
+        self.client_id = ""  # from the connect result
         self._inbox: deque[ServerMessage] = deque()
         self.pushes: deque[ServerMessage] = deque()  # pushes seen while waiting for replies
 
     @classmethod
     async def open(
-        cls, url: str, *, subprotocol: str | None = None, connect_first: bool = True, **kwargs: Any
+        cls,
+        url: str,
+        *,
+        subprotocol: str | None = None,
+        connect_first: bool = True,
+        token: str | None = None,
+        **kwargs: Any,
     ) -> RawClient:
+        """Open a connection and, unless ``connect_first=False``, send connect (with ``token``)."""
         ws = await connect(
             url,
             subprotocols=[subprotocol] if subprotocol else None,  # type: ignore[list-item]
@@ -52,8 +61,10 @@ class RawClient:
         )
         client = cls(ws, codec_for(ws.subprotocol))
         if connect_first:
-            reply = await client.command(Connect(0, name="test"))
+            reply = await client.command(Connect(0, token=token, name="test"))
             assert reply.error is None, reply.error
+            assert isinstance(reply.result, ConnectResult)
+            client.client_id = reply.result.client
         return client
 
     async def close(self) -> None:
