@@ -1,0 +1,164 @@
+"""Auth and namespaces end to end: tokens, refresh, expiry, revocation, channel rules."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from protocol.codes import CloseCode, ErrorCode
+from protocol.messages import (
+    Connect,
+    ConnectResult,
+    Disconnect,
+    Publish,
+    Refresh,
+    RefreshResult,
+    Subscribe,
+    Unsubscribed,
+)
+from realtime.namespaces import Namespace
+
+from .conftest import TEST_SECRET, HubFactory, RunningHub, make_token, namespaces
+from .wsclient import RawClient, value
+
+NAMESPACES = namespaces(
+    Namespace(name="room", subscribe="authenticated", publish="clients"),
+    Namespace(name="user", subscribe="user", publish="server"),
+    Namespace(name="vip", subscribe="token", publish="clients"),
+    Namespace(name="news", subscribe="anyone", publish="server"),
+)
+
+
+@pytest.fixture
+async def hub(hub_factory: HubFactory) -> RunningHub:
+    return await hub_factory(namespaces=NAMESPACES, allow_anonymous=False)
+
+
+async def close_code(client: RawClient) -> int:
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            await client.recv()
+    assert info.value.rcvd is not None
+    return info.value.rcvd.code
+
+
+async def test_token_sets_user_and_expiry(hub: RunningHub) -> None:
+    token = make_token("alice", ttl=600, info={"name": "Alice"})
+    async with await RawClient.open(hub.url, connect_first=False) as c:
+        reply = await c.command(Connect(0, token=token))
+        result = reply.result
+        assert isinstance(result, ConnectResult)
+        assert result.user == "alice"
+        assert abs(result.expires - (time.time() + 600)) < 5
+        await c.subscribe("room:1")
+        await c.publish("room:1", "hi")
+        pub = await c.publication()
+        assert pub.info is not None and pub.info.user == "alice"
+        assert pub.info.info is not None and value(pub) == "hi"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [None, "not-a-jwt", jwt.encode({"sub": "alice"}, "another-secret-that-is-long-enough-!!", algorithm="HS256")],
+)
+async def test_missing_or_bad_token_closes_4501(hub: RunningHub, token: str | None) -> None:
+    async with await RawClient.open(hub.url, connect_first=False) as c:
+        await c.send(Connect(1, token=token))
+        push = await c.disconnect_push()
+        assert push.code == CloseCode.UNAUTHORIZED and not push.reconnect
+        assert await close_code(c) == CloseCode.UNAUTHORIZED
+
+
+async def test_expired_token_at_connect_is_an_error_and_a_fresh_one_works(hub: RunningHub) -> None:
+    expired = jwt.encode({"sub": "alice", "exp": int(time.time()) - 10}, TEST_SECRET, algorithm="HS256")
+    async with await RawClient.open(hub.url, connect_first=False) as c:
+        err = (await c.command(Connect(0, token=expired))).error
+        assert err is not None and err.code == ErrorCode.TOKEN_EXPIRED
+        ok = await c.command(Connect(0, token=make_token("alice")))
+        assert isinstance(ok.result, ConnectResult) and ok.result.user == "alice"
+
+
+async def test_unrefreshed_token_disconnects_after_grace(hub_factory: HubFactory) -> None:
+    hub = await hub_factory(namespaces=NAMESPACES, token_grace=0.2)
+    token = jwt.encode({"sub": "alice", "exp": time.time() + 0.3}, TEST_SECRET, algorithm="HS256")
+    async with await RawClient.open(hub.url, token=token) as c:
+        push = await c.disconnect_push()
+        assert push == Disconnect(CloseCode.TOKEN_EXPIRED, "token expired", True)
+        assert await close_code(c) == CloseCode.TOKEN_EXPIRED
+
+
+async def test_refresh_keeps_the_connection(hub_factory: HubFactory) -> None:
+    hub = await hub_factory(namespaces=NAMESPACES, token_grace=0.2)
+    token = jwt.encode({"sub": "alice", "exp": time.time() + 0.3}, TEST_SECRET, algorithm="HS256")
+    async with await RawClient.open(hub.url, token=token) as c:
+        reply = await c.command(Refresh(0, make_token("alice", ttl=60)))
+        assert isinstance(reply.result, RefreshResult) and reply.result.expires > time.time() + 30
+        other = await c.command(Refresh(0, make_token("mallory")))
+        assert other.error is not None and other.error.code == ErrorCode.PERMISSION_DENIED
+        # Well past the first token's expiry and grace, the connection still works.
+        await c.subscribe("room:1")
+        await c.publish("room:1", "still here")
+        assert value(await c.publication(timeout=2)) == "still here"
+
+
+async def test_channel_rules(hub: RunningHub) -> None:
+    async with await RawClient.open(hub.url, token=make_token("alice")) as alice:
+        await alice.subscribe("user:#alice")
+        for channel, code in [
+            ("user:#bob", ErrorCode.PERMISSION_DENIED),  # another user's channel
+            ("vip:lounge", ErrorCode.PERMISSION_DENIED),  # needs a subscription token
+            ("nowhere:x", ErrorCode.UNKNOWN_CHANNEL),
+        ]:
+            err = (await alice.command(Subscribe(0, channel))).error
+            assert err is not None and err.code == code, channel
+        sub_token = make_token("alice", channel="vip:lounge")
+        await alice.subscribe("vip:lounge", token=sub_token)
+        wrong = await alice.command(Subscribe(0, "vip:other", token=sub_token))
+        assert wrong.error is not None and wrong.error.code == ErrorCode.PERMISSION_DENIED
+        # Server-only namespaces refuse client publishes.
+        await alice.subscribe("news:today")
+        denied = await alice.command(Publish(0, "news:today", b"\xa1x"))
+        assert denied.error is not None and denied.error.code == ErrorCode.PERMISSION_DENIED
+
+
+async def test_grants_in_the_token(hub: RunningHub) -> None:
+    token = make_token("alice", channels=["user:#bob"])
+    async with await RawClient.open(hub.url, token=token) as alice:
+        await alice.subscribe("user:#bob")
+
+
+async def test_revocation_disconnects_and_refuses_old_tokens(hub: RunningHub) -> None:
+    old = make_token("alice")
+    async with await RawClient.open(hub.url, token=old) as c:
+        await hub.hub.revoke("alice", time.time() + 1)
+        push = await c.disconnect_push()
+        assert push.code == CloseCode.UNAUTHORIZED and not push.reconnect
+    async with await RawClient.open(hub.url, connect_first=False) as again:
+        await again.send(Connect(1, token=old))
+        assert (await again.disconnect_push()).code == CloseCode.UNAUTHORIZED
+    fresh = jwt.encode({"sub": "alice", "iat": int(time.time()) + 5}, TEST_SECRET, algorithm="HS256")
+    async with await RawClient.open(hub.url, token=fresh):
+        pass
+
+
+async def test_server_unsubscribes_a_user(hub: RunningHub) -> None:
+    async with await RawClient.open(hub.url, token=make_token("alice")) as alice:
+        await alice.subscribe("room:1")
+        await hub.hub.control("unsubscribe", user="alice", channel="room:1")
+        push = await alice.next_push()
+        assert isinstance(push, Unsubscribed) and push.channel == "room:1"
+        assert "room:1" not in next(iter(hub.hub.connections.values())).channels
+
+
+async def test_disconnect_user_control(hub: RunningHub) -> None:
+    async with await RawClient.open(hub.url, token=make_token("alice")) as a1, await RawClient.open(
+        hub.url, token=make_token("alice")
+    ) as a2, await RawClient.open(hub.url, token=make_token("bob")) as bob:
+        await hub.hub.control("disconnect", user="alice", code=int(CloseCode.FORCE_RECONNECT), reason="bye")
+        for c in (a1, a2):
+            push = await c.disconnect_push()
+            assert push.code == CloseCode.FORCE_RECONNECT and push.reconnect
+        await bob.subscribe("room:1")  # bob is untouched
