@@ -30,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
@@ -278,6 +279,7 @@ class _Connection:
         self._futures: dict[int, asyncio.Future[m.Result]] = {}
         self._lost: ClientError | None = None
         self.reader = asyncio.create_task(self._read(), name="realtime-client-reader")
+        self.refresher: asyncio.Task[None] | None = None
 
     @property
     def reconnect(self) -> bool:
@@ -314,6 +316,8 @@ class _Connection:
 
     async def close(self) -> None:
         """Close the socket and wait for the reader to end."""
+        if self.refresher is not None:
+            self.refresher.cancel()
         try:
             await self.ws.close()
             await asyncio.wait([self.reader])  # ends once the socket is closed
@@ -389,6 +393,11 @@ class Client:
     ``max_backoff``, or from ``reconnect_delays()``; a finite iterator limits
     the attempts. ``ping_interval`` and ``ping_timeout`` drive WebSocket
     keepalive pings that detect a dead hub.
+
+    ``refresh_token()`` (async, returns a new connection token) keeps a
+    connection whose token expires alive: the client calls it shortly before
+    ``exp`` and sends the new token with a Refresh command, and again when a
+    reconnect finds the token expired.
     """
 
     def __init__(
@@ -408,6 +417,7 @@ class Client:
         ping_timeout: float | None = 20.0,
         max_size: int | None = 2**20,
         on_unrecovered: Callable[[Subscription], object] | None = None,
+        refresh_token: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         if isinstance(codec, str):
             if codec not in _SUBPROTOCOLS:
@@ -422,6 +432,7 @@ class Client:
         self.version = version
         self.command_timeout = command_timeout
         self.on_unrecovered = on_unrecovered
+        self.refresh_token = refresh_token
         #: Set by each successful Connect: the connection id, the user, the hub's ping interval.
         self.client_id = ""
         self.user = ""
@@ -532,12 +543,11 @@ class Client:
         conn = _Connection(ws, self._codec, self._on_push, self._on_end)
         try:
             async with asyncio.timeout(self.command_timeout):
-                result = _expect(
-                    await conn.call(m.Connect(next(self._ids), self.token, self.name, self.version)),
-                    m.ConnectResult,
-                )
+                result = await self._connect_on(conn)
                 self.client_id, self.user, self.server_ping = result.client, result.user, result.ping
                 await self._resubscribe(conn)
+            if result.expires and self.refresh_token is not None:
+                conn.refresher = asyncio.create_task(self._keep_token(conn, result.expires))
         except ReplyError as exc:
             await conn.close()
             if exc.temporary:
@@ -556,6 +566,34 @@ class Client:
         self._ready.set()
         log.info("connected to %s as %s", self.url, self.client_id)
         return conn
+
+    async def _connect_on(self, conn: _Connection) -> m.ConnectResult:
+        """Send Connect; an expired token is renewed once through ``refresh_token``."""
+        try:
+            result = await conn.call(m.Connect(next(self._ids), self.token, self.name, self.version))
+        except ReplyError as exc:
+            if exc.code != ErrorCode.TOKEN_EXPIRED or self.refresh_token is None:
+                raise
+            self.token = await self.refresh_token()
+            result = await conn.call(m.Connect(next(self._ids), self.token, self.name, self.version))
+        return _expect(result, m.ConnectResult)
+
+    async def _keep_token(self, conn: _Connection, expires: int) -> None:
+        """Refresh the token before it expires, for as long as this connection lives."""
+        assert self.refresh_token is not None
+        while expires:
+            remaining = expires - time.time()
+            # A tenth of the time left, at most a minute, at least a second, before exp.
+            await asyncio.sleep(max(0.0, remaining - max(1.0, min(60.0, remaining / 10))))
+            try:
+                self.token = await self.refresh_token()
+                result = _expect(await conn.call(m.Refresh(next(self._ids), self.token)), m.RefreshResult)
+            except ClientError:
+                return  # the connection ended; the next one starts its own refresher
+            except Exception:
+                log.exception("refresh_token failed; the hub will disconnect when the token expires")
+                return
+            expires = result.expires
 
     async def _resubscribe(self, conn: _Connection) -> None:
         """Subscribe again to every live channel, from its last position."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]
@@ -25,7 +26,7 @@ from realtime.client import (
     Subscription,
 )
 
-from .conftest import MS, HubFactory, RunningHub
+from .conftest import MS, HubFactory, RunningHub, make_token
 
 #: Upper bound of any single wait in these tests.
 WAIT = 5000 * MS
@@ -317,3 +318,36 @@ async def test_subscription_after_epoch_change() -> None:
     assert not sub.recovered
     assert [(p.offset, p.epoch) for p in await take(sub, len(sub))] == [(1, "e2")]
     assert sub.position == StreamPosition(1, "e2")
+
+
+async def test_token_is_refreshed_before_it_expires(hub_factory: HubFactory) -> None:
+    hub = await hub_factory(allow_anonymous=False, token_grace=0.1)
+    calls: list[str] = []
+
+    async def refresh() -> str:
+        calls.append("refresh")
+        return make_token("alice", ttl=60)
+
+    short = make_token("alice", ttl=None, exp=int(time.time()) + 2)
+    async with Client(hub.url, short, refresh_token=refresh, command_timeout=5) as client:
+        assert client.user == "alice"
+        sub = await client.subscribe("news")
+        # Past the first token's expiry and grace: the refreshed connection still delivers.
+        await asyncio.sleep(2.3)
+        assert calls == ["refresh"]
+        assert hub.hub.disconnects == {}
+        await client.publish("news", "fresh")
+        async with asyncio.timeout(5):
+            got = await anext(aiter(sub))
+        assert got.data == "fresh"
+
+
+async def test_expired_token_is_renewed_on_connect(hub_factory: HubFactory) -> None:
+    hub = await hub_factory(allow_anonymous=False)
+
+    async def refresh() -> str:
+        return make_token("bob")
+
+    expired = make_token("bob", ttl=None, exp=int(time.time()) - 5)
+    async with Client(hub.url, expired, refresh_token=refresh) as client:
+        assert client.user == "bob"
