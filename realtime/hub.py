@@ -260,7 +260,8 @@ class Hub:
     ) -> PublishResult:
         """Publish from a client or the server API; chat channels go through the chat feature."""
         if ns.kind == "chat":
-            return await self.chat.publish(channel, data, ns, info=info, key=key)
+            result: PublishResult = await self.chat.publish(channel, data, ns, info=info, key=key)
+            return result
         pos = await self.engine.publish(channel, data, info=info, history=self.history_options(ns))
         return PublishResult(pos.offset, pos.epoch)
 

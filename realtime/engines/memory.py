@@ -76,7 +76,7 @@ class MemoryEngine(Engine):
             self.sweep()
 
     def sweep(self, now: float | None = None) -> None:
-        """Forget streams idle for longer than ``meta_ttl``; drop expired history."""
+        """Forget streams idle for longer than ``meta_ttl``; drop expired history and kv values."""
         now = _now() if now is None else now
         for channel, stream in list(self._streams.items()):
             if stream.touched + self.meta_ttl < now:
@@ -84,6 +84,9 @@ class MemoryEngine(Engine):
             elif stream.expires and stream.expires < now:
                 stream.publications.clear()
                 stream.expires = 0.0
+        for key, (_, expires) in list(self._kv.items()):
+            if expires and expires <= now:
+                del self._kv[key]
 
     def _stream(self, channel: str) -> _Stream:
         stream = self._streams.get(channel)

@@ -1,0 +1,358 @@
+"""Chat channels: message ids, server time and sender; idempotent sends; typing; read receipts.
+
+The hub calls :meth:`Chat.publish` for every publish to a channel of a
+namespace with ``kind = "chat"`` (client and server API alike) and dispatches
+the :class:`~protocol.messages.Typing`, :class:`~protocol.messages.Read` and
+:class:`~protocol.messages.Receipts` commands here (:meth:`Chat.commands`).
+History pages are the core ``History`` command; they carry the ``mid`` and
+``time`` given here because the engine keeps them with each publication.
+
+Decisions, in one place:
+
+* **Message ids** are ULIDs (26 characters of Crockford base32: 48 bits of
+  milliseconds, 80 bits of randomness). They sort as text in time order, need
+  no coordination between nodes (80 random bits per millisecond per node), and
+  stay unique across epochs, unlike offsets, which restart when a stream loses
+  continuity. Within one node they strictly increase even when the clock steps
+  back; the message's ``time`` is the millisecond inside its ``mid``. The
+  channel's order is its offsets; ids of messages sent within a few
+  milliseconds on different nodes may sort the other way round.
+* **Sender**: ``info`` comes from the hub (the authenticated connection's
+  :class:`~protocol.messages.ClientInfo`); ``data`` is opaque and never read,
+  so a client cannot forge it. Server API publishes pass ``info=None``: a
+  message without sender is a message from the server (a system message); a
+  backend that posts on a user's behalf passes that user's ``ClientInfo``.
+* **Idempotent sends**: a ``key`` is scoped to the channel and the sender (the
+  user; the connection id for anonymous senders, who thus cannot retry across
+  reconnects; "server" for ``info=None``), hashed into one engine kv key. The
+  first send claims it with ``kv_set(only_if_absent=True)`` (a pending marker,
+  :data:`CLAIM_TTL`), posts, then stores the result for
+  ``ns.idempotency_window`` seconds (0 turns idempotency off). A retry that
+  finds a result gets it; one that finds the claim still pending (the first
+  send in flight, e.g. from before a reconnect) waits for it, at most
+  :data:`IN_FLIGHT_WAIT` seconds, then gets NOT_AVAILABLE, a temporary error:
+  retry with the same key. Waiting hides the common race (a reconnect retries
+  at once) from the app; the bound keeps a stuck engine from holding commands.
+  A failed send releases its claim, so the retry posts. A node that dies
+  between posting and storing the result leaves a claim that lapses after
+  ``CLAIM_TTL``: a retry after that posts again (at-least-once, as with any
+  crash).
+* **Commands outside chat namespaces** get BAD_REQUEST: the channel exists,
+  the command does not apply to it (an unconfigured namespace is still
+  UNKNOWN_CHANNEL). Anonymous connections get PERMISSION_DENIED (typing and
+  receipts belong to a user), then unsubscribed ones NOT_SUBSCRIBED.
+* **Typing** is rate limited per user and channel across nodes with an engine
+  kv claim that lives ``ns.typing_interval`` seconds; ``typing=False`` is never
+  limited and is always broadcast (the ``True`` may have come through another
+  node). The node that took a ``typing=True`` keeps the timer that broadcasts
+  the ``False`` after ``ns.typing_timeout``, and sends it at once when the
+  connection that was typing leaves the channel. Known limit: a user typing on
+  two devices attached to two nodes may see the first node's timeout clear the
+  indicator early, until the next notice.
+* **Read receipts** never move backwards: a receipt behind the stored one is
+  refused with CONFLICT; an equal one succeeds and is announced again (a
+  retried Read whose reply was lost must still reach the others). The offset
+  is checked against the stream's current offset only; receipts carry no
+  epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import msgpack  # type: ignore[import-untyped]
+
+from protocol.codes import ErrorCode
+from protocol.errors import CommandError
+from protocol.messages import (
+    ClientInfo,
+    EmptyResult,
+    PublishResult,
+    Read,
+    ReadNotice,
+    ReadResult,
+    Receipts,
+    ReceiptsResult,
+    Result,
+    Typing,
+    TypingNotice,
+)
+
+from .base import Feature, Handler
+
+if TYPE_CHECKING:
+    from realtime.connection import Connection
+    from realtime.engines.base import Engine
+    from realtime.hub import Hub
+    from realtime.namespaces import Namespace
+
+log = logging.getLogger("realtime.chat")
+
+#: Longest idempotency key a client may send, in characters.
+MAX_KEY_LENGTH = 128
+#: Seconds a retry waits for a send with the same key that is still in flight.
+IN_FLIGHT_WAIT = 2.0
+#: Seconds the claim of a send in flight lives if its node never stores the result.
+CLAIM_TTL = 30.0
+#: The value of a claim whose send is still in flight (msgpack nil).
+_PENDING = msgpack.packb(None)
+#: Polling of a claim held by another node: first and longest pause, seconds.
+_POLL_FIRST, _POLL_MAX = 0.005, 0.1
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def _base32(n: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        chars.append(_CROCKFORD[n & 31])
+        n >>= 5
+    return "".join(reversed(chars))
+
+
+class MessageIds:
+    """ULIDs, strictly increasing on this node: call :meth:`new` once per message."""
+
+    def __init__(self) -> None:
+        self._ms = 0
+        self._random = 0
+
+    def new(self, now_ms: int | None = None) -> tuple[str, int]:
+        """A fresh id and the millisecond it carries (the message's ``time``)."""
+        ms = int(time.time() * 1000) if now_ms is None else now_ms
+        if ms > self._ms:
+            self._ms, self._random = ms, secrets.randbits(80)
+        else:  # same millisecond, or the clock stepped back: keep increasing
+            self._random += 1
+            if self._random >> 80:
+                self._ms, self._random = self._ms + 1, secrets.randbits(80)
+        return _base32(self._ms, 10) + _base32(self._random, 16), self._ms
+
+
+@dataclass(slots=True)
+class _Typing:
+    """A typing indicator this node will expire: who sent the last ``typing=True``."""
+
+    client: str
+    timer: asyncio.TimerHandle
+
+
+class Chat(Feature):
+    """The chat feature; the hub builds it and calls :meth:`publish` for chat channels."""
+
+    name = "chat"
+
+    def __init__(self, hub: Hub) -> None:
+        super().__init__(hub)
+        self.ids = MessageIds()
+        #: (channel, user) -> the indicator this node expires.
+        self._typing: dict[tuple[str, str], _Typing] = {}
+        #: kv key -> result of a keyed send in flight on this node (retries here await it).
+        self._inflight: dict[str, asyncio.Future[PublishResult]] = {}
+
+    def commands(self) -> Mapping[type, Handler]:
+        return {Typing: self.typing, Read: self.read, Receipts: self.receipts}
+
+    # --- sending -------------------------------------------------------------
+
+    async def publish(
+        self, channel: str, data: bytes, ns: Namespace, *, info: ClientInfo | None, key: str | None
+    ) -> PublishResult:
+        """Post ``data`` with an id, the server time and ``info`` as sender; once per ``key``."""
+        if key is None or ns.idempotency_window <= 0:
+            return await self._post(channel, data, ns, info)
+        if not key or len(key) > MAX_KEY_LENGTH:
+            raise CommandError(ErrorCode.BAD_REQUEST, f"key must have 1 to {MAX_KEY_LENGTH} characters")
+        slot = _idempotency_slot(channel, info, key)
+        local = self._inflight.get(slot)
+        if local is not None:
+            return await _await_inflight(local)
+        fut: asyncio.Future[PublishResult] = asyncio.get_running_loop().create_future()
+        self._inflight[slot] = fut
+        try:
+            result = await self._publish_once(slot, channel, data, ns, info)
+        except BaseException as exc:
+            fut.set_exception(  # a fresh exception: waiters must not share the sender's traceback
+                CommandError(exc.code, exc.message) if isinstance(exc, CommandError)
+                else CommandError(ErrorCode.NOT_AVAILABLE, "the first send failed: retry")
+            )
+            fut.exception()  # retrieved: waiters, if any, get it too
+            raise
+        else:
+            fut.set_result(result)
+            return result
+        finally:
+            if self._inflight.get(slot) is fut:
+                del self._inflight[slot]
+
+    async def _publish_once(
+        self, slot: str, channel: str, data: bytes, ns: Namespace, info: ClientInfo | None
+    ) -> PublishResult:
+        """Claim ``slot`` and post, or return the result of whoever claimed it first."""
+        engine = self.hub.engine
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + IN_FLIGHT_WAIT
+        pause = _POLL_FIRST
+        while True:
+            if await engine.kv_set(slot, _PENDING, ttl=CLAIM_TTL, only_if_absent=True):
+                break
+            stored = await engine.kv_get(slot)
+            if stored is not None and stored != _PENDING:
+                return _decode_result(stored)
+            if stored is None:
+                continue  # the claim was released or lapsed: claim it ourselves
+            if loop.time() + pause > deadline:
+                raise CommandError(ErrorCode.NOT_AVAILABLE, "a send with this key is in progress: retry")
+            await asyncio.sleep(pause)  # held by another node: no event to await
+            pause = min(pause * 2, _POLL_MAX)
+        try:
+            result = await self._post(channel, data, ns, info)
+        except BaseException:
+            await _release(engine, slot)
+            raise
+        try:
+            await engine.kv_set(slot, _encode_result(result), ttl=ns.idempotency_window)
+        except Exception:
+            # Posted: answer the sender. A retry finds the claim until CLAIM_TTL, then posts again.
+            log.warning("storing the result of an idempotent send failed", exc_info=True)
+        return result
+
+    async def _post(self, channel: str, data: bytes, ns: Namespace, info: ClientInfo | None) -> PublishResult:
+        mid, ms = self.ids.new()
+        pos = await self.hub.engine.publish(
+            channel, data, info=info, history=self.hub.history_options(ns), mid=mid, time=ms
+        )
+        return PublishResult(pos.offset, pos.epoch, mid, ms)
+
+    # --- commands ------------------------------------------------------------
+
+    def _check(self, conn: Connection, channel: str) -> Namespace:
+        """The chat namespace of ``channel``, if ``conn`` may use chat commands there."""
+        ns = self.hub.namespace(channel)
+        if ns is None:
+            raise CommandError(ErrorCode.UNKNOWN_CHANNEL, "unknown namespace")
+        if ns.kind != "chat":
+            raise CommandError(ErrorCode.BAD_REQUEST, "not a chat channel")
+        if not conn.user:
+            raise CommandError(ErrorCode.PERMISSION_DENIED, "anonymous connections cannot do this")
+        if channel not in conn.channels:
+            raise CommandError(ErrorCode.NOT_SUBSCRIBED)
+        return ns
+
+    async def typing(self, conn: Connection, cmd: Typing) -> Result:
+        ns = self._check(conn, cmd.channel)
+        slot = (cmd.channel, conn.user)
+        if cmd.typing:
+            if ns.typing_interval > 0 and not await self.hub.engine.kv_set(
+                _typing_slot(cmd.channel, conn.user), b"1", ttl=ns.typing_interval, only_if_absent=True
+            ):
+                raise CommandError(ErrorCode.TOO_MANY_REQUESTS, "typing notices come too often")
+            self._stop_timer(slot)
+            timer = asyncio.get_running_loop().call_later(ns.typing_timeout, self._expire, slot, ns.typing_timeout)
+            self._typing[slot] = _Typing(conn.id, timer)
+        else:
+            self._stop_timer(slot)
+        await self.hub.broadcast(cmd.channel, TypingNotice(cmd.channel, conn.user, cmd.typing, ns.typing_timeout))
+        return EmptyResult()
+
+    async def read(self, conn: Connection, cmd: Read) -> Result:
+        self._check(conn, cmd.channel)
+        if cmd.offset < 0:
+            raise CommandError(ErrorCode.BAD_REQUEST, "offset must not be negative")
+        engine = self.hub.engine
+        current = (await engine.history(cmd.channel, limit=0)).position.offset
+        if cmd.offset > current:
+            raise CommandError(ErrorCode.BAD_REQUEST, f"offset is past the channel's offset {current}")
+        stored = await engine.receipt_set(cmd.channel, conn.user, cmd.offset)
+        if stored > cmd.offset:
+            raise CommandError(ErrorCode.CONFLICT, f"already read up to {stored}")
+        await self.hub.broadcast(cmd.channel, ReadNotice(cmd.channel, conn.user, stored))
+        return ReadResult(stored)
+
+    async def receipts(self, conn: Connection, cmd: Receipts) -> Result:
+        self._check(conn, cmd.channel)
+        return ReceiptsResult(await self.hub.engine.receipts(cmd.channel))
+
+    # --- typing indicators ---------------------------------------------------
+
+    def _stop_timer(self, slot: tuple[str, str]) -> _Typing | None:
+        entry = self._typing.pop(slot, None)
+        if entry is not None:
+            entry.timer.cancel()
+        return entry
+
+    def _expire(self, slot: tuple[str, str], timeout: float) -> None:
+        """No new typing=True within the timeout: tell everyone the user stopped."""
+        self._typing.pop(slot, None)
+        channel, user = slot
+        self.hub.spawn(self.hub.broadcast(channel, TypingNotice(channel, user, False, timeout)))
+
+    async def on_unsubscribe(self, conn: Connection, ns: Namespace, channel: str) -> None:
+        """The connection that was typing left (or disconnected): the indicator goes now."""
+        slot = (channel, conn.user)
+        entry = self._typing.get(slot)
+        if entry is None or entry.client != conn.id:
+            return
+        self._stop_timer(slot)
+        try:
+            await self.hub.broadcast(channel, TypingNotice(channel, conn.user, False, ns.typing_timeout))
+        except Exception:
+            log.warning("typing stop on leave could not be broadcast", exc_info=True)
+
+    async def close(self) -> None:
+        for entry in self._typing.values():
+            entry.timer.cancel()
+        self._typing.clear()
+
+
+def _idempotency_slot(channel: str, info: ClientInfo | None, key: str) -> str:
+    """The kv key of a send's idempotency ``key``: per channel and per sender, fixed length."""
+    if info is None:
+        sender = ["server", ""]
+    elif info.user:
+        sender = ["user", info.user]
+    else:
+        sender = ["client", info.client]
+    digest = hashlib.sha256(msgpack.packb([channel, *sender, key])).hexdigest()
+    return f"chat:idem:{digest}"
+
+
+def _typing_slot(channel: str, user: str) -> str:
+    return "chat:typing:" + hashlib.sha256(msgpack.packb([channel, user])).hexdigest()
+
+
+def _encode_result(result: PublishResult) -> bytes:
+    data: bytes = msgpack.packb([result.offset, result.epoch, result.mid, result.time])
+    return data
+
+
+def _decode_result(raw: bytes) -> PublishResult:
+    try:
+        offset, epoch, mid, ms = msgpack.unpackb(raw)
+        return PublishResult(int(offset), str(epoch), str(mid), int(ms))
+    except Exception:
+        log.warning("malformed idempotency record ignored")
+        raise CommandError(ErrorCode.NOT_AVAILABLE, "retry later") from None
+
+
+async def _await_inflight(fut: asyncio.Future[PublishResult]) -> PublishResult:
+    """The result of the same send already in flight on this node, waited for at most IN_FLIGHT_WAIT."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(fut), IN_FLIGHT_WAIT)
+    except TimeoutError:
+        raise CommandError(ErrorCode.NOT_AVAILABLE, "a send with this key is in progress: retry") from None
+
+
+async def _release(engine: Engine, slot: str) -> None:
+    """Drop a claim whose send failed, so that a retry posts (kv has no delete: expire it now)."""
+    try:
+        await engine.kv_set(slot, _PENDING, ttl=0.001)
+    except Exception:
+        log.warning("releasing an idempotency claim failed; it lapses by itself", exc_info=True)
