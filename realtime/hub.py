@@ -71,6 +71,9 @@ class Hub:
         self.settings = settings
         self.engine = engine
         self.verifier = TokenVerifier.from_settings(settings)
+        #: Namespace name -> hook that may take a channel event instead of delivering it.
+        #: Set before the features are made: they register hooks when created.
+        self.event_hooks: dict[str, Callable[[str, bytes], bool]] = {}
         self.features: list[Feature] = _features(self)
         self.commands = Commands(self)
         self.connections: dict[str, Connection] = {}
@@ -78,8 +81,6 @@ class Hub:
         self.users: dict[str, set[Connection]] = {}
         self._history: dict[str, HistoryOptions] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        #: Namespace name -> hook that may take a channel event instead of delivering it.
-        self.event_hooks: dict[str, Callable[[str, bytes], bool]] = {}
         self.closing = False
         #: Finished connections by close code, for operators and tests.
         self.disconnects: Counter[int] = Counter()
