@@ -168,8 +168,9 @@ class PresenceStatsQuery:
 class StateSet:
     """Set one key of a live channel (``value`` is msgpack; msgpack nil deletes the key).
 
-    With ``version``, the write applies only if the channel's state is still at
-    that version (else error CONFLICT).
+    With ``version``, the write applies only if the key's version (the state
+    version that last changed it; 0 = the key does not exist) still equals it,
+    else error CONFLICT.
     """
 
     id: int
