@@ -1,4 +1,4 @@
-"""Channel namespaces: what a channel is (plain, chat, live) and who may use it.
+"""Channel namespaces: what a channel is (plain, chat, live, status) and who may use it.
 
 A channel's namespace is the text before its first ``:`` (``chat:lobby`` is in
 ``chat``); a channel without a colon is in the default namespace, named ``""``
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Literal
 
-Kind = Literal["plain", "chat", "live"]
+Kind = Literal["plain", "chat", "live", "status"]
 SubscribeRule = Literal["anyone", "authenticated", "user", "token"]
 PublishRule = Literal["clients", "server"]
 
@@ -57,7 +57,8 @@ class Namespace:
     name: str = ""
     #: "plain": publications only. "chat": messages get ids, timestamps and their
     #: sender; sends are idempotent; typing notices and read receipts. "live":
-    #: keyed state, sent as a snapshot on subscribe, then as deltas.
+    #: keyed state, sent as a snapshot on subscribe, then as deltas. "status":
+    #: channel "<ns>:<user>" carries that user's online status (handlers/presence.py).
     kind: Kind = "plain"
     #: Who may subscribe. "anyone": every connection, anonymous ones included
     #: (when allow_anonymous is on). "authenticated": connections with a user.

@@ -464,7 +464,7 @@ def test_namespace_name_is_not_an_option(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
-        ('[namespaces.chat]\nkind = "room"', "invalid setting namespaces.chat.kind=room (from {path}): expected one of plain, chat, live"),
+        ('[namespaces.chat]\nkind = "room"', "invalid setting namespaces.chat.kind=room (from {path}): expected one of plain, chat, live, status"),
         ("[namespaces.default]\nhistory_size = -1", "invalid setting namespaces.default.history_size=-1 (from {path}): expected a number >= 0"),
         ("[namespaces.chat]\npresence = 1", "invalid setting namespaces.chat.presence=1 (from {path}): expected true or false"),
         ('[namespaces."a:b"]', "invalid setting namespaces.a:b (from {path}): expected letters, digits, '_', '.' or '-' (no ':' or '#')"),
@@ -578,7 +578,7 @@ def test_quickstart_toml() -> None:
     assert settings.allow_anonymous
     assert TokenVerifier.from_settings(settings).algorithms == ("HS256",)
     namespaces = settings.namespaces
-    assert set(namespaces) == {"", "chat", "live", "user"}
+    assert set(namespaces) == {"", "chat", "live", "user", "status"}
     assert namespaces[""] == Namespace(
         "", kind="plain", subscribe="anyone", publish="clients", history_size=100, history_ttl=300
     )
@@ -590,5 +590,9 @@ def test_quickstart_toml() -> None:
     live = namespaces["live"]
     assert (live.kind, live.subscribe, live.client_write) == ("live", "anyone", True)
     assert (namespaces["user"].subscribe, namespaces["user"].publish) == ("user", "server")
+    status = namespaces["status"]
+    assert (status.kind, status.subscribe, status.publish, status.presence_grace) == (
+        "status", "authenticated", "server", 5.0
+    )
     (key,) = settings.api_keys
     assert (key.name, key.key, key.scopes) == ("quickstart", "quickstart-key", frozenset({"*"}))
