@@ -74,7 +74,16 @@ class Hub:
         #: Namespace name -> hook that may take a channel event instead of delivering it.
         #: Set before the features are made: they register hooks when created.
         self.event_hooks: dict[str, Callable[[str, bytes], bool]] = {}
-        self.features: list[Feature] = _features(self)
+        # The features import this module, so they are imported here, not at the top.
+        from handlers.chat import Chat
+        from handlers.live import Live
+        from handlers.presence import Presence
+
+        self.chat = Chat(self)
+        self.presence = Presence(self)
+        self.live = Live(self)
+        #: In hook order.
+        self.features: list[Feature] = [self.chat, self.presence, self.live]
         self.commands = Commands(self)
         self.connections: dict[str, Connection] = {}
         #: Connected users -> their connections on this node.
@@ -406,27 +415,9 @@ class Hub:
             await feature.close()
         await self.engine.close()
 
-    @property
-    def chat(self) -> Any:
-        return self._feature("chat")
-
     def _feature(self, name: str) -> Any:
-        for feature in self.features:
-            if getattr(feature, "name", "") == name:
-                return feature
-        raise CommandError(ErrorCode.NOT_AVAILABLE, f"{name} is not available")
-
-
-def _features(hub: Hub) -> list[Feature]:
-    """The features this hub runs, in hook order."""
-    found: list[Feature] = []
-    for module, cls in (("handlers.chat", "Chat"), ("handlers.presence", "Presence"), ("handlers.live", "Live")):
-        try:
-            mod = __import__(module, fromlist=[cls])
-        except ImportError:
-            continue
-        found.append(getattr(mod, cls)(hub))
-    return found
+        """A feature by name (kept for callers that look features up by name)."""
+        return {"chat": self.chat, "presence": self.presence, "live": self.live}[name]
 
 
 async def _wait_all(aws: Iterable[Awaitable[None]]) -> None:
