@@ -22,6 +22,7 @@ from protocol.codes import CloseCode
 from protocol.errors import DisconnectError
 
 from . import __version__
+from .api import setup_api
 from .config import Settings
 from .connection import Connection
 from .engines.base import Engine
@@ -111,6 +112,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get(WS_PATH, websocket_handler)
     app.router.add_get("/healthz", healthz)
+    setup_api(app, hub)
     return app
 
 

@@ -1,0 +1,567 @@
+"""The server API: HTTP routes under ``/api/`` for backend services.
+
+``setup_api(app, hub)`` mounts them (``realtime.server.create_app`` does);
+backends call them with :class:`realtime.publisher.Publisher` or any HTTP
+client. docs/openapi.json describes every route and is served as
+``GET /api/openapi.json``; a test keeps the two in step.
+
+* Requests: POST bodies are a JSON object, or a MessagePack map with
+  ``Content-Type: application/msgpack``; GET takes query parameters. A body
+  may be :data:`MAX_BODY` bytes (or twice ``max_frame_size`` if that is
+  larger), and ``data``/``value``/``patch``, packed to MessagePack, at most
+  ``max_frame_size``: what the server publishes is never bigger than what a
+  client may send.
+* Responses: MessagePack when ``Accept`` asks for ``application/msgpack`` (or
+  when the request body was MessagePack and ``Accept`` names no type), JSON
+  otherwise. In JSON, MessagePack binary values inside data become base64.
+* Auth: ``Authorization: apikey <key>`` (or ``Bearer <key>``), a key of
+  ``Settings.api_keys`` (:func:`realtime.auth.find_api_key`) allowing the
+  route's scope. Only ``/api/openapi.json`` needs no key.
+* Errors: a 4xx/5xx status with ``{"code": int, "message": str}``, ``code``
+  an :class:`~protocol.codes.ErrorCode` (:data:`STATUS` maps it to the HTTP
+  status). Unexpected failures are logged and answered 500 INTERNAL, without
+  details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import msgpack  # type: ignore[import-untyped]  # no stubs
+import orjson
+from aiohttp import web
+from multidict import MultiMapping
+
+from protocol.codes import CLOSE_REASONS, CloseCode, ErrorCode
+from protocol.errors import CommandError
+from protocol.json_codec import msgpack_to_json
+from protocol.messages import Publication, PublishResult
+from protocol.wire import MAX_OFFSET, check_channel, pack_data
+
+from .auth import ApiKey, find_api_key
+from .hub import Hub
+from .namespaces import Namespace
+
+__all__ = ["API", "MAX_BODY", "MAX_BROADCAST_CHANNELS", "OPENAPI_FILE", "ROUTES", "STATUS", "Api", "setup_api"]
+
+log = logging.getLogger("realtime.api")
+
+PREFIX: Final = "/api"
+#: The OpenAPI document, kept in the repository and served as is.
+OPENAPI_FILE: Final = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
+#: Largest request body, in bytes (twice ``max_frame_size`` when that is larger).
+MAX_BODY: Final = 1024 * 1024
+#: Most channels one broadcast may name.
+MAX_BROADCAST_CHANNELS: Final = 100
+#: Longest user id accepted, in characters.
+MAX_USER_LENGTH: Final = 255
+#: The protocol's limits, for the same fields: idempotency keys, live state keys, users per status query.
+MAX_IDEMPOTENCY_KEY_LENGTH: Final = 64
+MAX_STATE_KEY_LENGTH: Final = 255
+MAX_STATUS_USERS: Final = 100
+
+JSON: Final = "application/json"
+MSGPACK: Final = "application/msgpack"
+_MSGPACK_TYPES: Final = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
+
+#: HTTP status of each error code (unlisted codes: 400).
+STATUS: Final[Mapping[ErrorCode, int]] = {
+    ErrorCode.INTERNAL: 500,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.UNKNOWN_CHANNEL: 404,
+    ErrorCode.PERMISSION_DENIED: 403,
+    ErrorCode.UNKNOWN_COMMAND: 404,
+    ErrorCode.ALREADY_SUBSCRIBED: 409,
+    ErrorCode.LIMIT_EXCEEDED: 413,
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.NOT_AVAILABLE: 503,
+    ErrorCode.TOKEN_EXPIRED: 401,
+    ErrorCode.TOO_MANY_REQUESTS: 429,
+    ErrorCode.UNRECOVERABLE_POSITION: 409,
+    ErrorCode.NOT_SUBSCRIBED: 409,
+    ErrorCode.DUPLICATE_ID: 409,
+    ErrorCode.ALREADY_CONNECTED: 409,
+    ErrorCode.CONFLICT: 409,
+}
+
+
+class ApiRefusal(CommandError):
+    """A refusal with an HTTP status of its own (415, 405...), not the one :data:`STATUS` gives its code."""
+
+    def __init__(self, status: int, code: ErrorCode, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(code, message)
+        self.status = status
+        self.headers = dict(headers or {})
+
+
+def _bad(message: str) -> CommandError:
+    return CommandError(ErrorCode.BAD_REQUEST, message)
+
+
+# --- values in responses ---------------------------------------------------------
+
+
+class Data:
+    """A msgpack value inside a response: native in MessagePack, transcoded in JSON."""
+
+    __slots__ = ("packed",)
+
+    def __init__(self, packed: bytes) -> None:
+        self.packed = packed
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Data):
+        return orjson.Fragment(msgpack_to_json(value.packed))
+    raise TypeError
+
+
+def _msgpack_default(value: object) -> object:
+    if isinstance(value, Data):
+        return msgpack.unpackb(value.packed, raw=False, strict_map_key=False)
+    raise TypeError(f"cannot pack {type(value).__name__}")
+
+
+def render(payload: object, fmt: str) -> bytes:
+    """The response body of ``payload`` (dicts, lists, scalars and :class:`Data`) in ``fmt``."""
+    if fmt == MSGPACK:
+        packed: bytes = msgpack.packb(payload, default=_msgpack_default)
+        return packed
+    return orjson.dumps(payload, default=_json_default)
+
+
+def _data_or_none(packed: bytes | None) -> Data | None:
+    return None if packed is None else Data(packed)
+
+
+def publication_map(pub: Publication) -> dict[str, object]:
+    """A publication as the history route returns it."""
+    m: dict[str, object] = {"channel": pub.channel, "data": Data(pub.data), "offset": pub.offset, "epoch": pub.epoch}
+    if pub.mid:
+        m["mid"] = pub.mid
+        m["time"] = pub.time
+    if pub.info is not None:
+        info: dict[str, object] = {"user": pub.info.user, "client": pub.info.client}
+        if pub.info.info is not None:
+            info["info"] = Data(pub.info.info)
+        m["info"] = info
+    return m
+
+
+def _publish_map(result: PublishResult) -> dict[str, object]:
+    m: dict[str, object] = {"offset": result.offset, "epoch": result.epoch}
+    if result.mid:
+        m["mid"] = result.mid
+        m["time"] = result.time
+    return m
+
+
+def _error_map(exc: CommandError) -> dict[str, object]:
+    return {"code": int(exc.code), "message": exc.message}
+
+
+# --- reading requests ------------------------------------------------------------
+
+Body = dict[str, Any]
+Query = MultiMapping[str]
+
+
+def _refuse_ext(code: int, data: bytes) -> object:
+    raise ValueError("msgpack ext types are not allowed")
+
+
+def _content_type(request: web.Request) -> str:
+    """The request body's type: JSON or MSGPACK (JSON without a Content-Type); 415 otherwise."""
+    if not request.headers.get("Content-Type", "").strip():
+        return JSON
+    ctype = request.content_type.lower()
+    if ctype in _MSGPACK_TYPES:
+        return MSGPACK
+    if ctype == JSON or ctype.endswith("+json"):
+        return JSON
+    raise ApiRefusal(415, ErrorCode.BAD_REQUEST, "expected a body of type application/json or application/msgpack")
+
+
+def response_format(request: web.Request) -> str:
+    """MSGPACK or JSON: what ``Accept`` names alone, else the request body's type, else JSON."""
+    accept = request.headers.get("Accept", "").lower()
+    msgpack_ok = any(t in accept for t in _MSGPACK_TYPES)
+    json_ok = JSON in accept
+    if msgpack_ok != json_ok:
+        return MSGPACK if msgpack_ok else JSON
+    if request.method == "POST" and request.headers.get("Content-Type", "").split(";")[0].strip().lower() in _MSGPACK_TYPES:
+        return MSGPACK
+    return JSON
+
+
+async def _read_body(request: web.Request, limit: int) -> Body:
+    """The body as a map; 400 when it is not one, 413 past ``limit`` bytes, 415 of another type."""
+    ctype = _content_type(request)
+    if request.content_length is not None and request.content_length > limit:
+        raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"request body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise _bad("a request body is required")
+    try:
+        if ctype == MSGPACK:
+            body = msgpack.unpackb(raw, raw=False, ext_hook=_refuse_ext, max_ext_len=0)
+        else:
+            body = orjson.loads(raw)
+    except Exception:  # msgpack raises several types; never echo the body
+        raise _bad("the body is not valid MessagePack" if ctype == MSGPACK else "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise _bad("the body must be an object (a map)")
+    return body
+
+
+def _present(body: Body, name: str) -> bool:
+    return body.get(name) is not None
+
+
+def _required(body: Body, name: str) -> Any:
+    if name not in body:
+        raise _bad(f"{name} is required")
+    return body[name]
+
+
+def _channel(body: Body) -> str:
+    return check_channel(_required(body, "channel"), "channel")
+
+
+def _text(value: object, name: str, longest: int) -> str:
+    if not isinstance(value, str):
+        raise _bad(f"{name} must be a string")
+    if not value:
+        raise _bad(f"{name} must not be empty")
+    if len(value) > longest:
+        raise _bad(f"{name} is longer than {longest} characters")
+    return value
+
+
+def _uint(value: object, name: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_OFFSET:
+        raise _bad(f"{name} must be an unsigned integer")
+    return value
+
+
+def _optional_uint(body: Body, name: str) -> int | None:
+    return _uint(body[name], name) if _present(body, name) else None
+
+
+def _bool(body: Body, name: str, default: bool) -> bool:
+    if not _present(body, name):
+        return default
+    value = body[name]
+    if type(value) is not bool:
+        raise _bad(f"{name} must be a boolean")
+    return value
+
+
+def _query_value(query: Query, name: str, *, required: bool = True) -> str | None:
+    values = query.getall(name, [])
+    if len(values) > 1:
+        raise _bad(f"{name} is given more than once")
+    if not values:
+        if required:
+            raise _bad(f"{name} is required")
+        return None
+    return values[0]
+
+
+def _query_channel(query: Query) -> str:
+    return check_channel(_query_value(query, "channel"), "channel")
+
+
+_DIGITS = re.compile(r"[0-9]{1,20}")
+
+
+def _query_uint(query: Query, name: str) -> int | None:
+    text = _query_value(query, name, required=False)
+    if text is None:
+        return None
+    if not _DIGITS.fullmatch(text) or int(text) > MAX_OFFSET:
+        raise _bad(f"{name} must be an unsigned integer")
+    return int(text)
+
+
+# --- the routes ------------------------------------------------------------------
+
+Handler = Callable[["Api", Any], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    #: The API key scope it needs (realtime.auth.SCOPES).
+    scope: str
+    handler: Handler
+
+
+class Api:
+    """The state of the routes: the hub and the limits; one per app, under :data:`API`."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.settings = hub.settings
+        self.max_body = max(MAX_BODY, 2 * self.settings.max_frame_size)
+        self.max_data = self.settings.max_frame_size
+        try:
+            self.openapi: bytes | None = OPENAPI_FILE.read_bytes()
+        except OSError:  # installed without the repository's docs/
+            self.openapi = None
+
+    # --- helpers ---------------------------------------------------------
+
+    def namespace(self, channel: str) -> Namespace:
+        ns = self.hub.namespace(channel)
+        if ns is None:
+            raise CommandError(ErrorCode.UNKNOWN_CHANNEL, "unknown namespace")
+        return ns
+
+    def pack(self, value: object, name: str) -> bytes:
+        """Check depth and pack once; 413 past ``max_frame_size``."""
+        packed = pack_data(value, name, 0)
+        if len(packed) > self.max_data:
+            raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"{name} is larger than {self.max_data} bytes packed")
+        return packed
+
+    def authenticate(self, request: web.Request, scope: str) -> ApiKey:
+        scheme, _, secret = request.headers.get("Authorization", "").strip().partition(" ")
+        secret = secret.strip()
+        if scheme.lower() not in ("apikey", "bearer") or not secret:
+            raise ApiRefusal(401, ErrorCode.UNAUTHORIZED, "API key required", {"WWW-Authenticate": "apikey"})
+        key = find_api_key(self.settings.api_keys, secret)
+        if key is None:
+            raise ApiRefusal(401, ErrorCode.UNAUTHORIZED, "invalid API key", {"WWW-Authenticate": "apikey"})
+        if not key.allows(scope):
+            raise CommandError(ErrorCode.PERMISSION_DENIED, f"the API key does not allow {scope}")
+        return key
+
+    # --- publications ----------------------------------------------------
+
+    async def publish(self, body: Body) -> object:
+        channel = _channel(body)
+        data = self.pack(_required(body, "data"), "data")
+        key = _text(body["key"], "key", MAX_IDEMPOTENCY_KEY_LENGTH) if _present(body, "key") else None
+        ns = self.namespace(channel)
+        return _publish_map(await self.hub.publish(channel, data, ns, info=None, key=key))
+
+    async def broadcast(self, body: Body) -> object:
+        channels = _required(body, "channels")
+        if not isinstance(channels, list) or not 1 <= len(channels) <= MAX_BROADCAST_CHANNELS:
+            raise _bad(f"channels must be a list of 1..{MAX_BROADCAST_CHANNELS} channels")
+        for i, channel in enumerate(channels):
+            check_channel(channel, f"channels[{i}]")
+        if len(set(channels)) != len(channels):
+            raise _bad("channels must not repeat")
+        data = self.pack(_required(body, "data"), "data")
+        results = await asyncio.gather(*(self._publish_one(c, data) for c in channels))
+        return {"results": results}
+
+    async def _publish_one(self, channel: str, data: bytes) -> dict[str, object]:
+        try:
+            result = await self.hub.publish(channel, data, self.namespace(channel), info=None)
+        except CommandError as exc:
+            return {"channel": channel, "error": _error_map(exc)}
+        except Exception:
+            log.exception("broadcast to a channel failed")
+            return {"channel": channel, "error": _error_map(CommandError(ErrorCode.INTERNAL))}
+        return {"channel": channel, **_publish_map(result)}
+
+    async def history(self, query: Query) -> object:
+        channel = _query_channel(query)
+        limit, before, after = (_query_uint(query, name) for name in ("limit", "before", "after"))
+        if before is not None and after is not None:
+            raise _bad("before and after exclude each other")
+        self.namespace(channel)
+        page = await self.hub.history_page(channel, limit, before, after)
+        return {"publications": [publication_map(p) for p in page.publications], "offset": page.offset, "epoch": page.epoch}
+
+    # --- presence and users ----------------------------------------------
+
+    def presence_channel(self, query: Query) -> str:
+        channel = _query_channel(query)
+        if not self.namespace(channel).presence:
+            # A request that cannot work with this configuration, not an outage: 400, not 503.
+            raise _bad("this namespace keeps no presence")
+        return channel
+
+    async def presence(self, query: Query) -> object:
+        channel = self.presence_channel(query)
+        members = await self.hub.presence.members(channel)
+        out: dict[str, object] = {}
+        for client, member in members.items():
+            m: dict[str, object] = {"user": member.user}
+            if member.info is not None:
+                m["info"] = Data(member.info)
+            out[client] = m
+        return {"presence": out}
+
+    async def presence_stats(self, query: Query) -> object:
+        channel = self.presence_channel(query)
+        stats = await self.hub.presence.stats(channel)
+        return {"clients": stats.clients, "users": stats.users}
+
+    async def status(self, query: Query) -> object:
+        users = query.getall("user", [])
+        if not 1 <= len(users) <= MAX_STATUS_USERS:
+            raise _bad(f"give 1..{MAX_STATUS_USERS} user parameters")
+        for user in users:
+            _text(user, "user", MAX_USER_LENGTH)
+        statuses = await self.hub.presence.status(list(users))
+        return {"users": [{"user": s.user, "online": s.online, "last_seen": s.last_seen} for s in statuses]}
+
+    async def disconnect(self, body: Body) -> object:
+        user = _text(_required(body, "user"), "user", MAX_USER_LENGTH)
+        code = CloseCode.FORCE_RECONNECT if _bool(body, "reconnect", False) else CloseCode.FORCE_DISCONNECT
+        await self.hub.control("disconnect", user=user, code=int(code), reason=CLOSE_REASONS[code])
+        return {}
+
+    async def unsubscribe(self, body: Body) -> object:
+        user = _text(_required(body, "user"), "user", MAX_USER_LENGTH)
+        channel = _channel(body)
+        self.namespace(channel)
+        await self.hub.control("unsubscribe", user=user, channel=channel)
+        return {}
+
+    async def revoke(self, body: Body) -> object:
+        user = _text(_required(body, "user"), "user", MAX_USER_LENGTH)
+        before = time.time()
+        if _present(body, "before"):
+            value = body["before"]
+            if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+                raise _bad("before must be a number of seconds since the epoch, >= 0")
+            before = float(value)
+        await self.hub.revoke(user, before)
+        return {}
+
+    # --- live state ------------------------------------------------------
+
+    def _state_target(self, body: Body) -> tuple[str, str, int | None]:
+        channel = _channel(body)
+        key = _text(_required(body, "key"), "key", MAX_STATE_KEY_LENGTH)
+        return channel, key, _optional_uint(body, "version")
+
+    async def state_set(self, body: Body) -> object:
+        channel, key, version = self._state_target(body)
+        raw = _required(body, "value")
+        value = None if raw is None else self.pack(raw, "value")  # null deletes the key
+        self.namespace(channel)
+        live = self.hub.live
+        return {"version": await live.set_value(channel, key, value, expected_version=version)}
+
+    async def state_patch(self, body: Body) -> object:
+        channel, key, version = self._state_target(body)
+        patch = _required(body, "patch")
+        if not isinstance(patch, dict):
+            raise _bad("patch must be an object (a map)")
+        packed = self.pack(patch, "patch")
+        self.namespace(channel)
+        live = self.hub.live
+        return {"version": await live.patch_value(channel, key, packed, expected_version=version)}
+
+    async def state_get(self, query: Query) -> object:
+        channel = _query_channel(query)
+        key = _query_value(query, "key", required=False)
+        if key is not None:
+            _text(key, "key", MAX_STATE_KEY_LENGTH)
+        self.namespace(channel)
+        entries, version = await self.hub.live.get(channel, key)
+        state = [{"key": e.key, "value": _data_or_none(e.value), "version": e.version} for e in entries]
+        return {"version": version, "state": state}
+
+
+#: Every route of the API but the OpenAPI document (which needs no key).
+ROUTES: Final = (
+    Route("POST", "/api/publish", "publish", Api.publish),
+    Route("POST", "/api/broadcast", "publish", Api.broadcast),
+    Route("GET", "/api/history", "history", Api.history),
+    Route("GET", "/api/presence", "presence", Api.presence),
+    Route("GET", "/api/presence_stats", "presence", Api.presence_stats),
+    Route("GET", "/api/status", "users", Api.status),
+    Route("POST", "/api/disconnect", "users", Api.disconnect),
+    Route("POST", "/api/unsubscribe", "users", Api.unsubscribe),
+    Route("POST", "/api/revoke", "users", Api.revoke),
+    Route("POST", "/api/state/set", "state", Api.state_set),
+    Route("POST", "/api/state/patch", "state", Api.state_patch),
+    Route("GET", "/api/state", "state", Api.state_get),
+)
+OPENAPI_PATH: Final = "/api/openapi.json"
+
+API = web.AppKey("api", Api)
+
+
+def _respond(request: web.Request, status: int, payload: object, headers: Mapping[str, str] | None = None) -> web.Response:
+    fmt = response_format(request)
+    return web.Response(status=status, body=render(payload, fmt), content_type=fmt, headers=headers)
+
+
+def _refused(request: web.Request, exc: CommandError) -> web.Response:
+    if isinstance(exc, ApiRefusal):
+        return _respond(request, exc.status, _error_map(exc), exc.headers)
+    return _respond(request, STATUS.get(exc.code, 400), _error_map(exc))
+
+
+def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        api = request.app[API]
+        try:
+            key = api.authenticate(request, route.scope)
+            params = await _read_body(request, api.max_body) if route.method == "POST" else request.query
+            payload = await route.handler(api, params)
+        except CommandError as exc:
+            if exc.code == ErrorCode.INTERNAL:
+                log.error("api %s %s failed: %s", route.method, route.path, exc.message)
+            return _refused(request, exc)
+        except Exception:
+            log.exception("api %s %s failed", route.method, route.path)
+            return _refused(request, CommandError(ErrorCode.INTERNAL))
+        log.debug("api %s %s key=%s", route.method, route.path, key.name)
+        return _respond(request, 200, payload)
+
+    return handle
+
+
+async def _openapi(request: web.Request) -> web.StreamResponse:
+    document = request.app[API].openapi
+    if document is None:
+        return _refused(request, CommandError(ErrorCode.NOT_AVAILABLE, "the OpenAPI document is not installed"))
+    return web.Response(body=document, content_type=JSON)
+
+
+_KNOWN_PATHS: Final = frozenset({r.path for r in ROUTES} | {OPENAPI_PATH})
+
+
+async def _fallback(request: web.Request) -> web.StreamResponse:
+    """Any other method or path under /api/: a JSON 405 or 404 rather than aiohttp's text."""
+    if request.path in _KNOWN_PATHS:
+        allowed = sorted({r.method for r in ROUTES if r.path == request.path} or {"GET"})
+        refusal = ApiRefusal(405, ErrorCode.BAD_REQUEST, "method not allowed", {"Allow": ", ".join(allowed)})
+    else:
+        refusal = ApiRefusal(404, ErrorCode.UNKNOWN_COMMAND, "no such API route")
+    return _refused(request, refusal)
+
+
+def setup_api(app: web.Application, hub: Hub) -> None:
+    """Mount the API routes on ``app``, serving ``hub``."""
+    app[API] = Api(hub)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, _handler(route))
+    app.router.add_get(OPENAPI_PATH, _openapi, allow_head=False)
+    app.router.add_route("*", PREFIX + "/{tail:.*}", _fallback)

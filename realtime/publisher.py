@@ -1,0 +1,328 @@
+"""A client of the server API (``realtime.api``) for Python backends.
+
+Usage::
+
+    async with Publisher("http://127.0.0.1:8000", api_key) as pub:
+        await pub.publish("news", {"title": "hello"})
+        page = await pub.history("news", limit=10)
+        await pub.disconnect("alice")
+
+Bodies travel as MessagePack by default (``format="json"`` for JSON); values
+(``data``, state values) are any MessagePack-serializable Python values and
+come back unpacked. A refusal raises :class:`ApiError` with the HTTP status
+and the hub's :class:`~protocol.codes.ErrorCode`; a network failure or a
+timeout raises :class:`ApiUnreachable`. Nothing is retried: call again when
+``error.temporary`` says so (give ``publish`` a ``key`` on chat channels to
+make the resend safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Literal
+
+import aiohttp
+import msgpack  # type: ignore[import-untyped]  # no stubs
+import orjson
+
+from protocol.codes import ErrorCode
+from protocol.errors import RealtimeError
+from protocol.messages import PresenceStatsResult, PublishResult, UserStatus
+
+__all__ = [
+    "ApiError",
+    "ApiUnreachable",
+    "HistoryPage",
+    "Member",
+    "Publication",
+    "Publisher",
+    "PublisherError",
+    "Sender",
+    "StateItem",
+    "StateSnapshot",
+]
+
+_JSON: Final = "application/json"
+_MSGPACK: Final = "application/msgpack"
+
+
+# --- errors -----------------------------------------------------------------------
+
+
+class PublisherError(RealtimeError):
+    """Root of the errors :class:`Publisher` raises."""
+
+
+class ApiError(PublisherError):
+    """The API answered with an error: ``status`` (HTTP), ``code`` (an ErrorCode, or a plain int if unknown)."""
+
+    def __init__(self, status: int, code: int, message: str) -> None:
+        try:
+            self.code: ErrorCode | int = ErrorCode(code)
+        except ValueError:
+            self.code = code
+        super().__init__(message or f"HTTP {status}")
+        self.status = status
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+    @property
+    def temporary(self) -> bool:
+        """True when the same call may succeed later (500, 503, 429)."""
+        return isinstance(self.code, ErrorCode) and self.code.temporary
+
+    def __repr__(self) -> str:
+        return f"ApiError({self.status}, {int(self.code)}, {self.message!r})"
+
+
+class ApiUnreachable(PublisherError):
+    """No answer: the connection failed or the call timed out. The call may or may not have happened."""
+
+
+# --- results ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """The connection that published (absent for server API publications)."""
+
+    user: str
+    client: str
+    info: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One publication from history; ``data`` is the published value, unpacked."""
+
+    channel: str
+    data: Any
+    offset: int
+    epoch: str
+    mid: str = ""
+    time: int = 0
+    info: Sender | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """Publications oldest first, and the stream's current position."""
+
+    publications: tuple[Publication, ...]
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A connection present in a channel."""
+
+    user: str
+    info: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateItem:
+    key: str
+    #: The value, unpacked; None for a deleted key.
+    value: Any
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateSnapshot:
+    """A live channel's entries and its state version."""
+
+    version: int
+    state: tuple[StateItem, ...]
+
+    def values(self) -> dict[str, Any]:
+        """Key -> value of the keys that exist."""
+        return {item.key: item.value for item in self.state if item.value is not None}
+
+
+def _publish_result(m: Mapping[str, Any]) -> PublishResult:
+    return PublishResult(m["offset"], m["epoch"], m.get("mid", ""), m.get("time", 0))
+
+
+def _publication(m: Mapping[str, Any]) -> Publication:
+    info = m.get("info")
+    sender = None if info is None else Sender(info["user"], info["client"], info.get("info"))
+    return Publication(m["channel"], m["data"], m["offset"], m["epoch"], m.get("mid", ""), m.get("time", 0), sender)
+
+
+# --- the client -------------------------------------------------------------------
+
+
+class Publisher:
+    """Calls the server API of the hub at ``url`` with ``api_key``.
+
+    Use it as an async context manager, or call :meth:`close` when done. A
+    ``session`` passed in is used as is and left open.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        format: Literal["msgpack", "json"] = "msgpack",
+        timeout: float = 10.0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        if format not in ("msgpack", "json"):
+            raise ValueError("format must be 'msgpack' or 'json'")
+        self.url = url.rstrip("/")
+        self.format = format
+        self._type = _MSGPACK if format == "msgpack" else _JSON
+        self._headers = {"Authorization": f"apikey {api_key}", "Accept": self._type}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session = session
+        self._own_session = session is None
+
+    def __repr__(self) -> str:
+        return f"Publisher({self.url!r}, format={self.format!r})"  # never the key
+
+    async def __aenter__(self) -> Publisher:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+        self._session = None
+
+    # --- publications ----------------------------------------------------
+
+    async def publish(self, channel: str, data: Any, *, key: str | None = None) -> PublishResult:
+        """Publish ``data`` to ``channel``; returns its offset and epoch (and mid/time on chat channels)."""
+        body: dict[str, Any] = {"channel": channel, "data": data}
+        if key is not None:
+            body["key"] = key
+        return _publish_result(await self._post("/api/publish", body))
+
+    async def broadcast(self, channels: Sequence[str], data: Any) -> dict[str, PublishResult | ApiError]:
+        """Publish ``data`` to each channel (1..100); each gets its result or its own error."""
+        m = await self._post("/api/broadcast", {"channels": list(channels), "data": data})
+        out: dict[str, PublishResult | ApiError] = {}
+        for item in m["results"]:
+            error = item.get("error")
+            if error is None:
+                out[item["channel"]] = _publish_result(item)
+            else:
+                out[item["channel"]] = ApiError(200, error["code"], error["message"])
+        return out
+
+    async def history(
+        self, channel: str, *, limit: int | None = None, before: int | None = None, after: int | None = None
+    ) -> HistoryPage:
+        """A page of at most ``limit`` (≤ 100) publications, oldest first: the newest, or just before/after an offset."""
+        params = [("channel", channel)]
+        params += [(name, str(v)) for name, v in (("limit", limit), ("before", before), ("after", after)) if v is not None]
+        m = await self._get("/api/history", params)
+        return HistoryPage(tuple(_publication(p) for p in m["publications"]), m["offset"], m["epoch"])
+
+    # --- presence and users ----------------------------------------------
+
+    async def presence(self, channel: str) -> dict[str, Member]:
+        """Connection id -> member, for every connection present in ``channel``."""
+        m = await self._get("/api/presence", [("channel", channel)])
+        return {client: Member(v["user"], v.get("info")) for client, v in m["presence"].items()}
+
+    async def presence_stats(self, channel: str) -> PresenceStatsResult:
+        m = await self._get("/api/presence_stats", [("channel", channel)])
+        return PresenceStatsResult(m["clients"], m["users"])
+
+    async def status(self, users: Iterable[str]) -> list[UserStatus]:
+        """Online status of 1..100 users, in order."""
+        m = await self._get("/api/status", [("user", user) for user in users])
+        return [UserStatus(s["user"], s["online"], s["last_seen"]) for s in m["users"]]
+
+    async def disconnect(self, user: str, *, reconnect: bool = False) -> None:
+        """Close the user's connections on every node; with ``reconnect`` their clients come back."""
+        await self._post("/api/disconnect", {"user": user, "reconnect": reconnect})
+
+    async def unsubscribe(self, user: str, channel: str) -> None:
+        """Unsubscribe the user's connections from ``channel`` on every node."""
+        await self._post("/api/unsubscribe", {"user": user, "channel": channel})
+
+    async def revoke(self, user: str, *, before: float | None = None) -> None:
+        """Refuse the user's tokens issued before ``before`` (Unix seconds; default now) and disconnect them."""
+        body: dict[str, Any] = {"user": user}
+        if before is not None:
+            body["before"] = before
+        await self._post("/api/revoke", body)
+
+    # --- live state ------------------------------------------------------
+
+    async def state_set(self, channel: str, key: str, value: Any, *, version: int | None = None) -> int:
+        """Set ``key`` (``None`` deletes it); with ``version``, only if the key is at that version
+        (else :class:`ApiError` CONFLICT). Returns the channel's new state version."""
+        body: dict[str, Any] = {"channel": channel, "key": key, "value": value}
+        if version is not None:
+            body["version"] = version
+        result: int = (await self._post("/api/state/set", body))["version"]
+        return result
+
+    async def state_patch(self, channel: str, key: str, patch: Mapping[str, Any], *, version: int | None = None) -> int:
+        """Merge ``patch`` into the value of ``key``; returns the channel's new state version."""
+        body: dict[str, Any] = {"channel": channel, "key": key, "patch": dict(patch)}
+        if version is not None:
+            body["version"] = version
+        result: int = (await self._post("/api/state/patch", body))["version"]
+        return result
+
+    async def state_get(self, channel: str, key: str | None = None) -> StateSnapshot:
+        """One key's entry, or every key's, with the channel's state version."""
+        params = [("channel", channel)] + ([("key", key)] if key is not None else [])
+        m = await self._get("/api/state", params)
+        return StateSnapshot(m["version"], tuple(StateItem(e["key"], e["value"], e["version"]) for e in m["state"]))
+
+    # --- transport -------------------------------------------------------
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+            self._own_session = True
+        return self._session
+
+    async def _post(self, path: str, body: Mapping[str, Any]) -> Any:
+        if self._type == _MSGPACK:
+            payload: bytes = msgpack.packb(body)
+        else:
+            payload = orjson.dumps(body)
+        return await self._call("POST", path, data=payload, headers={**self._headers, "Content-Type": self._type})
+
+    async def _get(self, path: str, params: list[tuple[str, str]]) -> Any:
+        return await self._call("GET", path, params=params, headers=self._headers)
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        session = self._open()
+        try:
+            async with session.request(method, self.url + path, timeout=self._timeout, **kwargs) as response:
+                raw = await response.read()
+                status = response.status
+                ctype = response.content_type
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise ApiUnreachable(f"{method} {path}: {exc or type(exc).__name__}") from exc
+        try:
+            m = msgpack.unpackb(raw, raw=False, strict_map_key=False) if ctype == _MSGPACK else orjson.loads(raw)
+        except Exception:
+            m = None
+        if not 200 <= status < 300:
+            if isinstance(m, dict) and isinstance(m.get("code"), int) and isinstance(m.get("message"), str):
+                raise ApiError(status, m["code"], m["message"])
+            code = ErrorCode.INTERNAL if status >= 500 else ErrorCode.BAD_REQUEST
+            raise ApiError(status, code, f"HTTP {status} without an API error body")
+        if not isinstance(m, dict):
+            raise ApiError(status, ErrorCode.INTERNAL, "the response is not an API result")
+        return m
