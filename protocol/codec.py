@@ -4,6 +4,8 @@ A codec turns one WebSocket frame into commands (server side) or server
 messages (client side), and one message into bytes. Several messages may share
 a frame: concatenated for MessagePack (the format is self-delimiting), one per
 line for JSON. A sender builds such a frame with ``codec.separator.join(parts)``.
+A message that crossed nodes as MessagePack becomes any codec's bytes with
+``codec.from_msgpack``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,17 @@ class Codec(Protocol):
 
     def encode(self, message: ServerMessage) -> bytes:
         """Encode one reply or push (no separator)."""
+        ...
+
+    def from_msgpack(self, message: bytes) -> bytes:
+        """This codec's encoding of a message, given its MessagePack encoding.
+
+        ``message`` is what ``MsgpackCodec().encode`` made of one reply or push,
+        e.g. an event relayed between nodes: the MessagePack codec returns it
+        unchanged (the same object), the JSON codec transcodes it once, by the
+        rules it applies to ``data``. Raises ValueError if ``message`` is not
+        one msgpack value.
+        """
         ...
 
     # client side

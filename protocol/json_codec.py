@@ -1,10 +1,12 @@
 """The JSON codec (subprotocol ``realtime.v1.json``, text frames), built on orjson.
 
 A frame is one or more compact JSON objects, one per line; blank lines are
-ignored. ``data`` inside the hub is msgpack bytes, so it is transcoded here:
-JSON -> msgpack once per incoming command, msgpack -> JSON once per outgoing
-message (never once per subscriber). MessagePack binary values become base64
-strings and non-string map keys become strings: JSON has neither.
+ignored. ``bytes`` fields (data, value, patch, info) inside the hub are msgpack,
+so they are transcoded here: JSON -> msgpack once per incoming command,
+msgpack -> JSON once per outgoing message (never once per subscriber).
+MessagePack binary values become base64 strings and non-string map keys become
+strings: JSON has neither. :meth:`JsonCodec.from_msgpack` transcodes a whole
+message the MessagePack codec encoded, by the same rules.
 """
 
 from __future__ import annotations
@@ -18,8 +20,15 @@ import orjson
 
 from .codec import JSON_SUBPROTOCOL, MAX_COMMANDS_PER_FRAME
 from .errors import ProtocolError
-from .messages import Command, ServerMessage
-from .wire import MAX_OFFSET, command_to_map, commands_from_maps, message_to_map, messages_from_maps
+from .messages import Command, Publication, ServerMessage
+from .wire import (
+    MAX_OFFSET,
+    command_to_map,
+    commands_from_maps,
+    message_to_map,
+    messages_from_maps,
+    publication_to_map,
+)
 
 __all__ = ["JsonCodec", "msgpack_to_json"]
 
@@ -105,7 +114,7 @@ def msgpack_to_json(data: bytes) -> bytes:
         # max_ext_len=0 also refuses timestamps, which skip ext_hook
         value = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_refuse_ext, max_ext_len=0)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"data is not a msgpack value: {exc}") from None
+        raise ValueError(f"not one msgpack value: {exc}") from None
     try:  # fast path: string keys only (bin values handled by default=)
         return orjson.dumps(value, default=_base64)
     except TypeError:
@@ -130,8 +139,18 @@ class JsonCodec:
         return commands_from_maps(_load_lines(frame, MAX_COMMANDS_PER_FRAME))
 
     def encode(self, message: ServerMessage) -> bytes:
-        """Encode one reply or push; ``data`` bytes must each be one valid msgpack value."""
+        """Encode one reply or push; its ``bytes`` fields must each be one valid msgpack value."""
+        if type(message) is Publication:  # the hot path
+            return _dumps(publication_to_map(message, _fragment))
         return _dumps(message_to_map(message, _fragment))
+
+    def from_msgpack(self, message: bytes) -> bytes:
+        """The JSON encoding of a message that :class:`MsgpackCodec` encoded: one transcode.
+
+        Gives the same bytes as :meth:`encode` of the message. Raises ValueError
+        if ``message`` is not one msgpack value without ext types.
+        """
+        return msgpack_to_json(message)
 
     def encode_command(self, command: Command) -> bytes:
         return _dumps(command_to_map(command, _fragment))

@@ -1,9 +1,10 @@
 """The MessagePack codec (subprotocol ``realtime.v1.msgpack``, binary frames).
 
-A frame is one or more concatenated MessagePack maps. ``data`` travels as the
-msgpack bytes the messages already hold: :meth:`MsgpackCodec.encode` splices
-them into the output without decoding them, so a publication costs one short
-byte join, done once per node and written unchanged to every subscriber.
+A frame is one or more concatenated MessagePack maps. ``bytes`` fields (data,
+value, patch, info) travel as the msgpack bytes the messages already hold:
+:meth:`MsgpackCodec.encode` splices them into the output without decoding them,
+so a publication costs one short byte join, done once per node and written
+unchanged to every subscriber.
 """
 
 from __future__ import annotations
@@ -16,8 +17,21 @@ import msgpack  # type: ignore[import-untyped]  # no stubs
 
 from .codec import MAX_COMMANDS_PER_FRAME, MSGPACK_SUBPROTOCOL
 from .errors import ProtocolError
-from .messages import Command, Publication, Publish, Reply, ServerMessage, SubscribeResult
-from .wire import command_to_map, commands_from_maps, message_to_map, messages_from_maps
+from .messages import (
+    Command,
+    HistoryResult,
+    Join,
+    PresenceResult,
+    Publication,
+    Publish,
+    Reply,
+    ServerMessage,
+    StateChange,
+    StatePatch,
+    StateSet,
+    SubscribeResult,
+)
+from .wire import Map, command_to_map, commands_from_maps, message_to_map, messages_from_maps
 
 __all__ = ["MsgpackCodec"]
 
@@ -90,28 +104,82 @@ def _unpack_all(frame: bytes, server: bool) -> list[object]:
     return values
 
 
-def _unpack_data(data: bytes) -> object:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+class _Raw:
+    """One msgpack value, already encoded: :func:`_splice` copies it into the output."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
-# Constant pieces, packed once. Key order follows docs/protocol.md.
-_K = {k: _pack(k) for k in ("id", "cmd", "channel", "data", "offset", "epoch", "info", "user", "client", "result")}
-_PUB_HEAD = {  # (push, has info) -> map header + leading keys up to the channel value
-    (True, False): b"\x85" + _pack("push") + _pack("pub") + _K["channel"],
-    (True, True): b"\x86" + _pack("push") + _pack("pub") + _K["channel"],
-    (False, False): b"\x84" + _K["channel"],
-    (False, True): b"\x85" + _K["channel"],
+_WALK = frozenset((_Raw, dict, list))  # what _emit looks into; it packs the rest in one call
+
+
+def _emit(value: Any, out: list[bytes]) -> None:
+    """Append the msgpack encoding of ``value`` to ``out``, copying each _Raw's bytes."""
+    t = type(value)
+    if t is _Raw:
+        out.append(value.data)
+    elif t is dict:
+        out.append(_packer.pack_map_header(len(value)))
+        for k, v in value.items():
+            out.append(_pack(k))
+            if type(v) in _WALK:
+                _emit(v, out)
+            else:
+                out.append(_pack(v))
+    elif t is list:
+        out.append(_packer.pack_array_header(len(value)))
+        for v in value:
+            if type(v) in _WALK:
+                _emit(v, out)
+            else:
+                out.append(_pack(v))
+    else:
+        out.append(_pack(value))
+
+
+def _splice(value: Map) -> bytes:
+    """Pack a map that holds :class:`_Raw` values, copying their bytes unchanged."""
+    out: list[bytes] = []
+    _emit(value, out)
+    return b"".join(out)
+
+
+def _always(message: object) -> bool:
+    return True
+
+
+#: Whether a message's map holds msgpack bytes (a _Raw) for :func:`_splice`, by
+#: type; any other map packs in one C call (where a _Raw would raise TypeError).
+_HOLDS_BYTES: dict[type, Callable[[Any], bool]] = {
+    Join: lambda join: join.info is not None,
+    StateChange: _always,
+    SubscribeResult: lambda result: bool(result.publications or result.state),
+    HistoryResult: _always,  # publications, even none, are one spliced array
+    PresenceResult: _always,
+    Publish: _always,
+    StateSet: _always,
+    StatePatch: _always,
 }
+
+
+# Constant pieces, packed once. Key order follows wire.publication_to_map.
+_K = {k: _pack(k) for k in ("id", "cmd", "channel", "data", "offset", "epoch", "info", "user", "client", "mid", "time")}
+_PUB_HEAD = {  # (push, has info, has mid) -> map header + leading keys up to the channel value
+    (push, info, mid): bytes((0x80 | (4 + push + info + 2 * mid),))
+    + (_pack("push") + _pack("pub") if push else b"")
+    + _K["channel"]
+    for push in (False, True)
+    for info in (False, True)
+    for mid in (False, True)
+}
+_PLAIN_HEAD = {push: _PUB_HEAD[push, False, False] for push in (False, True)}  # by push
+_INFO_HEAD = {push: _PUB_HEAD[push, True, False] for push in (False, True)}
 _INFO2 = _K["info"] + b"\x82" + _K["user"]
 _INFO3 = _K["info"] + b"\x83" + _K["user"]
 _PUB_TAIL = (_K["data"], _K["offset"], _K["epoch"])
-_SUB_HEAD = b"\x82" + _K["id"]
-_SUB_RESULT = _K["result"] + b"\x85" + _K["offset"]
-_SUB_FLAGS = {
-    (r, v): _pack("recoverable") + _pack(r) + _pack("recovered") + _pack(v) + _pack("publications")
-    for r in (False, True)
-    for v in (False, True)
-}
 _PUBLISH_HEAD = b"\x84" + _K["id"]
 _PUBLISH_MID = _K["cmd"] + _pack("publish") + _K["channel"]
 
@@ -119,12 +187,14 @@ _PUBLISH_MID = _K["cmd"] + _pack("publish") + _K["channel"]
 def _publication(pub: Publication, push: bool = True) -> bytes:
     info = pub.info
     k_data, k_offset, k_epoch = _PUB_TAIL
+    if pub.mid:
+        return _chat_publication(pub, push)
     if info is None:
         return b"".join(
-            (_PUB_HEAD[push, False], _pack(pub.channel), k_data, pub.data, k_offset, _pack(pub.offset), k_epoch, _pack(pub.epoch))
+            (_PLAIN_HEAD[push], _pack(pub.channel), k_data, pub.data, k_offset, _pack(pub.offset), k_epoch, _pack(pub.epoch))
         )
     parts = [
-        _PUB_HEAD[push, True], _pack(pub.channel), k_data, pub.data, k_offset, _pack(pub.offset), k_epoch, _pack(pub.epoch),
+        _INFO_HEAD[push], _pack(pub.channel), k_data, pub.data, k_offset, _pack(pub.offset), k_epoch, _pack(pub.epoch),
         _INFO2 if info.info is None else _INFO3, _pack(info.user), _K["client"], _pack(info.client),
     ]  # fmt: skip
     if info.info is not None:
@@ -132,14 +202,25 @@ def _publication(pub: Publication, push: bool = True) -> bytes:
     return b"".join(parts)
 
 
-def _subscribe_reply(id: int, result: SubscribeResult) -> bytes:
-    pubs = result.publications
+def _chat_publication(pub: Publication, push: bool) -> bytes:
+    """A publication with ``mid`` and ``time`` (chat channels)."""
+    info = pub.info
+    k_data, k_offset, k_epoch = _PUB_TAIL
     parts = [
-        _SUB_HEAD, _pack(id), _SUB_RESULT, _pack(result.offset), _K["epoch"], _pack(result.epoch),
-        _SUB_FLAGS[result.recoverable, result.recovered], _packer.pack_array_header(len(pubs)),
+        _PUB_HEAD[push, info is not None, True], _pack(pub.channel),
+        k_data, pub.data, k_offset, _pack(pub.offset), k_epoch, _pack(pub.epoch),
+        _K["mid"], _pack(pub.mid), _K["time"], _pack(pub.time),
     ]  # fmt: skip
-    parts += [_publication(p, push=False) for p in pubs]
+    if info is not None:
+        parts += (_INFO2 if info.info is None else _INFO3, _pack(info.user), _K["client"], _pack(info.client))
+        if info.info is not None:
+            parts += (_K["info"], info.info)
     return b"".join(parts)
+
+
+def _raw_publications(pubs: tuple[Publication, ...]) -> _Raw:
+    """The array of publications inside a result, encoded at once."""
+    return _Raw(_packer.pack_array_header(len(pubs)) + b"".join([_publication(p, False) for p in pubs]))
 
 
 class MsgpackCodec:
@@ -153,19 +234,24 @@ class MsgpackCodec:
         return commands_from_maps(_unpack_all(frame, server=True))
 
     def encode(self, message: ServerMessage) -> bytes:
-        """Encode one reply or push; ``data`` bytes must each be one valid msgpack value."""
+        """Encode one reply or push; its ``bytes`` fields must each be one valid msgpack value."""
         if type(message) is Publication:
             return _publication(message)
-        if type(message) is Reply:
-            result = message.result
-            if type(result) is SubscribeResult and result.publications:
-                return _subscribe_reply(message.id, result)
-        return _pack(message_to_map(message, _unpack_data))
+        m = message_to_map(message, _Raw, _raw_publications)
+        inner = message.result if type(message) is Reply else message
+        holds_bytes = _HOLDS_BYTES.get(type(inner))
+        return _splice(m) if holds_bytes is not None and holds_bytes(inner) else _pack(m)
+
+    def from_msgpack(self, message: bytes) -> bytes:
+        """``message`` itself: it already is this codec's encoding."""
+        return message
 
     def encode_command(self, command: Command) -> bytes:
-        if type(command) is Publish:
+        if type(command) is Publish and command.key is None:
             return b"".join((_PUBLISH_HEAD, _pack(command.id), _PUBLISH_MID, _pack(command.channel), _K["data"], command.data))
-        return _pack(command_to_map(command, _unpack_data))
+        m = command_to_map(command, _Raw)
+        holds_bytes = _HOLDS_BYTES.get(type(command))
+        return _splice(m) if holds_bytes is not None and holds_bytes(command) else _pack(m)
 
     def decode_messages(self, frame: bytes) -> list[ServerMessage]:
         return messages_from_maps(_unpack_all(frame, server=False))

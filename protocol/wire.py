@@ -3,13 +3,16 @@
 A codec turns frame bytes into plain values (dicts, lists, str, int...) and
 hands each top-level value to this module, which validates it and builds the
 message; on the way out it builds the map and the codec serialises it. The
-codecs differ only in raw (de)serialisation and in how they carry ``data``.
+codecs differ only in raw (de)serialisation and in how they carry ``bytes``
+fields (data, value, patch, info: msgpack values inside the hub).
 
 Server side: :func:`commands_from_maps`, then :func:`message_to_map`.
 Client side: :func:`command_to_map`, then :func:`messages_from_maps`.
 
-``data`` values arrive decoded; :func:`pack_data` checks their depth and packs
-them into the msgpack ``bytes`` the message classes carry.
+Publish, subscribe and publications are written out by hand (publish decode
+and publication encode are the hot paths); every other message is a row of a
+table (:data:`COMMANDS`, :data:`PUSHES`, :data:`RESULTS`) of
+:class:`~protocol.fields.Spec` s.
 """
 
 from __future__ import annotations
@@ -17,11 +20,36 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]  # no stubs
-
-from .codec import MAX_CHANNEL_LENGTH, MAX_DATA_DEPTH
 from .codes import ErrorCode
 from .errors import ProtocolError
+from .fields import (
+    BOOL,
+    CHANNEL,
+    INT,
+    MAX_OFFSET,
+    NUMBER,
+    RELAYED,
+    RELAYED_OR_NIL,
+    STR,
+    UINT,
+    VALUE,
+    DataOut,
+    Field,
+    Kind,
+    Map,
+    Spec,
+    check_channel,
+    dict_of,
+    list_of,
+    map_of,
+    opt,
+    pack_data,
+    read_map,
+    read_str,
+    read_uint,
+    text,
+    too_deep,
+)
 from .messages import (
     ClientInfo,
     Command,
@@ -30,89 +58,122 @@ from .messages import (
     Disconnect,
     EmptyResult,
     Error,
+    History,
+    HistoryResult,
+    Join,
+    Leave,
     Ping,
+    PresenceMember,
+    PresenceQuery,
+    PresenceResult,
+    PresenceStatsQuery,
+    PresenceStatsResult,
     Publication,
     Publish,
     PublishResult,
+    Push,
+    Read,
+    ReadNotice,
+    ReadResult,
+    Receipts,
+    ReceiptsResult,
+    Refresh,
+    RefreshResult,
     Reply,
     Result,
     ServerMessage,
+    StateChange,
+    StateEntry,
+    StatePatch,
+    StateResult,
+    StateSet,
+    StatusNotice,
+    StatusQuery,
+    StatusResult,
     StreamPosition,
     Subscribe,
     SubscribeResult,
+    Typing,
+    TypingNotice,
     Unsubscribe,
+    Unsubscribed,
+    UserStatus,
 )
+
+__all__ = [
+    "COMMANDS",
+    "MAX_ID",
+    "MAX_IDEMPOTENCY_KEY_LENGTH",
+    "MAX_OFFSET",
+    "MAX_STATE_KEY_LENGTH",
+    "MAX_STATUS_USERS",
+    "PUSHES",
+    "RESULTS",
+    "DataOut",
+    "Map",
+    "PubOut",
+    "check_channel",
+    "command_from_map",
+    "command_to_map",
+    "commands_from_maps",
+    "message_from_map",
+    "message_to_map",
+    "messages_from_maps",
+    "pack_data",
+    "publication_from_map",
+    "publication_to_map",
+    "result_from_map",
+    "result_to_map",
+    "too_deep",
+]
 
 #: Command ids are 1..MAX_ID (uint32); replies use 0 when the id was unreadable.
 MAX_ID = 2**32 - 1
-#: Offsets are uint64.
-MAX_OFFSET = 2**64 - 1
+#: Longest ``publish.key`` (idempotency key), in characters.
+MAX_IDEMPOTENCY_KEY_LENGTH = 64
+#: Longest key of a live channel's state, in characters.
+MAX_STATE_KEY_LENGTH = 255
+#: Most users one ``status`` command may ask about.
+MAX_STATUS_USERS = 100
 
-Map = dict[str, Any]
-#: Turns a message's msgpack ``data`` bytes into what the codec puts in the map.
-DataOut = Callable[[bytes], object]
-
-_CONTAINERS = frozenset((dict, list, tuple))
-_pack: Callable[[object], bytes] = msgpack.Packer().pack  # one C call, holds the GIL
-
-
-# --- data --------------------------------------------------------------------
+#: Turns the publications inside a result into what the codec puts in the map
+#: (the MessagePack codec splices a pre-encoded array).
+PubOut = Callable[[tuple[Publication, ...]], object]
 
 
-def too_deep(value: object, limit: int = MAX_DATA_DEPTH) -> bool:
-    """Whether ``value`` nests containers more than ``limit`` levels deep.
-
-    A scalar has depth 0 and ``{"a": [1]}`` depth 2. Only descends into
-    containers: a scalar costs one type check.
-    """
-    return type(value) in _CONTAINERS and _exceeds(value, limit)
+# --- commands ------------------------------------------------------------------
 
 
-def _exceeds(container: Any, budget: int) -> bool:
-    if budget <= 0:
-        return True
-    for item in container.values() if type(container) is dict else container:
-        if type(item) in _CONTAINERS and _exceeds(item, budget - 1):
-            return True
-    return False
+def _before_or_after(attrs: dict[str, Any], where: str, id: int) -> None:
+    if "before" in attrs and "after" in attrs:
+        raise ProtocolError(f"{where}.before and {where}.after exclude each other", id=id)
 
 
-def pack_data(value: object, where: str, id: int) -> bytes:
-    """Check a decoded ``data`` value and pack it into msgpack bytes."""
-    if too_deep(value):
-        raise ProtocolError(f"{where} is nested too deeply", id=id)
-    try:
-        return _pack(value)
-    except (TypeError, ValueError, OverflowError):  # cannot happen for decoded values
-        raise ProtocolError(f"{where} cannot be encoded", id=id) from None
+_CHANNEL = Field("channel", CHANNEL)
+_STATE_KEY = Field("key", Kind(text(MAX_STATE_KEY_LENGTH)))
+_VERSION = opt("version", UINT)
+_PATCH = Kind(lambda v, where, id: pack_data(read_map(v, where, id), where, id), VALUE.write)  # a map value
+_USERS = list_of(Kind(text()), shortest=1, longest=MAX_STATUS_USERS)
+_read_idempotency_key = text(MAX_IDEMPOTENCY_KEY_LENGTH)
 
-
-# --- field readers (server side: errors carry the command id) ----------------
-
-
-def check_channel(channel: object, where: str = "channel", id: int = 0) -> str:
-    """Return ``channel`` if it is a valid channel name, else raise ProtocolError (BAD_REQUEST).
-
-    1..MAX_CHANNEL_LENGTH characters, no whitespace, control or format characters.
-    """
-    if type(channel) is not str:
-        raise ProtocolError(f"{where} must be a string", id=id)
-    if not channel:
-        raise ProtocolError(f"{where} must not be empty", id=id)
-    if len(channel) > MAX_CHANNEL_LENGTH:
-        raise ProtocolError(f"{where} is longer than {MAX_CHANNEL_LENGTH} characters", id=id)
-    # isprintable() is False for control, format and separator characters
-    # (every whitespace character but " "), so this forbids all whitespace.
-    if not channel.isprintable() or " " in channel:
-        raise ProtocolError(f"{where} must not contain whitespace or control characters", id=id)
-    return channel
-
-
-def _opt_str(m: Map, key: str, cmd: str, id: int) -> str | None:
-    value = m.get(key)
-    if value is None or value.__class__ is str:
-        return value
-    raise ProtocolError(f"{cmd}.{key} must be a string", id=id)
+#: The commands but publish and subscribe (written out below), by ``cmd``.
+COMMANDS: dict[str, Spec[Command]] = {
+    "connect": Spec(Connect, (opt("token", STR), opt("name", STR), opt("version", STR))),
+    "unsubscribe": Spec(Unsubscribe, (_CHANNEL,)),
+    "ping": Spec(Ping, ()),
+    "refresh": Spec(Refresh, (Field("token", STR),)),
+    "history": Spec(History, (_CHANNEL, opt("limit", UINT), opt("before", UINT), opt("after", UINT)), _before_or_after),
+    "typing": Spec(Typing, (_CHANNEL, opt("typing", BOOL))),
+    "read": Spec(Read, (_CHANNEL, Field("offset", UINT))),
+    "receipts": Spec(Receipts, (_CHANNEL,)),
+    "presence": Spec(PresenceQuery, (_CHANNEL,)),
+    "presence_stats": Spec(PresenceStatsQuery, (_CHANNEL,)),
+    # value: a required key whose nil is a value (it deletes the key)
+    "state_set": Spec(StateSet, (_CHANNEL, _STATE_KEY, Field("value", VALUE), _VERSION)),
+    "state_patch": Spec(StatePatch, (_CHANNEL, _STATE_KEY, Field("patch", _PATCH), _VERSION)),
+    "status": Spec(StatusQuery, (Field("users", _USERS),)),
+}
+_COMMAND_NAMES: dict[object, str] = {spec.make: name for name, spec in COMMANDS.items()}
 
 
 def _channel(m: Map, cmd: str, id: int) -> str:
@@ -121,52 +182,37 @@ def _channel(m: Map, cmd: str, id: int) -> str:
     return check_channel(m["channel"], f"{cmd}.channel", id)
 
 
-def _connect(m: Map, id: int) -> Connect:
-    return Connect(
-        id,
-        token=_opt_str(m, "token", "connect", id),
-        name=_opt_str(m, "name", "connect", id),
-        version=_opt_str(m, "version", "connect", id),
-    )
+def _publish(m: Map, id: int) -> Publish:
+    channel = _channel(m, "publish", id)
+    if "data" not in m:
+        raise ProtocolError("publish.data is required", id=id)
+    key = m.get("key")
+    if key is not None:
+        key = _read_idempotency_key(key, "publish.key", id)
+    return Publish(id, channel, pack_data(m["data"], "publish.data", id), key)
 
 
 def _subscribe(m: Map, id: int) -> Subscribe:
     channel = _channel(m, "subscribe", id)
     offset = m.get("offset")
     epoch = m.get("epoch")
-    if offset is None and epoch is None:
-        return Subscribe(id, channel)
-    if offset is None or epoch is None:
-        raise ProtocolError("subscribe.offset and subscribe.epoch go together", id=id)
-    if offset.__class__ is not int or not 0 <= offset <= MAX_OFFSET:
-        raise ProtocolError("subscribe.offset must be an unsigned integer", id=id)
-    if epoch.__class__ is not str:
-        raise ProtocolError("subscribe.epoch must be a string", id=id)
-    return Subscribe(id, channel, StreamPosition(offset, epoch))
+    since = None
+    if offset is not None or epoch is not None:
+        if offset is None or epoch is None:
+            raise ProtocolError("subscribe.offset and subscribe.epoch go together", id=id)
+        since = StreamPosition(read_uint(offset, "subscribe.offset", id), read_str(epoch, "subscribe.epoch", id))
+    token = m.get("token")
+    version = m.get("version")
+    return Subscribe(
+        id,
+        channel,
+        since,
+        None if token is None else read_str(token, "subscribe.token", id),
+        None if version is None else read_uint(version, "subscribe.version", id),
+    )
 
 
-def _unsubscribe(m: Map, id: int) -> Unsubscribe:
-    return Unsubscribe(id, _channel(m, "unsubscribe", id))
-
-
-def _publish(m: Map, id: int) -> Publish:
-    channel = _channel(m, "publish", id)
-    if "data" not in m:
-        raise ProtocolError("publish.data is required", id=id)
-    return Publish(id, channel, pack_data(m["data"], "publish.data", id))
-
-
-def _ping(m: Map, id: int) -> Ping:
-    return Ping(id)
-
-
-_PARSERS: dict[str, Callable[[Map, int], Command]] = {
-    "connect": _connect,
-    "subscribe": _subscribe,
-    "unsubscribe": _unsubscribe,
-    "publish": _publish,
-    "ping": _ping,
-}
+_PARSERS: dict[str, Callable[[Map, int], Command]] = {"publish": _publish, "subscribe": _subscribe}
 
 
 def command_from_map(m: Map, seen: set[int] | None = None) -> Command:
@@ -186,9 +232,12 @@ def command_from_map(m: Map, seen: set[int] | None = None) -> Command:
     if cmd.__class__ is not str:
         raise ProtocolError("cmd is required" if cmd is None else "cmd must be a string", id=id)
     parse = _PARSERS.get(cmd)
-    if parse is None:
+    if parse is not None:
+        return parse(m, id)
+    spec = COMMANDS.get(cmd)
+    if spec is None:
         raise ProtocolError("unknown command", id=id, code=ErrorCode.UNKNOWN_COMMAND)
-    return parse(m, id)
+    return spec.read(m, cmd, id, (id,))
 
 
 def commands_from_maps(values: Iterable[object]) -> list[Command | ProtocolError]:
@@ -198,7 +247,8 @@ def commands_from_maps(values: Iterable[object]) -> list[Command | ProtocolError
     refused as a whole. A map that is not a valid command becomes a
     :class:`ProtocolError` in its place.
     """
-    values = list(values)
+    if values.__class__ is not list:
+        values = list(values)
     for value in values:
         if value.__class__ is not dict:
             raise ProtocolError("every message must be a map")
@@ -212,16 +262,63 @@ def commands_from_maps(values: Iterable[object]) -> list[Command | ProtocolError
     return out
 
 
-# --- server messages -> maps --------------------------------------------------
+def command_to_map(command: Command, data: DataOut) -> Map:
+    """The map of a command, for a client to send."""
+    if type(command) is Publish:
+        m: Map = {"id": command.id, "cmd": "publish", "channel": command.channel, "data": data(command.data)}
+        if command.key is not None:
+            m["key"] = command.key
+        return m
+    if type(command) is Subscribe:
+        m = {"id": command.id, "cmd": "subscribe", "channel": command.channel}
+        if command.since is not None:
+            m["offset"] = command.since.offset
+            m["epoch"] = command.since.epoch
+        if command.token is not None:
+            m["token"] = command.token
+        if command.version is not None:
+            m["version"] = command.version
+        return m
+    name = _COMMAND_NAMES.get(type(command))
+    if name is None:
+        raise TypeError(f"not a command: {type(command).__name__}")
+    return COMMANDS[name].write(command, data, {"id": command.id, "cmd": name})
+
+
+# --- pushes and results: shared parts ------------------------------------------------
+
+_USER = Field("user", STR)
+USER_STATUS: Spec[UserStatus] = Spec(UserStatus, (_USER, Field("online", BOOL), Field("last_seen", INT)))
+STATE_ENTRY: Spec[StateEntry] = Spec(StateEntry, (Field("key", STR), Field("value", RELAYED_OR_NIL), Field("version", UINT)))
+CLIENT_INFO: Spec[ClientInfo] = Spec(ClientInfo, (_USER, Field("client", STR), opt("info", RELAYED)))
+#: Reads a publication map (a push, or inside a result); publication_to_map writes one.
+PUBLICATION: Spec[Publication] = Spec(
+    Publication,
+    (
+        Field("channel", STR),
+        Field("data", RELAYED),
+        Field("offset", UINT),
+        Field("epoch", STR),
+        opt("mid", STR),
+        opt("time", INT),
+        opt("info", map_of(CLIENT_INFO)),
+    ),
+)
+_PUBLICATIONS = list_of(map_of(PUBLICATION))  # read only: written through a PubOut
 
 
 def publication_to_map(pub: Publication, data: DataOut, push: bool = True) -> Map:
-    """The map of a publication push (``push=False``: inside a SubscribeResult)."""
-    m: Map = {"push": "pub"} if push else {}
-    m["channel"] = pub.channel
-    m["data"] = data(pub.data)
-    m["offset"] = pub.offset
-    m["epoch"] = pub.epoch
+    """The map of a publication push (``push=False``: inside a result).
+
+    Keys in this order; the MessagePack codec splices the same map by hand.
+    """
+    if push:
+        m: Map = {"push": "pub", "channel": pub.channel, "data": data(pub.data), "offset": pub.offset, "epoch": pub.epoch}
+    else:
+        m = {"channel": pub.channel, "data": data(pub.data), "offset": pub.offset, "epoch": pub.epoch}
+    if pub.mid:
+        m["mid"] = pub.mid
+        m["time"] = pub.time
     info = pub.info
     if info is not None:
         im: Map = {"user": info.user, "client": info.client}
@@ -231,148 +328,204 @@ def publication_to_map(pub: Publication, data: DataOut, push: bool = True) -> Ma
     return m
 
 
-def result_to_map(result: Result, data: DataOut) -> Map:
-    if isinstance(result, PublishResult):
-        return {"offset": result.offset, "epoch": result.epoch}
-    if isinstance(result, SubscribeResult):
-        m: Map = {
-            "offset": result.offset,
-            "epoch": result.epoch,
-            "recoverable": result.recoverable,
-            "recovered": result.recovered,
-        }
-        if result.publications:
-            m["publications"] = [publication_to_map(p, data, push=False) for p in result.publications]
-        return m
-    if isinstance(result, ConnectResult):
-        return {"client": result.client, "version": result.version, "ping": result.ping, "user": result.user}
-    if isinstance(result, EmptyResult):
-        return {}
-    raise TypeError(f"not a result: {type(result).__name__}")
+def publication_from_map(m: Map) -> Publication:
+    return PUBLICATION.read(m, "pub")
 
 
-def message_to_map(message: ServerMessage, data: DataOut) -> Map:
-    """The map of a reply or push; ``data`` converts embedded msgpack values."""
-    if isinstance(message, Publication):
+# --- pushes ----------------------------------------------------------------------------
+
+
+def _value_or_patch(attrs: dict[str, Any], where: str, id: int) -> None:
+    if ("value" in attrs) == ("patch" in attrs):
+        raise ProtocolError(f"{where} needs exactly one of value and patch", id=id)
+
+
+_PUSH_CHANNEL = Field("channel", STR)
+
+#: Pushes by ``push`` name: clients read them all with these specs, and the
+#: server writes all but ``pub`` (written by hand) with them. ``status`` is
+#: apart: its map is flat, a channel and the fields of a UserStatus.
+PUSHES: dict[str, Spec[Push]] = {
+    "pub": PUBLICATION,
+    "disconnect": Spec(Disconnect, (Field("code", INT), Field("reason", STR), Field("reconnect", BOOL))),
+    "join": Spec(Join, (_PUSH_CHANNEL, _USER, opt("info", RELAYED))),
+    "leave": Spec(Leave, (_PUSH_CHANNEL, _USER)),
+    "typing": Spec(TypingNotice, (_PUSH_CHANNEL, _USER, Field("typing", BOOL), Field("timeout", NUMBER))),
+    "read": Spec(ReadNotice, (_PUSH_CHANNEL, _USER, Field("offset", UINT))),
+    "unsub": Spec(Unsubscribed, (_PUSH_CHANNEL, Field("reason", STR))),
+    "state": Spec(
+        StateChange,
+        (_PUSH_CHANNEL, Field("key", STR), Field("version", UINT), Field("value", RELAYED, optional=True, nil=True), opt("patch", RELAYED)),
+        _value_or_patch,
+    ),
+}
+_PUSH_NAMES: dict[object, str] = {spec.make: name for name, spec in PUSHES.items()}
+
+
+def _status_notice_to_map(notice: StatusNotice, data: DataOut) -> Map:
+    return USER_STATUS.write(notice.status, data, {"push": "status", "channel": notice.channel})
+
+
+def _status_notice_from_map(m: Map) -> StatusNotice:
+    return StatusNotice(read_str(m.get("channel"), "status.channel", 0), USER_STATUS.read(m, "status"))
+
+
+# --- results ---------------------------------------------------------------------------
+
+#: Every result but EmptyResult, with the key a client tells it by (it does not
+#: know which command a reply answers without tracking ids). The first type
+#: whose key the result holds wins, so the order matters: ConnectResult also
+#: holds "version" and "expires"; SubscribeResult "publications", "offset" and
+#: "version"; HistoryResult "offset"; PresenceStatsResult "users".
+RESULTS: tuple[tuple[str, Spec[Result]], ...] = (
+    ("client", Spec(ConnectResult, (Field("client", STR), Field("version", STR), Field("ping", NUMBER), _USER, opt("expires", INT)))),
+    (
+        "recovered",
+        Spec(
+            SubscribeResult,
+            (
+                Field("offset", UINT),
+                Field("epoch", STR),
+                Field("recoverable", BOOL),
+                Field("recovered", BOOL),
+                opt("publications", _PUBLICATIONS),
+                opt("version", UINT),
+                opt("state", list_of(map_of(STATE_ENTRY))),
+                opt("status", map_of(USER_STATUS)),
+            ),
+        ),
+    ),
+    ("publications", Spec(HistoryResult, (Field("publications", _PUBLICATIONS), Field("offset", UINT), Field("epoch", STR)))),
+    ("offset", Spec(PublishResult, (Field("offset", UINT), Field("epoch", STR), opt("mid", STR), opt("time", INT)))),
+    ("expires", Spec(RefreshResult, (Field("expires", INT),))),
+    ("read", Spec(ReadResult, (Field("read", UINT, attr="offset"),))),
+    ("receipts", Spec(ReceiptsResult, (Field("receipts", dict_of(UINT)),))),
+    ("presence", Spec(PresenceResult, (Field("presence", dict_of(map_of(Spec(PresenceMember, (_USER, opt("info", RELAYED))))), attr="clients"),))),
+    ("clients", Spec(PresenceStatsResult, (Field("clients", UINT), Field("users", UINT)))),
+    ("version", Spec(StateResult, (Field("version", UINT),))),
+    ("users", Spec(StatusResult, (Field("users", list_of(map_of(USER_STATUS))),))),
+)
+
+
+def _publications(pubs: tuple[Publication, ...], data: DataOut, pub: PubOut | None) -> object:
+    if pub is None:
+        return [publication_to_map(p, data, push=False) for p in pubs]
+    return pub(pubs)
+
+
+def _subscribe_result_to_map(result: SubscribeResult, data: DataOut, pub: PubOut | None) -> Map:
+    m: Map = {
+        "offset": result.offset,
+        "epoch": result.epoch,
+        "recoverable": result.recoverable,
+        "recovered": result.recovered,
+    }
+    if result.publications:
+        m["publications"] = _publications(result.publications, data, pub)
+    if result.version or result.state:
+        m["version"] = result.version
+        m["state"] = [STATE_ENTRY.write(e, data, {}) for e in result.state]
+    if result.status is not None:
+        m["status"] = USER_STATUS.write(result.status, data, {})
+    return m
+
+
+def _publish_result_to_map(result: PublishResult, data: DataOut, pub: PubOut | None) -> Map:
+    m: Map = {"offset": result.offset, "epoch": result.epoch}
+    if result.mid:
+        m["mid"] = result.mid
+        m["time"] = result.time
+    return m
+
+
+def _history_result_to_map(result: HistoryResult, data: DataOut, pub: PubOut | None) -> Map:
+    return {"publications": _publications(result.publications, data, pub), "offset": result.offset, "epoch": result.epoch}
+
+
+_ResultWriter = Callable[[Any, DataOut, "PubOut | None"], Map]
+
+
+def _spec_writer(spec: Spec[Result]) -> _ResultWriter:
+    return lambda result, data, pub: spec.write(result, data, {})
+
+
+_RESULT_WRITERS: dict[object, _ResultWriter] = {
+    **{spec.make: _spec_writer(spec) for _, spec in RESULTS},
+    # groups of keys that come together, and publications a codec may splice
+    SubscribeResult: _subscribe_result_to_map,
+    PublishResult: _publish_result_to_map,
+    HistoryResult: _history_result_to_map,
+    EmptyResult: lambda result, data, pub: {},
+}
+
+
+def result_to_map(result: Result, data: DataOut, pub: PubOut | None = None) -> Map:
+    """The map of a result; ``pub`` writes the publications inside it."""
+    writer = _RESULT_WRITERS.get(type(result))
+    if writer is None:
+        raise TypeError(f"not a result: {type(result).__name__}")
+    return writer(result, data, pub)
+
+
+def result_from_map(m: Map) -> Result:
+    """Tell a result's type from its keys (see :data:`RESULTS`); ``{}`` or unknown keys: EmptyResult."""
+    for key, spec in RESULTS:
+        if key in m:
+            return spec.read(m, "result")
+    return EmptyResult()
+
+
+# --- server messages -------------------------------------------------------------------
+
+
+def message_to_map(message: ServerMessage, data: DataOut, pub: PubOut | None = None) -> Map:
+    """The map of a reply or push; ``data`` converts embedded msgpack values.
+
+    ``pub`` writes publications inside results (default: their maps).
+    Raises TypeError for a non-message, ValueError for a Reply without exactly
+    one of result and error.
+    """
+    if type(message) is Publication:
         return publication_to_map(message, data)
-    if isinstance(message, Reply):
+    if type(message) is Reply:
         if (message.result is None) == (message.error is None):
             raise ValueError("a Reply needs exactly one of result and error")
         if message.error is not None:
             return {"id": message.id, "error": {"code": message.error.code, "message": message.error.message}}
         assert message.result is not None
-        return {"id": message.id, "result": result_to_map(message.result, data)}
-    if isinstance(message, Disconnect):
-        return {"push": "disconnect", "code": message.code, "reason": message.reason, "reconnect": message.reconnect}
-    raise TypeError(f"not a server message: {type(message).__name__}")
-
-
-# --- client side ----------------------------------------------------------------
-
-
-def command_to_map(command: Command, data: DataOut) -> Map:
-    """The map of a command, for a client to send."""
-    if isinstance(command, Publish):
-        return {"id": command.id, "cmd": "publish", "channel": command.channel, "data": data(command.data)}
-    if isinstance(command, Subscribe):
-        m: Map = {"id": command.id, "cmd": "subscribe", "channel": command.channel}
-        if command.since is not None:
-            m["offset"] = command.since.offset
-            m["epoch"] = command.since.epoch
-        return m
-    if isinstance(command, Unsubscribe):
-        return {"id": command.id, "cmd": "unsubscribe", "channel": command.channel}
-    if isinstance(command, Ping):
-        return {"id": command.id, "cmd": "ping"}
-    if isinstance(command, Connect):
-        m = {"id": command.id, "cmd": "connect"}
-        for key in ("token", "name", "version"):
-            if (value := getattr(command, key)) is not None:
-                m[key] = value
-        return m
-    raise TypeError(f"not a command: {type(command).__name__}")
-
-
-def _get(m: Map, key: str, kind: type[object] | tuple[type[object], ...], where: str) -> Any:
-    value = m.get(key)
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ProtocolError(f"{where}.{key} has the wrong type")
-    return value
-
-
-def _client_data(m: Map, key: str, where: str) -> bytes:
-    # No depth limit here: the server already enforced its own on what it relays.
-    if key not in m:
-        raise ProtocolError(f"{where}.{key} is missing")
-    try:
-        return _pack(m[key])
-    except (TypeError, ValueError, OverflowError):
-        raise ProtocolError(f"{where}.{key} cannot be encoded") from None
-
-
-def publication_from_map(m: Map) -> Publication:
-    info = None
-    im = m.get("info")
-    if im is not None:
-        if not isinstance(im, dict):
-            raise ProtocolError("pub.info must be a map")
-        extra = _client_data(im, "info", "pub.info") if im.get("info") is not None else None
-        info = ClientInfo(_get(im, "user", str, "pub.info"), _get(im, "client", str, "pub.info"), extra)
-    return Publication(
-        channel=_get(m, "channel", str, "pub"),
-        data=_client_data(m, "data", "pub"),
-        offset=_get(m, "offset", int, "pub"),
-        epoch=_get(m, "epoch", str, "pub"),
-        info=info,
-    )
-
-
-def result_from_map(m: Map) -> Result:
-    """Guess a result's type from its keys; a client SDK knows it from its command."""
-    if "client" in m:
-        ping = _get(m, "ping", (int, float), "result")
-        return ConnectResult(
-            _get(m, "client", str, "result"), _get(m, "version", str, "result"), float(ping), _get(m, "user", str, "result")
-        )
-    if "recovered" in m:
-        pubs = m.get("publications", [])
-        if not isinstance(pubs, list) or not all(isinstance(p, dict) for p in pubs):
-            raise ProtocolError("result.publications must be a list of maps")
-        return SubscribeResult(
-            _get(m, "offset", int, "result"),
-            _get(m, "epoch", str, "result"),
-            _get(m, "recoverable", bool, "result"),
-            _get(m, "recovered", bool, "result"),
-            tuple(publication_from_map(p) for p in pubs),
-        )
-    if "offset" in m:
-        return PublishResult(_get(m, "offset", int, "result"), _get(m, "epoch", str, "result"))
-    return EmptyResult()
+        return {"id": message.id, "result": result_to_map(message.result, data, pub)}
+    if type(message) is StatusNotice:
+        return _status_notice_to_map(message, data)
+    if type(message) is StateChange and (message.value is None) == (message.patch is None):
+        raise ValueError("a StateChange needs exactly one of value and patch")
+    name = _PUSH_NAMES.get(type(message))
+    if name is None:
+        raise TypeError(f"not a server message: {type(message).__name__}")
+    return PUSHES[name].write(message, data, {"push": name})
 
 
 def message_from_map(m: Map) -> ServerMessage | None:
     """Build a reply or push; None for a push type this client does not know."""
     push = m.get("push")
     if push is not None:
-        if push == "pub":
-            return publication_from_map(m)
-        if push == "disconnect":
-            return Disconnect(_get(m, "code", int, "disconnect"), _get(m, "reason", str, "disconnect"), _get(m, "reconnect", bool, "disconnect"))
-        return None  # newer server: ignore unknown pushes
-    id = _get(m, "id", int, "reply")
-    if not 0 <= id <= MAX_ID:
+        if push == "status":
+            return _status_notice_from_map(m)
+        spec = PUSHES.get(push) if push.__class__ is str else None
+        return None if spec is None else spec.read(m, push)  # newer server: ignore unknown pushes
+    id = read_uint(m.get("id"), "reply.id", 0)
+    if id > MAX_ID:
         raise ProtocolError("reply.id is out of range")
     if "error" in m:
-        em = _get(m, "error", dict, "reply")
-        return Reply(id, error=Error(_get(em, "code", int, "error"), _get(em, "message", str, "error")))
-    return Reply(id, result=result_from_map(_get(m, "result", dict, "reply")))
+        em = read_map(m["error"], "reply.error", 0)
+        return Reply(id, error=Error(INT.read(em.get("code"), "error.code", 0), read_str(em.get("message"), "error.message", 0)))
+    return Reply(id, result=result_from_map(read_map(m.get("result"), "reply.result", 0)))
 
 
 def messages_from_maps(values: Iterable[object]) -> list[ServerMessage]:
     """Turn a server frame's decoded values into messages; raise :class:`ProtocolError` on garbage."""
     out: list[ServerMessage] = []
     for value in values:
-        if not isinstance(value, dict):
+        if value.__class__ is not dict:
             raise ProtocolError("every message must be a map")
         message = message_from_map(value)
         if message is not None:

@@ -18,17 +18,34 @@ from protocol import (
     Disconnect,
     EmptyResult,
     Error,
+    History,
+    HistoryResult,
+    Join,
     JsonCodec,
+    Leave,
     MsgpackCodec,
     Ping,
     Publication,
     Publish,
     PublishResult,
+    Read,
+    ReadNotice,
+    ReadResult,
+    Refresh,
+    RefreshResult,
     Reply,
     ServerMessage,
+    StateChange,
+    StateResult,
+    StateSet,
+    StatusQuery,
+    StatusResult,
     StreamPosition,
     Subscribe,
     SubscribeResult,
+    Typing,
+    TypingNotice,
+    UserStatus,
 )
 
 
@@ -52,11 +69,12 @@ def client_roundtrip(codec: Codec, *commands: Command) -> list[object]:
 
 _HI = pack({"text": "hi"})
 _PUB = Publication("chat:lobby", _HI, 42, "Xq3v", ClientInfo("alice", "c0ffee"))
+_CHAT_PUB = Publication("chat:lobby", _HI, 42, "Xq3v", ClientInfo("alice", "c0ffee"), mid="01HV7Z", time=1767225600123)
 
 #: name -> the message; docs/protocol.md shows each in JSON and as msgpack hex.
 EXAMPLES: dict[str, Command | ServerMessage] = {
     "connect": Connect(1, token="abc.def.ghi", name="swift", version="1.2.0"),
-    "connect-reply": Reply(1, ConnectResult("c0ffee", "0.1.0", 25.0, "alice")),
+    "connect-reply": Reply(1, ConnectResult("c0ffee", "0.1.0", 25.0, "alice", expires=1767225600)),
     "subscribe": Subscribe(2, "chat:lobby"),
     "subscribe-reply": Reply(2, SubscribeResult(41, "Xq3v", recoverable=True)),
     "publish": Publish(3, "chat:lobby", _HI),
@@ -71,13 +89,29 @@ EXAMPLES: dict[str, Command | ServerMessage] = {
     "ping-reply": Reply(5, EmptyResult()),
     "error-reply": Reply(6, error=Error(103, "permission denied")),
     "disconnect": Disconnect(4001, "shutdown", True),
+    "refresh": Refresh(7, "jkl.mno.pqr"),
+    "refresh-reply": Reply(7, RefreshResult(1767229200)),
+    "history": History(8, "chat:lobby", limit=1, before=43),
+    "history-reply": Reply(8, HistoryResult((_CHAT_PUB,), 43, "Xq3v")),
+    "typing": Typing(9, "chat:lobby"),
+    "typing-push": TypingNotice("chat:lobby", "alice", True, 6.0),
+    "read": Read(10, "chat:lobby", 42),
+    "read-reply": Reply(10, ReadResult(42)),
+    "read-push": ReadNotice("chat:lobby", "bob", 42),
+    "state-set": StateSet(11, "match:7", "score", pack({"home": 1, "away": 0}), version=3),
+    "state-set-reply": Reply(11, StateResult(4)),
+    "state-push": StateChange("match:7", "score", 5, patch=pack({"away": 1})),
+    "join": Join("chat:lobby", "bob", pack({"name": "Bob"})),
+    "leave": Leave("chat:lobby", "bob"),
+    "status": StatusQuery(12, ("alice", "bob")),
+    "status-reply": Reply(12, StatusResult((UserStatus("alice", True), UserStatus("bob", False, 1767225600000)))),
 }
 
 
 def encode_example(codec: Codec, message: Command | ServerMessage) -> bytes:
-    if isinstance(message, (Connect, Subscribe, Publish, Ping)):
+    if isinstance(message, Command):
         return codec.encode_command(message)
-    return codec.encode(message)  # type: ignore[arg-type]
+    return codec.encode(message)
 
 
 def hex_lines(data: bytes, per_line: int = 16) -> str:

@@ -14,9 +14,13 @@ from protocol import (
     MAX_COMMANDS_PER_FRAME,
     MAX_DATA_DEPTH,
     MAX_ID,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_STATE_KEY_LENGTH,
+    MAX_STATUS_USERS,
     Codec,
     Connect,
     ErrorCode,
+    History,
     JsonCodec,
     MsgpackCodec,
     Ping,
@@ -24,7 +28,11 @@ from protocol import (
     Publication,
     Publish,
     Reply,
+    StatePatch,
+    StateSet,
+    StatusQuery,
     Subscribe,
+    Typing,
     msgpack_to_json,
 )
 from protocol.wire import too_deep
@@ -178,7 +186,7 @@ def test_invalid_id(codec: Codec, id: object) -> None:
 
 @BOTH
 def test_unknown_command(codec: Codec) -> None:
-    err = command_error(codec, {"id": 9, "cmd": "presence"})
+    err = command_error(codec, {"id": 9, "cmd": "presences"})
     assert (err.code, err.id, str(err)) == (ErrorCode.UNKNOWN_COMMAND, 9, "unknown command")
 
 
@@ -208,6 +216,73 @@ def test_unknown_command(codec: Codec) -> None:
         ({"cmd": "connect", "token": 1}, "connect.token must be a string"),
         ({"cmd": "connect", "name": {}}, "connect.name must be a string"),
         ({"cmd": "connect", "version": 1.0}, "connect.version must be a string"),
+        # new fields of publish and subscribe
+        ({"cmd": "publish", "channel": "a", "data": 1, "key": 1}, "publish.key must be a string"),
+        ({"cmd": "publish", "channel": "a", "data": 1, "key": ""}, "publish.key must not be empty"),
+        ({"cmd": "publish", "channel": "a", "data": 1, "key": "k" * 65}, "publish.key is longer than 64 characters"),
+        ({"cmd": "subscribe", "channel": "a", "token": 1}, "subscribe.token must be a string"),
+        ({"cmd": "subscribe", "channel": "a", "version": -1}, "subscribe.version must be an unsigned integer"),
+        ({"cmd": "subscribe", "channel": "a", "version": True}, "subscribe.version must be an unsigned integer"),
+        ({"cmd": "subscribe", "channel": "a", "version": "1"}, "subscribe.version must be an unsigned integer"),
+        ({"cmd": "subscribe", "channel": "a", "version": 1.0}, "subscribe.version must be an unsigned integer"),
+        # refresh
+        ({"cmd": "refresh"}, "refresh.token is required"),
+        ({"cmd": "refresh", "token": None}, "refresh.token must be a string"),
+        ({"cmd": "refresh", "token": ["t"]}, "refresh.token must be a string"),
+        # history
+        ({"cmd": "history"}, "history.channel is required"),
+        ({"cmd": "history", "channel": "a b"}, "history.channel must not contain whitespace or control characters"),
+        ({"cmd": "history", "channel": "a", "limit": -1}, "history.limit must be an unsigned integer"),
+        ({"cmd": "history", "channel": "a", "limit": "10"}, "history.limit must be an unsigned integer"),
+        ({"cmd": "history", "channel": "a", "before": True}, "history.before must be an unsigned integer"),
+        ({"cmd": "history", "channel": "a", "after": 1.5}, "history.after must be an unsigned integer"),
+        ({"cmd": "history", "channel": "a", "before": 9, "after": 1}, "history.before and history.after exclude each other"),
+        ({"cmd": "history", "channel": "a", "before": 0, "after": 0}, "history.before and history.after exclude each other"),
+        # typing
+        ({"cmd": "typing"}, "typing.channel is required"),
+        ({"cmd": "typing", "channel": "a", "typing": "yes"}, "typing.typing must be a boolean"),
+        ({"cmd": "typing", "channel": "a", "typing": 1}, "typing.typing must be a boolean"),
+        # read
+        ({"cmd": "read", "channel": "a"}, "read.offset is required"),
+        ({"cmd": "read", "offset": 1}, "read.channel is required"),
+        ({"cmd": "read", "channel": "a", "offset": None}, "read.offset must be an unsigned integer"),
+        ({"cmd": "read", "channel": "a", "offset": -1}, "read.offset must be an unsigned integer"),
+        ({"cmd": "read", "channel": "a", "offset": False}, "read.offset must be an unsigned integer"),
+        # receipts, presence, presence_stats
+        ({"cmd": "receipts"}, "receipts.channel is required"),
+        ({"cmd": "receipts", "channel": ""}, "receipts.channel must not be empty"),
+        ({"cmd": "presence"}, "presence.channel is required"),
+        ({"cmd": "presence", "channel": 7}, "presence.channel must be a string"),
+        ({"cmd": "presence_stats"}, "presence_stats.channel is required"),
+        ({"cmd": "presence_stats", "channel": "a" * 256}, "presence_stats.channel is longer than 255 characters"),
+        # state_set
+        ({"cmd": "state_set", "key": "k", "value": 1}, "state_set.channel is required"),
+        ({"cmd": "state_set", "channel": "a", "value": 1}, "state_set.key is required"),
+        ({"cmd": "state_set", "channel": "a", "key": 1, "value": 1}, "state_set.key must be a string"),
+        ({"cmd": "state_set", "channel": "a", "key": "", "value": 1}, "state_set.key must not be empty"),
+        ({"cmd": "state_set", "channel": "a", "key": "k" * 256, "value": 1}, "state_set.key is longer than 255 characters"),
+        ({"cmd": "state_set", "channel": "a", "key": "k"}, "state_set.value is required"),
+        ({"cmd": "state_set", "channel": "a", "key": "k", "value": nested(MAX_DATA_DEPTH + 1)}, "state_set.value is nested too deeply"),
+        ({"cmd": "state_set", "channel": "a", "key": "k", "value": 1, "version": -1}, "state_set.version must be an unsigned integer"),
+        ({"cmd": "state_set", "channel": "a", "key": "k", "value": 1, "version": "3"}, "state_set.version must be an unsigned integer"),
+        # state_patch
+        ({"cmd": "state_patch", "channel": "a", "key": "k"}, "state_patch.patch is required"),
+        ({"cmd": "state_patch", "channel": "a", "key": "k", "patch": None}, "state_patch.patch must be a map"),
+        ({"cmd": "state_patch", "channel": "a", "key": "k", "patch": [1]}, "state_patch.patch must be a map"),
+        ({"cmd": "state_patch", "channel": "a", "key": "k", "patch": "x"}, "state_patch.patch must be a map"),
+        ({"cmd": "state_patch", "channel": "a", "key": "k", "patch": {"a": nested(MAX_DATA_DEPTH)}}, "state_patch.patch is nested too deeply"),
+        ({"cmd": "state_patch", "channel": "a", "patch": {}}, "state_patch.key is required"),
+        ({"cmd": "state_patch", "channel": "a", "key": "k" * 256, "patch": {}}, "state_patch.key is longer than 255 characters"),
+        ({"cmd": "state_patch", "channel": "a", "key": "k", "patch": {}, "version": 1.0}, "state_patch.version must be an unsigned integer"),
+        # status
+        ({"cmd": "status"}, "status.users is required"),
+        ({"cmd": "status", "users": None}, "status.users must be an array"),
+        ({"cmd": "status", "users": "alice"}, "status.users must be an array"),
+        ({"cmd": "status", "users": {"alice": 1}}, "status.users must be an array"),
+        ({"cmd": "status", "users": []}, "status.users must not be empty"),
+        ({"cmd": "status", "users": ["u"] * 101}, "status.users must hold at most 100 items"),
+        ({"cmd": "status", "users": ["alice", 1]}, "status.users[] must be a string"),
+        ({"cmd": "status", "users": ["alice", ""]}, "status.users[] must not be empty"),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
@@ -228,6 +303,28 @@ def test_channel_without_whitespace_or_control_characters(codec: Codec, channel:
         5,
         "subscribe.channel must not contain whitespace or control characters",
     )
+
+
+@BOTH
+def test_new_fields_at_their_limits(codec: Codec) -> None:
+    maps = [
+        {"id": 1, "cmd": "publish", "channel": "a", "data": 1, "key": "é" * MAX_IDEMPOTENCY_KEY_LENGTH},
+        {"id": 2, "cmd": "state_set", "channel": "a", "key": "é" * MAX_STATE_KEY_LENGTH, "value": None},
+        {"id": 3, "cmd": "status", "users": ["u"] * MAX_STATUS_USERS},
+        {"id": 4, "cmd": "history", "channel": "a", "before": 5, "after": None},
+        {"id": 5, "cmd": "typing", "channel": "a", "typing": None},
+        {"id": 6, "cmd": "state_patch", "channel": "a", "key": "k", "patch": {"a": nested(MAX_DATA_DEPTH - 1)}},
+        {"id": 7, "cmd": "state_set", "channel": "a", "key": "k", "value": nested(MAX_DATA_DEPTH), "version": None},
+    ]
+    assert codec.decode_commands(frame(codec, *maps)) == [
+        Publish(1, "a", pack(1), "é" * MAX_IDEMPOTENCY_KEY_LENGTH),
+        StateSet(2, "a", "é" * MAX_STATE_KEY_LENGTH, b"\xc0"),  # nil: delete the key
+        StatusQuery(3, ("u",) * MAX_STATUS_USERS),
+        History(4, "a", before=5),
+        Typing(5, "a", True),
+        StatePatch(6, "a", "k", pack({"a": nested(MAX_DATA_DEPTH - 1)})),
+        StateSet(7, "a", "k", pack(nested(MAX_DATA_DEPTH))),
+    ]
 
 
 @BOTH
@@ -304,6 +401,31 @@ def test_one_bad_command_and_one_good(codec: Codec) -> None:
         pack({"push": "disconnect", "code": 4001, "reason": "x"}),
         pack({"id": 1, "result": {"offset": 1, "epoch": "e", "recoverable": True, "recovered": True, "publications": [1]}}),
         pack({"id": 1, "result": {"client": "c", "version": "v", "ping": "25", "user": ""}}),
+        pack({"push": "pub", "channel": "a", "data": 1, "offset": 1, "epoch": "e", "mid": 1, "time": 1}),
+        pack({"push": "join", "channel": "a"}),
+        pack({"push": "join", "channel": "a", "user": 1}),
+        pack({"push": "leave", "user": "u"}),
+        pack({"push": "typing", "channel": "a", "user": "u", "typing": "x", "timeout": 5}),
+        pack({"push": "typing", "channel": "a", "user": "u", "typing": True, "timeout": "5"}),
+        pack({"push": "read", "channel": "a", "user": "u", "offset": -1}),
+        pack({"push": "state", "channel": "a", "key": "k", "version": 1}),
+        pack({"push": "state", "channel": "a", "key": "k", "version": 1, "value": 1, "patch": {}}),
+        pack({"push": "state", "channel": "a", "key": "k", "version": "1", "value": 1}),
+        pack({"push": "status", "channel": "a", "user": "u", "last_seen": 0}),
+        pack({"push": "status", "user": "u", "online": True, "last_seen": 0}),
+        pack({"push": "unsub", "channel": "a"}),
+        pack({"id": 1, "result": {"publications": [1], "offset": 1, "epoch": "e"}}),
+        pack({"id": 1, "result": {"offset": 1, "epoch": "e", "recoverable": True, "recovered": True, "state": [{"key": "k"}]}}),
+        pack({"id": 1, "result": {"offset": 1, "epoch": "e", "recoverable": True, "recovered": True, "status": []}}),
+        pack({"id": 1, "result": {"expires": "soon"}}),
+        pack({"id": 1, "result": {"read": None}}),
+        pack({"id": 1, "result": {"receipts": {"alice": -1}}}),
+        pack({"id": 1, "result": {"receipts": {1: 1}}}),
+        pack({"id": 1, "result": {"presence": {"c": 1}}}),
+        pack({"id": 1, "result": {"presence": {"c": {"info": 1}}}}),
+        pack({"id": 1, "result": {"clients": 1}}),
+        pack({"id": 1, "result": {"version": True}}),
+        pack({"id": 1, "result": {"users": [{"user": "u", "online": 1, "last_seen": 0}]}}),
     ],
 )
 def test_msgpack_client_refuses_garbage(data: bytes) -> None:

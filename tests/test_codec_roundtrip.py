@@ -14,7 +14,10 @@ from protocol import (
     JSON_SUBPROTOCOL,
     MAX_COMMANDS_PER_FRAME,
     MAX_ID,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
     MAX_OFFSET,
+    MAX_STATE_KEY_LENGTH,
+    MAX_STATUS_USERS,
     MSGPACK_SUBPROTOCOL,
     SUBPROTOCOLS,
     ClientInfo,
@@ -25,21 +28,51 @@ from protocol import (
     Disconnect,
     EmptyResult,
     Error,
+    History,
+    HistoryResult,
+    Join,
     JsonCodec,
+    Leave,
     MsgpackCodec,
     Ping,
+    PresenceMember,
+    PresenceQuery,
+    PresenceResult,
+    PresenceStatsQuery,
+    PresenceStatsResult,
     Publication,
     Publish,
     PublishResult,
+    Read,
+    ReadNotice,
+    ReadResult,
+    Receipts,
+    ReceiptsResult,
+    Refresh,
+    RefreshResult,
     Reply,
+    Result,
     ServerMessage,
+    StateChange,
+    StateEntry,
+    StatePatch,
+    StateResult,
+    StateSet,
+    StatusNotice,
+    StatusQuery,
+    StatusResult,
     StreamPosition,
     Subscribe,
     SubscribeResult,
+    Typing,
+    TypingNotice,
     Unsubscribe,
+    Unsubscribed,
+    UserStatus,
     codec_for,
     msgpack_to_json,
 )
+from protocol.wire import RESULTS, result_from_map, result_to_map
 from tests.helpers import EXAMPLES, client_roundtrip, encode_example, pack, server_roundtrip
 
 BOTH = pytest.mark.parametrize("codec", list(CODECS.values()), ids=list(CODECS))
@@ -68,23 +101,69 @@ INFO = ClientInfo("alice", "c0ffee")
 INFO_EXTRA = ClientInfo("alice", "c0ffee", pack({"role": "admin"}))
 PUB = Publication("chat:lobby", pack({"text": "hi"}), 42, "Xq3v")
 
+CHAT_PUB = Publication("chat:lobby", pack({"text": "hi"}), 42, "Xq3v", INFO, mid="01HV7Z", time=1767225600123)
+ALICE = UserStatus("alice", True)
+BOB = UserStatus("bob", False, 1767225600000)
+DELETED = pack(None)  # a state value of nil: the key was deleted
+
 SERVER_MESSAGES: list[ServerMessage] = [
     PUB,
     Publication("chat:lobby", pack({"text": "hi"}), 42, "Xq3v", INFO),
     Publication("chat:lobby", pack([1, 2]), MAX_OFFSET, "Xq3v", INFO_EXTRA),
     Publication("c" * 255, pack(None), 0, ""),
+    CHAT_PUB,
+    Publication("chat:lobby", pack("x"), 1, "e", mid="m", time=0),
+    Publication("chat:lobby", pack("x"), 1, "e", INFO_EXTRA, mid="m", time=-1),
     Disconnect(4001, "shutdown", True),
     Disconnect(4500, "bad request", False),
+    Join("chat:lobby", "bob"),
+    Join("chat:lobby", "bob", pack({"name": "Bob", "devices": 2})),
+    Leave("chat:lobby", "bob"),
+    TypingNotice("chat:lobby", "alice", True, 6.0),
+    TypingNotice("chat:lobby", "alice", False, 0.5),
+    ReadNotice("chat:lobby", "bob", MAX_OFFSET),
+    StateChange("match:7", "score", 5, value=pack({"home": 1, "away": 1})),
+    StateChange("match:7", "score", 6, value=DELETED),
+    StateChange("match:7", "k" * 255, MAX_OFFSET, patch=pack({"away": None, "sets": [6, 4]})),
+    StatusNotice("status:bob", BOB),
+    StatusNotice("status:alice", ALICE),
+    Unsubscribed("chat:lobby", "unsubscribed by the server"),
     Reply(1, ConnectResult("c0ffee", "0.1.0", 25.0, "alice")),
     Reply(1, ConnectResult("c0ffee", "0.1.0", 0.5)),
+    Reply(1, ConnectResult("c0ffee", "0.1.0", 25.0, "alice", expires=1767229200)),
     Reply(2, SubscribeResult(41, "Xq3v")),
     Reply(2, SubscribeResult(41, "Xq3v", recoverable=True, recovered=True)),
     Reply(2, SubscribeResult(44, "Xq3v", True, True, (PUB, Publication("chat:lobby", pack(1), 43, "Xq3v", INFO)))),
     Reply(2, SubscribeResult(60, "Xq3v", True, True, tuple(Publication("a", pack(i), i, "e") for i in range(20)))),
+    Reply(2, SubscribeResult(42, "Xq3v", True, True, (CHAT_PUB,))),
+    Reply(2, SubscribeResult(0, "e", version=3)),
+    Reply(2, SubscribeResult(0, "e", version=9, state=(StateEntry("score", pack({"home": 2}), 9), StateEntry("old", None, 8)))),
+    Reply(2, SubscribeResult(0, "e", state=(StateEntry("a", pack([]), 0),))),
+    Reply(2, SubscribeResult(0, "e", status=BOB)),
+    Reply(2, SubscribeResult(7, "e", True, False, (PUB,), 4, (StateEntry("x", pack(1), 4),), ALICE)),
     Reply(3, PublishResult(42, "Xq3v")),
+    Reply(3, PublishResult(42, "Xq3v", mid="01HV7Z", time=1767225600123)),
+    Reply(3, PublishResult(42, "Xq3v", mid="m", time=0)),
+    Reply(4, RefreshResult(1767229200)),
+    Reply(4, RefreshResult(0)),
+    Reply(5, HistoryResult((), 0, "")),
+    Reply(5, HistoryResult((PUB, CHAT_PUB), 43, "Xq3v")),
+    Reply(6, ReadResult(0)),
+    Reply(6, ReadResult(MAX_OFFSET)),
+    Reply(7, ReceiptsResult({})),
+    Reply(7, ReceiptsResult({"alice": 42, "bob": 40})),
+    Reply(8, PresenceResult({})),
+    Reply(8, PresenceResult({"c0ffee": PresenceMember("alice"), "d00d": PresenceMember("bob", pack({"device": "ios"}))})),
+    Reply(9, PresenceStatsResult(0, 0)),
+    Reply(9, PresenceStatsResult(3, 2)),
+    Reply(10, StateResult(0)),
+    Reply(10, StateResult(MAX_OFFSET)),
+    Reply(11, StatusResult(())),
+    Reply(11, StatusResult((ALICE, BOB))),
     Reply(MAX_ID, EmptyResult()),
     Reply(0, error=Error(107, "bad request")),
     Reply(7, error=Error(103, "permission denied")),
+    Reply(7, error=Error(115, "conflict")),
 ]
 
 COMMANDS: list[Command] = [
@@ -94,9 +173,34 @@ COMMANDS: list[Command] = [
     Subscribe(2, "chat:lobby"),
     Subscribe(2, "chat:lobby", StreamPosition(0, "")),
     Subscribe(2, "chat:lobby", StreamPosition(MAX_OFFSET, "Xq3v")),
+    Subscribe(2, "chat:lobby", token="sub.token"),
+    Subscribe(2, "match:7", version=0),
+    Subscribe(2, "match:7", StreamPosition(4, "e"), token="", version=MAX_OFFSET),
     Unsubscribe(3, "chat:lobby"),
     *(Publish(4, "chat:lobby", pack(v)) for v in VALUES),
+    Publish(4, "chat:lobby", pack("hi"), key="k"),
+    Publish(4, "chat:lobby", pack({"text": "hi"}), key="é" * MAX_IDEMPOTENCY_KEY_LENGTH),
     Ping(MAX_ID),
+    Refresh(5, "jkl.mno.pqr"),
+    Refresh(5, ""),
+    History(6, "chat:lobby"),
+    History(6, "chat:lobby", limit=0),
+    History(6, "chat:lobby", limit=50, before=MAX_OFFSET),
+    History(6, "chat:lobby", limit=50, after=0),
+    Typing(7, "chat:lobby"),
+    Typing(7, "chat:lobby", typing=False),
+    Read(8, "chat:lobby", 0),
+    Read(8, "chat:lobby", MAX_OFFSET),
+    Receipts(9, "chat:lobby"),
+    PresenceQuery(10, "chat:lobby"),
+    PresenceStatsQuery(11, "chat:lobby"),
+    *(StateSet(12, "match:7", "score", pack(v)) for v in VALUES),
+    StateSet(12, "match:7", "k" * MAX_STATE_KEY_LENGTH, pack({"home": 1}), version=0),
+    StateSet(12, "match:7", "score", DELETED, version=MAX_OFFSET),
+    StatePatch(13, "match:7", "score", pack({})),
+    StatePatch(13, "match:7", "score", pack({"away": 1, "gone": None}), version=4),
+    StatusQuery(14, ("alice",)),
+    StatusQuery(14, tuple(f"user{i}" for i in range(MAX_STATUS_USERS))),
 ]
 
 
@@ -150,6 +254,106 @@ def test_unknown_push_and_keys_are_ignored_by_clients() -> None:
     future = [{"push": "presence", "channel": "x"}, {"id": 3, "result": {"offset": 1, "epoch": "e", "new": 1}}]
     assert MSGPACK.decode_messages(b"".join(pack(m) for m in future)) == [Reply(3, PublishResult(1, "e"))]
     assert JSON.decode_messages(b"\n".join(orjson.dumps(m) for m in future)) == [Reply(3, PublishResult(1, "e"))]
+
+
+def test_msgpack_splices_every_bytes_field() -> None:
+    """data, value, patch and info reach MessagePack frames as the same bytes."""
+    blobs = [pack({"blob": i, "text": "x" * 40}) for i in range(6)]
+    messages: list[ServerMessage] = [
+        Join("ch", "bob", blobs[0]),
+        StateChange("ch", "k", 1, value=blobs[1]),
+        StateChange("ch", "k", 1, patch=blobs[2]),
+        Reply(1, SubscribeResult(1, "e", True, True, (CHAT_PUB,), 2, (StateEntry("k", blobs[3], 2),))),
+        Reply(1, HistoryResult((Publication("ch", blobs[4], 1, "e", INFO_EXTRA, mid="m", time=1),), 1, "e")),
+        Reply(1, PresenceResult({"c": PresenceMember("bob", blobs[5])})),
+    ]
+    for blob, message in zip(blobs, messages):
+        assert blob in MSGPACK.encode(message)
+
+
+def test_msgpack_chat_publication_is_the_map_msgpack_would_pack() -> None:
+    assert msgpack.unpackb(MSGPACK.encode(Publication("ch", pack(1), 1, "e", INFO_EXTRA, mid="m", time=7))) == {
+        "push": "pub",
+        "channel": "ch",
+        "data": 1,
+        "offset": 1,
+        "epoch": "e",
+        "mid": "m",
+        "time": 7,
+        "info": {"user": "alice", "client": "c0ffee", "info": {"role": "admin"}},
+    }
+
+
+@pytest.mark.parametrize("message", SERVER_MESSAGES, ids=repr)
+def test_from_msgpack(message: ServerMessage) -> None:
+    """What a node relays as MessagePack becomes each codec's own bytes for the message."""
+    encoded = MSGPACK.encode(message)
+    assert MSGPACK.from_msgpack(encoded) is encoded
+    assert JSON.from_msgpack(encoded) == JSON.encode(message)
+
+
+def test_from_msgpack_follows_the_data_rules() -> None:
+    data = msgpack.packb({"blob": b"\x00\xff", 1: [b"hi"]})
+    assert orjson.loads(JSON.from_msgpack(MSGPACK.encode(Join("ch", "bob", data)))) == {
+        "push": "join",
+        "channel": "ch",
+        "user": "bob",
+        "info": {"blob": "AP8=", "1": ["aGk="]},
+    }
+
+
+def test_json_from_msgpack_needs_one_msgpack_value() -> None:
+    for data in (b"", b"\xc1", PING_BYTES + b"\x01", pack(msgpack.ExtType(1, b"x"))):
+        with pytest.raises(ValueError):
+            JSON.from_msgpack(data)
+
+
+PING_BYTES = MSGPACK.encode(Reply(1, EmptyResult()))
+
+
+@pytest.mark.parametrize(
+    ("m", "kind"),
+    [
+        ({}, EmptyResult),
+        ({"later": 1}, EmptyResult),
+        ({"client": "c", "version": "v", "ping": 25, "user": ""}, ConnectResult),  # without expires: an older hub
+        ({"client": "c", "version": "v", "ping": 25.0, "user": "", "expires": 9}, ConnectResult),
+        ({"offset": 1, "epoch": "e", "recoverable": False, "recovered": False, "version": 2, "state": []}, SubscribeResult),
+        ({"offset": 1, "epoch": "e", "recoverable": False, "recovered": False, "publications": []}, SubscribeResult),
+        ({"publications": [], "offset": 1, "epoch": "e"}, HistoryResult),
+        ({"offset": 1, "epoch": "e"}, PublishResult),
+        ({"offset": 1, "epoch": "e", "mid": "m", "time": 1}, PublishResult),
+        ({"expires": 0}, RefreshResult),
+        ({"read": 3}, ReadResult),
+        ({"receipts": {}}, ReceiptsResult),
+        ({"presence": {}}, PresenceResult),
+        ({"clients": 1, "users": 1}, PresenceStatsResult),
+        ({"version": 3}, StateResult),
+        ({"users": []}, StatusResult),
+    ],
+    ids=lambda v: v.__name__ if isinstance(v, type) else ",".join(v) or "{}",
+)
+def test_client_tells_results_apart_by_their_keys(m: dict[str, object], kind: type) -> None:
+    assert type(result_from_map(m)) is kind
+
+
+def test_every_result_is_told_by_the_first_key_it_holds() -> None:
+    """The order of RESULTS makes the key sets unambiguous, for every example result."""
+    types = set()
+    for message in SERVER_MESSAGES:
+        if isinstance(message, Reply) and message.result is not None:
+            keys = result_to_map(message.result, lambda b: None)
+            told = next((spec.make for key, spec in RESULTS if key in keys), EmptyResult)
+            assert told is type(message.result), message
+            types.add(told)
+    assert types == {spec.make for _, spec in RESULTS} | {EmptyResult}
+
+
+@BOTH
+def test_state_change_needs_exactly_one_of_value_and_patch(codec: Codec) -> None:
+    for message in (StateChange("ch", "k", 1), StateChange("ch", "k", 1, value=pack(1), patch=pack({}))):
+        with pytest.raises(ValueError):
+            codec.encode(message)
 
 
 # --- client -> server ------------------------------------------------------------
@@ -284,7 +488,7 @@ def test_docs_examples_match_the_codecs(name: str) -> None:
     assert bytes.fromhex(docs[name, "msgpack"]) == encode_example(MSGPACK, message)
     assert docs[name, "json"].strip().encode() == encode_example(JSON, message)
     # and the bytes decode back to the example
-    if isinstance(message, (Connect, Subscribe, Unsubscribe, Publish, Ping)):
+    if isinstance(message, Command):
         assert MSGPACK.decode_commands(bytes.fromhex(docs[name, "msgpack"])) == [message]
     else:
         assert MSGPACK.decode_messages(bytes.fromhex(docs[name, "msgpack"])) == [message]

@@ -1,0 +1,298 @@
+"""How one field of a message travels: readers, writers, and message tables.
+
+:mod:`protocol.wire` describes most messages as a :class:`Spec`: the message
+class and its :class:`Field` s, each a wire key with a :class:`Kind` (check a
+wire value and turn it into the attribute, and back). :meth:`Spec.read` builds
+a message from a decoded map; :meth:`Spec.write` fills a map from a message.
+
+Readers take ``(value, where, id)`` and raise :class:`ProtocolError` with
+``where`` (e.g. ``"history.limit"``) and the command ``id`` (0 on the client
+side), never echoing the value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import msgpack  # type: ignore[import-untyped]  # no stubs
+
+from .codec import MAX_CHANNEL_LENGTH, MAX_DATA_DEPTH
+from .errors import ProtocolError
+
+#: Offsets, versions and limits are uint64.
+MAX_OFFSET = 2**64 - 1
+
+Map = dict[str, Any]
+#: Turns a message's msgpack ``bytes`` (data, value, patch, info) into what the
+#: codec puts in the map: a raw fragment that the serialiser splices in as is.
+DataOut = Callable[[bytes], object]
+#: ``(wire value, where, id) -> attribute value``; raises ProtocolError.
+Reader = Callable[[Any, str, int], Any]
+#: ``(attribute value, data) -> wire value``.
+Writer = Callable[[Any, DataOut], object]
+
+T_co = TypeVar("T_co", covariant=True)
+
+_CONTAINERS = frozenset((dict, list, tuple))
+_pack: Callable[[object], bytes] = msgpack.Packer().pack  # one C call, holds the GIL
+
+
+# --- data ------------------------------------------------------------------------
+
+
+def too_deep(value: object, limit: int = MAX_DATA_DEPTH) -> bool:
+    """Whether ``value`` nests containers more than ``limit`` levels deep.
+
+    A scalar has depth 0 and ``{"a": [1]}`` depth 2. Only descends into
+    containers: a scalar costs one type check.
+    """
+    return type(value) in _CONTAINERS and _exceeds(value, limit)
+
+
+def _exceeds(container: Any, budget: int) -> bool:
+    if budget <= 0:
+        return True
+    for item in container.values() if type(container) is dict else container:
+        if type(item) in _CONTAINERS and _exceeds(item, budget - 1):
+            return True
+    return False
+
+
+def pack_data(value: object, where: str, id: int) -> bytes:
+    """Check a decoded value from a client (depth) and pack it into msgpack bytes."""
+    if too_deep(value):
+        raise ProtocolError(f"{where} is nested too deeply", id=id)
+    try:
+        return _pack(value)
+    except (TypeError, ValueError, OverflowError):  # cannot happen for decoded values
+        raise ProtocolError(f"{where} cannot be encoded", id=id) from None
+
+
+def pack_relayed(value: object, where: str, id: int = 0) -> bytes:
+    """Pack a value the server sent (client side): no depth limit, the server enforced its own."""
+    try:
+        return _pack(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ProtocolError(f"{where} cannot be encoded", id=id) from None
+
+
+# --- scalar readers ----------------------------------------------------------------
+
+
+def check_channel(channel: object, where: str = "channel", id: int = 0) -> str:
+    """Return ``channel`` if it is a valid channel name, else raise ProtocolError (BAD_REQUEST).
+
+    1..MAX_CHANNEL_LENGTH characters, no whitespace, control or format characters.
+    """
+    if type(channel) is not str:
+        raise ProtocolError(f"{where} must be a string", id=id)
+    if not channel:
+        raise ProtocolError(f"{where} must not be empty", id=id)
+    if len(channel) > MAX_CHANNEL_LENGTH:
+        raise ProtocolError(f"{where} is longer than {MAX_CHANNEL_LENGTH} characters", id=id)
+    # isprintable() is False for control, format and separator characters
+    # (every whitespace character but " "), so this forbids all whitespace.
+    if not channel.isprintable() or " " in channel:
+        raise ProtocolError(f"{where} must not contain whitespace or control characters", id=id)
+    return channel
+
+
+def read_str(value: Any, where: str, id: int) -> str:
+    if value.__class__ is str:
+        return value
+    raise ProtocolError(f"{where} must be a string", id=id)
+
+
+def read_uint(value: Any, where: str, id: int) -> int:
+    """An integer 0..2⁶⁴−1 (``bool`` is not an integer here)."""
+    if value.__class__ is int and 0 <= value <= MAX_OFFSET:
+        return value
+    raise ProtocolError(f"{where} must be an unsigned integer", id=id)
+
+
+def read_int(value: Any, where: str, id: int) -> int:
+    if value.__class__ is int:
+        return value
+    raise ProtocolError(f"{where} must be an integer", id=id)
+
+
+def read_bool(value: Any, where: str, id: int) -> bool:
+    if value.__class__ is bool:
+        return value
+    raise ProtocolError(f"{where} must be a boolean", id=id)
+
+
+def read_number(value: Any, where: str, id: int) -> float:
+    if value.__class__ is float or value.__class__ is int:
+        return float(value)
+    raise ProtocolError(f"{where} must be a number", id=id)
+
+
+def read_map(value: Any, where: str, id: int) -> Map:
+    if value.__class__ is dict:
+        return value
+    raise ProtocolError(f"{where} must be a map", id=id)
+
+
+def text(longest: int | None = None) -> Reader:
+    """A reader of non-empty strings, of at most ``longest`` characters."""
+
+    def read(value: Any, where: str, id: int) -> str:
+        s = read_str(value, where, id)
+        if not s:
+            raise ProtocolError(f"{where} must not be empty", id=id)
+        if longest is not None and len(s) > longest:
+            raise ProtocolError(f"{where} is longer than {longest} characters", id=id)
+        return s
+
+    return read
+
+
+# --- kinds -------------------------------------------------------------------------
+
+
+def _as_is(value: object, data: DataOut) -> object:
+    return value
+
+
+def _data(value: bytes, data: DataOut) -> object:
+    return data(value)
+
+
+def _data_or_nil(value: bytes | None, data: DataOut) -> object:
+    return None if value is None else data(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """How one value travels: ``read`` checks a wire value, ``write`` makes one."""
+
+    read: Reader
+    write: Writer = _as_is
+
+
+STR = Kind(read_str)
+UINT = Kind(read_uint)
+INT = Kind(read_int)
+BOOL = Kind(read_bool)
+NUMBER = Kind(read_number)
+CHANNEL = Kind(check_channel)
+#: Any value from a client, depth-checked (``publish.data``, ``state_set.value``).
+VALUE = Kind(pack_data, _data)
+#: Any value from the server (client side).
+RELAYED = Kind(pack_relayed, _data)
+#: Same, where nil stands for "none" (``None``) rather than for the value nil.
+RELAYED_OR_NIL = Kind(lambda v, where, id: None if v is None else pack_relayed(v, where, id), _data_or_nil)
+
+
+def list_of(kind: Kind, shortest: int = 0, longest: int | None = None) -> Kind:
+    """An array of ``kind`` values, read into a tuple."""
+
+    def read(value: Any, where: str, id: int) -> tuple[Any, ...]:
+        if value.__class__ is not list:
+            raise ProtocolError(f"{where} must be an array", id=id)
+        if len(value) < shortest:
+            detail = "must not be empty" if shortest == 1 else f"must hold at least {shortest} items"
+            raise ProtocolError(f"{where} {detail}", id=id)
+        if longest is not None and len(value) > longest:
+            raise ProtocolError(f"{where} must hold at most {longest} items", id=id)
+        return tuple(kind.read(item, where + "[]", id) for item in value)
+
+    def write(value: tuple[Any, ...], data: DataOut) -> object:
+        return [kind.write(item, data) for item in value]
+
+    return Kind(read, write)
+
+
+def dict_of(kind: Kind) -> Kind:
+    """A map of string keys to ``kind`` values."""
+
+    def read(value: Any, where: str, id: int) -> dict[str, Any]:
+        items = read_map(value, where, id)
+        for key in items:
+            if key.__class__ is not str:
+                raise ProtocolError(f"{where} keys must be strings", id=id)
+        return {key: kind.read(item, where + "{}", id) for key, item in items.items()}
+
+    def write(value: dict[str, Any], data: DataOut) -> object:
+        return {key: kind.write(item, data) for key, item in value.items()}
+
+    return Kind(read, write)
+
+
+def map_of(spec: Spec[object]) -> Kind:
+    """A map that is a whole message, e.g. a :class:`~protocol.messages.UserStatus`."""
+
+    def read(value: Any, where: str, id: int) -> object:
+        return spec.read(read_map(value, where, id), where, id)
+
+    def write(value: object, data: DataOut) -> object:
+        return spec.write(value, data, {})
+
+    return Kind(read, write)
+
+
+# --- messages ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One key of a message's map.
+
+    A required field must be present (a reader may still accept nil). An
+    ``optional`` one may be absent or nil, which gives the attribute its default,
+    and is left out of the map when the attribute is None; with ``nil``, nil is
+    a value for the reader and only absence gives the default.
+    """
+
+    key: str
+    kind: Kind
+    optional: bool = False
+    attr: str = ""  # the message attribute, when it is not named like the key
+    nil: bool = False
+
+
+def opt(key: str, kind: Kind, attr: str = "") -> Field:
+    return Field(key, kind, optional=True, attr=attr)
+
+
+#: A rule across fields, given the attributes read: raises ProtocolError.
+Check = Callable[[dict[str, Any], str, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Spec(Generic[T_co]):
+    """A message as a map: ``make(*prefix, **attributes)`` builds it from ``fields``."""
+
+    make: Callable[..., T_co]
+    fields: tuple[Field, ...]
+    check: Check | None = None
+
+    def read(self, m: Map, where: str, id: int = 0, prefix: tuple[object, ...] = ()) -> T_co:
+        """Build the message from map ``m``: ``make(*prefix, **attributes)``.
+
+        ``where`` (the command or push name) and ``id`` go into error messages.
+        """
+        attrs: dict[str, Any] = {}
+        for f in self.fields:
+            value = m.get(f.key)
+            if value is None:
+                if f.optional and not (f.nil and f.key in m):
+                    continue
+                if f.key not in m:
+                    raise ProtocolError(f"{where}.{f.key} is required", id=id)
+            attrs[f.attr or f.key] = f.kind.read(value, f"{where}.{f.key}", id)
+        if self.check is not None:
+            self.check(attrs, where, id)
+        return self.make(*prefix, **attrs)
+
+    def write(self, message: object, data: DataOut, m: Map) -> Map:
+        """Add the fields of ``message`` to ``m`` and return it."""
+        for f in self.fields:
+            value = getattr(message, f.attr or f.key)
+            if value is None and f.optional:
+                continue
+            m[f.key] = f.kind.write(value, data)
+        return m
