@@ -140,6 +140,12 @@ class HubServer:
         await self._site.start()
         if self.port == 0:  # learn the port the OS picked
             self.port = self._runner.addresses[0][1]
+        settings = self.settings
+        if not (settings.allow_anonymous or settings.token_secret or settings.token_public_key):
+            log.warning(
+                "no token_secret or token_public_key is set and allow_anonymous is off: every "
+                "connection will be refused (to try the hub: realtime serve --config quickstart.toml)"
+            )
         log.info(
             "realtime %s listening on ws://%s:%s%s (engine %s)",
             __version__, self.settings.host, self.port, WS_PATH, self.hub.engine.name,
