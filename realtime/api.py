@@ -2,7 +2,7 @@
 
 ``setup_api(app, hub)`` mounts them (``realtime.server.create_app`` does);
 backends call them with :class:`realtime.publisher.Publisher` or any HTTP
-client. docs/openapi.json describes every route and is served as
+client. realtime/openapi.json (installed with the package) describes every route and is served as
 ``GET /api/openapi.json``; a test keeps the two in step.
 
 * Requests: POST bodies are a JSON object, or a MessagePack map with
@@ -56,7 +56,7 @@ log = logging.getLogger("realtime.api")
 
 PREFIX: Final = "/api"
 #: The OpenAPI document, kept in the repository and served as is.
-OPENAPI_FILE: Final = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
+OPENAPI_FILE: Final = Path(__file__).resolve().parent / "openapi.json"
 #: Largest request body, in bytes (twice ``max_frame_size`` when that is larger).
 MAX_BODY: Final = 1024 * 1024
 #: Most channels one broadcast may name.

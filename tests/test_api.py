@@ -3,7 +3,7 @@
 Every route runs through :class:`realtime.publisher.Publisher` in both formats
 and through raw aiohttp requests in JSON and MessagePack; errors are checked
 for their HTTP status and ``{code, message}`` body; schemathesis checks the
-running API against docs/openapi.json.
+running API against realtime/openapi.json.
 """
 
 from __future__ import annotations
@@ -500,7 +500,7 @@ async def test_every_route_is_documented_and_every_documented_route_exists(api: 
 #: Generated cases per operation and pass; the whole run stops after FUZZ_SECONDS.
 FUZZ_EXAMPLES = 8
 FUZZ_SECONDS = 20.0
-#: Longest query string sent: aiohttp refuses request lines over 8190 bytes itself (docs/openapi.json says so).
+#: Longest query string sent: aiohttp refuses request lines over 8190 bytes itself (realtime/openapi.json says so).
 MAX_QUERY = 8000
 #: Generated channels rarely name a configured namespace of the right kind: the
 #: "pinned" pass puts one there, so that valid requests reach the success paths.
@@ -551,7 +551,7 @@ def run_schemathesis(base_url: str, key: str) -> tuple[list[str], set[str]]:
     failures: list[str] = []
     covered: set[str] = set()
     for result in schema.get_all_operations():
-        assert isinstance(result, Ok), result.err()  # docs/openapi.json is invalid
+        assert isinstance(result, Ok), result.err()  # realtime/openapi.json is invalid
         operation = result.ok()
         for mode, pinned in ((GenerationMode.POSITIVE, False), (GenerationMode.POSITIVE, True), (GenerationMode.NEGATIVE, False)):
 
