@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import jwt
@@ -13,6 +13,8 @@ import pytest
 from realtime.config import Settings
 from realtime.namespaces import Namespace, Namespaces
 from realtime.server import WS_PATH, HubServer
+
+from .redis_server import RedisServer
 
 #: The HS256 secret test hubs verify tokens with (see :func:`make_token`).
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256!!"
@@ -104,3 +106,12 @@ async def hub_factory() -> AsyncIterator[HubFactory]:
 @pytest.fixture
 async def hub(hub_factory: HubFactory) -> RunningHub:
     return await hub_factory()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server on a free port (``.url``), stopped after the test."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.cleanup()
