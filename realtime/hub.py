@@ -40,6 +40,8 @@ from .engines.base import Engine, HistoryOptions
 from .frames import Outgoing
 from .namespaces import Namespace, resolve
 
+#: The reason of an ``unsub`` push that asks the client to resubscribe from its position.
+RECOVER = "recover"
 #: Most publications one history page returns.
 MAX_HISTORY_PAGE = 100
 #: Events cross nodes as msgpack server messages; this codec makes them.
@@ -51,9 +53,14 @@ log = logging.getLogger("realtime.hub")
 class _Channel:
     """Local subscribers of one channel, by codec, and those still subscribing."""
 
-    __slots__ = ("subscribers", "joining", "ready")
+    __slots__ = ("subscribers", "joining", "ready", "epoch", "offset", "repairing")
 
     def __init__(self) -> None:
+        #: The last publication this node delivered on the channel ("" = none yet).
+        self.epoch = ""
+        self.offset = 0
+        #: Publications held back while a gap is filled from history.
+        self.repairing: list[Publication] | None = None
         self.subscribers: dict[Codec, set[Connection]] = {}
         #: Connections whose subscribe reply is not out yet: their publications wait here.
         self.joining: dict[Connection, list[Outgoing]] = {}
@@ -152,9 +159,26 @@ class Hub:
     # --- fan-out ---------------------------------------------------------
 
     def on_publication(self, pub: Publication) -> None:
+        """Deliver a publication to local subscribers, keeping the channel's order.
+
+        Offsets arrive consecutive from a healthy engine. A duplicate (already
+        delivered by a repair) is dropped; a gap (a message the engine's pub/sub
+        lost) holds the channel back while the missing publications are read
+        from history, so subscribers still get every publication once, in order.
+        """
         ch = self._channels.get(pub.channel)
         if ch is None:
             return
+        if pub.epoch == ch.epoch:
+            if pub.offset <= ch.offset:
+                return
+            if pub.offset != ch.offset + 1 or ch.repairing is not None:
+                self._hold_for_repair(ch, pub)
+                return
+        ch.epoch, ch.offset = pub.epoch, pub.offset
+        self._fan_out(ch, pub)
+
+    def _fan_out(self, ch: _Channel, pub: Publication) -> None:
         encoded: dict[Codec, Outgoing] = {}
         for codec, conns in ch.subscribers.items():
             if conns:
@@ -168,6 +192,68 @@ class Hub:
                     conn.codec.encode(pub), conn.codec.binary, pub.offset, pub.epoch
                 )
             waiting.append(out_)
+
+    # --- continuity --------------------------------------------------------
+
+    def _hold_for_repair(self, ch: _Channel, pub: Publication) -> None:
+        if ch.repairing is None:
+            ch.repairing = [pub]
+            self.spawn(self._repair(pub.channel, ch))
+        else:
+            ch.repairing.append(pub)
+
+    async def _repair(self, channel: str, ch: _Channel) -> None:
+        """Fill a gap from history, then deliver what waited, in offset order.
+
+        Runs while ``ch.repairing`` is a list; publications arriving meanwhile join it.
+        """
+        try:
+            while True:
+                held, ch.repairing = ch.repairing or [], []
+                page = await self.engine.history(channel, since=StreamPosition(ch.offset, ch.epoch))
+                found = {p.offset: p for p in page.publications if p.epoch == ch.epoch}
+                for p in held:
+                    found.setdefault(p.offset, p)
+                if found and min(found) != ch.offset + 1:
+                    log.warning("channel %s: publications after offset %d are lost", channel, ch.offset)
+                    self._ask_to_recover(channel)
+                for offset in sorted(found):
+                    if offset > ch.offset:
+                        ch.offset = offset
+                        self._fan_out(ch, found[offset])
+                if not ch.repairing:
+                    return
+        finally:
+            ch.repairing = None
+
+    def _ask_to_recover(self, channel: str) -> None:
+        """Tell the channel's local subscribers to resubscribe from their position
+        (where the channel keeps history; elsewhere there is nothing to recover)."""
+        ch = self._channels.get(channel)
+        ns = self.namespace(channel)
+        if ch is None or ns is None or not ns.recovery or self.history_options(ns).size == 0:
+            return
+        for conns in ch.subscribers.values():
+            for conn in list(conns):
+                self.spawn(self.server_unsubscribe(conn, channel, RECOVER))
+
+    def on_resync(self) -> None:
+        """The engine's delivery was interrupted (its pub/sub reconnected): check every channel."""
+        for channel in list(self._channels):
+            self.spawn(self._resync(channel))
+
+    async def _resync(self, channel: str) -> None:
+        ch = self._channels.get(channel)
+        if ch is None or not ch.epoch:
+            return
+        position = (await self.engine.history(channel, limit=0)).position
+        if position.epoch != ch.epoch:
+            # The stream lost continuity (e.g. Redis restarted without its data).
+            ch.epoch, ch.offset = position.epoch, position.offset
+            self._ask_to_recover(channel)
+        elif position.offset > ch.offset and ch.repairing is None:
+            ch.repairing = []
+            await self._repair(channel, ch)
 
     def on_event(self, channel: str, event: bytes) -> None:
         """An ephemeral push (msgpack server message) for the channel's local subscribers.
@@ -227,10 +313,14 @@ class Hub:
                 if channel in conn.channels:
                     self.spawn(self.server_unsubscribe(conn, channel))
 
-    async def server_unsubscribe(self, conn: Connection, channel: str) -> None:
-        """Unsubscribe ``conn`` on the server's initiative and tell the client."""
+    async def server_unsubscribe(self, conn: Connection, channel: str, reason: str = "unsubscribed by the server") -> None:
+        """Unsubscribe ``conn`` on the server's initiative and tell the client.
+
+        With ``reason`` :data:`RECOVER` the client should subscribe again from
+        its last position: the hub could not keep the channel's continuity.
+        """
         await self.unsubscribe(conn, channel)
-        conn.send(Outgoing(conn.codec.encode(Unsubscribed(channel, "unsubscribed by the server")), conn.codec.binary))
+        conn.send(Outgoing(conn.codec.encode(Unsubscribed(channel, reason)), conn.codec.binary))
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` in the background, logging its failure; shutdown waits for nothing."""
@@ -350,6 +440,8 @@ class Hub:
             if position is None or out.epoch != position.epoch or out.offset > position.offset:
                 conn.send(out)
         ch.subscribers.setdefault(conn.codec, set()).add(conn)
+        if not ch.epoch and position is not None:
+            ch.epoch, ch.offset = position.epoch, position.offset  # continuity starts here
 
     async def unsubscribe(self, conn: Connection, channel: str) -> None:
         """Stop delivering ``channel`` to ``conn``; features learn of it (presence leaves)."""

@@ -33,6 +33,10 @@ class PublicationHandler(Protocol):
     def on_control(self, message: bytes) -> None:
         """A message for every node (disconnect a user, ...), msgpack. Must not block."""
 
+    def on_resync(self) -> None:
+        """Deliveries may have been lost (the engine's subscription connection was
+        re-established): the node checks each channel's continuity against history."""
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryOptions:
@@ -79,6 +83,11 @@ class Engine(abc.ABC):
     """One interface, a memory and a Redis implementation."""
 
     name: str
+
+    @property
+    def ready(self) -> bool:
+        """Whether the engine can serve now (``/readyz``); the memory engine always can."""
+        return True
 
     @abc.abstractmethod
     async def start(self, handler: PublicationHandler) -> None:
@@ -169,6 +178,11 @@ class Engine(abc.ABC):
     async def presence_settle(self, channel: str, user: str) -> bool:
         """True (once) when the user's pending leave stands: they did not come back.
         The caller announces the leave then."""
+
+    @abc.abstractmethod
+    async def presence_expire(self, channel: str) -> list[str]:
+        """Drop entries whose TTL ran out (their node died without a word) and return,
+        once, the users who are no longer present at all: the caller announces their leave."""
 
     @abc.abstractmethod
     async def presence(self, channel: str) -> dict[str, PresenceEntry]:

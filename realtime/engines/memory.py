@@ -206,6 +206,9 @@ class MemoryEngine(Engine):
             del self._presence[channel]
         return True
 
+    async def presence_expire(self, channel: str) -> list[str]:
+        return []  # entries live exactly as long as their connections in this process
+
     async def presence(self, channel: str) -> dict[str, PresenceEntry]:
         p = self._presence.get(channel)
         return dict(p.clients) if p is not None else {}
