@@ -322,6 +322,7 @@ class Presence(Feature):
             await asyncio.sleep(self.ttl / 3)
             try:
                 await self.refresh()
+                await self.expire()
             except Exception:
                 log.warning("presence refresh failed; retrying next period", exc_info=True)
 
@@ -340,6 +341,35 @@ class Presence(Feature):
                 if done % REFRESH_BATCH == 0:
                     await asyncio.sleep(0)
         return done
+
+
+    async def expire(self) -> int:
+        """Announce the leaves of users whose entries expired (their node died without a word).
+
+        Only channels with subscribers here need the news, so this node sweeps
+        those: presence channels with join/leave, and the status keys of users
+        whose status channels are subscribed here. The engine hands each expired
+        user to one sweeping node only. Returns how many leaves were announced.
+        """
+        engine = self.hub.engine
+        announced = 0
+        for channel in self.hub.local_channels():
+            ns = self.hub.namespace(channel)
+            if ns is None:
+                continue
+            if ns.kind == "status":
+                user = channel[len(ns.name) + 1 :]
+                for gone in await engine.presence_expire(STATUS_KEY + user):
+                    seen = _now_ms()
+                    await engine.kv_set(SEEN_KEY + gone, str(seen).encode())
+                    await self._announce_status(UserStatus(gone, False, seen))
+                    announced += 1
+            elif ns.presence and ns.join_leave:
+                for gone in await engine.presence_expire(channel):
+                    if gone:
+                        await self.hub.broadcast(channel, Leave(channel, gone))
+                        announced += 1
+        return announced
 
 
 def _now_ms() -> int:

@@ -478,6 +478,10 @@ class Hub:
     def channel_count(self) -> int:
         return len(self._channels)
 
+    def local_channels(self) -> list[str]:
+        """Channels with subscribers on this node."""
+        return list(self._channels)
+
     # --- shutdown --------------------------------------------------------
 
     async def drain(self, window: float) -> None:
