@@ -61,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
             default=argparse.SUPPRESS,  # only flags given reach load_settings
             help=f"{text} (env {env_name(name)}, default {shown})",
         )
+    token = commands.add_parser(
+        "token",
+        help="print a connection token signed with the configured token_secret (for development)",
+        description="Print an HS256 connection token for USER, signed with token_secret from the"
+        " settings (e.g. --config quickstart.toml). Production tokens come from your own backend.",
+    )
+    token.add_argument("user", help="the user id (the sub claim)")
+    token.add_argument("--config", metavar="FILE", help="TOML file of settings")
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires (default 3600)")
+    token.add_argument("--info", metavar="JSON", help="the info claim, a JSON value shown to others")
+    token.add_argument("--channel", action="append", default=[], help="a channel grant (repeatable)")
     return parser
 
 
@@ -78,7 +89,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.command == "token":
+        return _token(args)
     return _serve(args)
+
+
+def _token(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    import jwt
+
+    try:
+        settings = load_settings(config_file=args.config)
+        info = json.loads(args.info) if args.info is not None else None
+    except (ConfigError, ValueError) as exc:
+        print(f"realtime: {exc}", file=sys.stderr)
+        return 2
+    if not settings.token_secret:
+        print("realtime: no token_secret is configured (try --config quickstart.toml)", file=sys.stderr)
+        return 2
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": args.user, "iat": now, "exp": now + int(args.ttl)}
+    if info is not None:
+        claims["info"] = info
+    if args.channel:
+        claims["channels"] = args.channel
+    print(jwt.encode(claims, settings.token_secret, algorithm="HS256"))
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -229,3 +229,22 @@ def test_setup_refuses_unknown_level(root_logger: logging.Logger) -> None:
     with pytest.raises(ValueError, match="unknown log level 'verbose'"):
         setup_logging("verbose")
 
+
+
+def test_token_command_signs_with_the_configured_secret(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import jwt as pyjwt
+
+    config = tmp_path / "hub.toml"
+    secret = "a-secret-for-the-token-command-test-0123456789"
+    config.write_text(f'token_secret = "{secret}"\n')
+    assert main(["token", "alice", "--config", str(config), "--info", '{"name": "Alice"}', "--channel", "live:*"]) == 0
+    claims = pyjwt.decode(capsys.readouterr().out.strip(), secret, algorithms=["HS256"])
+    assert claims["sub"] == "alice" and claims["info"] == {"name": "Alice"} and claims["channels"] == ["live:*"]
+    assert claims["exp"] - claims["iat"] == 3600
+
+
+def test_token_command_without_a_secret_fails(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    assert main(["token", "alice", "--config", str(config)]) == 2
+    assert "no token_secret" in capsys.readouterr().err
