@@ -3,10 +3,10 @@
 Usage::
 
     async with Client("ws://localhost:8000/ws", token) as client:
-        sub = await client.subscribe("chat:1")
-        await client.publish("chat:1", {"text": "hi"})
+        sub = await client.subscribe("chat:1", events=True)
+        sent = await client.publish("chat:1", {"text": "hi"}, key="msg-1")
         async for pub in sub:
-            print(pub.offset, pub.data)
+            print(pub.offset, pub.mid, pub.data)
 
 The client keeps one WebSocket open. When it drops (network loss, hub restart,
 a close code outside 4500-4999, or a Disconnect push with ``reconnect=True``),
@@ -18,11 +18,44 @@ nothing delivered twice. When the hub says not to come back (close code
 4500-4999 or ``Disconnect(reconnect=False)``), the client stops: pending and
 later calls raise :class:`ConnectionClosed`.
 
-Each subscription buffers publications in an **unbounded** queue. The reader
-task must never wait on a slow consumer, or the replies and pushes for every
-other subscription would stall behind it; the hub already bounds what it sends
-per client and disconnects clients it cannot keep up with. Keep iterating each
-subscription you hold (``len(sub)`` tells what is waiting), or unsubscribe.
+**Commands.** Each method of :class:`Client` sends one command and returns a
+typed result; while reconnecting it waits for the connection (at most
+``command_timeout``, then :class:`CommandTimeout`), and a refusal raises
+:class:`ReplyError` with the hub's :class:`ErrorCode`. Reads and idempotent
+marks (``subscribe``, ``history``, ``read``, ``receipts``, ``presence``,
+``presence_stats``, ``status``, ``ping``) are sent again on the next
+connection when one drops before the reply. Writes are not: ``publish``
+without a key, ``typing``, ``state_set`` and ``state_patch`` raise
+:class:`ConnectionLost` instead, since the hub may or may not have run them.
+``publish`` *with* a key is retried, by an authenticated user: in chat
+channels the hub answers the retry with the first send's result (other
+namespaces ignore keys, so pass one only in chat channels).
+
+**Channel events.** ``async for pub in sub`` yields publications only. Joins,
+leaves, typing notices, read receipts, status and live-state changes are
+:data:`Event` objects (:class:`Join`, :class:`Leave`, :class:`Typing`,
+:class:`Read`, :class:`StatusChanged`, :class:`StateChanged`), read with
+``async for event in sub.events()`` from a subscription made with
+``subscribe(channel, events=True)``. Events are opt-in so that a subscription
+nobody reads events from does not buffer them forever; ``sub.state`` and
+``sub.status`` are kept up to date either way. When the hub unsubscribes the
+client (wire push ``unsub``), both iterators end by raising
+:class:`Unsubscribed`, once what was queued is out.
+
+**Live channels.** ``sub.state`` (key -> value) and ``sub.version`` follow the
+client rules of ``handlers/live.py``: the subscribe snapshot, then each state
+push (a merge patch applied only at ``version + 1``, a full value whenever it
+is newer than the key's). A gap (a patch beyond ``version + 1``) makes the
+client resubscribe the channel with ``version`` on its own, which returns only
+what changed; so does every reconnect. Changes reach the app as
+:class:`StateChanged` events.
+
+Each subscription buffers publications (and, with ``events=True``, events) in
+**unbounded** queues. The reader task must never wait on a slow consumer, or
+the replies and pushes for every other subscription would stall behind it; the
+hub already bounds what it sends per client and disconnects clients it cannot
+keep up with. Keep iterating each subscription you hold (``len(sub)`` tells
+what is waiting), or unsubscribe.
 """
 
 from __future__ import annotations
@@ -31,10 +64,10 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Final, Literal, TypeVar
+from types import MappingProxyType, TracebackType
+from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]
 from websockets.asyncio.client import ClientConnection, connect
@@ -42,11 +75,12 @@ from websockets.exceptions import ConnectionClosed as WsConnectionClosed
 from websockets.exceptions import WebSocketException
 from websockets.typing import Subprotocol
 
+from handlers import merge_patch
 from protocol import codec_for, messages as m
 from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, Codec
 from protocol.codes import CloseCode, ErrorCode, should_reconnect
 from protocol.errors import ProtocolError, RealtimeError
-from protocol.messages import ClientInfo, StreamPosition
+from protocol.messages import ClientInfo, StreamPosition, UserStatus
 
 from . import __version__
 from .backoff import backoff
@@ -58,10 +92,23 @@ __all__ = [
     "CommandTimeout",
     "ConnectionClosed",
     "ConnectionLost",
+    "Event",
+    "HistoryPage",
+    "Join",
+    "Leave",
+    "PresenceMember",
+    "PresenceStats",
     "Publication",
+    "PublishResult",
+    "Read",
     "ReplyError",
+    "StateChanged",
+    "StatusChanged",
     "StreamPosition",
     "Subscription",
+    "Typing",
+    "Unsubscribed",
+    "UserStatus",
 ]
 
 log = logging.getLogger("realtime.client")
@@ -70,8 +117,28 @@ _SUBPROTOCOLS: Final = {"msgpack": MSGPACK_SUBPROTOCOL, "json": JSON_SUBPROTOCOL
 _ABNORMAL: Final = 1006  # WebSocket: closed without a close frame
 #: Connect refusals that mean a bad token: close code 4501 rather than 4500.
 _AUTH_ERRORS: Final = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED, ErrorCode.PERMISSION_DENIED})
+#: Users per status command (the hub's limit); :meth:`Client.status` sends larger lists in parts.
+_STATUS_BATCH: Final = 100
+#: Full values applied ahead of a live subscription's version, kept to close the gap later.
+_MAX_AHEAD: Final = 256
 
 _R = TypeVar("_R", bound=m.Result)
+_T = TypeVar("_T")
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, strict_map_key=False)
+
+
+def _info(data: bytes | None) -> Any:
+    """Opaque user info (msgpack) as a value; None when absent or unreadable."""
+    if data is None:
+        return None
+    try:
+        return _unpack(data)
+    except Exception:
+        log.warning("user info is not MessagePack, ignored")
+        return None
 
 
 # --- errors -----------------------------------------------------------------
@@ -119,7 +186,8 @@ class ConnectionLost(ClientError):
     """The connection dropped while this command waited for its reply.
 
     The hub may or may not have run it; the client is reconnecting on its own.
-    Only :meth:`Client.publish` raises this: the other commands are retried.
+    Only writes raise this (``publish`` without a key, ``typing``,
+    ``state_set``, ``state_patch``): the other commands are retried.
     """
 
     def __init__(self, code: int, reason: str = "") -> None:
@@ -132,22 +200,163 @@ class CommandTimeout(ClientError, TimeoutError):
     """No reply (or no connection to send on) within ``command_timeout``."""
 
 
-# --- publications and subscriptions ----------------------------------------
+class Unsubscribed(ClientError):
+    """The hub unsubscribed this client from ``channel`` (an API call of the app's backend).
+
+    Raised by the subscription's iterators once queued items are out; the
+    client does not resubscribe the channel. Subscribe again if it should.
+    """
+
+    def __init__(self, channel: str, reason: str = "") -> None:
+        super().__init__(f"unsubscribed from {channel!r} by the hub: {reason}".rstrip(": "))
+        self.channel = channel
+        self.reason = reason
+
+
+# --- values -------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Publication:
-    """One message of a channel: ``data`` is the publisher's value, unpacked."""
+    """One message of a channel: ``data`` is the publisher's value, unpacked.
+
+    In chat channels ``mid`` is the message id (a ULID, sortable) and ``time``
+    the hub's time of the message in ms since the Unix epoch; elsewhere they
+    are ``""`` and 0.
+    """
 
     channel: str
     data: Any
     offset: int
     epoch: str
     info: ClientInfo | None = None
+    mid: str = ""
+    time: int = 0
 
     @property
     def position(self) -> StreamPosition:
         return StreamPosition(self.offset, self.epoch)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PublishResult(StreamPosition):
+    """What :meth:`Client.publish` returns: the new publication's position, plus its chat fields.
+
+    It *is* a :class:`StreamPosition` (code written for ``publish() ->
+    StreamPosition`` keeps working) and compares and hashes as one: only
+    ``offset`` and ``epoch`` count, ``mid`` and ``time`` (chat channels; ``""``
+    and 0 elsewhere) are extras.
+    """
+
+    mid: str = ""
+    time: int = 0
+
+    @property
+    def position(self) -> StreamPosition:
+        return StreamPosition(self.offset, self.epoch)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, StreamPosition):
+            return self.offset == other.offset and self.epoch == other.epoch
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.offset, self.epoch))  # as StreamPosition's
+
+
+class HistoryPage(list[Publication]):
+    """A page of history, oldest first (a list), and ``position``: where the stream stands now.
+
+    Page further with ``client.history(channel, before=page[0].offset)``.
+    """
+
+    __slots__ = ("position",)
+
+    def __init__(self, publications: Iterable[Publication], position: StreamPosition) -> None:
+        super().__init__(publications)
+        self.position = position
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceMember:
+    """A connection in a channel: its user ("" when anonymous) and their info, unpacked."""
+
+    user: str
+    info: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceStats:
+    """How many connections, and how many unique users, are in a channel."""
+
+    clients: int
+    users: int
+
+
+# --- channel events -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """``user`` came into ``channel`` (their first device); ``info`` is their info, unpacked."""
+
+    channel: str
+    user: str
+    info: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """``user`` left ``channel`` (their last device, after the presence grace window)."""
+
+    channel: str
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """``user`` is typing in ``channel`` (or stopped); ``typing=True`` lapses after ``timeout`` s."""
+
+    channel: str
+    user: str
+    typing: bool
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """``user`` has read ``channel`` up to ``offset``."""
+
+    channel: str
+    user: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChanged:
+    """The user of status channel ``channel`` came online or went offline (``sub.status`` too)."""
+
+    channel: str
+    status: UserStatus
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """Key ``key`` of live channel ``channel`` is now ``value`` (None: deleted), set at ``version``.
+
+    ``sub.state`` already holds the new value when the event comes out.
+    """
+
+    channel: str
+    key: str
+    value: Any
+    version: int
+
+
+Event: TypeAlias = Join | Leave | Typing | Read | StatusChanged | StateChanged
+
+
+# --- subscriptions ----------------------------------------------------------------
 
 
 class _End:
@@ -159,6 +368,40 @@ class _End:
         self.error = error
 
 
+class _Stream(Generic[_T]):
+    """An unbounded queue that ends once; iterating it yields items, then ends as told."""
+
+    __slots__ = ("_queue", "_ended")
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[_T | _End] = asyncio.Queue()
+        self._ended = False
+
+    def __len__(self) -> int:
+        return self._queue.qsize() - self._ended  # the end marker stays queued once put
+
+    def __aiter__(self) -> _Stream[_T]:
+        return self
+
+    async def __anext__(self) -> _T:
+        item = await self._queue.get()
+        if not isinstance(item, _End):
+            return item
+        self._queue.put_nowait(item)  # every later call ends the same way
+        if item.error is not None:
+            raise item.error
+        raise StopAsyncIteration
+
+    def put(self, item: _T) -> None:
+        if not self._ended:
+            self._queue.put_nowait(item)
+
+    def end(self, error: ClientError | None) -> None:
+        if not self._ended:
+            self._ended = True
+            self._queue.put_nowait(_End(error))
+
+
 class Subscription:
     """A channel subscription; iterate it (``async for pub in sub``), then :meth:`unsubscribe`.
 
@@ -168,42 +411,70 @@ class Subscription:
     resubscribe got back everything missed; when it did not, the client also
     calls ``on_unrecovered(sub)`` and the app should reload the channel's state.
 
+    Live channels: ``state`` is a read-only view of key -> value, ``version``
+    the state version it is complete up to, :meth:`key_version` what a
+    conditional write of a key expects. Status channels: ``status`` is the
+    user's current :class:`UserStatus`. With ``events=True`` at subscribe,
+    :meth:`events` yields the channel's :data:`Event` objects.
+
     Iteration ends (``StopAsyncIteration``) after :meth:`unsubscribe` or
     :meth:`Client.close`, once queued publications are out. It raises
-    :class:`ConnectionClosed` when the hub stopped the client, and
-    :class:`ReplyError` when the hub refused a resubscribe.
+    :class:`ConnectionClosed` when the hub stopped the client,
+    :class:`Unsubscribed` when the hub unsubscribed it, and :class:`ReplyError`
+    when the hub refused a resubscribe.
     """
 
-    def __init__(self, client: Client, channel: str) -> None:
+    def __init__(self, client: Client, channel: str, *, events: bool = False) -> None:
         self.channel = channel
         self.position: StreamPosition | None = None
         self.recovered = True
+        #: Live channels: every change up to this state version is in ``state``.
+        self.version = 0
+        #: Status channels: the user's status, from the subscribe reply then each push.
+        self.status: UserStatus | None = None
         self._client = client
-        self._queue: asyncio.Queue[Publication | _End] = asyncio.Queue()
+        self._pubs: _Stream[Publication] = _Stream()
+        self._events: _Stream[Event] | None = _Stream() if events else None
+        self._values: dict[str, Any] = {}
+        #: Key -> the version that last set it (deleted keys too, while a stale push could resurrect them).
+        self._key_versions: dict[str, int] = {}
+        #: Versions above ``version`` whose full values were applied out of order.
+        self._ahead: set[int] = set()
+        self.state: Mapping[str, Any] = MappingProxyType(self._values)
         #: Confirmed once by the hub: from then on the client resubscribes it itself.
         self._live = False
         self._ended = False
-        #: Publications pushed while a (re)subscribe waits for its reply.
-        self._held: list[m.Publication] | None = None
+        #: Pushes of the channel that came while a (re)subscribe waited for its reply.
+        self._held: list[m.Push] | None = None
+        #: The connection a gap resubscribe runs on, while it runs.
+        self._resyncing: _Connection | None = None
 
     def __repr__(self) -> str:
-        return f"<Subscription {self.channel!r} position={self.position}>"
+        return f"<Subscription {self.channel!r} position={self.position} version={self.version}>"
 
     def __len__(self) -> int:
         """Publications received and not yet taken from the iterator."""
-        return self._queue.qsize() - self._ended  # the end marker stays queued once put
+        return len(self._pubs)
 
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> Publication:
-        item = await self._queue.get()
-        if isinstance(item, Publication):
-            return item
-        self._queue.put_nowait(item)  # every later call ends the same way
-        if item.error is not None:
-            raise item.error
-        raise StopAsyncIteration
+        return await self._pubs.__anext__()
+
+    def events(self) -> AsyncIterator[Event]:
+        """The channel's events, in order; it ends when the publications' iterator does.
+
+        Needs ``client.subscribe(channel, events=True)`` (RuntimeError otherwise):
+        events are buffered from the subscribe on, so none is missed.
+        """
+        if self._events is None:
+            raise RuntimeError(f"subscribe to {self.channel!r} with events=True to receive its events")
+        return self._events
+
+    def key_version(self, key: str) -> int:
+        """The version that set ``key`` (0 when absent): pass it as ``version`` for a conditional write."""
+        return self._key_versions.get(key, 0) if key in self._values else 0
 
     async def unsubscribe(self) -> None:
         """Stop receiving this channel; iteration ends after what is already queued."""
@@ -215,45 +486,169 @@ class Subscription:
         if self._held is None:
             self._held = []
 
-    def _on_push(self, pub: m.Publication) -> None:
+    def _on_push(self, push: m.Push) -> bool:
+        """Take one push of this channel; True when the live state has a gap to heal."""
         if self._held is not None:
-            self._held.append(pub)
-        else:
-            self._deliver(pub)
+            self._held.append(push)
+            return False
+        return self._handle(push)
 
-    def _on_subscribed(self, result: m.SubscribeResult, since: StreamPosition | None) -> None:
-        """Deliver recovered publications, then those held during the subscribe; go live."""
+    def _on_subscribed(
+        self, result: m.SubscribeResult, since: StreamPosition | None, version: int | None = None
+    ) -> bool:
+        """Deliver recovered publications, apply the state, then what was held; go live.
+
+        ``version`` is what the subscribe asked for. Returns True when the
+        live state has a gap to heal (a held patch beyond the snapshot).
+        """
+        first = not self._live
         for pub in result.publications:
             self._deliver(pub)
         top = StreamPosition(result.offset, result.epoch)
         pos = self.position
         if pos is None or pos.epoch != top.epoch or pos.offset < top.offset:
             self.position = top
+        self._apply_snapshot(result, version, announce=not first)
+        if result.status is not None:
+            if not first and result.status != self.status:
+                self._emit(StatusChanged(self.channel, result.status))
+            self.status = result.status
         held, self._held = self._held or [], None
-        for pub in held:
-            if pub.epoch == top.epoch:  # pushes from before an epoch change are stale
-                self._deliver(pub)
+        gap = False
+        for push in held:
+            if isinstance(push, m.Publication):
+                if push.epoch == top.epoch:  # pushes from before an epoch change are stale
+                    self._deliver(push)
+            elif self._handle(push):
+                gap = True
         self._live = True
         if since is not None:
             self.recovered = result.recovered
+        return gap
+
+    def _handle(self, push: m.Push) -> bool:
+        if isinstance(push, m.Publication):
+            self._deliver(push)
+        elif isinstance(push, m.StateChange):
+            return self._on_state(push)
+        elif isinstance(push, m.StatusNotice):
+            self.status = push.status
+            self._emit(StatusChanged(push.channel, push.status))
+        elif isinstance(push, m.Join):
+            self._emit(Join(push.channel, push.user, _info(push.info)))
+        elif isinstance(push, m.Leave):
+            self._emit(Leave(push.channel, push.user))
+        elif isinstance(push, m.TypingNotice):
+            self._emit(Typing(push.channel, push.user, push.typing, push.timeout))
+        elif isinstance(push, m.ReadNotice):
+            self._emit(Read(push.channel, push.user, push.offset))
+        return False
 
     def _deliver(self, pub: m.Publication) -> None:
         pos = self.position
         if pos is not None and pub.epoch == pos.epoch and pub.offset <= pos.offset:
             return  # already delivered
         self.position = StreamPosition(pub.offset, pub.epoch)
-        try:
-            data = msgpack.unpackb(pub.data, strict_map_key=False)
-        except Exception:  # another publisher's bytes: skip them, keep the stream
-            log.warning("channel %r offset %d: data is not MessagePack, skipped", pub.channel, pub.offset)
-            return
-        self._queue.put_nowait(Publication(pub.channel, data, pub.offset, pub.epoch, pub.info))
+        publication = _publication(pub)
+        if publication is not None:
+            self._pubs.put(publication)
+
+    def _emit(self, event: Event) -> None:
+        if self._events is not None:
+            self._events.put(event)
 
     def _end(self, error: ClientError | None) -> None:
         if not self._ended:
             self._ended = True
             self._held = None
-            self._queue.put_nowait(_End(error))
+            self._pubs.end(error)
+            if self._events is not None:
+                self._events.end(error)
+
+    # --- live state (the client rules of handlers/live.py) ---------------------
+
+    def _apply_snapshot(self, result: m.SubscribeResult, asked: int | None, *, announce: bool) -> None:
+        """A subscribe reply's state: all keys, or (``asked``) those changed after ``asked``."""
+        entries = [(e.key, None if e.value is None else _unpack(e.value), e.version) for e in result.state]
+        if asked is None or result.version < asked:  # everything (after a reset of the hub's state)
+            old = dict(self._values)
+            self._values.clear()
+            self._key_versions.clear()
+            for key, value, version in entries:
+                if value is not None:
+                    self._values[key] = value
+                    self._key_versions[key] = version
+                    if announce and not (key in old and merge_patch.same(old[key], value)):
+                        self._emit(StateChanged(self.channel, key, value, version))
+            for key in old.keys() - self._values.keys():
+                if announce:
+                    self._emit(StateChanged(self.channel, key, None, result.version))
+        else:
+            for key, value, version in entries:
+                if version > self._key_versions.get(key, 0):
+                    self._put(key, value, version)
+        self.version = result.version  # the snapshot is complete up to its version
+        ahead, self._ahead = self._ahead, set()
+        for v in sorted(x for x in ahead if x > self.version):
+            self._advance(v)
+        for key in [k for k in self._key_versions if k not in self._values]:
+            del self._key_versions[key]  # nothing older than the snapshot can resurrect a key
+
+    def _on_state(self, change: m.StateChange) -> bool:
+        """Apply one state push; True when a change was missed (resubscribe with ``version``)."""
+        v, key = change.version, change.key
+        try:
+            if change.patch is not None:
+                if v <= self.version:
+                    return False  # already included
+                if v != self.version + 1:
+                    return True  # a change in between was missed
+                if self._key_versions.get(key, 0) >= v:
+                    self._advance(v)  # a newer full value of the key came first
+                    return False
+                value = merge_patch.apply(self._values.get(key), _unpack(change.patch))
+            else:
+                if v <= self.version or v <= self._key_versions.get(key, 0):
+                    return False  # stale
+                value = None if change.value is None else _unpack(change.value)
+        except Exception:
+            log.warning("channel %r: state change %d of %r is not MessagePack; resubscribing", change.channel, v, key)
+            return True
+        self._put(key, value, v)
+        self._advance(v)
+        if value is None and v <= self.version:
+            self._key_versions.pop(key, None)  # the delete is below the version: no push can undo it
+        return False
+
+    def _put(self, key: str, value: Any, version: int) -> None:
+        if value is None:
+            self._values.pop(key, None)
+        else:
+            self._values[key] = value
+        self._key_versions[key] = version
+        self._emit(StateChanged(self.channel, key, value, version))
+
+    def _advance(self, v: int) -> None:
+        """Change ``v`` is applied: move the version up through every change applied so far."""
+        if v == self.version + 1:
+            self.version = v
+            while self.version + 1 in self._ahead:
+                self._ahead.remove(self.version + 1)
+                self.version += 1
+        elif v > self.version:
+            self._ahead.add(v)
+            if len(self._ahead) > _MAX_AHEAD:  # conflated keys skip versions: forget the oldest
+                self._ahead.remove(min(self._ahead))
+
+
+def _publication(pub: m.Publication) -> Publication | None:
+    """The SDK's publication, ``data`` unpacked; None (logged) when it is not MessagePack."""
+    try:
+        data = _unpack(pub.data)
+    except Exception:  # another publisher's bytes: skip them, keep the stream
+        log.warning("channel %r offset %d: data is not MessagePack, skipped", pub.channel, pub.offset)
+        return None
+    return Publication(pub.channel, data, pub.offset, pub.epoch, pub.info, pub.mid, pub.time)
 
 
 # --- one WebSocket connection ----------------------------------------------
@@ -266,7 +661,7 @@ class _Connection:
         self,
         ws: ClientConnection,
         codec: Codec,
-        on_push: Callable[[m.Publication], None],
+        on_push: Callable[[_Connection, m.Push], None],
         on_end: Callable[[_Connection], None],
     ) -> None:
         self.ws = ws
@@ -350,9 +745,7 @@ class _Connection:
                 self.fail(ConnectionLost(self.close_code, self.close_reason))
 
     def _dispatch(self, message: m.ServerMessage) -> None:
-        if isinstance(message, m.Publication):
-            self._on_push(message)
-        elif isinstance(message, m.Reply):
+        if isinstance(message, m.Reply):
             future = self._futures.get(message.id)
             if future is None or future.done():
                 if message.error is not None:  # id 0: the hub could not read a command
@@ -366,6 +759,8 @@ class _Connection:
                 future.set_result(message.result)
         elif isinstance(message, m.Disconnect):
             self.disconnect = message  # the close frame follows
+        else:
+            self._on_push(self, message)
 
 
 def _expect(result: m.Result, kind: type[_R]) -> _R:
@@ -382,9 +777,13 @@ class Client:
 
     Entering connects (WebSocket handshake, then the Connect command) and raises
     :class:`ConnectionClosed` if that fails; after that, drops are handled by
-    reconnecting. Then call :meth:`subscribe`, :meth:`publish`, :meth:`ping`.
-    Commands issued while reconnecting wait up to ``command_timeout`` for the
-    connection, then raise :class:`CommandTimeout`.
+    reconnecting. Then call :meth:`subscribe`, :meth:`publish`, :meth:`history`,
+    :meth:`typing`, :meth:`read`, :meth:`receipts`, :meth:`presence`,
+    :meth:`presence_stats`, :meth:`status`, :meth:`state_set`,
+    :meth:`state_patch`, :meth:`ping`. Commands issued while reconnecting wait
+    up to ``command_timeout`` for the connection, then raise
+    :class:`CommandTimeout`; which ones are retried after a drop is in the
+    module's docstring.
 
     ``codec`` is "msgpack" (binary frames) or "json" (text frames), or a codec
     object. ``on_unrecovered(sub)`` is called when a resubscribe could not get
@@ -453,6 +852,8 @@ class Client:
         self._ready = asyncio.Event()
         self._stopped: ConnectionClosed | None = None
         self._run_task: asyncio.Task[None] | None = None
+        #: Gap resubscribes of live channels in flight.
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         state = "closed" if self._stopped else "connected" if self.connected else "connecting"
@@ -503,9 +904,11 @@ class Client:
         conn = self._conn
         self._stop(ConnectionClosed(1000, "client closed"), by_app=True)
         task, self._run_task = self._run_task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])  # raises CancelledError only if we are cancelled
+        tasks = [*self._tasks, *([task] if task is not None else [])]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks)  # raises CancelledError only if we are cancelled
         if conn is not None:
             await conn.close()
 
@@ -601,20 +1004,30 @@ class Client:
         outcomes = await asyncio.gather(*(self._subscribe_on(conn, sub) for sub in subs), return_exceptions=True)
         for sub, outcome in zip(subs, outcomes):
             if isinstance(outcome, ReplyError) and not outcome.temporary:
-                log.warning("resubscribe to %r refused: %s", sub.channel, outcome)
-                self._subs.pop(sub.channel, None)
-                sub._end(outcome)
+                self._refused(sub, outcome)
             elif isinstance(outcome, BaseException):
                 raise outcome  # the connection failed: try again from scratch
+            elif outcome:
+                self._start_resync(conn, sub)
 
-    async def _subscribe_on(self, conn: _Connection, sub: Subscription) -> None:
+    def _refused(self, sub: Subscription, error: ReplyError) -> None:
+        """The hub refused to resubscribe ``sub``: drop it, ending its iterators with ``error``."""
+        log.warning("resubscribe to %r refused: %s", sub.channel, error)
+        if self._subs.get(sub.channel) is sub:
+            del self._subs[sub.channel]
+        sub._end(error)
+
+    async def _subscribe_on(self, conn: _Connection, sub: Subscription) -> bool:
+        """Subscribe ``sub`` again from its position (and live version); True if its state has a gap."""
         since = sub.position if sub._live else None
+        version = sub.version if sub._live and sub.version else None
         sub._hold()
-        result = _expect(await conn.call(m.Subscribe(next(self._ids), sub.channel, since)), m.SubscribeResult)
+        command = m.Subscribe(next(self._ids), sub.channel, since, version=version)
+        result = _expect(await conn.call(command), m.SubscribeResult)
         if self._subs.get(sub.channel) is not sub:
             await self._forget(conn, sub.channel)  # unsubscribed meanwhile
-            return
-        sub._on_subscribed(result, since)
+            return False
+        gap = sub._on_subscribed(result, since, version)
         if since is not None and not result.recovered:
             log.info("channel %r: publications since %s could not be recovered", sub.channel, since)
             if self.on_unrecovered is not None:
@@ -622,6 +1035,50 @@ class Client:
                     self.on_unrecovered(sub)
                 except Exception:
                     log.exception("on_unrecovered callback failed")
+        return gap
+
+    def _start_resync(self, conn: _Connection, sub: Subscription) -> None:
+        """A live channel missed a change on ``conn``: resubscribe it there with its version."""
+        if sub._resyncing is conn or sub._ended:
+            return
+        sub._resyncing = conn
+        sub._hold()  # pushes wait for the fresh state from now on
+        task = asyncio.create_task(self._resync(conn, sub), name="realtime-client-resync")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _resync(self, conn: _Connection, sub: Subscription) -> None:
+        """Unsubscribe, then subscribe with ``version`` = what ``sub`` holds, until the state has no gap.
+
+        If ``conn`` drops meanwhile, the reconnect resubscribes ``sub`` the same way.
+        """
+        log.info("channel %r: a state change was missed at version %d, resubscribing", sub.channel, sub.version)
+        delays: Iterator[float] | None = None
+        try:
+            while self._subs.get(sub.channel) is sub:
+                try:
+                    await conn.call(m.Unsubscribe(next(self._ids), sub.channel))
+                except ReplyError as exc:
+                    if exc.code != ErrorCode.NOT_SUBSCRIBED:
+                        raise
+                try:
+                    if not await self._subscribe_on(conn, sub):
+                        return
+                except ReplyError as exc:
+                    delays = delays or self._delays()
+                    delay = next(delays, None) if exc.temporary else None
+                    if delay is None:
+                        raise
+                    await asyncio.sleep(delay)
+                    if conn.reader.done():
+                        return  # the reconnect resubscribes it
+        except ReplyError as exc:
+            self._refused(sub, exc)
+        except ClientError:
+            pass  # the connection ended: the reconnect resubscribes it
+        finally:
+            if sub._resyncing is conn:
+                sub._resyncing = None
 
     async def _run(self, conn: _Connection) -> None:
         """Watch the connection; reconnect with backoff until told to stop."""
@@ -654,10 +1111,16 @@ class Client:
         self._stop(ConnectionClosed(_ABNORMAL, "gave up reconnecting"))
         return None
 
-    def _on_push(self, pub: m.Publication) -> None:
-        sub = self._subs.get(pub.channel)
-        if sub is not None:
-            sub._on_push(pub)
+    def _on_push(self, conn: _Connection, push: m.Push) -> None:
+        channel = getattr(push, "channel", None)
+        sub = self._subs.get(channel) if isinstance(channel, str) else None
+        if sub is None:
+            return
+        if isinstance(push, m.Unsubscribed):
+            del self._subs[sub.channel]
+            sub._end(Unsubscribed(push.channel, push.reason))
+        elif sub._on_push(push):
+            self._start_resync(conn, sub)
 
     # --- commands ----------------------------------------------------------
 
@@ -667,6 +1130,12 @@ class Client:
         With ``retry``, a command whose connection dropped before the reply is
         sent again on the next connection (safe for idempotent commands).
         """
+        return (await self._request_on(make, kind, retry=retry))[1]
+
+    async def _request_on(
+        self, make: Callable[[int], m.Command], kind: type[_R], *, retry: bool = True
+    ) -> tuple[_Connection, _R]:
+        """:meth:`_request`, also returning the connection that answered."""
         if self._run_task is None and self._stopped is None:
             raise RuntimeError("call connect() first, or use 'async with Client(...)'")
         try:
@@ -683,12 +1152,17 @@ class Client:
                         if not retry:
                             raise
                         continue  # _on_end has cleared the ready state
-                    return _expect(result, kind)
+                    return conn, _expect(result, kind)
         except TimeoutError:
             raise CommandTimeout(f"no reply within {self.command_timeout}s") from None
 
-    async def subscribe(self, channel: str) -> Subscription:
+    async def subscribe(self, channel: str, *, events: bool = False) -> Subscription:
         """Subscribe to ``channel``; iterate the returned :class:`Subscription`.
+
+        With ``events=True`` the subscription also queues the channel's
+        :data:`Event` objects for ``sub.events()``. In a live channel,
+        ``sub.state`` holds the snapshot when this returns; in a status
+        channel, ``sub.status`` the user's status.
 
         Raises :class:`ReplyError` if the hub refuses, ``ValueError`` if this
         client is already subscribed to ``channel``.
@@ -697,21 +1171,22 @@ class Client:
             raise self._stopped
         if channel in self._subs:
             raise ValueError(f"already subscribed to {channel!r}")
-        sub = self._subs[channel] = Subscription(self, channel)
+        sub = self._subs[channel] = Subscription(self, channel, events=events)
 
         def command(id: int) -> m.Subscribe:
             sub._hold()
             return m.Subscribe(id, channel)
 
         try:
-            result = await self._request(command, m.SubscribeResult)
+            conn, result = await self._request_on(command, m.SubscribeResult)
         except BaseException:
             if self._subs.get(channel) is sub:
                 del self._subs[channel]
             raise
         if self._subs.get(channel) is sub:
-            sub._on_subscribed(result, None)
-        elif (conn := self._conn) is not None:
+            if sub._on_subscribed(result, None):
+                self._start_resync(conn, sub)
+        else:
             await self._forget(conn, channel)  # unsubscribed meanwhile
         return sub
 
@@ -739,15 +1214,119 @@ class Client:
             if exc.code != ErrorCode.NOT_SUBSCRIBED:
                 raise
 
-    async def publish(self, channel: str, data: Any) -> StreamPosition:
+    async def publish(self, channel: str, data: Any, *, key: str | None = None) -> PublishResult:
         """Publish ``data`` (any MessagePack-serializable value); returns its position.
 
-        Not retried across reconnects: if the connection drops before the reply,
-        raises :class:`ConnectionLost` and the publication may or may not exist.
+        The result is a :class:`StreamPosition` with, in chat channels, the
+        message id and time (:class:`PublishResult`). ``key`` (1..64
+        characters) makes the send idempotent in chat channels: the hub answers
+        a repeat within the namespace's ``idempotency_window`` with the first
+        send's result and posts nothing.
+
+        Without a key (or as an anonymous user, whose keys do not outlive the
+        connection) it is not retried across reconnects: if the connection
+        drops before the reply, it raises :class:`ConnectionLost` and the
+        publication may or may not exist. With a key, the client sends it again
+        on the next connection and returns the hub's answer; should the first
+        send still be in flight on the hub after its wait, that answer is
+        :class:`ReplyError` NOT_AVAILABLE (temporary): publish again with the
+        same key. Keys are ignored outside chat channels: pass one only there.
         """
         payload = msgpack.packb(data)
-        result = await self._request(lambda id: m.Publish(id, channel, payload), m.PublishResult, retry=False)
-        return StreamPosition(result.offset, result.epoch)
+        retry = key is not None and bool(self.user)
+        result = await self._request(lambda id: m.Publish(id, channel, payload, key), m.PublishResult, retry=retry)
+        return PublishResult(result.offset, result.epoch, result.mid, result.time)
+
+    async def history(
+        self, channel: str, *, limit: int | None = None, before: int | None = None, after: int | None = None
+    ) -> HistoryPage:
+        """A page of ``channel``'s history, oldest first, with the stream's position now.
+
+        Without ``before``/``after``: the newest ``limit`` publications; with
+        ``before`` (an offset): the ``limit`` just before it; with ``after``:
+        the ``limit`` just after it. The hub caps a page at 100. Subscribers
+        may read; others need the right to subscribe.
+        """
+        if before is not None and after is not None:
+            raise ValueError("pass before or after, not both")
+        result = await self._request(lambda id: m.History(id, channel, limit, before, after), m.HistoryResult)
+        pubs = (_publication(pub) for pub in result.publications)
+        return HistoryPage((p for p in pubs if p is not None), StreamPosition(result.offset, result.epoch))
+
+    async def typing(self, channel: str, typing: bool = True) -> None:
+        """Tell a chat channel's subscribers that this user is typing (or, ``typing=False``, stopped).
+
+        Subscribers get a :class:`Typing` event; ``True`` lapses after the
+        namespace's ``typing_timeout``. Sending faster than its
+        ``typing_interval`` raises :class:`ReplyError` TOO_MANY_REQUESTS (a
+        temporary error). Needs a user and a subscription to the channel.
+        """
+        await self._request(lambda id: m.Typing(id, channel, typing), m.EmptyResult, retry=False)
+
+    async def read(self, channel: str, offset: int) -> int:
+        """Mark a chat channel read up to ``offset``; returns the receipt the hub now holds.
+
+        Subscribers get a :class:`Read` event. A receipt never moves
+        backwards: an offset below the stored one raises :class:`ReplyError`
+        CONFLICT (the same offset again succeeds).
+        """
+        return (await self._request(lambda id: m.Read(id, channel, offset), m.ReadResult)).offset
+
+    async def receipts(self, channel: str) -> dict[str, int]:
+        """Who has read a chat channel up to where: user -> offset."""
+        return dict((await self._request(lambda id: m.Receipts(id, channel), m.ReceiptsResult)).receipts)
+
+    async def presence(self, channel: str) -> dict[str, PresenceMember]:
+        """Who is in ``channel``: connection id -> :class:`PresenceMember` (the namespace needs presence)."""
+        result = await self._request(lambda id: m.PresenceQuery(id, channel), m.PresenceResult)
+        return {client: PresenceMember(member.user, _info(member.info)) for client, member in result.clients.items()}
+
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        """How many connections and unique users are in ``channel``, without listing them."""
+        result = await self._request(lambda id: m.PresenceStatsQuery(id, channel), m.PresenceStatsResult)
+        return PresenceStats(result.clients, result.users)
+
+    async def status(self, *users: str) -> list[UserStatus]:
+        """Online status and last seen time of ``users``, in the same order.
+
+        Any number of users: the hub takes 100 per command, so more are asked
+        in several. To follow one user's changes, subscribe to their status
+        channel (``status:alice``): ``sub.status`` and :class:`StatusChanged`.
+        """
+        found: list[UserStatus] = []
+        for i in range(0, len(users), _STATUS_BATCH):
+            batch = users[i : i + _STATUS_BATCH]
+            found.extend((await self._request(lambda id: m.StatusQuery(id, batch), m.StatusResult)).users)
+        return found
+
+    async def state_set(self, channel: str, key: str, value: Any, *, version: int | None = None) -> int:
+        """Set ``key`` of a live channel to ``value`` (None deletes it); returns the channel's new version.
+
+        With ``version``, the write applies only if the key was last set at
+        that version (0: the key does not exist; ``sub.key_version(key)``),
+        else :class:`ReplyError` CONFLICT. Not retried across reconnects (see
+        :class:`ConnectionLost`). Needs ``client_write`` in the namespace.
+        """
+        payload = msgpack.packb(value)
+        result = await self._request(
+            lambda id: m.StateSet(id, channel, key, payload, version), m.StateResult, retry=False
+        )
+        return result.version
+
+    async def state_patch(
+        self, channel: str, key: str, patch: Mapping[str, Any], *, version: int | None = None
+    ) -> int:
+        """Apply a JSON Merge Patch (RFC 7386: None removes a member) to ``key``; returns the new version.
+
+        ``version`` and errors as :meth:`state_set`.
+        """
+        if not isinstance(patch, Mapping):
+            raise TypeError(f"a merge patch is a mapping, not {type(patch).__name__}")
+        payload = msgpack.packb(dict(patch))
+        result = await self._request(
+            lambda id: m.StatePatch(id, channel, key, payload, version), m.StateResult, retry=False
+        )
+        return result.version
 
     async def ping(self) -> float:
         """Round trip to the hub through the protocol; returns seconds. Waits for a connection."""
