@@ -114,7 +114,9 @@ __all__ = [
 log = logging.getLogger("realtime.client")
 
 _SUBPROTOCOLS: Final = {"msgpack": MSGPACK_SUBPROTOCOL, "json": JSON_SUBPROTOCOL}
-_ABNORMAL: Final = 1006  # WebSocket: closed without a close frame
+_ABNORMAL: Final = 1006
+#: The reason of an ``unsub`` push asking to resubscribe from the last position.
+RECOVER: Final = "recover"  # WebSocket: closed without a close frame
 #: Connect refusals that mean a bad token: close code 4501 rather than 4500.
 _AUTH_ERRORS: Final = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED, ErrorCode.PERMISSION_DENIED})
 #: Users per status command (the hub's limit); :meth:`Client.status` sends larger lists in parts.
@@ -1117,6 +1119,9 @@ class Client:
         if sub is None:
             return
         if isinstance(push, m.Unsubscribed):
+            if push.reason == RECOVER:  # the hub lost continuity: come back from our position
+                self._start_resync(conn, sub)
+                return
             del self._subs[sub.channel]
             sub._end(Unsubscribed(push.channel, push.reason))
         elif sub._on_push(push):

@@ -8,7 +8,10 @@ still get every publication once, in order.
 
 from __future__ import annotations
 
+import asyncio
+
 from protocol.messages import Publication, Unsubscribed
+from realtime.client import Client
 from realtime.engines.memory import MemoryEngine
 
 from .conftest import HubFactory, RunningHub
@@ -73,3 +76,18 @@ async def test_resync_after_an_interruption(hub: RunningHub) -> None:
         hub.hub.on_resync()  # the engine reconnected: the node checks every channel
         p = await sub.publication()
         assert (p.offset, value(p)) == (2, 2)
+
+
+async def test_python_client_resubscribes_when_asked_to_recover(hub: RunningHub) -> None:
+    async with Client(hub.url) as client, await RawClient.open(hub.url) as pub:
+        sub = await client.subscribe("feed")
+        await pub.publish("feed", 1)
+        async with asyncio.timeout(5):
+            first = await anext(aiter(sub))
+        await publish_unseen(hub, "feed", 2)
+        hub.hub._ask_to_recover("feed")  # as after a gap history could not fill
+        await pub.publish("feed", 3)
+        async with asyncio.timeout(5):
+            rest = [await anext(aiter(sub)), await anext(aiter(sub))]
+        assert [(p.offset, p.data) for p in [first, *rest]] == [(1, 1), (2, 2), (3, 3)]
+        assert sub.recovered
