@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack  # type: ignore[import-untyped]
 import redis.exceptions as rex
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
@@ -77,6 +77,8 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 
 #: Seconds between attempts to load the Function library while Redis is unreachable.
 LOAD_RETRY = 2.0
+#: Seconds between looks at the listener while :meth:`RedisEngine.start` waits for it.
+READY_POLL = 0.005
 #: Seconds between two "Redis unavailable" warnings; the ones in between are counted.
 WARN_INTERVAL = 1.0
 
@@ -132,7 +134,8 @@ class RedisEngine(Engine):
     ``cluster=True`` talks to a Redis Cluster and uses sharded pub/sub
     (SSUBSCRIBE/SPUBLISH); otherwise one Redis and plain pub/sub.
     ``meta_ttl`` (seconds) is how long a channel's position (epoch, offset)
-    and read receipts outlive its last publication.
+    and read receipts outlive its last publication. ``max_connections`` bounds
+    the command connections (per cluster node); the pub/sub listener has its own.
     """
 
     name = "redis"
@@ -145,14 +148,15 @@ class RedisEngine(Engine):
         cluster: bool = False,
         meta_ttl: float = 86400.0,
         socket_timeout: float = 5.0,
-        node_name: str = "",
+        connect_timeout: float = 5.0,
+        max_connections: int = 64,
     ) -> None:
         if not prefix or "{" in prefix or "}" in prefix:
             raise ValueError("the key prefix must be non-empty and contain no braces")
         self.prefix = prefix
         self.cluster = cluster
         self.meta_ttl = meta_ttl
-        self.node_name = node_name
+        self.connect_timeout = connect_timeout
         # One quick retry for a pooled connection that died (Redis restarted); no retry
         # on timeouts: the command may have run, and publishing twice is worse.
         retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), 1, supported_errors=(rex.ConnectionError,))
@@ -164,9 +168,15 @@ class RedisEngine(Engine):
         }
         self.redis: Redis | RedisCluster
         if cluster:
-            self.redis = RedisCluster.from_url(redis_url, **options)
+            self.redis = RedisCluster.from_url(redis_url, max_connections=max_connections, **options)
         else:
-            self.redis = Redis.from_url(redis_url, health_check_interval=30, **options)
+            # Concurrent calls beyond the pool wait for a connection (up to socket_timeout),
+            # rather than failing at once as redis-py's default pool does.
+            pool = BlockingConnectionPool.from_url(
+                redis_url, max_connections=max_connections, timeout=socket_timeout,
+                health_check_interval=30, **options,
+            )
+            self.redis = Redis.from_pool(pool)
         self._publish_cmd = "SPUBLISH" if cluster else "PUBLISH"
         self._control_channel = f"{prefix}:control"
         r = self.redis
@@ -211,6 +221,9 @@ class RedisEngine(Engine):
         return self._pubsub is not None and self._pubsub.ready
 
     async def start(self, handler: PublicationHandler) -> None:
+        """Start the listener (control channel included) and wait, at most
+        ``connect_timeout``, for its first connection: a hub that starts with Redis
+        up serves subscriptions at once; with Redis down it starts anyway, not ready."""
         from .redis_pubsub import RedisPubSub
 
         self._handler = handler
@@ -220,15 +233,17 @@ class RedisEngine(Engine):
             sharded=self.cluster,
             on_message=self._on_message,
             on_reconnect=self._on_reconnect,
-            name=self.node_name,
+            name=self.prefix,
         )
+        await self._pubsub.subscribe(self._control_channel)  # before start: kept for every connection
         await self._pubsub.start()
         self._loader = asyncio.create_task(self._load_library())
         try:
-            await self._pubsub.subscribe(self._control_channel)
-        except UNAVAILABLE as exc:
-            # The listener subscribes again once it is connected.
-            self._warn("subscribe to the control channel", exc)
+            async with asyncio.timeout(self.connect_timeout):
+                while not self._pubsub.ready:
+                    await asyncio.sleep(READY_POLL)  # the listener has no event to await
+        except TimeoutError:
+            log.warning("Redis not reachable within %.1fs: starting anyway, not ready", self.connect_timeout)
 
     async def close(self) -> None:
         if self._closed:
@@ -360,11 +375,9 @@ class RedisEngine(Engine):
         self._channels[redis_channel] = channel
         try:
             with self._guard("subscribe"):
-                await self._pubsub.subscribe(redis_channel)
+                await self._pubsub.subscribe(redis_channel)  # raises NOT_AVAILABLE itself while down
         except BaseException:
             self._channels.pop(redis_channel, None)
-            with contextlib.suppress(Exception):
-                await self._pubsub.unsubscribe(redis_channel)
             raise
 
     async def unsubscribe(self, channel: str) -> None:

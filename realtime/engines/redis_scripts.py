@@ -203,8 +203,9 @@ if not counted and redis.call('HINCRBY', pu, user, 1) == 1 then
     joined = 1
   end
 end
--- Entries outlive their deadline by one ttl, so that a sweep can still announce them.
-local keep = now + 2 * ttl
+-- Keys outlive the entries' deadline by one ttl (a minute at least), so that a sweep
+-- (every third of the ttl, on nodes with subscribers) can still announce the leaves.
+local keep = now + ttl + math.max(ttl, 60000)
 for _, key in ipairs(KEYS) do
   rt_extend(key, keep)
 end
