@@ -26,7 +26,7 @@ async def hub(hub_factory: HubFactory) -> RunningHub:
 async def run_script(name: str, url: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(SCRIPTS / name), url,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT,
     )
     async with asyncio.timeout(20):
         out, _ = await proc.communicate()
@@ -45,3 +45,27 @@ async def test_raw_json_tour(hub: RunningHub) -> None:
     assert '"push":"pub"' in out
     assert '"data":{"text":"hello from JSON"}' in out
     assert '"id":3,"result":{"offset":1' in out
+
+
+async def test_features_tour(hub: RunningHub) -> None:
+    out = await run_script("tour_features.py", hub.url)
+    assert "chat: {'text': 'hi alice'} from bob mid " in out
+    assert "receipts: {'alice': 1}" in out
+    assert "presence: join guest-" in out
+    assert "live: {'home': 1, 'away': 0, 'minute': 12} version 2" in out
+
+
+async def test_readme_curl_commands(hub: RunningHub) -> None:
+    """Every curl line of the README's HTTP API example succeeds against a quick-start hub."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split('K="Authorization: apikey quickstart-key"', 1)[1].split("```", 1)[0]
+    script = 'K="Authorization: apikey quickstart-key"\n' + block.replace("\\\n", " ")
+    script = script.replace("localhost:8000", f"127.0.0.1:{hub.port}").replace("curl -s ", "curl -sf ")
+    assert script.count("curl -sf") >= 7
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-ec", script, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    async with asyncio.timeout(20):
+        out, _ = await proc.communicate()
+    assert proc.returncode == 0, out.decode()
+    assert b'"mid":' in out and b'"clients":' in out and b'"version":' in out
