@@ -35,7 +35,7 @@ connection), so a crashed node's entries expire. A node that stops during a
 grace window announces none of its pending leaves.
 
 The HTTP API calls :meth:`Presence.status`, :meth:`Presence.members` and
-:meth:`Presence.stats` (``hub._feature("presence")``).
+:meth:`Presence.stats` (``hub.presence``).
 """
 
 from __future__ import annotations

@@ -511,10 +511,6 @@ class Hub:
             await feature.close()
         await self.engine.close()
 
-    def _feature(self, name: str) -> Any:
-        """A feature by name (kept for callers that look features up by name)."""
-        return {"chat": self.chat, "presence": self.presence, "live": self.live}[name]
-
 
 async def _wait_all(aws: Iterable[Awaitable[None]]) -> None:
     tasks = [asyncio.ensure_future(a) for a in aws]

@@ -377,7 +377,7 @@ async def test_permission_refusals(hub_factory: HubFactory) -> None:
 
 async def test_server_api_methods(hub: RunningHub) -> None:
     """What the HTTP API calls: same semantics, no permission checks, subscribers get the deltas."""
-    live = hub.hub._feature("live")
+    live = hub.hub.live
     async with await RawClient.open(hub.url) as s:
         await subscribe(s, "live:api")
         assert await live.set_value("live:api", "k", msgpack.packb({"a": 1, "pad": "x" * 40})) == 1
