@@ -34,8 +34,8 @@ import msgpack  # type: ignore[import-untyped]
 import redis.exceptions as rex
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from protocol.codes import ErrorCode
 from protocol.errors import CommandError
@@ -265,6 +265,11 @@ class RedisEngine(Engine):
         """``FUNCTION LOAD REPLACE`` the direct-publish functions (every primary in a cluster)."""
         code = lua.function_library(self._publish_cmd, self._meta_ms)
         await self.redis.function_load(code, replace=True)
+
+    async def library_loaded(self) -> None:
+        """Wait until the Function library load in progress (at start, after a reconnect) is over."""
+        if self._loader is not None:
+            await asyncio.shield(self._loader)
 
     async def _load_library(self) -> None:
         """Load the Function library, retrying while Redis is unreachable."""
