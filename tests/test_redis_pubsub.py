@@ -1,0 +1,421 @@
+"""The Redis pub/sub listener alone, against real redis-server processes.
+
+A small TCP proxy stands between the listener and Redis where a test needs a
+connection that stays open but goes silent: no fake Redis, a real socket
+whose peer stops answering (as after a failover behind a NAT or a load
+balancer), which only the liveness probe can notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+
+from protocol.codes import ErrorCode
+from protocol.errors import CommandError
+from realtime.engines.redis_pubsub import RedisPubSub
+
+from .redis_cluster import LocalCluster, command, redis_cluster  # noqa: F401  (a fixture)
+from .redis_server import RedisServer
+
+#: Seconds any single wait in these tests may take.
+WAIT = 10.0
+
+
+async def until(cond: Callable[[], bool], timeout: float = WAIT, what: str = "condition") -> None:
+    """Poll ``cond`` until true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+class Recorder:
+    """A listener with its callbacks recorded."""
+
+    def __init__(self, client: Redis | RedisCluster, *, sharded: bool = False, probe_interval: float = 5.0) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self.reconnects = 0
+        self.listener = RedisPubSub(
+            client,
+            sharded=sharded,
+            on_message=lambda channel, data: self.messages.append((channel, data)),
+            on_reconnect=self.on_reconnect,
+            name="test",
+            probe_interval=probe_interval,
+        )
+
+    def on_reconnect(self) -> None:
+        self.reconnects += 1
+
+    def data(self, channel: str) -> list[bytes]:
+        return [d for c, d in self.messages if c == channel]
+
+    async def ready(self, timeout: float = WAIT) -> None:
+        await until(lambda: self.listener.ready, timeout, "the listener to be ready")
+
+
+class Proxy:
+    """A TCP proxy to ``127.0.0.1:target``; :meth:`silence` makes open connections go quiet.
+
+    Silenced connections stay open and swallow what either side sends, like a
+    peer that vanished without a FIN or RST. Until :meth:`heal`, new
+    connections are closed at once (the path to Redis is down); after it they
+    pass normally.
+    """
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: list[dict[str, Any]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.connections = 0
+        self.refusing = False
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def silence(self) -> None:
+        self.refusing = True
+        for pipe in self._pipes:
+            pipe["silent"] = True
+
+    def heal(self) -> None:
+        self.refusing = False
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.transport.abort()
+            return
+        self.connections += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.close()
+            return
+        pipe: dict[str, Any] = {"silent": False, "writers": (writer, up_writer)}
+        self._pipes.append(pipe)
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._forward(pipe, src, dst))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _forward(self, pipe: dict[str, Any], src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await src.read(65536):
+                if not pipe["silent"]:
+                    dst.write(data)
+        if not pipe["silent"]:
+            dst.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for pipe in self._pipes:
+            for w in pipe["writers"]:
+                w.transport.abort()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@pytest.fixture
+async def client(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    r = Redis.from_url(redis_server.url)
+    yield r
+    await r.aclose()
+
+
+@pytest.fixture
+async def recorders() -> AsyncIterator[Callable[..., Awaitable[Recorder]]]:
+    """Started listeners, closed after the test."""
+    made: list[Recorder] = []
+
+    async def make(client: Redis | RedisCluster, **kwargs: Any) -> Recorder:
+        rec = Recorder(client, **kwargs)
+        await rec.listener.start()
+        made.append(rec)
+        return rec
+
+    yield make
+    for rec in made:
+        await rec.listener.close()
+
+
+Make = Callable[..., Awaitable[Recorder]]
+
+
+def prefix() -> str:
+    return f"t{secrets.token_hex(3)}:"
+
+
+async def test_subscribe_and_receive_in_order(client: Redis, recorders: Make) -> None:
+    rec = await recorders(client)
+    await rec.ready()
+    await rec.listener.subscribe("a", "b")
+    for i in range(200):
+        await client.publish("a" if i % 2 else "b", b"%d" % i)
+    await until(lambda: len(rec.messages) == 200)
+    assert rec.data("a") == [b"%d" % i for i in range(1, 200, 2)]
+    assert rec.data("b") == [b"%d" % i for i in range(0, 200, 2)]
+    assert rec.listener.channels == {"a", "b"}
+    assert rec.reconnects == 0
+    # One pub/sub connection, named after the listener.
+    names = [c["name"] for c in await client.client_list() if c["name"].startswith("test")]
+    assert names == ["test:pubsub"]
+
+
+async def test_concurrent_subscribes_coalesce(client: Redis, recorders: Make) -> None:
+    rec = await recorders(client)
+    await rec.ready()
+    await client.config_resetstat()
+    channels = [f"c{i}" for i in range(1000)]
+    await asyncio.gather(*(rec.listener.subscribe(c) for c in channels))
+    stats = await client.info("commandstats")
+    # 1000 channels in one batch: two SUBSCRIBE commands of at most 512 channels.
+    assert stats["cmdstat_subscribe"]["calls"] == 2
+    assert (await client.pubsub_numsub("c0", "c999")) == [(b"c0", 1), (b"c999", 1)]
+    async with client.pipeline(transaction=False) as pipe:
+        for c in channels:
+            pipe.publish(c, c.encode())
+        await pipe.execute()
+    await until(lambda: len(rec.messages) == 1000)
+    assert rec.messages == [(c, c.encode()) for c in channels]
+
+
+async def test_unsubscribe(client: Redis, recorders: Make) -> None:
+    rec = await recorders(client)
+    await rec.ready()
+    await rec.listener.subscribe("keep", "drop")
+    await rec.listener.unsubscribe("drop")
+    assert await client.publish("drop", b"x") == 0
+    assert await client.publish("keep", b"y") == 1
+    await until(lambda: len(rec.messages) == 1)
+    assert rec.messages == [("keep", b"y")]
+    # Unsubscribing what was never subscribed is harmless.
+    await rec.listener.unsubscribe("never")
+    assert rec.listener.channels == {"keep"}
+
+
+async def test_channels_given_before_start_are_subscribed_on_connect(client: Redis) -> None:
+    rec = Recorder(client)
+    await rec.listener.subscribe("early")  # returns at once: nothing to connect to yet
+    await rec.listener.start()
+    try:
+        await rec.ready()
+        assert await client.publish("early", b"1") == 1
+        await until(lambda: rec.messages == [("early", b"1")])
+    finally:
+        await rec.listener.close()
+
+
+async def test_reconnects_after_a_restart_and_resubscribes(
+    redis_server: RedisServer, client: Redis, recorders: Make
+) -> None:
+    rec = await recorders(client)
+    await rec.ready()
+    await rec.listener.subscribe("x", "y")
+    await redis_server.restart()
+    await until(lambda: rec.reconnects == 1, what="on_reconnect")
+    assert rec.listener.ready
+    assert await client.publish("x", b"after") == 1
+    assert await client.publish("y", b"after") == 1
+    await until(lambda: len(rec.messages) == 2)
+    assert sorted(rec.messages) == [("x", b"after"), ("y", b"after")]
+
+
+async def test_subscribe_while_down_is_a_temporary_error(
+    redis_server: RedisServer, client: Redis, recorders: Make
+) -> None:
+    rec = await recorders(client)
+    await rec.ready()
+    await rec.listener.subscribe("kept")
+    await asyncio.to_thread(redis_server.stop)
+    await until(lambda: not rec.listener.ready, what="not ready")
+    with pytest.raises(CommandError) as info:
+        await rec.listener.subscribe("new")
+    assert info.value.code == ErrorCode.NOT_AVAILABLE
+    assert info.value.code.temporary
+    assert rec.listener.channels == {"kept"}
+    await asyncio.to_thread(redis_server.start)
+    await until(lambda: rec.reconnects == 1, what="on_reconnect")
+    assert await client.publish("kept", b"1") == 1
+    assert await client.publish("new", b"1") == 0
+
+
+async def test_a_connection_killed_by_redis_is_reopened(client: Redis, recorders: Make) -> None:
+    """As when Redis drops a subscriber whose output buffer overflowed."""
+    rec = await recorders(client)
+    await rec.ready()
+    await rec.listener.subscribe("k")
+    await client.client_kill_filter(_type="pubsub")
+    await until(lambda: rec.reconnects == 1, what="on_reconnect")
+    assert await client.publish("k", b"1") == 1
+    await until(lambda: rec.messages == [("k", b"1")])
+
+
+async def test_the_probe_detects_a_silent_connection(
+    redis_server: RedisServer, client: Redis, recorders: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy = Proxy(redis_server.port)
+    await proxy.start()
+    via_proxy = Redis(host="127.0.0.1", port=proxy.port)
+    try:
+        rec = await recorders(via_proxy, probe_interval=0.2)
+        await rec.ready()
+        await rec.listener.subscribe("s")
+        assert await client.publish("s", b"before") == 1
+        await until(lambda: rec.messages == [("s", b"before")])
+        opened = proxy.connections
+        proxy.silence()  # the pub/sub socket (and the pool's) stay open, but nothing passes
+        await until(lambda: not rec.listener.ready, timeout=2.0, what="not ready")
+        await asyncio.sleep(0.5)
+        assert not rec.listener.ready and rec.reconnects == 0
+        proxy.heal()
+        await until(lambda: rec.reconnects == 1, what="on_reconnect")
+        assert rec.listener.ready
+        assert proxy.connections > opened  # it reopened through the proxy
+        assert await client.publish("s", b"after") >= 1
+        await until(lambda: rec.data("s") == [b"before", b"after"])
+        assert any("delivered no probe" in r.getMessage() for r in caplog.records)
+    finally:
+        await via_proxy.aclose()
+        await proxy.close()
+
+
+async def test_unreachable_at_start_then_started(caplog: pytest.LogCaptureFixture, recorders: Make) -> None:
+    server = RedisServer()  # not started yet
+    client = Redis.from_url(server.url)
+    try:
+        caplog.set_level(logging.INFO, "realtime.redis")
+        rec = await recorders(client)
+        await asyncio.sleep(1.0)  # several attempts fail meanwhile
+        assert not rec.listener.ready
+        with pytest.raises(CommandError):
+            await rec.listener.subscribe("c")
+        cannot = [r for r in caplog.records if "cannot reach Redis" in r.getMessage()]
+        assert len(cannot) == 1  # one line per failure streak
+        assert f"127.0.0.1:{server.port}" in cannot[0].getMessage()
+        await asyncio.to_thread(server.start)
+        await rec.ready()
+        await rec.listener.subscribe("c")
+        assert await client.publish("c", b"1") == 1
+        await until(lambda: rec.messages == [("c", b"1")])
+        assert rec.reconnects == 0  # the first connection: nothing was lost
+        assert any("failed attempts" in r.getMessage() for r in caplog.records)
+    finally:
+        await client.aclose()
+        server.cleanup()
+
+
+async def test_the_message_handler_failing_does_not_stop_delivery(client: Redis) -> None:
+    got: list[bytes] = []
+
+    def on_message(channel: str, data: bytes) -> None:
+        if data == b"bad":
+            raise ValueError("boom")
+        got.append(data)
+
+    listener = RedisPubSub(client, sharded=False, on_message=on_message, on_reconnect=lambda: None)
+    await listener.start()
+    try:
+        await until(lambda: listener.ready)
+        await listener.subscribe("h")
+        for data in (b"1", b"bad", b"2"):
+            await client.publish("h", data)
+        await until(lambda: got == [b"1", b"2"])
+        assert listener.ready
+    finally:
+        await listener.close()
+
+
+async def test_close_is_idempotent_and_refuses_later_subscribes(client: Redis) -> None:
+    listener = RedisPubSub(client, sharded=False, on_message=lambda c, d: None, on_reconnect=lambda: None)
+    await listener.start()
+    await until(lambda: listener.ready)
+    await listener.close()
+    await listener.close()
+    assert not listener.ready
+    with pytest.raises(CommandError):
+        await listener.subscribe("x")
+    assert [c for c in await client.client_list() if c["name"] == "rt:pubsub"] == []
+
+
+# --- Redis Cluster ---------------------------------------------------------
+
+
+@pytest.fixture
+async def cluster_client(redis_cluster: LocalCluster) -> AsyncIterator[RedisCluster]:
+    rc = RedisCluster.from_url(redis_cluster.url)
+    await rc.initialize()
+    yield rc
+    await rc.aclose()
+
+
+async def test_sharded_pubsub_on_a_cluster(
+    redis_cluster: LocalCluster, cluster_client: RedisCluster, recorders: Make
+) -> None:
+    rec = await recorders(cluster_client, sharded=True)
+    await rec.ready()
+    p = prefix()
+    channels = [f"{p}{i}" for i in range(300)]
+    assert len({redis_cluster.owner_of(key_slot(c.encode())) for c in channels}) == 3
+    await asyncio.gather(*(rec.listener.subscribe(c) for c in channels))
+    for c in channels:
+        assert await cluster_client.spublish(c, c.encode()) == 1
+    await until(lambda: len(rec.messages) == 300)
+    assert sorted(rec.messages) == sorted((c, c.encode()) for c in channels)
+    # One pub/sub connection per primary.
+    for port in redis_cluster.ports:
+        assert command(port, "client", "list").count("name=test:pubsub") == 1
+    await rec.listener.unsubscribe(*channels)
+    assert await cluster_client.spublish(channels[0], b"x") == 0
+
+
+async def test_a_moved_slot_is_followed(
+    redis_cluster: LocalCluster, cluster_client: RedisCluster, recorders: Make
+) -> None:
+    rec = await recorders(cluster_client, sharded=True)
+    await rec.ready()
+    channel = prefix() + "moving"
+    slot = key_slot(channel.encode())
+    home = redis_cluster.owner_of(slot)
+    await rec.listener.subscribe(channel)
+    await cluster_client.spublish(channel, b"1")
+    await until(lambda: rec.data(channel) == [b"1"])
+    elsewhere = next(p for p in redis_cluster.ports if p != home)
+    try:
+        await asyncio.to_thread(redis_cluster.move_slot, slot, elsewhere)
+        # The old owner unsubscribed us; the listener subscribes at the new owner and resyncs.
+        await until(lambda: rec.reconnects == 1, what="on_reconnect")
+        assert rec.listener.ready
+        out = command(elsewhere, "spublish", channel, "2")
+        assert out.strip() == "1"
+        await until(lambda: rec.data(channel) == [b"1", b"2"])
+    finally:
+        await asyncio.to_thread(redis_cluster.move_slot, slot, home)
+    await until(lambda: rec.reconnects == 2, what="on_reconnect after moving back")
+    assert command(home, "spublish", channel, "3").strip() == "1"
+    await until(lambda: rec.data(channel) == [b"1", b"2", b"3"])
+
+
+async def test_classic_pubsub_on_a_cluster(cluster_client: RedisCluster, recorders: Make) -> None:
+    rec = await recorders(cluster_client, sharded=False)
+    await rec.ready()
+    channel = prefix() + "classic"
+    await rec.listener.subscribe(channel)
+    await cluster_client.publish(channel, b"1")
+    await until(lambda: rec.messages == [(channel, b"1")])
