@@ -22,7 +22,8 @@ _FLAGS = {
     "host": ("HOST", "address to listen on"),
     "port": ("PORT", "TCP port to listen on; 0 picks a free one"),
     "log_level": ("LEVEL", "debug, info, warning or error"),
-    "redis": ("URL", "redis://, rediss:// or unix:// URL: use the Redis engine, not available yet"),
+    "redis": ("URL", "redis://, rediss:// or unix:// URL: use the Redis engine, so that many hub nodes share it"),
+    "redis_cluster": ("", "--redis names a node of a Redis Cluster"),
     "ping_interval": ("SECONDS", "seconds between pings; a peer silent for ~1.5x this is dropped"),
     "drain_window": ("SECONDS", "seconds over which shutdown spreads its disconnects"),
     "max_frame_size": ("BYTES", "largest WebSocket frame accepted from a client"),
@@ -52,14 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, (metavar, text) in _FLAGS.items():
         default = getattr(_DEFAULTS, name)
-        shown = "none" if default in (None, ()) else default
+        shown = "none" if default in (None, ()) else str(default).lower() if isinstance(default, bool) else default
+        help = f"{text} (env {env_name(name)}, default {shown})"
+        if isinstance(default, bool):  # a switch: given means true
+            serve.add_argument(
+                flag_name(name), dest=name, action="store_const", const=True, default=argparse.SUPPRESS, help=help
+            )
+            continue
         serve.add_argument(
             flag_name(name),
             dest=name,
             metavar=metavar,
             action="append" if name == "allowed_origins" else "store",
             default=argparse.SUPPRESS,  # only flags given reach load_settings
-            help=f"{text} (env {env_name(name)}, default {shown})",
+            help=help,
         )
     token = commands.add_parser(
         "token",

@@ -70,6 +70,12 @@ class Settings:
     log_level: str = "info"
     #: Redis URL for the Redis engine; None runs the in-memory engine (one process).
     redis: str | None = None
+    #: Whether ``redis`` names a node of a Redis Cluster (the others are discovered);
+    #: channels then use sharded pub/sub, one subscription connection per primary.
+    redis_cluster: bool = False
+    #: Start of every Redis key and channel name the hub uses: hubs of different
+    #: apps sharing one Redis need different prefixes. No braces or spaces.
+    redis_prefix: str = "rt"
     #: Seconds between server pings; a peer silent for about 1.5x this is dropped.
     ping_interval: float = 25.0
     #: Seconds a new connection has to send its connect command.
@@ -339,6 +345,12 @@ def _redis(value: str | None) -> str | None:
     return value
 
 
+def _redis_prefix(value: str) -> str:
+    if not value or any(c in value for c in "{} ") or not value.isprintable():
+        raise ValueError("expected a non-empty name without braces or spaces")
+    return value
+
+
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/]+")
 
 
@@ -383,6 +395,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "port": _port,
     "log_level": _log_level,
     "redis": _redis,
+    "redis_prefix": _redis_prefix,
     "ping_interval": _positive,
     "connect_timeout": _positive,
     "max_frame_size": _positive,

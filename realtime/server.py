@@ -36,8 +36,11 @@ WS_PATH = "/ws"
 
 
 def create_engine(settings: Settings) -> Engine:
+    """The Redis engine when ``settings.redis`` is set, else the memory engine (one process)."""
     if settings.redis:
-        raise SystemExit("realtime: the Redis engine is not available in this version; run without --redis")
+        from .engines.redis import RedisEngine  # imports redis-py only when it is used
+
+        return RedisEngine(settings.redis, prefix=settings.redis_prefix, cluster=settings.redis_cluster)
     return MemoryEngine()
 
 
@@ -99,6 +102,25 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: whether this node can serve clients now (load balancers route by it).
+
+    503 while the engine cannot (Redis unreachable, or its pub/sub not
+    delivering the liveness probes) and while the node drains for shutdown;
+    /healthz stays 200 meanwhile: the process is fine and recovers by itself.
+    """
+    hub = request.app[HUB]
+    reason = ""
+    if hub.closing:
+        reason = "shutting down"
+    elif not hub.engine.ready:
+        reason = f"the {hub.engine.name} engine is not ready (Redis unreachable or its pub/sub not delivering)"
+    body = {"status": "not ready" if reason else "ready", "engine": hub.engine.name}
+    if reason:
+        body["reason"] = reason
+    return web.json_response(body, status=503 if reason else 200)
+
+
 def create_app(settings: Settings, engine: Engine | None = None) -> web.Application:
     app = web.Application()
     hub = Hub(settings, engine or create_engine(settings))
@@ -112,6 +134,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get(WS_PATH, websocket_handler)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     setup_api(app, hub)
     return app
 

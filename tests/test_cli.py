@@ -149,6 +149,13 @@ def test_serve_passes_flags_env_and_file_to_run(
     ]
 
 
+def test_redis_cluster_is_a_switch(fake_run: list[Settings], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--redis", "redis://node1:7000", "--redis-cluster"]) == 0
+    assert fake_run == [Settings(redis="redis://node1:7000", redis_cluster=True)]
+    assert main(["serve", "--help"]) == 0
+    assert "--redis-cluster " in capsys.readouterr().out  # no value after it
+
+
 def test_serve_without_flags_runs_the_defaults(fake_run: list[Settings]) -> None:
     assert main(["serve"]) == 0
     assert fake_run == [Settings()]

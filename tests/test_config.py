@@ -104,6 +104,8 @@ TEXT_VALUES: dict[str, tuple[str, object]] = {
     "port": (" 9000 ", 9000),
     "log_level": ("DEBUG", "debug"),
     "redis": ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+    "redis_cluster": (" Yes ", True),
+    "redis_prefix": (" app1 ", "app1"),
     "ping_interval": ("2.5", 2.5),
     "connect_timeout": ("3", 3.0),
     "max_frame_size": ("1024", 1024),
@@ -202,6 +204,10 @@ BAD_VALUES = [
     ("host", " ", '" "', "expected a host name or address"),
     ("log_level", "verbose", '"verbose"', "expected one of debug, info, warning, error"),
     ("redis", "http://localhost", '"http://localhost"', "expected a URL starting with redis://, rediss://, unix://"),
+    ("redis_cluster", "2", "2", "expected true or false"),
+    ("redis_prefix", "", '""', "expected a non-empty name without braces or spaces"),
+    ("redis_prefix", "a{b}", '"a{b}"', "expected a non-empty name without braces or spaces"),
+    ("redis_prefix", "a b", '"a b"', "expected a non-empty name without braces or spaces"),
     ("ping_interval", "soon", '"soon"', "expected a number"),
     ("ping_interval", "nan", "nan", "expected a number"),
     ("ping_interval", "inf", "inf", "expected a number"),
@@ -596,3 +602,10 @@ def test_quickstart_toml() -> None:
     )
     (key,) = settings.api_keys
     assert (key.name, key.key, key.scopes) == ("quickstart", "quickstart-key", frozenset({"*"}))
+
+
+def test_redis_cluster_and_prefix_from_the_file(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, 'redis = "redis://node1:7000"\nredis_cluster = true\nredis_prefix = "chat"\n')
+    settings = load_settings(env={}, config_file=path)
+    assert (settings.redis, settings.redis_cluster, settings.redis_prefix) == ("redis://node1:7000", True, "chat")
+    assert (Settings().redis_cluster, Settings().redis_prefix) == (False, "rt")
