@@ -77,6 +77,8 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 
 #: Seconds between attempts to load the Function library while Redis is unreachable.
 LOAD_RETRY = 2.0
+#: A pending leave lives three grace windows, and at least this many seconds.
+LEAVE_MIN = 1.0
 #: Seconds between looks at the listener while :meth:`RedisEngine.start` waits for it.
 READY_POLL = 0.005
 #: Seconds between two "Redis unavailable" warnings; the ones in between are counted.
@@ -462,7 +464,7 @@ class RedisEngine(Engine):
             "remove presence",
             self._presence_remove,
             self._presence_keys(channel),
-            (client, _ms(max(grace * 3, 1.0))),
+            (client, _ms(max(grace * 3, LEAVE_MIN))),
         )
         return bool(left)
 
