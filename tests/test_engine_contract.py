@@ -522,3 +522,28 @@ async def test_cluster_direct_publish_reaches_every_shard(redis_cluster: LocalCl
         assert sorted((p.channel, p.offset) for p in rec.pubs) == sorted((n, o) for n in names for o in (1, 2))
     finally:
         await eng.close()
+
+
+async def test_a_node_starts_while_redis_is_down(redis_server: RedisServer) -> None:
+    await asyncio.to_thread(redis_server.stop)
+    eng = RedisEngine(redis_server.url, prefix=unique_prefix(), connect_timeout=100 * MS)
+    rec = Recorder()
+    try:
+        async with asyncio.timeout(WAIT):
+            await eng.start(rec)  # gives up waiting after connect_timeout
+        assert not eng.ready
+        with pytest.raises(CommandError) as info:
+            await eng.subscribe("later")
+        assert info.value.code == ErrorCode.NOT_AVAILABLE
+        await asyncio.to_thread(redis_server.start)
+        async with asyncio.timeout(WAIT):
+            while not eng.ready:  # the listener has no event for its first connection
+                await asyncio.sleep(10 * MS)
+        await eng.library_loaded()
+        await eng.subscribe("later")
+        await eng.control(b"\x80")  # the control channel was subscribed with the first connection
+        await eng.publish("later", b"\x01")
+        await rec.until(lambda: len(rec.pubs) == 1 and len(rec.controls) == 1)
+        assert rec.resyncs == 0  # a first connection, nothing to resync
+    finally:
+        await eng.close()
