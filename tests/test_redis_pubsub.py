@@ -72,11 +72,12 @@ class Proxy:
     Silenced connections stay open and swallow what either side sends, like a
     peer that vanished without a FIN or RST. Until :meth:`heal`, new
     connections are closed at once (the path to Redis is down); after it they
-    pass normally.
+    pass normally. Given several targets it is a small load balancer: each new
+    connection goes to the first target that accepts it.
     """
 
-    def __init__(self, target: int) -> None:
-        self.target = target
+    def __init__(self, *targets: int) -> None:
+        self.targets = list(targets)
         self.port = 0
         self._server: asyncio.Server | None = None
         self._pipes: list[dict[str, Any]] = []
@@ -101,9 +102,13 @@ class Proxy:
             writer.transport.abort()
             return
         self.connections += 1
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        except OSError:
+        for target in self.targets:
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target)
+                break
+            except OSError:
+                continue
+        else:
             writer.close()
             return
         pipe: dict[str, Any] = {"silent": False, "writers": (writer, up_writer)}
