@@ -5,11 +5,26 @@ Run from the repository root::
     python scripts/bench_fanout.py                         # 1000 subscribers, 10 s per phase
     python scripts/bench_fanout.py --subscribers 100 --duration 3
     python scripts/bench_fanout.py --hub-cmd 'python -m realtime serve --port {port}'
+    python scripts/bench_fanout.py --start-redis single     # the Redis engine, on a redis-server of its own
+    python scripts/bench_fanout.py --start-redis cluster    # ... on a 3-master Redis Cluster of its own
+    python scripts/bench_fanout.py --redis redis://127.0.0.1:6379/0   # on a Redis you run
+    python scripts/bench_fanout.py --start-redis single --publish-via redis   # a backend publishes (FCALL)
 
 The script starts the hub as a subprocess on a free 127.0.0.1 port (uvloop, log
-level warning), connects N subscribers to channel ``bench`` from
+level warning, a config allowing anonymous clients on channels without a
+colon, with history), connects N subscribers to channel ``bench`` from
 ``--client-procs`` child processes, and publishes from this process. It stops
 everything it started on exit, on Ctrl-C and on SIGTERM.
+
+With ``--redis URL`` (``--redis-cluster`` for a cluster) the hub runs the Redis
+engine on that Redis; ``--start-redis single|cluster`` starts a redis-server
+(or a 3-master cluster, via ``redis-cli --cluster create``) in a temporary
+directory first and removes it afterwards. Publications then go through Redis:
+publish script -> pub/sub -> the hub's listener -> fan-out. The hub runs one
+connection's commands in order, so the WebSocket publisher waits a Redis round
+trip per publish; ``--publish-via redis`` publishes with ``FCALL
+realtime_publish`` from this process instead (pipelined, ``--window`` in
+flight), the way a backend would, and the hub only fans out.
 
 What it prints
 --------------
@@ -38,6 +53,12 @@ What it prints
   count is checked against the number of acknowledged publishes (*missing*);
   *disconnects* are subscriber connections that ended during the run, by close
   code; *hub log lines* counts what the hub wrote to stdout/stderr.
+* **Redis** (with ``--redis``/``--start-redis``): every 0.25 s the script reads
+  ``CLIENT LIST TYPE pubsub`` on each Redis node and follows the hub's pub/sub
+  connections (named ``<prefix>:pubsub``): their ids must stay the same from
+  the first reading to the last (Redis did not drop them, e.g. for passing
+  ``client-output-buffer-limit pubsub``), and the peak ``omem`` (bytes Redis
+  held for them) shows how close they came.
 * A final line ``JSON {...}`` sums it up for notes and later comparisons.
 
 How the client side stays cheap
@@ -100,6 +121,16 @@ CONNECT_TIMEOUT = 20.0
 DRAIN_STALL = 3.0
 #: Seconds a phase's drain may take at most.
 DRAIN_MAX = 60.0
+#: The hub's settings in the default command: anonymous clients, channel "bench" open, with history.
+HUB_CONFIG = """allow_anonymous = true
+[namespaces.default]
+subscribe = "anyone"
+publish = "clients"
+history_size = 100
+history_ttl = 300
+"""
+#: Seconds between two readings of CLIENT LIST on each Redis node.
+REDIS_WATCH_INTERVAL = 0.25
 #: Seconds to wait for a client process to answer a control request.
 CONTROL_TIMEOUT = 120.0
 #: Most publishes in flight in the latency phase, so a stuck hub cannot grow memory here.
@@ -691,6 +722,81 @@ class Publisher(WSClient):
             await self.wait_progress()
 
 
+class RedisPublisher:
+    """Publishes like :class:`Publisher`, as a backend does: ``FCALL realtime_publish`` straight
+    into Redis (pipelined), so no hub connection orders the publishes and the hub only fans out."""
+
+    def __init__(self, url: str, cluster: bool, payload_size: int, prefix: str = "rt") -> None:
+        from redis.asyncio import Redis, RedisCluster
+
+        self.client: Any = RedisCluster.from_url(url) if cluster else Redis.from_url(url)
+        self.stem = f"{prefix}:{{{CHANNEL}}}"  # the channel's key stem (docs/redis.md)
+        self.pad = b"x" * (payload_size - 8)
+        self.next_id = 1
+        self.inflight: dict[int, int] = {}
+        self.acked = 0
+        self.errors: Counter[str] = Counter()
+        self.acks = array("q")
+        self.progress = asyncio.Event()
+        self.offset = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def wait_library(self, timeout: float = 20.0) -> None:
+        """Until the hub has loaded its Function library."""
+        deadline = time.monotonic() + timeout
+        while not await self.client.function_list(library="realtime"):
+            if time.monotonic() > deadline:
+                raise BenchError("the hub did not load the realtime Function library into Redis")
+            await asyncio.sleep(0.1)
+
+    def publish(self, count: int) -> None:
+        now = time.monotonic_ns()
+        ids = list(range(self.next_id, self.next_id + count))
+        self.next_id += count
+        for id in ids:
+            self.inflight[id] = now
+        task = asyncio.create_task(self._send(ids, now))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, ids: list[int], sent: int) -> None:
+        data = msgpack.packb(sent.to_bytes(8, "big") + self.pad)  # FCALL takes the value's msgpack
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for _ in ids:
+                    pipe.fcall("realtime_publish", 1, self.stem, data, 100, 300)
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            results = [exc] * len(ids)
+        now = time.monotonic_ns()
+        for id, result in zip(ids, results):
+            self.inflight.pop(id, None)
+            self.acks.append(now - sent)
+            if isinstance(result, Exception):
+                self.errors[f"publish error {str(result)[:80]}"] += 1
+            else:
+                self.acked += 1
+                self.offset = max(self.offset, int(result[0]))
+        self.progress.set()
+
+    async def wait_progress(self, timeout: float = 10.0) -> None:
+        self.progress.clear()
+        try:
+            async with asyncio.timeout(timeout):
+                await self.progress.wait()
+        except TimeoutError:
+            raise BenchError(f"no FCALL reply for {timeout:.0f}s ({len(self.inflight)} in flight)") from None
+
+    async def settle(self) -> None:
+        while self.inflight:
+            await self.wait_progress()
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.client.aclose()
+
+
 # --- the hub process ------------------------------------------------------------------
 
 
@@ -713,19 +819,22 @@ class Hub:
         self.pid = self.process.pid
 
     async def wait_ready(self, timeout: float = 20.0) -> None:
-        """Poll ``/healthz`` until it answers 200."""
+        """Poll ``/readyz`` until it answers 200 (``/healthz`` for hubs without readiness)."""
         deadline = time.monotonic() + timeout
+        path = "/readyz"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise BenchError(f"hub exited with {self.process.returncode}:\n{self.output()}")
             with contextlib.suppress(OSError, TimeoutError):
                 async with asyncio.timeout(1.0):
                     reader, writer = await asyncio.open_connection(HOST, self.port)
-                    writer.write(f"GET /healthz HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+                    writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
                     status = await reader.readline()
                     writer.close()
                     if b" 200 " in status:
                         return
+                    if b" 404 " in status:
+                        path = "/healthz"
             await asyncio.sleep(0.1)
         raise BenchError(f"hub not ready on port {self.port} after {timeout:.0f}s:\n{self.output()}")
 
@@ -744,16 +853,103 @@ class Hub:
                 self.process.wait(5.0)
 
 
-def default_hub_argv(port: int) -> list[str]:
-    """``python -m realtime serve`` (uvloop is the hub's default loop), or its library form before the CLI."""
-    if (REPO / "realtime" / "__main__.py").exists():
-        return [sys.executable, "-m", "realtime", "serve", "--port", str(port), "--log-level", "warning"]
-    code = (
-        "import logging; logging.basicConfig(level=logging.WARNING); "
-        "from realtime.config import Settings; from realtime.server import run; "
-        f"run(Settings(port={port}, log_level='warning'))"
-    )
-    return [sys.executable, "-c", code]
+def default_hub_argv(port: int, config: Path, redis: str | None = None, cluster: bool = False) -> list[str]:
+    """``python -m realtime serve`` with ``config`` (uvloop is the hub's default loop), on ``redis`` if given."""
+    argv = [sys.executable, "-m", "realtime", "serve", "--port", str(port), "--log-level", "warning"]
+    argv += ["--config", str(config)]
+    if redis:
+        argv += ["--redis", redis, *(["--redis-cluster"] if cluster else [])]
+    return argv
+
+
+# --- Redis: started for the run, and watched during it ------------------------------------
+
+
+class LocalRedis:
+    """A redis-server, or a 3-master cluster, in temporary directories (the test suite's helpers)."""
+
+    def __init__(self, kind: str) -> None:
+        sys.path.insert(0, str(REPO))
+        from tests.redis_cluster import LocalCluster
+        from tests.redis_server import RedisServer
+
+        self.cluster = kind == "cluster"
+        self._servers: Any = LocalCluster() if self.cluster else RedisServer()
+
+    def start(self) -> None:
+        self._servers.start()
+
+    @property
+    def url(self) -> str:
+        return str(self._servers.url)
+
+    def logs(self) -> str:
+        servers = self._servers.servers if self.cluster else [self._servers]
+        return "\n".join((s.dir / "redis.log").read_text(errors="replace") for s in servers)
+
+    def cleanup(self) -> None:
+        self._servers.cleanup()
+
+
+class RedisWatch:
+    """Follows the hub's pub/sub connections on every Redis node while the benchmark runs."""
+
+    def __init__(self, url: str, cluster: bool, prefix: str = "rt") -> None:
+        from redis.asyncio import Redis, RedisCluster
+
+        self.client: Any = RedisCluster.from_url(url) if cluster else Redis.from_url(url)
+        self.cluster = cluster
+        self.name = f"{prefix}:pubsub"
+        #: node -> connection ids seen, in order; node -> peak omem / oll.
+        self.ids: dict[str, list[int]] = {}
+        self.peak_omem: dict[str, int] = {}
+        self.peak_oll: dict[str, int] = {}
+        self.errors = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.sample()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(REDIS_WATCH_INTERVAL)
+            await self.sample()
+
+    async def sample(self) -> None:
+        try:
+            if self.cluster:
+                replies = await self.client.client_list(_type="pubsub", target_nodes=self.client.PRIMARIES)
+                per_node = replies if isinstance(replies, dict) else {"cluster": replies}
+            else:
+                per_node = {"redis": await self.client.client_list(_type="pubsub")}
+        except Exception:
+            self.errors += 1
+            return
+        for node, clients in per_node.items():
+            for c in clients:
+                if c.get("name") != self.name:
+                    continue
+                ids = self.ids.setdefault(str(node), [])
+                if not ids or ids[-1] != int(c["id"]):
+                    ids.append(int(c["id"]))
+                self.peak_omem[str(node)] = max(self.peak_omem.get(str(node), 0), int(c["omem"]))
+                self.peak_oll[str(node)] = max(self.peak_oll.get(str(node), 0), int(c["oll"]))
+
+    async def stop(self) -> dict[str, Any]:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.sample()
+        await self.client.aclose()
+        return {
+            "pubsub_connections": {node: ids for node, ids in self.ids.items()},
+            "reconnected": sorted(node for node, ids in self.ids.items() if len(ids) > 1),
+            "peak_omem_bytes": self.peak_omem,
+            "peak_oll": self.peak_oll,
+            "watch_errors": self.errors,
+        }
 
 
 # --- the benchmark ----------------------------------------------------------------------
@@ -812,14 +1008,15 @@ class Bench:
         self.hub = hub
         self.workers = workers
         self.subscribers = 0  # connected
-        self.publisher: Publisher | None = None
+        self.publisher: Any = None  # Publisher, or RedisPublisher with --publish-via redis
+        self.hub_publisher: Publisher | None = None
         self.integrity: dict[str, Any] = {}  # problems seen so far, see check_integrity
 
     async def connect(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         await self.hub.wait_ready()
         _, pub = await loop.create_connection(lambda: Publisher(self.hub.port, self.args.payload), HOST, self.hub.port)
-        self.publisher = pub
+        self.publisher = self.hub_publisher = pub
         try:
             await asyncio.wait_for(pub.opened, 10.0)
         except TimeoutError:
@@ -840,6 +1037,9 @@ class Bench:
             raise BenchError("no subscriber could connect")
         await asyncio.sleep(1.0)  # let the hub settle after the connect storm
         rss_after = rss_kib(self.hub.pid)
+        if self.args.publish_via == "redis":
+            self.publisher = RedisPublisher(self.args.redis, self.args.redis_cluster, self.args.payload)
+            await self.publisher.wait_library()
         return {
             "subscribers": self.subscribers,
             "connect_seconds": round(seconds, 2),
@@ -968,7 +1168,10 @@ def print_phase(result: PhaseResult, summary: dict[str, Any]) -> None:
 
 async def run(args: argparse.Namespace, hub: Hub, workers: Workers) -> dict[str, Any]:
     bench = Bench(args, hub, workers)
+    watch = RedisWatch(args.redis, args.redis_cluster) if args.redis else None
     conn = await bench.connect()
+    if watch is not None:
+        await watch.start()
     print(
         f"connected {conn['subscribers']} subscribers in {conn['connect_seconds']:.1f}s;"
         f" hub RSS {conn['rss_before_mib']:.1f} -> {conn['rss_after_mib']:.1f} MiB"
@@ -983,10 +1186,25 @@ async def run(args: argparse.Namespace, hub: Hub, workers: Workers) -> dict[str,
         result = await bench.phase(name, stride, body)
         phases[name] = result.summary()
         print_phase(result, phases[name])
-    assert bench.publisher is not None
-    bench.publisher.close()
+    assert bench.hub_publisher is not None
+    bench.hub_publisher.close()
+    if isinstance(bench.publisher, RedisPublisher):
+        await bench.publisher.aclose()
     rss_end = rss_kib(hub.pid)
-    return {"connect": conn, **phases, "rss_end_mib": round(rss_end / 1024, 1), "integrity": bench.integrity}
+    results = {"connect": conn, **phases, "rss_end_mib": round(rss_end / 1024, 1), "integrity": bench.integrity}
+    if watch is not None:
+        results["redis"] = report = await watch.stop()
+        for node, ids in report["pubsub_connections"].items():
+            kept = "kept its id" if len(ids) == 1 else f"was replaced {len(ids) - 1} time(s)"
+            print(
+                f"redis {node}: pub/sub connection {watch.name} (id {ids[0]}) {kept};"
+                f" peak output buffer {report['peak_omem_bytes'][node] / 1024:.0f} KiB"
+                f" ({report['peak_oll'][node]} reply blocks)",
+                flush=True,
+            )
+        if not report["pubsub_connections"]:
+            print(f"redis: no pub/sub connection named {watch.name} seen", flush=True)
+    return results
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -1000,10 +1218,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samplers", type=int, default=50, help="subscribers that decode every message")
     parser.add_argument(
         "--hub-cmd",
-        help="command line of the hub under test, with {port} where the port goes"
-        " (default: realtime.server.run with uvloop and log level warning)",
+        help="command line of the hub under test, with {port} where the port goes (and {redis}, the Redis URL)"
+        " (default: python -m realtime serve with log level warning and an open channel 'bench')",
+    )
+    parser.add_argument("--redis", metavar="URL", help="run the hub's Redis engine on this Redis (and watch it)")
+    parser.add_argument("--redis-cluster", action="store_true", help="--redis names a Redis Cluster node")
+    parser.add_argument(
+        "--start-redis", choices=("single", "cluster"),
+        help="start a redis-server (or a 3-master cluster) for the run; implies --redis",
+    )
+    parser.add_argument(
+        "--publish-via", choices=("hub", "redis"), default="hub",
+        help="hub: a WebSocket client of the hub publishes (default); redis: FCALL realtime_publish"
+        " straight into Redis, as a backend would (needs --redis or --start-redis)",
     )
     args = parser.parse_args(argv)
+    if args.publish_via == "redis" and not (args.redis or args.start_redis):
+        parser.error("--publish-via redis needs --redis or --start-redis")
+    if args.start_redis and args.redis:
+        parser.error("--start-redis starts its own Redis: leave out --redis")
     if args.payload < 8:
         parser.error("--payload must be at least 8 (the timestamp)")
     if args.hub_cmd is not None and "{port}" not in args.hub_cmd:
@@ -1019,7 +1252,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if nofile < args.subscribers + 100:
         print(f"warning: open files limited to {nofile}", file=sys.stderr)
     port = free_port()
-    hub_argv = shlex.split(args.hub_cmd.format(port=port)) if args.hub_cmd else default_hub_argv(port)
+    local_redis: LocalRedis | None = None
+    if args.start_redis:
+        local_redis = LocalRedis(args.start_redis)
+        try:
+            local_redis.start()
+        except Exception as exc:
+            local_redis.cleanup()
+            print(f"error: cannot start Redis: {exc}", file=sys.stderr)
+            return 1
+        args.redis, args.redis_cluster = local_redis.url, local_redis.cluster
+        print(f"started {args.start_redis} Redis at {args.redis}", flush=True)
+    config = Path(tempfile.mkdtemp(prefix="bench-hub-")) / "hub.toml"
+    config.write_text(HUB_CONFIG)
+    if args.hub_cmd:
+        hub_argv = shlex.split(args.hub_cmd.format(port=port, redis=args.redis or ""))
+    else:
+        hub_argv = default_hub_argv(port, config, args.redis, args.redis_cluster)
     procs = min(args.client_procs, args.subscribers)
     shares = [args.subscribers // procs + (i < args.subscribers % procs) for i in range(procs)]
     samplers = min(args.samplers, args.subscribers)
@@ -1052,8 +1301,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "window": args.window,
             "client_procs": procs,
             "hub_cmd": args.hub_cmd or "default",
+            "redis_url": args.redis,
+            "publish_via": args.publish_via,
+            "redis_cluster": args.redis_cluster,
             **results,
         }
+        if local_redis is not None:
+            closed = local_redis.logs().count("scheduled to be closed ASAP for overcoming of output buffer limits")
+            summary["redis_output_buffer_disconnects"] = closed
+            print(f"redis log: {closed} client(s) closed for passing an output buffer limit", flush=True)
         print("JSON " + json.dumps(summary, separators=(",", ":")), flush=True)
         return 0
     except BenchError as exc:
@@ -1069,6 +1325,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for handle in handles:
             handle.stop()
         hub.stop()
+        if local_redis is not None:
+            local_redis.cleanup()
+        with contextlib.suppress(OSError):
+            config.unlink()
+            config.parent.rmdir()
 
 
 if __name__ == "__main__":

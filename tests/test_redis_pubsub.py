@@ -73,7 +73,8 @@ class Proxy:
     peer that vanished without a FIN or RST. Until :meth:`heal`, new
     connections are closed at once (the path to Redis is down); after it they
     pass normally. Given several targets it is a small load balancer: each new
-    connection goes to the first target that accepts it.
+    connection goes to the first target that accepts it. :attr:`rate` (bytes per
+    second, 0 = unlimited) slows what comes back from the targets.
     """
 
     def __init__(self, *targets: int) -> None:
@@ -84,6 +85,7 @@ class Proxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
         self.refusing = False
+        self.rate = 0.0
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -113,15 +115,22 @@ class Proxy:
             return
         pipe: dict[str, Any] = {"silent": False, "writers": (writer, up_writer)}
         self._pipes.append(pipe)
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._forward(pipe, src, dst))
+        for src, dst, slowed in ((reader, up_writer, False), (up_reader, writer, True)):
+            task = asyncio.create_task(self._forward(pipe, src, dst, slowed))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _forward(self, pipe: dict[str, Any], src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _forward(
+        self, pipe: dict[str, Any], src: asyncio.StreamReader, dst: asyncio.StreamWriter, slowed: bool
+    ) -> None:
         with contextlib.suppress(OSError):
             while data := await src.read(65536):
-                if not pipe["silent"]:
+                if slowed and self.rate:  # a trickle: 1 kB at a time
+                    for i in range(0, len(data), 1024):
+                        if not pipe["silent"]:
+                            dst.write(data[i : i + 1024])
+                        await asyncio.sleep(min(1024, len(data) - i) / (self.rate or 1e9))
+                elif not pipe["silent"]:
                     dst.write(data)
         if not pipe["silent"]:
             dst.close()
@@ -295,7 +304,36 @@ async def test_the_probe_detects_a_silent_connection(
         assert proxy.connections > opened  # it reopened through the proxy
         assert await client.publish("s", b"after") >= 1
         await until(lambda: rec.data("s") == [b"before", b"after"])
-        assert any("delivered no probe" in r.getMessage() for r in caplog.records)
+        assert any("not even the liveness probe (stuck)" in r.getMessage() for r in caplog.records)
+    finally:
+        await via_proxy.aclose()
+        await proxy.close()
+
+
+async def test_a_connection_behind_is_kept(
+    redis_server: RedisServer, client: Redis, recorders: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A backlog delays the probe, but messages keep coming: that is not a dead connection."""
+    proxy = Proxy(redis_server.port)
+    await proxy.start()
+    via_proxy = Redis(host="127.0.0.1", port=proxy.port)
+    try:
+        rec = await recorders(via_proxy, probe_interval=0.3)
+        await rec.ready()
+        await rec.listener.subscribe("busy")
+        proxy.rate = 30_000  # bytes/s from Redis to the node: 60 kB take two seconds
+        async with client.pipeline(transaction=False) as pipe:
+            for i in range(600):
+                pipe.publish("busy", b"%04d" % i + b"x" * 60)
+            await pipe.execute()
+        await until(lambda: not rec.listener.ready, what="not ready")
+        await until(lambda: any("is behind" in r.getMessage() for r in caplog.records), what="the warning")
+        proxy.rate = 0
+        await until(lambda: len(rec.messages) == 600, what="every message")
+        await rec.ready()
+        assert [d[:4] for d in rec.data("busy")] == [b"%04d" % i for i in range(600)]
+        assert rec.reconnects == 0
+        assert proxy.connections == 2  # the pub/sub connection and the client's: none reopened
     finally:
         await via_proxy.aclose()
         await proxy.close()

@@ -21,7 +21,11 @@ back on each pub/sub connection before the next probe is due. A connection
 that stays open but delivers nothing (a peer gone silent, a server that fell
 out of replication after a failover) fails its probe and every pub/sub
 connection is reopened. :attr:`RedisPubSub.ready` is false from the moment a
-probe is overdue until the new connections have delivered one.
+probe is overdue until a probe comes back. A connection whose probe is late
+while messages keep arriving is behind, not stuck (the node cannot keep up
+with what is published): it is kept, with a warning, since reopening it would
+throw the backlog away; Redis itself drops it if the backlog passes
+``client-output-buffer-limit pubsub``, and then it is reopened.
 
 Connections are made by the client's own connection class and arguments, so
 TLS, ACL users, credential providers, Unix sockets and Sentinel discovery of
@@ -154,6 +158,11 @@ class _Link:
         self._probe_raw = b""
         self.probe_token = b""
         self.probe_sent = 0.0
+        #: Reads that brought data, and their count at the last probe check: a late probe
+        #: on a link that still reads data means a backlog, not a dead link.
+        self.reads = 0
+        self.reads_checked = 0
+        self.behind_since = 0.0
         self._task = asyncio.create_task(self._read(), name=f"redis-pubsub {address}")
 
     def set_probe_channel(self, channel: str) -> None:
@@ -169,6 +178,7 @@ class _Link:
                 data = await reader.read(READ_CHUNK)
                 if not data:
                     raise ConnectionError("closed by the server")
+                self.reads += 1
                 self._parser.feed(data)
                 self._drain()
         except asyncio.CancelledError:
@@ -637,6 +647,8 @@ class RedisPubSub:
                 if all(link.probe_sent == 0.0 for link in self._links.values()):
                     break
                 await self._wake.wait()
+        for link in self._links.values():
+            link.reads_checked = link.reads
         self._connected = True
 
     async def _open(self, key: str, address: str, cls: type[AbstractConnection], kwargs: dict[str, Any]) -> _Link:
@@ -667,14 +679,12 @@ class RedisPubSub:
             if self._moved:
                 await self._reroute()
             now = time.monotonic()
+            for link in self._links.values():
+                if link.behind_since and not link.probe_sent:
+                    log.info("Redis pub/sub connection to %s caught up", link.address)
+                    link.behind_since = 0.0
             if now >= next_probe:
-                # A probe still out was sent a whole interval ago: its connection delivers nothing.
-                for link in self._links.values():
-                    if link.probe_sent:
-                        raise _LinkDown(
-                            f"the connection to {link.address} delivered no probe in "
-                            f"{now - link.probe_sent:.1f}s (stuck)"
-                        )
+                self._check_probes(now)
                 task = asyncio.create_task(self._publish_probes(self._arm_probes()))
                 self._probes.add(task)
                 task.add_done_callback(self._probes.discard)
@@ -687,13 +697,33 @@ class RedisPubSub:
         if self._topology_changed:
             raise _LinkDown(f"the cluster topology changed: {self._topology_changed}")
 
+    def _check_probes(self, now: float) -> None:
+        """A probe still out was sent an interval ago: the link is stuck if it read nothing since."""
+        for link in self._links.values():
+            if link.probe_sent:
+                if link.reads == link.reads_checked:
+                    raise _LinkDown(
+                        f"the connection to {link.address} delivered nothing in "
+                        f"{now - link.probe_sent:.1f}s, not even the liveness probe (stuck)"
+                    )
+                if not link.behind_since:
+                    link.behind_since = link.probe_sent
+                    log.warning(
+                        "Redis pub/sub connection to %s is behind: the probe sent %.1fs ago is not back"
+                        " while messages keep coming (this node cannot keep up with what is published)",
+                        link.address, now - link.probe_sent,
+                    )
+            link.reads_checked = link.reads
+
     def _arm_probes(self) -> list[_Link]:
-        """Give each link a new probe token, due from now."""
+        """Give each link without a probe out a new one, due from now; links whose probe is
+        late keep it (publishing it again), so that its return shows how far behind they were."""
         links = list(self._links.values())
         now = time.monotonic()
         for link in links:
-            link.probe_token = b"%d" % next(self._probe_counter)
-            link.probe_sent = now
+            if not link.probe_sent:
+                link.probe_token = b"%d" % next(self._probe_counter)
+                link.probe_sent = now
         return links
 
     async def _publish_probes(self, links: list[_Link]) -> None:
