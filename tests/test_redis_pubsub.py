@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import shutil
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import Sentinel
 from redis.crc import key_slot
 
 from protocol.codes import ErrorCode
@@ -26,7 +29,7 @@ from protocol.errors import CommandError
 from realtime.engines.redis_pubsub import RedisPubSub
 
 from .redis_cluster import LocalCluster, command, redis_cluster  # noqa: F401  (a fixture)
-from .redis_server import RedisServer
+from .redis_server import RedisServer, free_port
 
 #: Seconds any single wait in these tests may take.
 WAIT = 10.0
@@ -395,6 +398,64 @@ async def test_close_is_idempotent_and_refuses_later_subscribes(client: Redis) -
     with pytest.raises(CommandError):
         await listener.subscribe("x")
     assert [c for c in await client.client_list() if c["name"] == "rt:pubsub"] == []
+
+
+# --- Sentinel ----------------------------------------------------------------
+
+
+async def test_a_sentinel_managed_primary_and_its_failover(recorders: Make) -> None:
+    """The listener takes a Sentinel client as is: when the primary dies and the sentinel promotes
+    the replica, it reconnects to the new primary, resubscribes and calls on_reconnect."""
+    primary = RedisServer(None, "--repl-diskless-sync-delay", "0")  # the replica syncs at once
+    replica = RedisServer(None, "--replicaof", "127.0.0.1", str(primary.port))
+    sentinel_port = free_port()
+    conf = primary.dir / "sentinel.conf"
+    conf.write_text(
+        f"port {sentinel_port}\nbind 127.0.0.1\n"
+        f"sentinel monitor main 127.0.0.1 {primary.port} 1\n"
+        "sentinel down-after-milliseconds main 500\nsentinel failover-timeout main 5000\n"
+    )
+    sentinel_proc: subprocess.Popen[bytes] | None = None
+    sentinel = Sentinel([("127.0.0.1", sentinel_port)])
+    client = sentinel.master_for("main")
+    new_primary = Redis(host="127.0.0.1", port=replica.port)
+    try:
+        primary.start()
+        replica.start()
+        sentinel_proc = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL
+        )
+        await until(lambda: str(replica.port) in _quiet(command, sentinel_port, "sentinel", "replicas", "main"))
+        rec = await recorders(client, probe_interval=0.5)
+        await rec.ready()
+        await rec.listener.subscribe("s")
+        await client.publish("s", b"1")
+        await until(lambda: rec.data("s") == [b"1"])
+
+        await asyncio.to_thread(primary.kill)
+        await until(lambda: rec.reconnects == 1, timeout=20, what="on_reconnect after the failover")
+        assert (await sentinel.discover_master("main"))[1] == replica.port
+        assert await new_primary.publish("s", b"2") == 1
+        await until(lambda: rec.data("s") == [b"1", b"2"])
+        assert rec.listener.ready
+    finally:
+        await new_primary.aclose()
+        await client.aclose()
+        for sentinel_client in sentinel.sentinels:
+            await sentinel_client.aclose()
+        if sentinel_proc is not None:
+            sentinel_proc.kill()
+            sentinel_proc.wait()
+        primary.cleanup()
+        replica.cleanup()
+
+
+def _quiet(fn: Callable[..., str], *args: Any) -> str:
+    """``fn(*args)``, or "" when it fails (a process still starting)."""
+    try:
+        return fn(*args)
+    except Exception:
+        return ""
 
 
 # --- Redis Cluster ---------------------------------------------------------
