@@ -416,7 +416,7 @@ async def test_a_sentinel_managed_primary_and_its_failover(recorders: Make) -> N
         "sentinel down-after-milliseconds main 500\nsentinel failover-timeout main 5000\n"
     )
     sentinel_proc: subprocess.Popen[bytes] | None = None
-    sentinel = Sentinel([("127.0.0.1", sentinel_port)])
+    sentinel = Sentinel([("127.0.0.1", sentinel_port)])  # type: ignore[no-untyped-call]
     client = sentinel.master_for("main")
     new_primary = Redis(host="127.0.0.1", port=replica.port)
     try:
