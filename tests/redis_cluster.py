@@ -1,8 +1,8 @@
 """A real Redis Cluster for tests: three masters, no replicas, on free ports.
 
 Tests that need one take the session-scoped ``redis_cluster`` fixture (import
-it into the test module); forming a cluster takes a second or two, so the
-whole run shares one. Tests keep to their own channel and key prefix, and a
+it into the test module); forming a cluster takes a few seconds, so the whole
+run shares one. Tests keep to their own channel and key prefix, and a
 test that moves slots puts them back.
 """
 
@@ -119,12 +119,30 @@ class LocalCluster:
             server.cleanup()
 
 
+#: The cluster every test module shares: each module that imports the fixture holds a
+#: session-scoped instance of its own, so they count their users to start one cluster
+#: and stop it after the last.
+_shared: LocalCluster | None = None
+_users = 0
+
+
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[LocalCluster]:
     """A 3-master Redis Cluster shared by the session (``.url`` names one node)."""
-    cluster = LocalCluster()
+    global _shared, _users
+    if _shared is None:
+        cluster = LocalCluster()
+        try:
+            cluster.start()
+        except BaseException:
+            cluster.cleanup()
+            raise
+        _shared = cluster
+    _users += 1
     try:
-        cluster.start()
-        yield cluster
+        yield _shared
     finally:
-        cluster.cleanup()
+        _users -= 1
+        if _users == 0:
+            _shared.cleanup()
+            _shared = None
