@@ -247,7 +247,6 @@ class _Link:
             future = self._expect.popleft().future
             if not future.done():
                 future.set_exception(ConnectionError(_reason(exc)))
-                future.add_done_callback(_retrieve)
         self._wake()
 
     # --- writing ---------------------------------------------------------
@@ -268,6 +267,7 @@ class _Link:
             elif kind == self.unsub:
                 self.channels.difference_update(args)
             future: asyncio.Future[None] = loop.create_future()
+            future.add_done_callback(_retrieve)  # a waiter that gave up must not leave a warning
             futures.append(future)
             if kind:
                 self._expect.append(_Expect(kind, (a.encode() for a in args), future))
