@@ -28,7 +28,7 @@ and each user asked about must be the asker or someone whose status channel in
 some status namespace the asker may subscribe to. Without a status namespace,
 status queries answer NOT_AVAILABLE.
 
-Multi-node: entries carry a TTL (:data:`PRESENCE_TTL`); one task per hub
+Multi-node: entries carry a TTL (the ``presence_ttl`` setting); one task per hub
 re-adds this node's entries every third of it, one ``presence_add`` per
 entry (connection x presence channel, plus one status entry per authenticated
 connection), so a crashed node's entries expire. A node that stops during a
@@ -75,8 +75,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("realtime.presence")
 
-#: Seconds a presence entry lives in the engine unless refreshed (every third of it).
-PRESENCE_TTL = 60.0
 #: Seconds a user's last device may be gone before they are announced offline,
 #: when no "status" namespace is configured.
 STATUS_GRACE = 5.0
@@ -96,7 +94,7 @@ class Presence(Feature):
     def __init__(self, hub: Hub) -> None:
         super().__init__(hub)
         #: Engine TTL of presence entries (seconds); the refresh runs every third of it.
-        self.ttl = PRESENCE_TTL
+        self.ttl = hub.settings.presence_ttl
         self.status_namespaces: tuple[Namespace, ...] = tuple(
             ns for ns in hub.settings.namespaces.values() if ns.kind == "status"
         )

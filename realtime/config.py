@@ -114,6 +114,10 @@ class Settings:
     #: Seconds after a connection token's exp during which the connection may still
     #: refresh it; after that it is disconnected.
     token_grace: float = 30.0
+    #: Seconds a presence entry lives in the engine unless its node refreshes it
+    #: (every third of it): how long the users of a node that died without a word
+    #: stay present. Shorter costs more engine calls per connection.
+    presence_ttl: float = 60.0
     #: Channel namespaces by name; "" holds channels without a colon. Only from the
     #: config file, as [namespaces.NAME] tables ([namespaces.default] for ""); no
     #: environment variable or flag sets them. A file without any gets one default
@@ -409,6 +413,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "token_secret": _secret,
     "token_public_key": _public_key,
     "token_grace": _non_negative,
+    "presence_ttl": _positive,
 }
 
 

@@ -121,6 +121,7 @@ TEXT_VALUES: dict[str, tuple[str, object]] = {
     "token_audience": ("hub", "hub"),
     "token_issuer": ("https://auth.example", "https://auth.example"),
     "token_grace": ("0", 0.0),
+    "presence_ttl": ("2.5", 2.5),
 }
 #: Settings only the config file sets.
 FILE_ONLY = {"namespaces", "api_keys"}

@@ -150,15 +150,6 @@ async def test_redis_restarted_mid_stream(persistence: bool, hub_factory: HubFac
 LISTENING = re.compile(r"listening on ws://[\d.]+:(\d+)/ws")
 #: Seconds presence entries live in these tests (the refresh runs every third of it).
 PRESENCE_TTL = 2.0
-#: ``realtime serve`` with a short presence TTL: presence has no setting for it, so the
-#: module constant is set before the hub is made.
-NODE = """
-import sys
-import handlers.presence
-handlers.presence.PRESENCE_TTL = float(sys.argv[1])
-from realtime.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
 CONFIG = f"""
 token_secret = "{TEST_SECRET}"
 allow_anonymous = true
@@ -188,10 +179,10 @@ class Node:
     @classmethod
     async def start(cls, redis_url: str, config: Path) -> Node:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", NODE, str(PRESENCE_TTL),
+            sys.executable, "-m", "realtime",
             "serve", "--port", "0", "--redis", redis_url, "--config", str(config),
             stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "REALTIME_PRESENCE_TTL": str(PRESENCE_TTL)},
         )
         node = cls(proc)
         try:
