@@ -85,6 +85,8 @@ from protocol.messages import (
     TypingNotice,
 )
 
+from realtime.logs import log_failure
+
 from .base import Feature, Handler
 
 if TYPE_CHECKING:
@@ -221,7 +223,7 @@ class Chat(Feature):
             await engine.kv_set(slot, _encode_result(result), ttl=ns.idempotency_window)
         except Exception:
             # Posted: answer the sender. A retry finds the claim until CLAIM_TTL, then posts again.
-            log.warning("storing the result of an idempotent send failed", exc_info=True)
+            log_failure(log, "storing the result of an idempotent send failed")
         return result
 
     async def _post(self, channel: str, data: bytes, ns: Namespace, info: ClientInfo | None) -> PublishResult:
@@ -304,7 +306,7 @@ class Chat(Feature):
         try:
             await self.hub.broadcast(channel, TypingNotice(channel, conn.user, False, ns.typing_timeout))
         except Exception:
-            log.warning("typing stop on leave could not be broadcast", exc_info=True)
+            log_failure(log, "typing stop on leave could not be broadcast")
 
     async def close(self) -> None:
         for entry in self._typing.values():
@@ -355,4 +357,4 @@ async def _release(engine: Engine, slot: str) -> None:
     try:
         await engine.kv_set(slot, _PENDING, ttl=0.001)
     except Exception:
-        log.warning("releasing an idempotency claim failed; it lapses by itself", exc_info=True)
+        log_failure(log, "releasing an idempotency claim failed; it lapses by itself")

@@ -66,6 +66,8 @@ from protocol.messages import (
 from realtime.auth import check_subscribe
 from realtime.engines.base import PresenceEntry
 
+from realtime.logs import log_failure
+
 from .base import Feature, Handler
 
 if TYPE_CHECKING:
@@ -124,7 +126,7 @@ class Presence(Feature):
             if await self._add(STATUS_KEY + conn.user, conn.id, PresenceEntry(conn.user)):
                 await self._announce_status(UserStatus(conn.user, True))
         except Exception:
-            log.warning("status of a connecting user not recorded", exc_info=True)
+            log_failure(log, "status of a connecting user not recorded")
 
     async def on_disconnect(self, conn: Connection) -> None:
         if conn.user:
@@ -148,7 +150,7 @@ class Presence(Feature):
             if joined and conn.user and ns.join_leave:
                 await self.hub.broadcast(channel, Join(channel, conn.user, info))
         except Exception:  # the subscribe reply is out: nothing to answer with
-            log.warning("presence of a subscriber not recorded", exc_info=True)
+            log_failure(log, "presence of a subscriber not recorded")
 
     async def on_unsubscribe(self, conn: Connection, ns: Namespace, channel: str) -> None:
         if ns.presence:
@@ -264,7 +266,7 @@ class Presence(Feature):
         try:
             await self._engine_remove(key, client, user)
         except Exception:  # on Redis the entry expires with its TTL
-            log.warning("presence entry not removed", exc_info=True)
+            log_failure(log, "presence entry not removed")
 
     async def _undo_late_add(self, key: str, client: str, user: str) -> None:
         """``client`` went while its add was in flight (a multi-node engine may have run them
@@ -313,7 +315,7 @@ class Presence(Feature):
             if await self.hub.engine.presence_settle(key, user):
                 await announce()
         except Exception:
-            log.warning("leave not settled or not announced", exc_info=True)
+            log_failure(log, "leave not settled or not announced")
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -322,7 +324,7 @@ class Presence(Feature):
                 await self.refresh()
                 await self.expire()
             except Exception:
-                log.warning("presence refresh failed; retrying next period", exc_info=True)
+                log_failure(log, "presence refresh failed; retrying next period")
 
     async def refresh(self) -> int:
         """Re-add every entry of this node (one ``presence_add`` each); returns how many."""

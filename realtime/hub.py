@@ -38,6 +38,7 @@ from .config import Settings
 from .connection import Connection
 from .engines.base import Engine, HistoryOptions
 from .frames import Outgoing
+from .logs import log_failure
 from .namespaces import Namespace, resolve
 
 #: The reason of an ``unsub`` push that asks the client to resubscribe from its position.
@@ -473,7 +474,7 @@ class Hub:
             try:
                 await self.engine.unsubscribe(channel)
             except Exception:
-                log.warning("engine unsubscribe of a channel failed", exc_info=True)
+                log_failure(log, "engine unsubscribe of a channel failed")
 
     def channel_count(self) -> int:
         return len(self._channels)

@@ -7,7 +7,10 @@ the command line calls :func:`setup_logging` once, before ``realtime.server.run`
 from __future__ import annotations
 
 import logging
+import sys
 import time
+
+from protocol.errors import CommandError
 
 from .config import LOG_LEVELS
 
@@ -47,3 +50,14 @@ def setup_logging(level: str) -> None:
     handler.setFormatter(OneLineFormatter())
     root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+def log_failure(logger: logging.Logger, message: str) -> None:
+    """Log the exception being handled as a warning: one line when it is a refusal or
+    an engine outage (:class:`CommandError`, e.g. Redis unreachable, which would
+    otherwise flood the log once per connection), a traceback for anything else."""
+    exc = sys.exc_info()[1]
+    if isinstance(exc, CommandError):
+        logger.warning("%s: %s", message, exc)
+    else:
+        logger.warning(message, exc_info=True)
