@@ -19,12 +19,13 @@ nothing delivered twice. When the hub says not to come back (close code
 later calls raise :class:`ConnectionClosed`.
 
 **Commands.** Each method of :class:`Client` sends one command and returns a
-typed result; while reconnecting it waits for the connection (at most
-``command_timeout``, then :class:`CommandTimeout`), and a refusal raises
-:class:`ReplyError` with the hub's :class:`ErrorCode`. Reads and idempotent
-marks (``subscribe``, ``history``, ``read``, ``receipts``, ``presence``,
-``presence_stats``, ``status``, ``ping``) are sent again on the next
-connection when one drops before the reply. Writes are not: ``publish``
+typed result (the values of :mod:`realtime.values`, which
+:mod:`realtime.publisher` returns too); while reconnecting it waits for the
+connection (at most ``command_timeout``, then :class:`CommandTimeout`), and a
+refusal raises :class:`ReplyError` with the hub's :class:`ErrorCode`. Reads
+and idempotent marks (``subscribe``, ``history``, ``read``, ``receipts``,
+``presence``, ``presence_stats``, ``status``, ``ping``) are sent again on the
+next connection when one drops before the reply. Writes are not: ``publish``
 without a key, ``typing``, ``state_set`` and ``state_patch`` raise
 :class:`ConnectionLost` instead, since the hub may or may not have run them.
 ``publish`` *with* a key is retried, by an authenticated user: in chat
@@ -64,7 +65,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar
@@ -80,10 +81,20 @@ from protocol import codec_for, messages as m
 from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, Codec
 from protocol.codes import CloseCode, ErrorCode, should_reconnect
 from protocol.errors import ProtocolError, RealtimeError
-from protocol.messages import ClientInfo, StreamPosition, UserStatus
+from protocol.messages import ClientInfo
 
 from . import __version__
 from .backoff import backoff
+from .values import (
+    HistoryPage,
+    PresenceMember,
+    PresenceStats,
+    Publication,
+    PublishResult,
+    Sender,
+    StreamPosition,
+    UserStatus,
+)
 
 __all__ = [
     "Client",
@@ -102,6 +113,7 @@ __all__ = [
     "PublishResult",
     "Read",
     "ReplyError",
+    "Sender",
     "StateChanged",
     "StatusChanged",
     "StreamPosition",
@@ -213,86 +225,6 @@ class Unsubscribed(ClientError):
         super().__init__(f"unsubscribed from {channel!r} by the hub: {reason}".rstrip(": "))
         self.channel = channel
         self.reason = reason
-
-
-# --- values -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Publication:
-    """One message of a channel: ``data`` is the publisher's value, unpacked.
-
-    In chat channels ``mid`` is the message id (a ULID, sortable) and ``time``
-    the hub's time of the message in ms since the Unix epoch; elsewhere they
-    are ``""`` and 0.
-    """
-
-    channel: str
-    data: Any
-    offset: int
-    epoch: str
-    info: ClientInfo | None = None
-    mid: str = ""
-    time: int = 0
-
-    @property
-    def position(self) -> StreamPosition:
-        return StreamPosition(self.offset, self.epoch)
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class PublishResult(StreamPosition):
-    """What :meth:`Client.publish` returns: the new publication's position, plus its chat fields.
-
-    It *is* a :class:`StreamPosition` (code written for ``publish() ->
-    StreamPosition`` keeps working) and compares and hashes as one: only
-    ``offset`` and ``epoch`` count, ``mid`` and ``time`` (chat channels; ``""``
-    and 0 elsewhere) are extras.
-    """
-
-    mid: str = ""
-    time: int = 0
-
-    @property
-    def position(self) -> StreamPosition:
-        return StreamPosition(self.offset, self.epoch)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, StreamPosition):
-            return self.offset == other.offset and self.epoch == other.epoch
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash((self.offset, self.epoch))  # as StreamPosition's
-
-
-class HistoryPage(list[Publication]):
-    """A page of history, oldest first (a list), and ``position``: where the stream stands now.
-
-    Page further with ``client.history(channel, before=page[0].offset)``.
-    """
-
-    __slots__ = ("position",)
-
-    def __init__(self, publications: Iterable[Publication], position: StreamPosition) -> None:
-        super().__init__(publications)
-        self.position = position
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceMember:
-    """A connection in a channel: its user ("" when anonymous) and their info, unpacked."""
-
-    user: str
-    info: Any = None
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceStats:
-    """How many connections, and how many unique users, are in a channel."""
-
-    clients: int
-    users: int
 
 
 # --- channel events -------------------------------------------------------------
@@ -644,13 +576,14 @@ class Subscription:
 
 
 def _publication(pub: m.Publication) -> Publication | None:
-    """The SDK's publication, ``data`` unpacked; None (logged) when it is not MessagePack."""
+    """The SDK's publication, ``data`` and the sender's info unpacked; None (logged) when ``data`` is not MessagePack."""
     try:
         data = _unpack(pub.data)
     except Exception:  # another publisher's bytes: skip them, keep the stream
         log.warning("channel %r offset %d: data is not MessagePack, skipped", pub.channel, pub.offset)
         return None
-    return Publication(pub.channel, data, pub.offset, pub.epoch, pub.info, pub.mid, pub.time)
+    sender = None if pub.info is None else Sender(pub.info.user, pub.info.client, _info(pub.info.info))
+    return Publication(pub.channel, data, pub.offset, pub.epoch, sender, pub.mid, pub.time)
 
 
 # --- one WebSocket connection ----------------------------------------------

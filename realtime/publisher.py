@@ -9,11 +9,12 @@ Usage::
 
 Bodies travel as MessagePack by default (``format="json"`` for JSON); values
 (``data``, state values) are any MessagePack-serializable Python values and
-come back unpacked. A refusal raises :class:`ApiError` with the HTTP status
-and the hub's :class:`~protocol.codes.ErrorCode`; a network failure or a
-timeout raises :class:`ApiUnreachable`. Nothing is retried: call again when
-``error.temporary`` says so (give ``publish`` a ``key`` on chat channels to
-make the resend safe).
+come back unpacked, in the :mod:`realtime.values` types that
+:mod:`realtime.client` returns too. A refusal raises :class:`ApiError` with
+the HTTP status and the hub's :class:`~protocol.codes.ErrorCode`; a network
+failure or a timeout raises :class:`ApiUnreachable`. Nothing is retried: call
+again when ``error.temporary`` says so (give ``publish`` a ``key`` on chat
+channels to make the resend safe).
 """
 
 from __future__ import annotations
@@ -30,19 +31,34 @@ import orjson
 
 from protocol.codes import ErrorCode
 from protocol.errors import RealtimeError
-from protocol.messages import PresenceStatsResult, PublishResult, UserStatus
+
+from .values import (
+    HistoryPage,
+    PresenceMember,
+    PresenceStats,
+    Publication,
+    PublishResult,
+    Sender,
+    StreamPosition,
+    UserStatus,
+)
 
 __all__ = [
     "ApiError",
     "ApiUnreachable",
     "HistoryPage",
     "Member",
+    "PresenceMember",
+    "PresenceStats",
     "Publication",
+    "PublishResult",
     "Publisher",
     "PublisherError",
     "Sender",
     "StateItem",
     "StateSnapshot",
+    "StreamPosition",
+    "UserStatus",
 ]
 
 _JSON: Final = "application/json"
@@ -87,43 +103,8 @@ class ApiUnreachable(PublisherError):
 # --- results ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Sender:
-    """The connection that published (absent for server API publications)."""
-
-    user: str
-    client: str
-    info: Any = None
-
-
-@dataclass(frozen=True, slots=True)
-class Publication:
-    """One publication from history; ``data`` is the published value, unpacked."""
-
-    channel: str
-    data: Any
-    offset: int
-    epoch: str
-    mid: str = ""
-    time: int = 0
-    info: Sender | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryPage:
-    """Publications oldest first, and the stream's current position."""
-
-    publications: tuple[Publication, ...]
-    offset: int
-    epoch: str
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """A connection present in a channel."""
-
-    user: str
-    info: Any = None
+#: The name this module gave :class:`PresenceMember` first.
+Member = PresenceMember
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +134,7 @@ def _publish_result(m: Mapping[str, Any]) -> PublishResult:
 def _publication(m: Mapping[str, Any]) -> Publication:
     info = m.get("info")
     sender = None if info is None else Sender(info["user"], info["client"], info.get("info"))
-    return Publication(m["channel"], m["data"], m["offset"], m["epoch"], m.get("mid", ""), m.get("time", 0), sender)
+    return Publication(m["channel"], m["data"], m["offset"], m["epoch"], sender, m.get("mid", ""), m.get("time", 0))
 
 
 # --- the client -------------------------------------------------------------------
@@ -229,18 +210,18 @@ class Publisher:
         params = [("channel", channel)]
         params += [(name, str(v)) for name, v in (("limit", limit), ("before", before), ("after", after)) if v is not None]
         m = await self._get("/api/history", params)
-        return HistoryPage(tuple(_publication(p) for p in m["publications"]), m["offset"], m["epoch"])
+        return HistoryPage((_publication(p) for p in m["publications"]), StreamPosition(m["offset"], m["epoch"]))
 
     # --- presence and users ----------------------------------------------
 
-    async def presence(self, channel: str) -> dict[str, Member]:
+    async def presence(self, channel: str) -> dict[str, PresenceMember]:
         """Connection id -> member, for every connection present in ``channel``."""
         m = await self._get("/api/presence", [("channel", channel)])
-        return {client: Member(v["user"], v.get("info")) for client, v in m["presence"].items()}
+        return {client: PresenceMember(v["user"], v.get("info")) for client, v in m["presence"].items()}
 
-    async def presence_stats(self, channel: str) -> PresenceStatsResult:
+    async def presence_stats(self, channel: str) -> PresenceStats:
         m = await self._get("/api/presence_stats", [("channel", channel)])
-        return PresenceStatsResult(m["clients"], m["users"])
+        return PresenceStats(m["clients"], m["users"])
 
     async def status(self, users: Iterable[str]) -> list[UserStatus]:
         """Online status of 1..100 users, in order."""

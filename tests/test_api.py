@@ -28,18 +28,20 @@ from schemathesis.core.result import Ok
 from websockets.exceptions import ConnectionClosed
 
 from protocol.codes import CloseCode, ErrorCode
-from protocol.messages import (
-    Connect,
-    Disconnect,
-    PresenceStatsResult,
-    PublishResult,
-    Unsubscribed,
-    UserStatus,
-)
+from protocol.messages import Connect, Disconnect, Unsubscribed, UserStatus
 from realtime.api import OPENAPI_FILE, OPENAPI_PATH, ROUTES
 from realtime.auth import ApiKey
 from realtime.namespaces import Namespace
-from realtime.publisher import ApiError, ApiUnreachable, Member, Publisher
+from realtime.publisher import (
+    ApiError,
+    ApiUnreachable,
+    PresenceMember,
+    PresenceStats,
+    Publisher,
+    PublishResult,
+    Sender,
+    StreamPosition,
+)
 
 from .conftest import HubFactory, RunningHub, make_token, namespaces
 from .wsclient import RawClient, value
@@ -185,18 +187,18 @@ async def test_history(api: RunningHub, session: aiohttp.ClientSession, fmt: For
         async with Publisher(api.http_url, ALL.key) as binary:  # bytes have no JSON form to send
             await binary.publish("h", b"\x00\xff")
         page = await pub.history("h")
-        assert [p.data for p in page.publications[1:5]] == [2, 3, 4, 5]
-        assert page.offset == 6 and [p.offset for p in page.publications] == [1, 2, 3, 4, 5, 6]
-        first = page.publications[0]
-        assert first.data == {"from": "ws"} and first.info is not None and first.info.client and first.info.user == ""
-        assert page.publications[1].info is None
+        assert [p.data for p in page[1:5]] == [2, 3, 4, 5]
+        assert page.position == StreamPosition(6, page[0].epoch) and [p.offset for p in page] == [1, 2, 3, 4, 5, 6]
+        first = page[0]
+        assert first.data == {"from": "ws"} and first.info == Sender("", ws.client_id)
+        assert page[1].info is None
         # Binary data: kept in MessagePack, base64 in JSON.
-        assert page.publications[5].data == (b"\x00\xff" if fmt == "msgpack" else "AP8=")
-        assert [p.offset for p in (await pub.history("h", limit=2)).publications] == [5, 6]
-        assert [p.offset for p in (await pub.history("h", limit=2, before=5)).publications] == [3, 4]
-        assert [p.offset for p in (await pub.history("h", after=4)).publications] == [5, 6]
+        assert page[5].data == (b"\x00\xff" if fmt == "msgpack" else "AP8=")
+        assert [p.offset for p in await pub.history("h", limit=2)] == [5, 6]
+        assert [p.offset for p in await pub.history("h", limit=2, before=5)] == [3, 4]
+        assert [p.offset for p in await pub.history("h", after=4)] == [5, 6]
         empty = await pub.history("never")
-        assert (empty.publications, empty.offset) == ((), 0)
+        assert (empty, empty.position.offset) == ([], 0)
     status, body = await call(session, api, "GET", "/api/history", fmt=fmt, params={"channel": "h", "limit": "1"})
     assert status == 200 and body["offset"] == 6 and len(body["publications"]) == 1
     assert set(body["publications"][0]) == {"channel", "data", "offset", "epoch"}
@@ -204,6 +206,15 @@ async def test_history(api: RunningHub, session: aiohttp.ClientSession, fmt: For
     await call(session, api, "POST", "/api/publish", {"channel": "chat:h", "data": "m"}, fmt=fmt)
     status, body = await call(session, api, "GET", "/api/history", fmt=fmt, params={"channel": "chat:h"})
     assert status == 200 and body["publications"][0]["mid"] and body["publications"][0]["time"] > 0
+
+
+def test_both_sdks_return_the_same_values() -> None:
+    import realtime.client
+    import realtime.publisher
+
+    for name in ("Publication", "Sender", "HistoryPage", "PublishResult", "PresenceMember", "PresenceStats", "UserStatus"):
+        assert getattr(realtime.client, name) is getattr(realtime.publisher, name)
+    assert realtime.publisher.Member is PresenceMember
 
 
 # --- presence and status --------------------------------------------------------------
@@ -217,8 +228,8 @@ async def test_presence_and_status(api: RunningHub, session: aiohttp.ClientSessi
         await anon.subscribe("room:1")
         async with Publisher(api.http_url, ALL.key, format=fmt) as pub:
             members = await pub.presence("room:1")
-            assert members == {alice.client_id: Member("alice", {"name": "Alice"}), anon.client_id: Member("")}
-            assert await pub.presence_stats("room:1") == PresenceStatsResult(2, 2)
+            assert members == {alice.client_id: PresenceMember("alice", {"name": "Alice"}), anon.client_id: PresenceMember("")}
+            assert await pub.presence_stats("room:1") == PresenceStats(2, 2)
             statuses = await pub.status(["alice", "bob", "alice"])
             assert [(s.user, s.online) for s in statuses] == [("alice", True), ("bob", False), ("alice", True)]
             assert statuses[1] == UserStatus("bob", False, 0)

@@ -29,6 +29,7 @@ from realtime.client import (
     PublishResult,
     Read,
     ReplyError,
+    Sender,
     StateChanged,
     StatusChanged,
     StreamPosition,
@@ -108,7 +109,7 @@ async def truth(hub: RunningHub, channel: str) -> tuple[dict[str, Any], int]:
 @pytest.mark.parametrize("codec", ["msgpack", "json"])
 async def test_chat_history_typing_read_and_receipts(hub: RunningHub, codec: Any) -> None:
     ch = "chat:room"
-    async with user(hub, "alice", codec=codec) as alice, user(hub, "bob") as bob:
+    async with user(hub, "alice", codec=codec, claims={"info": {"name": "Alice"}}) as alice, user(hub, "bob") as bob:
         a = await alice.subscribe(ch, events=True)
         b = await bob.subscribe(ch, events=True)
         sent = [await alice.publish(ch, {"n": i}) for i in range(5)]
@@ -116,7 +117,7 @@ async def test_chat_history_typing_read_and_receipts(hub: RunningHub, codec: Any
         assert all(len(s.mid) == 26 and s.time > 0 for s in sent)
         got = await take(b, 5)
         assert [(p.data, p.mid, p.time) for p in got] == [({"n": i}, s.mid, s.time) for i, s in enumerate(sent)]
-        assert all(p.info is not None and p.info.user == "alice" for p in got)
+        assert all(p.info == Sender("alice", alice.client_id, {"name": "Alice"}) for p in got)
 
         page = await bob.history(ch, limit=2)
         assert [(p.offset, p.mid, p.data) for p in page] == [(4, sent[3].mid, {"n": 3}), (5, sent[4].mid, {"n": 4})]

@@ -159,7 +159,7 @@ async def test_http_api_on_any_node(nodes: Nodes) -> None:
         # History and presence through the API of another node see the same channel.
         async with Publisher(hubs[2].http_url, API.key) as pub:
             page = await pub.history("api", limit=10)
-            assert [p.data for p in page.publications] == [{"via": i} for i in range(3)]
+            assert [p.data for p in page] == [{"via": i} for i in range(3)]
     finally:
         for c in subs:
             await c.close()
