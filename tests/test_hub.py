@@ -6,7 +6,7 @@ import asyncio
 import socket
 
 import aiohttp
-import msgpack
+import msgpack  # type: ignore[import-untyped]  # no stubs
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -195,12 +195,12 @@ async def test_subscription_limit(hub_factory: HubFactory) -> None:
 
 async def test_origin_allow_list(hub_factory: HubFactory) -> None:
     hub = await hub_factory(allowed_origins=("https://*.example.com",))
-    async with await RawClient.open(hub.url, origin="https://app.example.com"):  # type: ignore[arg-type]
+    async with await RawClient.open(hub.url, origin="https://app.example.com"):
         pass
     async with await RawClient.open(hub.url):  # native apps send no Origin
         pass
     with pytest.raises(InvalidStatus) as info:
-        await RawClient.open(hub.url, origin="https://evil.test")  # type: ignore[arg-type]
+        await RawClient.open(hub.url, origin="https://evil.test")
     assert info.value.response.status_code == 403
 
 

@@ -11,7 +11,7 @@ import itertools
 from collections import deque
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]  # no stubs
 from websockets.asyncio.client import ClientConnection, connect
 
 from protocol import codec_for
