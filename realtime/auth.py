@@ -15,7 +15,7 @@ Pure (no asyncio, no aiohttp): the hub's handlers call in here.
 Tokens are JWTs signed with HS256 (``token_secret``) or RS256/ES256
 (``token_public_key``). Connection token claims: ``sub`` (the user, required,
 non-empty), ``exp`` (optional: without it the token never expires), ``iat``,
-``nbf``, ``info`` (any JSON value, kept as msgpack bytes), ``channels`` (grants:
+``nbf`` (Unix times up to year 9999), ``info`` (any JSON value, kept as msgpack bytes), ``channels`` (grants:
 channel names or fnmatch patterns such as ``live:*``), and ``aud``/``iss``,
 checked when ``token_audience``/``token_issuer`` are set (a token carrying
 ``aud`` is refused when no audience is configured). Subscription tokens carry
@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 MIN_SECRET_BYTES = 32
 #: Smallest accepted RSA key, in bits (PyJWT warns below it).
 MIN_RSA_BITS = 2048
+#: The latest time claim accepted (9999-12-31T23:59:59Z).
+MAX_TIME = 253_402_300_799
 #: The JWT algorithm of an EC public key, by curve.
 EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
@@ -305,6 +307,8 @@ def _time(claims: dict[str, Any], name: str) -> float | None:
         seconds = math.inf
     if not math.isfinite(seconds):
         raise TokenInvalid(f"{name} must be a number")
+    if not 0 <= seconds <= MAX_TIME:  # replies carry exp as a uint64; no real token is past year 9999
+        raise TokenInvalid(f"{name} must be a Unix time between 0 and {MAX_TIME}")
     return seconds
 
 

@@ -136,6 +136,8 @@ class Connection:
         # Whatever is queued goes first (e.g. the reply that caused this), unless slow.
         if err.code != CloseCode.SLOW:
             self.flush()
+            if self.closed:  # that flush overflowed the queue and closed us as SLOW
+                return
         self.closed = True
         self.close_code = int(err.code)
         self.close_reason = err.reason
@@ -165,14 +167,16 @@ class Connection:
 
     async def run(self) -> None:
         """Read frames until the socket closes; every frame's commands run in order."""
-        settings = self.hub.settings
         ws = self.ws
-        try:
-            msg = await ws.receive(timeout=settings.connect_timeout)
-        except TimeoutError:
-            self.close(DisconnectError(CloseCode.CONNECT_TIMEOUT))
-            return
+        # The connect timeout runs until a connect succeeds, not just until the first
+        # frame: a refused connect must not leave an unauthenticated socket open.
+        deadline = time.monotonic() + self.hub.settings.connect_timeout
         while True:
+            try:
+                msg = await ws.receive(None if self.connected else max(deadline - time.monotonic(), 0.0))
+            except TimeoutError:
+                self.close(DisconnectError(CloseCode.CONNECT_TIMEOUT))
+                return
             if msg.type is WSMsgType.BINARY or msg.type is WSMsgType.TEXT:
                 data = msg.data
                 await self.handle_frame(data if isinstance(data, bytes) else data.encode())
@@ -184,7 +188,6 @@ class Connection:
             else:  # CLOSE, CLOSING, CLOSED
                 self._note_end(ws.close_code or 1000, "client closed")
                 return
-            msg = await ws.receive()
 
     def _note_end(self, code: int, reason: str) -> None:
         if self._expiry is not None:
@@ -221,6 +224,8 @@ class Connection:
             return
         try:
             result = await self.hub.commands.run(self, command)
+            if result is not None:  # inside the try: a result that cannot be encoded is an INTERNAL error
+                self.reply(command.id, result)
         except CommandError as exc:
             self.reply(command.id, error=exc.to_error())
         except DisconnectError as exc:
@@ -228,9 +233,6 @@ class Connection:
         except Exception:
             log.exception("command %s failed on connection %s", type(command).__name__, self.id)
             self.reply(command.id, error=Error(ErrorCode.INTERNAL, "internal error"))
-        else:
-            if result is not None:
-                self.reply(command.id, result)
 
 
 def _describe(exc: BaseException | None) -> str:

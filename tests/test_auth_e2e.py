@@ -72,6 +72,13 @@ async def test_missing_or_bad_token_closes_4501(hub: RunningHub, token: str | No
         assert await close_code(c) == CloseCode.UNAUTHORIZED
 
 
+async def test_a_time_claim_past_year_9999_is_refused(hub: RunningHub) -> None:
+    """A well-signed token with an absurd ``exp`` is a bad token, not an internal error."""
+    async with await RawClient.open(hub.url, connect_first=False) as c:
+        await c.send(Connect(c.next_id(), token=make_token("alice", ttl=None, exp=2**64)))
+        assert await close_code(c) == CloseCode.UNAUTHORIZED
+
+
 async def test_expired_token_at_connect_is_an_error_and_a_fresh_one_works(hub: RunningHub) -> None:
     expired = jwt.encode({"sub": "alice", "exp": int(time.time()) - 10}, TEST_SECRET, algorithm="HS256")
     async with await RawClient.open(hub.url, connect_first=False) as c:

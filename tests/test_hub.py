@@ -20,13 +20,14 @@ from protocol.messages import (
     Publication,
     Publish,
     PublishResult,
+    Refresh,
     StreamPosition,
     Subscribe,
     SubscribeResult,
     Unsubscribe,
 )
 
-from .conftest import HubFactory, RunningHub
+from .conftest import HubFactory, RunningHub, make_token
 from .wsclient import RawClient, value
 
 
@@ -172,6 +173,40 @@ async def test_connect_timeout(hub_factory: HubFactory) -> None:
         push = await c.disconnect_push()
         assert push.code == CloseCode.CONNECT_TIMEOUT and push.reconnect
         assert await closed_code(c) == CloseCode.CONNECT_TIMEOUT
+
+
+async def test_connect_timeout_runs_until_a_connect_succeeds(hub_factory: HubFactory) -> None:
+    """A refused connect does not leave an unauthenticated socket open for good."""
+    hub = await hub_factory(connect_timeout=0.3, allow_anonymous=False)
+    async with await RawClient.open(hub.url, connect_first=False) as c:
+        reply = await c.command(Connect(0, token=make_token("alice", ttl=-10)))
+        assert reply.error is not None and reply.error.code == ErrorCode.TOKEN_EXPIRED
+        assert (await c.disconnect_push()).code == CloseCode.CONNECT_TIMEOUT
+        assert await closed_code(c) == CloseCode.CONNECT_TIMEOUT
+
+
+async def test_a_close_that_overflows_the_queue_sends_one_disconnect(hub_factory: HubFactory) -> None:
+    """Closing flushes what is queued; when that overflows the queue the client is
+    told SLOW once, and the close code is the same."""
+    hub = await hub_factory(max_queue_bytes=2000)
+    async with await RawClient.open(hub.url, token=make_token("alice")) as c:
+        await c.subscribe("c")
+        data = msgpack.packb(b"x" * 500)
+        # Six publications (echoed to c) then a refresh whose bad token closes the connection.
+        await c.send(*[Publish(c.next_id(), "c", data) for _ in range(6)], Refresh(c.next_id(), token="bad"))
+        pushes: list[Disconnect] = []
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                msg = await c.recv()
+                if isinstance(msg, Disconnect):
+                    pushes.append(msg)
+        assert info.value.rcvd is not None
+        assert [p.code for p in pushes] == [CloseCode.SLOW] == [info.value.rcvd.code]
+        async with asyncio.timeout(5):
+            while hub.hub.connections:
+                await asyncio.sleep(0.01)
+        assert hub.hub.disconnects[CloseCode.SLOW] == 1
+        assert hub.hub.disconnects[CloseCode.UNAUTHORIZED] == 0
 
 
 async def test_oversize_frame_closes_with_1009(hub_factory: HubFactory) -> None:
