@@ -136,6 +136,8 @@ class Commands:
         except BaseException:
             await hub.unsubscribe(conn, channel)
             raise
+        if channel not in conn.channels:  # the server unsubscribed it meanwhile; it released the rest
+            raise CommandError(ErrorCode.NOT_SUBSCRIBED, "unsubscribed while subscribing")
         last = pubs[-1].offset if pubs else position.offset
         result = SubscribeResult(
             position.offset, position.epoch, recoverable, recovered, tuple(pubs), **fields
@@ -155,8 +157,6 @@ class Commands:
     async def publish(self, conn: Connection, cmd: Publish) -> Result:
         ns = self.namespace(cmd.channel)
         check_publish(conn.identity, cmd.channel, ns, subscribed=cmd.channel in conn.channels)
-        if ns.max_message_size is not None and len(cmd.data) > ns.max_message_size:
-            raise CommandError(ErrorCode.LIMIT_EXCEEDED, "data is larger than the namespace allows")
         return await self.hub.publish(cmd.channel, cmd.data, ns, info=conn.info, key=cmd.key, sender=conn)
 
     async def history(self, conn: Connection, cmd: History) -> Result:

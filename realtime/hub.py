@@ -54,7 +54,7 @@ log = logging.getLogger("realtime.hub")
 class _Channel:
     """Local subscribers of one channel, by codec, and those still subscribing."""
 
-    __slots__ = ("subscribers", "joining", "ready", "epoch", "offset", "repairing")
+    __slots__ = ("subscribers", "joining", "ahead", "ready", "epoch", "offset", "repairing")
 
     def __init__(self) -> None:
         #: The last publication this node delivered on the channel ("" = none yet).
@@ -65,11 +65,18 @@ class _Channel:
         self.subscribers: dict[Codec, set[Connection]] = {}
         #: Connections whose subscribe reply is not out yet: their publications wait here.
         self.joining: dict[Connection, list[Outgoing]] = {}
+        #: Subscribers whose reply carried publications this node has not delivered yet
+        #: (its live delivery lags history): they go live after that position.
+        self.ahead: dict[Connection, StreamPosition] = {}
         #: Resolved once the engine subscription for this node is in place.
         self.ready: asyncio.Future[None] | None = None
 
     def empty(self) -> bool:
-        return not self.joining and not any(self.subscribers.values())
+        return not self.joining and not self.ahead and not any(self.subscribers.values())
+
+    def members(self) -> list[Connection]:
+        """Every connection subscribed and live (or about to be), for server-side unsubscribes."""
+        return [conn for conns in self.subscribers.values() for conn in conns] + list(self.ahead)
 
 
 class Hub:
@@ -186,13 +193,26 @@ class Hub:
                 out = encoded[codec] = Outgoing(codec.encode(pub), codec.binary, pub.offset, pub.epoch)
                 for conn in conns:
                     conn.send(out)
+        if ch.joining or ch.ahead:
+            self._fan_out_to_newcomers(ch, pub, encoded)
+
+    def _fan_out_to_newcomers(self, ch: _Channel, pub: Publication, encoded: dict[Codec, Outgoing]) -> None:
+        """Queue ``pub`` for subscribes still in flight; deliver it to subscribers
+        whose reply already carried it only if it is newer, then make them live."""
+
+        def out_for(codec: Codec) -> Outgoing:
+            out = encoded.get(codec)
+            if out is None:
+                out = encoded[codec] = Outgoing(codec.encode(pub), codec.binary, pub.offset, pub.epoch)
+            return out
+
         for conn, waiting in ch.joining.items():
-            out_ = encoded.get(conn.codec)
-            if out_ is None:
-                out_ = encoded[conn.codec] = Outgoing(
-                    conn.codec.encode(pub), conn.codec.binary, pub.offset, pub.epoch
-                )
-            waiting.append(out_)
+            waiting.append(out_for(conn.codec))
+        for conn, seen in list(ch.ahead.items()):
+            if pub.epoch != seen.epoch or pub.offset > seen.offset:
+                del ch.ahead[conn]
+                conn.send(out_for(conn.codec))
+                ch.subscribers.setdefault(conn.codec, set()).add(conn)
 
     # --- continuity --------------------------------------------------------
 
@@ -217,7 +237,11 @@ class Hub:
                     found.setdefault(p.offset, p)
                 if found and min(found) != ch.offset + 1:
                     log.warning("channel %s: publications after offset %d are lost", channel, ch.offset)
-                    self._ask_to_recover(channel)
+                    if self._ask_to_recover(channel):
+                        # Delivering what follows the gap would move the subscribers'
+                        # positions past it, and their resubscribe would look complete.
+                        ch.offset = max(found)
+                        found = {}
                 for offset in sorted(found):
                     if offset > ch.offset:
                         ch.offset = offset
@@ -227,16 +251,19 @@ class Hub:
         finally:
             ch.repairing = None
 
-    def _ask_to_recover(self, channel: str) -> None:
+    def _ask_to_recover(self, channel: str) -> bool:
         """Tell the channel's local subscribers to resubscribe from their position
-        (where the channel keeps history; elsewhere there is nothing to recover)."""
+        (where the channel keeps history; elsewhere there is nothing to recover).
+
+        Returns whether it asked; they receive nothing more of the channel from now.
+        """
         ch = self._channels.get(channel)
         ns = self.namespace(channel)
         if ch is None or ns is None or not ns.recovery or self.history_options(ns).size == 0:
-            return
-        for conns in ch.subscribers.values():
-            for conn in list(conns):
-                self.spawn(self.server_unsubscribe(conn, channel, RECOVER))
+            return False
+        for conn in ch.members():
+            self.server_unsubscribe(conn, channel, RECOVER)
+        return True
 
     def on_resync(self) -> None:
         """The engine's delivery was interrupted (its pub/sub reconnected): check every channel."""
@@ -290,6 +317,11 @@ class Hub:
             if out_ is None:
                 out_ = encoded[conn.codec] = Outgoing(conn.codec.from_msgpack(event), conn.codec.binary)
             waiting.append(out_)
+        for conn in ch.ahead:  # subscribed: events are not ordered by offset
+            out_ = encoded.get(conn.codec)
+            if out_ is None:
+                out_ = encoded[conn.codec] = Outgoing(conn.codec.from_msgpack(event), conn.codec.binary)
+            conn.send(out_)
 
     async def broadcast(self, channel: str, push: ServerMessage) -> None:
         """Send an ephemeral push to every subscriber of ``channel`` on every node."""
@@ -311,17 +343,20 @@ class Hub:
         elif op == "unsubscribe":
             channel = m.get("channel", "")
             for conn in conns:
-                if channel in conn.channels:
-                    self.spawn(self.server_unsubscribe(conn, channel))
+                self.server_unsubscribe(conn, channel)
 
-    async def server_unsubscribe(self, conn: Connection, channel: str, reason: str = "unsubscribed by the server") -> None:
+    def server_unsubscribe(self, conn: Connection, channel: str, reason: str = "unsubscribed by the server") -> None:
         """Unsubscribe ``conn`` on the server's initiative and tell the client.
 
-        With ``reason`` :data:`RECOVER` the client should subscribe again from
-        its last position: the hub could not keep the channel's continuity.
+        The connection receives nothing more of the channel from this call on;
+        features learn of it (presence leaves) in the background. With ``reason``
+        :data:`RECOVER` the client should subscribe again from its last position:
+        the hub could not keep the channel's continuity.
         """
-        await self.unsubscribe(conn, channel)
+        if not self._detach(conn, channel):
+            return
         conn.send(Outgoing(conn.codec.encode(Unsubscribed(channel, reason)), conn.codec.binary))
+        self.spawn(self._detached(conn, channel))
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` in the background, logging its failure; shutdown waits for nothing."""
@@ -360,6 +395,8 @@ class Hub:
         sender: Connection | None = None,
     ) -> PublishResult:
         """Publish from a client or the server API; chat channels go through the chat feature."""
+        if ns.max_message_size is not None and len(data) > ns.max_message_size:
+            raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"data is larger than {ns.max_message_size} bytes")
         if ns.kind == "chat":
             result: PublishResult = await self.chat.publish(channel, data, ns, info=info, key=key)
             return result
@@ -428,6 +465,11 @@ class Hub:
                 ch.joining.pop(conn, None)
                 conn.channels.discard(channel)
                 raise
+        if conn not in ch.joining:
+            # Unsubscribed (by the server, or the connection closed) while the engine
+            # subscribed: the unsubscribe could not release the channel then; do it now.
+            await self._release(channel, ch)
+            raise CommandError(ErrorCode.NOT_SUBSCRIBED, "unsubscribed while subscribing")
 
     def end_subscribe(self, conn: Connection, channel: str, position: StreamPosition | None) -> None:
         """Deliver what waited (minus what ``position`` says was already sent) and go live."""
@@ -440,21 +482,39 @@ class Hub:
         for out in waiting:
             if position is None or out.epoch != position.epoch or out.offset > position.offset:
                 conn.send(out)
+        if position is not None:
+            if not ch.epoch:
+                ch.epoch, ch.offset = position.epoch, position.offset  # continuity starts here
+            elif position.epoch == ch.epoch and position.offset > ch.offset:
+                # The reply read history ahead of this node's live delivery: the
+                # publications up to ``position`` would reach the client twice.
+                ch.ahead[conn] = position
+                return
         ch.subscribers.setdefault(conn.codec, set()).add(conn)
-        if not ch.epoch and position is not None:
-            ch.epoch, ch.offset = position.epoch, position.offset  # continuity starts here
 
     async def unsubscribe(self, conn: Connection, channel: str) -> None:
         """Stop delivering ``channel`` to ``conn``; features learn of it (presence leaves)."""
+        if self._detach(conn, channel):
+            await self._detached(conn, channel)
+
+    def _detach(self, conn: Connection, channel: str) -> bool:
+        """Stop delivering ``channel`` to ``conn`` now; False if it was not subscribed."""
         if channel not in conn.channels:
-            return
+            return False
         conn.channels.discard(channel)
         ch = self._channels.get(channel)
         if ch is not None:
             ch.joining.pop(conn, None)
+            ch.ahead.pop(conn, None)
             subs = ch.subscribers.get(conn.codec)
             if subs is not None:
                 subs.discard(conn)
+        return True
+
+    async def _detached(self, conn: Connection, channel: str) -> None:
+        """The rest of an unsubscribe: the node's engine subscription, then the features."""
+        ch = self._channels.get(channel)
+        if ch is not None:
             await self._release(channel, ch)
         ns = self.namespace(channel)
         if ns is not None:
