@@ -461,6 +461,21 @@ async def test_undecodable_bodies(
         assert_error(r.status, body, status, ErrorCode.BAD_REQUEST)
 
 
+async def test_namespace_message_size_limits_api_publications(
+    hub_factory: HubFactory, session: aiohttp.ClientSession
+) -> None:
+    """``max_message_size`` holds for the server API as for clients; a broadcast reports it per channel."""
+    small = Namespace(name="small", subscribe="anyone", max_message_size=16)
+    hub = await hub_factory(api_keys=(ALL,), namespaces=namespaces(small))
+    status, body = await call(session, hub, "POST", "/api/publish", {"channel": "small:1", "data": "x" * 100})
+    assert_error(status, body, 413, ErrorCode.LIMIT_EXCEEDED)
+    status, body = await call(session, hub, "POST", "/api/broadcast", {"channels": ["small:1", "news"], "data": "x" * 100})
+    assert status == 200
+    assert body["results"][0]["error"]["code"] == ErrorCode.LIMIT_EXCEEDED and "offset" in body["results"][1]
+    status, body = await call(session, hub, "POST", "/api/publish", {"channel": "small:1", "data": "fits"})
+    assert status == 200 and body["offset"] == 1
+
+
 async def test_oversize_body(api: RunningHub, session: aiohttp.ClientSession) -> None:
     big = io.BytesIO(orjson.dumps({"channel": "news", "data": "x" * (1024 * 1024)}))
     async with session.post(api.http_url + "/api/publish", data=big, headers={**auth(), "Content-Type": "application/json"}) as r:
