@@ -483,6 +483,9 @@ class Subscription:
         if pos is not None and pub.epoch == pos.epoch and pub.offset <= pos.offset:
             return  # already delivered
         self.position = StreamPosition(pub.offset, pub.epoch)
+        if pos is not None and pub.epoch != pos.epoch:  # the stream restarted: what it held is gone
+            self.recovered = False
+            self._client._unrecovered(self, f"the stream restarted (epoch {pos.epoch} -> {pub.epoch})")
         publication = _publication(pub)
         if publication is not None:
             self._pubs.put(publication)
@@ -964,13 +967,17 @@ class Client:
             return False
         gap = sub._on_subscribed(result, since, version)
         if since is not None and not result.recovered:
-            log.info("channel %r: publications since %s could not be recovered", sub.channel, since)
-            if self.on_unrecovered is not None:
-                try:
-                    self.on_unrecovered(sub)
-                except Exception:
-                    log.exception("on_unrecovered callback failed")
+            self._unrecovered(sub, f"publications since {since} could not be recovered")
         return gap
+
+    def _unrecovered(self, sub: Subscription, why: str) -> None:
+        """``sub`` missed publications for good: tell the app, which reloads the channel."""
+        log.info("channel %r: %s", sub.channel, why)
+        if self.on_unrecovered is not None:
+            try:
+                self.on_unrecovered(sub)
+            except Exception:
+                log.exception("on_unrecovered callback failed")
 
     def _start_resync(self, conn: _Connection, sub: Subscription) -> None:
         """A live channel missed a change on ``conn``: resubscribe it there with its version."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgpack  # type: ignore[import-untyped]  # no stubs
 import pytest
 
 from protocol.messages import Publication, StreamPosition, Subscribe, SubscribeResult, Unsubscribe, Unsubscribed
@@ -182,3 +183,21 @@ async def test_recovery_ahead_of_the_nodes_delivery_repeats_nothing(hub: Running
         await alice.publish("feed", 2)
         assert (await bob.publication()).offset == 2
         assert [(await alice.publication()).offset for _ in range(2)] == [1, 2]
+
+
+async def test_python_client_reports_a_restarted_stream(hub: RunningHub) -> None:
+    """protocol.md, recovery step 5: a live publication of another epoch is like
+    ``recovered: false``; a fresh channel's first publication is not."""
+    unrecovered: list[str] = []
+    async with Client(hub.url, on_unrecovered=lambda sub: unrecovered.append(sub.channel)) as client:
+        async with await RawClient.open(hub.url) as pub:
+            sub = await client.subscribe("feed")
+            await pub.publish("feed", 1)
+            async with asyncio.timeout(5):
+                first = await anext(aiter(sub))
+            assert sub.recovered and unrecovered == []
+            hub.hub.on_publication(Publication("feed", msgpack.packb(1), 1, "restarted"))  # as after a Redis restart
+            async with asyncio.timeout(5):
+                again = await anext(aiter(sub))
+            assert (again.offset, again.data) == (1, 1)
+            assert not sub.recovered and unrecovered == ["feed"]
