@@ -79,7 +79,7 @@ class Connection:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        if identity.expires is not None:
+        if identity.expires is not None and not self.closed:  # closed while the token was checked
             delay = identity.expires - time.time() + self.hub.settings.token_grace
             self._expiry = asyncio.get_running_loop().call_later(
                 max(0.0, delay), self.close, DisconnectError(CloseCode.TOKEN_EXPIRED)

@@ -9,6 +9,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from protocol.codes import CloseCode, ErrorCode
+from protocol.errors import DisconnectError
 from protocol.messages import (
     Connect,
     ConnectResult,
@@ -169,3 +170,16 @@ async def test_disconnect_user_control(hub: RunningHub) -> None:
             push = await c.disconnect_push()
             assert push.code == CloseCode.FORCE_RECONNECT and push.reconnect
         await bob.subscribe("room:1")  # bob is untouched
+
+
+async def test_a_refresh_that_lands_after_the_close_sets_no_expiry_timer(hub: RunningHub) -> None:
+    """A refresh still checking its token (a revocation lookup) when the connection is
+    closed must not keep the closed connection alive on a timer until the token expires."""
+    async with await RawClient.open(hub.url, token=make_token("alice")) as c:
+        await c.subscribe("room:1")
+        conn = next(iter(hub.hub.connections.values()))
+        identity = conn.identity
+        conn.close(DisconnectError(CloseCode.FORCE_DISCONNECT))
+        conn.authenticate(identity)  # what the refresh does once its check returns
+        assert conn._expiry is None
+        assert await close_code(c) == CloseCode.FORCE_DISCONNECT
