@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import NodesManager, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 from redis.crc import key_slot
 
@@ -284,6 +284,45 @@ async def test_a_connection_killed_by_redis_is_reopened(client: Redis, recorders
     await until(lambda: rec.messages == [("k", b"1")])
 
 
+async def until_redis(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll Redis with ``check`` until true; fail after :data:`WAIT` seconds."""
+    deadline = time.monotonic() + WAIT
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def _numsub(client: Redis, channel: str, count: int) -> bool:
+    return bool(await client.pubsub_numsub(channel) == [(channel.encode(), count)])
+
+
+async def test_an_unsubscribe_during_a_reconnection_is_not_lost(client: Redis, recorders: Make) -> None:
+    """The reconnection subscribes the channels wanted when it began; one left while it waits
+    for Redis to confirm must be unsubscribed once connected, or Redis keeps sending it."""
+    rec = await recorders(client)
+    await rec.ready()
+    listener = rec.listener
+    await listener.subscribe("held", "dropped")
+    assert (await client.pubsub_numsub("dropped")) == [(b"dropped", 1)]
+    await client.client_kill_filter(_type="pubsub")
+    # The new connection is open and its subscriptions are sent, not yet confirmed...
+    deadline = time.monotonic() + WAIT
+    while not (listener._links and not listener._connected):
+        assert time.monotonic() < deadline, "the listener did not reconnect"
+        await asyncio.sleep(0)
+    # ...when the last local client of "dropped" leaves.
+    await listener.unsubscribe("dropped")
+    await until(lambda: rec.reconnects == 1, what="on_reconnect")
+    assert listener.channels == {"held"}
+    await until_redis(
+        lambda: _numsub(client, "dropped", 0), "Redis to stop sending the channel unsubscribed meanwhile"
+    )
+    assert await client.publish("held", b"1") == 1
+    await until(lambda: rec.messages == [("held", b"1")])
+    assert listener.ready
+
+
 async def test_the_probe_detects_a_silent_connection(
     redis_server: RedisServer, client: Redis, recorders: Make, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -523,3 +562,103 @@ async def test_classic_pubsub_on_a_cluster(cluster_client: RedisCluster, recorde
     await rec.listener.subscribe(channel)
     await cluster_client.publish(channel, b"1")
     await until(lambda: rec.messages == [(channel, b"1")])
+
+
+async def _shardnumsub(port: int, channel: str, count: int) -> bool:
+    out = await asyncio.to_thread(command, port, "pubsub", "shardnumsub", channel)
+    return out.split()[-1] == str(count)
+
+
+def _probe_slots(listener: RedisPubSub) -> set[int]:
+    return {key_slot(link.probe_channel.encode()) for link in listener._links.values()}
+
+
+async def test_an_unsubscribe_while_a_moved_channel_is_rerouted_is_not_lost(
+    redis_cluster: LocalCluster, cluster_client: RedisCluster, recorders: Make,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A channel whose slot moved is subscribed at its new primary once the listener has the new
+    slot table; a channel left while it asks for the table must not be subscribed there."""
+    rec = await recorders(cluster_client, sharded=True)
+    await rec.ready()
+    listener = rec.listener
+    probes = _probe_slots(listener)
+    channel = next(c for c in (prefix() + "leaving" for _ in range(1000)) if key_slot(c.encode()) not in probes)
+    slot = key_slot(channel.encode())
+    home = redis_cluster.owner_of(slot)
+    elsewhere = next(p for p in redis_cluster.ports if p != home)
+    await listener.subscribe(channel)
+    manager = cluster_client.nodes_manager
+    initialize = NodesManager.initialize
+    left = asyncio.Event()
+
+    async def initialize_then_leave(self: NodesManager) -> None:
+        await initialize(self)
+        if self is manager and not left.is_set():
+            # The listener's reroute asked for the slot table: the last local client leaves meanwhile.
+            left.set()
+            await listener.unsubscribe(channel)
+
+    monkeypatch.setattr(NodesManager, "initialize", initialize_then_leave)  # it has __slots__
+    try:
+        await asyncio.to_thread(redis_cluster.move_slot, slot, elsewhere)
+        await until(lambda: rec.reconnects == 1, what="the reroute")
+        assert left.is_set()
+        assert listener.channels == frozenset()
+        await until_redis(
+            lambda: _shardnumsub(elsewhere, channel, 0), "the channel left during the reroute to be unsubscribed"
+        )
+        assert listener.ready
+    finally:
+        monkeypatch.undo()
+        await asyncio.to_thread(redis_cluster.move_slot, slot, home)
+
+
+async def test_a_probe_channel_stays_subscribed_after_a_reroute(
+    redis_cluster: LocalCluster, cluster_client: RedisCluster, recorders: Make
+) -> None:
+    """A link's probe channel is the first {pN}... hashing to one of its slots. A slot moving to a
+    link can bring it a smaller N; its probes must keep going to a channel it is subscribed to,
+    or they never come back: the node is torn down as stuck, or stays not ready."""
+    rec = await recorders(cluster_client, sharded=True, probe_interval=0.3)
+    await rec.ready()
+    listener = rec.listener
+    links = dict(listener._links)
+    port_of = {key: int(key.rsplit(":", 1)[1]) for key in links}
+    index = {key: int(link.probe_channel[2:].split("}", 1)[0]) for key, link in links.items()}
+    probes = _probe_slots(listener)
+    assert all(redis_cluster.owner_of(key_slot(links[k].probe_channel.encode())) == port_of[k] for k in links)
+    # A tag {pI}, no link's probe, on one node, with I below another node's probe index.
+    pick: tuple[int, int, int, str] | None = None
+    for i in range(max(index.values())):
+        slot = key_slot(b"{p%d}" % i)
+        home = redis_cluster.owner_of(slot)
+        target = next((k for k in links if port_of[k] != home and i < index[k]), None)
+        if slot not in probes and target is not None:
+            pick = (i, slot, home, target)
+            break
+    assert pick is not None, "no suitable slot in this cluster layout"
+    i, slot, home, target = pick
+    channel = "{p%d}held" % i
+    await listener.subscribe(channel)  # the move makes the listener reroute it
+    try:
+        await asyncio.to_thread(redis_cluster.move_slot, slot, port_of[target])
+        await until(lambda: rec.reconnects == 1, what="the reroute")
+        assert listener.ready
+        assert listener._links == links, "the links were reopened"
+        for key, link in links.items():
+            assert await _shardnumsub(port_of[key], link.probe_channel, 1), f"{link.probe_channel} not on {key}"
+        # A probe sent after the reroute comes back on every link, which is kept.
+        tokens = {key: link.probe_token for key, link in links.items()}
+        await until(
+            lambda: all(link.probe_token != tokens[k] and not link.probe_sent for k, link in links.items()),
+            what="a probe round trip on every link",
+        )
+        assert listener._links == links
+        assert rec.reconnects == 1
+        assert listener.ready
+        out = command(port_of[target], "spublish", channel, "moved")
+        assert out.strip() == "1"
+        await until(lambda: rec.data(channel) == [b"moved"])
+    finally:
+        await asyncio.to_thread(redis_cluster.move_slot, slot, home)

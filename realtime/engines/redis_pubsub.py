@@ -522,8 +522,11 @@ class RedisPubSub:
             nodes = [self._cluster.get_default_node() or self._cluster.get_primaries()[0]]
         return [(n.name, n.name, n.connection_class, dict(n.connection_kwargs)) for n in nodes]
 
-    def _map_slots(self) -> None:
-        """Slot -> link from the cluster client's slot table; the probe channel of each link."""
+    def _map_slots(self) -> list[_Link]:
+        """Slot -> link from the cluster client's slot table; the probe channel of each link.
+
+        Returns the links given a new probe channel, which they must subscribe.
+        """
         assert self._cluster is not None
         manager = self._cluster.nodes_manager
         slot_links: list[_Link] = []
@@ -533,7 +536,20 @@ class RedisPubSub:
                 raise _LinkDown("the cluster's primaries changed")
             slot_links.append(link)
         self._slot_links = slot_links
-        unset = {link.key for link in self._links.values()}
+        # A link keeps its probe channel while its slot stays on the link: it is subscribed
+        # there already, and probes out on it still come back.
+        unset: set[str] = set()
+        for link in self._links.values():
+            if link.probe_channel and slot_links[key_slot(link.probe_channel.encode())] is link:
+                continue
+            if link.probe_channel:
+                # Its slot moved away: the server drops it on its own, and a probe out on it is lost.
+                link.channels.discard(link.probe_channel)
+                link.probe_sent = 0.0
+            unset.add(link.key)
+        changed = [link for link in self._links.values() if link.key in unset]
+        if not unset:
+            return changed
         for i in itertools.count():
             # The tag goes first: a hash tag in the name would otherwise decide the slot.
             channel = f"{{p{i}}}{self.name}:probe:{self._token}"
@@ -542,7 +558,8 @@ class RedisPubSub:
                 link.set_probe_channel(channel)
                 unset.discard(link.key)
                 if not unset:
-                    return
+                    break
+        return changed
 
     def _address(self) -> str:
         if self._cluster is not None:
@@ -650,6 +667,7 @@ class RedisPubSub:
         for link in self._links.values():
             link.reads_checked = link.reads
         self._connected = True
+        self._reconcile()
 
     async def _open(self, key: str, address: str, cls: type[AbstractConnection], kwargs: dict[str, Any]) -> _Link:
         # RESP2: messages come as plain arrays. One attempt per call: the supervisor retries.
@@ -760,10 +778,9 @@ class RedisPubSub:
                 await self._cluster.nodes_manager.initialize()
                 if {n.name for n in self._cluster.get_primaries()} != set(self._links):
                     raise _LinkDown("the cluster's primaries changed")
-                self._map_slots()
+                per_link: dict[_Link, list[str]] = {link: [link.probe_channel] for link in self._map_slots()}
                 futures: list[asyncio.Future[None]] = []
-                per_link: dict[_Link, list[str]] = {}
-                for channel in moved:
+                for channel in moved & self._wanted:  # some may have been unsubscribed meanwhile
                     per_link.setdefault(self._link_for(channel), []).append(channel)
                 for link, chans in per_link.items():
                     futures.extend(link.send(_commands(link.sub, chans, True)))
@@ -772,7 +789,26 @@ class RedisPubSub:
             raise
         except Exception as exc:
             raise _LinkDown(f"moved channels could not be subscribed again ({_reason(exc)})") from exc
+        self._reconcile()
         self._notify_reconnect()
+
+    def _reconcile(self) -> None:
+        """Unsubscribe what a link carries but nobody wants any more.
+
+        While a (re)connection or a reroute waits for Redis, ``unsubscribe`` only
+        drops the channel from ``_wanted``, and the subscriptions being sent were
+        taken before: without this the node would receive those channels for good.
+        """
+        extra = [
+            channel
+            for link in self._links.values()
+            for channel in link.channels
+            # A channel whose slot left the link is dropped by the server itself.
+            if channel not in self._wanted and channel != link.probe_channel and self._link_for(channel) is link
+        ]
+        if extra:
+            self._to_unsubscribe.update(extra)
+            self._schedule()
 
     def _notify_reconnect(self) -> None:
         try:
