@@ -401,7 +401,7 @@ class ApiKey:
         if not isinstance(self.key, str) or not self.key:
             raise OptionError("key", "expected a non-empty string")
         scopes = self.scopes
-        if isinstance(scopes, str) or not all(isinstance(scope, str) for scope in scopes):
+        if not isinstance(scopes, (list, tuple, set, frozenset)) or not all(isinstance(scope, str) for scope in scopes):
             raise OptionError("scopes", "expected a list of strings")
         object.__setattr__(self, "scopes", frozenset(scopes))
         if not scopes:

@@ -9,6 +9,7 @@ the environment and the config file are cast and checked by the same code.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from . import __version__
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("user", help="the user id (the sub claim)")
     token.add_argument("--config", metavar="FILE", help="TOML file of settings")
-    token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires (default 3600)")
+    token.add_argument("--ttl", type=_seconds, default=3600.0, help="seconds until it expires (default 3600)")
     token.add_argument("--info", metavar="JSON", help="the info claim, a JSON value shown to others")
     token.add_argument("--channel", action="append", default=[], help="a channel grant (repeatable)")
     return parser
@@ -101,6 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     return _serve(args)
 
 
+def _seconds(text: str) -> float:
+    """A --ttl: a finite number of seconds above 0 (argparse makes the error a usage line)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1e10:
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {text!r}")
+    return value
+
+
 def _token(args: argparse.Namespace) -> int:
     import json
     import time
@@ -118,6 +130,11 @@ def _token(args: argparse.Namespace) -> int:
         return 2
     now = int(time.time())
     claims: dict[str, object] = {"sub": args.user, "iat": now, "exp": now + int(args.ttl)}
+    # The hub refuses a token without the audience and issuer it is configured to check.
+    if settings.token_audience:
+        claims["aud"] = settings.token_audience
+    if settings.token_issuer:
+        claims["iss"] = settings.token_issuer
     if info is not None:
         claims["info"] = info
     if args.channel:
@@ -134,9 +151,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"realtime: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
-    from realtime.server import run  # imports aiohttp; not needed for --help or errors
-
     try:
+        from realtime.server import run  # imports aiohttp; not needed for --help or errors
+
         run(settings)
     except KeyboardInterrupt:  # ^C before the server installed its signal handlers
         return 130

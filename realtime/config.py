@@ -197,6 +197,9 @@ def load_settings(
     env_key = env.get(API_KEY_ENV, "").strip()
     if env_key:
         values["api_keys"] = _add_env_api_key(values.get("api_keys", ()), env_key)
+    if values.get("redis_cluster") and str(values.get("redis") or "").lower().startswith("unix://"):
+        source = given["redis_cluster"][1]
+        raise ConfigError(f"invalid setting redis_cluster=true (from {source}): a Redis Cluster is not reached by a unix:// socket")
     return Settings(**values)
 
 
@@ -344,8 +347,16 @@ def _log_level(value: str) -> str:
 
 
 def _redis(value: str | None) -> str | None:
-    if value is not None and not value.lower().startswith(REDIS_SCHEMES):
+    if value is None:
+        return value
+    if not value.lower().startswith(REDIS_SCHEMES):
         raise ValueError(f"expected a URL starting with {', '.join(REDIS_SCHEMES)}")
+    from redis.asyncio.connection import parse_url  # what the engine will do with it, checked now
+
+    try:
+        parse_url(value)
+    except ValueError as exc:
+        raise ValueError(f"not a valid Redis URL: {exc}") from None
     return value
 
 
@@ -442,7 +453,9 @@ def _namespaces(raw: object, source: str) -> Namespaces:
         except OptionError as exc:
             if exc.option == "name":
                 raise ConfigError(f"invalid setting {_show(label)} (from {source}): {exc.reason}") from None
-            value = _show(options[exc.option])
+            # The option blamed may be one left at its default (typing_timeout below typing_interval).
+            defaults = {f.name: f.default for f in dataclasses.fields(Namespace)}
+            value = _show(options.get(exc.option, defaults.get(exc.option, "")))
             raise ConfigError(f"invalid setting {label}.{exc.option}={value} (from {source}): {exc.reason}") from None
     return Namespaces(namespaces)
 

@@ -7,6 +7,7 @@ module whose ``run`` records the settings it was given.
 
 from __future__ import annotations
 
+import importlib.abc
 import logging
 import os
 import re
@@ -255,3 +256,47 @@ def test_token_command_without_a_secret_fails(capsys: pytest.CaptureFixture[str]
     config.write_text("")
     assert main(["token", "alice", "--config", str(config)]) == 2
     assert "no token_secret" in capsys.readouterr().err
+
+
+def test_a_bad_redis_url_is_one_line_and_exit_2() -> None:
+    done = run_module("serve", "--port", "0", "--redis", "redis://127.0.0.1:abc/0")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "redis" in done.stderr
+
+
+def test_token_carries_the_audience_and_issuer_the_hub_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from realtime.auth import TokenVerifier
+    from realtime.config import load_settings
+
+    config = tmp_path / "hub.toml"
+    config.write_text(
+        'token_secret = "0123456789abcdef0123456789abcdef"\n'
+        'token_audience = "mobile"\ntoken_issuer = "https://auth.example.com"\n'
+    )
+    assert main(["token", "alice", "--config", str(config)]) == 0
+    token = capsys.readouterr().out.strip()
+    verifier = TokenVerifier.from_settings(load_settings(env={}, config_file=config))
+    assert verifier.verify_connection(token).user == "alice"
+
+
+@pytest.mark.parametrize("ttl", ["nan", "inf", "0", "-5", "soon"])
+def test_token_ttl_must_be_seconds_above_0(capsys: pytest.CaptureFixture[str], ttl: str) -> None:
+    assert main(["token", "alice", "--ttl", ttl]) == 2
+    assert "--ttl: expected seconds above 0" in capsys.readouterr().err
+
+
+class _InterruptImport(importlib.abc.MetaPathFinder):
+    """^C while ``realtime.server`` (aiohttp) is still being imported."""
+
+    def find_spec(self, name: str, path: object, target: object = None) -> None:
+        if name == "realtime.server":
+            raise KeyboardInterrupt
+        return None
+
+
+def test_ctrl_c_while_starting_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "realtime.server", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_InterruptImport(), *sys.meta_path])
+    assert main(["serve"]) == 130

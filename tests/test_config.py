@@ -610,3 +610,26 @@ def test_redis_cluster_and_prefix_from_the_file(tmp_path: Path) -> None:
     settings = load_settings(env={}, config_file=path)
     assert (settings.redis, settings.redis_cluster, settings.redis_prefix) == ("redis://node1:7000", True, "chat")
     assert (Settings().redis_cluster, Settings().redis_prefix) == (False, "rt")
+
+
+def test_an_option_checked_against_its_default_is_named(tmp_path: Path) -> None:
+    """typing_interval above the default typing_timeout: the error names the option, not a KeyError."""
+    config = write_toml(tmp_path, '[namespaces.chat]\nkind = "chat"\ntyping_interval = 10\n')
+    assert "namespaces.chat.typing_timeout=6.0" in error_of(config_file=config)
+
+
+@pytest.mark.parametrize("scopes", ["true", "5", '"publish"'])
+def test_api_key_scopes_must_be_a_list(tmp_path: Path, scopes: str) -> None:
+    config = write_toml(tmp_path, f'[[api_keys]]\nname = "backend"\nkey = "k"\nscopes = {scopes}\n')
+    assert "api_keys[0].scopes" in error_of(config_file=config)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"redis": "redis://127.0.0.1:abc/0"}, "invalid setting redis=redis://127.0.0.1:abc/0 (from --redis): not a valid Redis URL"),
+        ({"redis": "unix:///tmp/redis.sock", "redis_cluster": True}, "redis_cluster=true (from --redis-cluster)"),
+    ],
+)
+def test_redis_urls_the_engine_could_not_use_are_refused(overrides: dict[str, Any], words: str) -> None:
+    assert words in error_of(argv_overrides=overrides)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import signal
@@ -267,6 +268,38 @@ async def test_redis_unreachable_when_a_node_starts(config: Path, started: list[
         assert node.log().count("cannot reach Redis") == 1  # one line per outage, not per attempt
     finally:
         server.cleanup()
+
+
+async def test_one_function_library_warning_per_outage(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The loader retries quietly once it has said Redis is unreachable, and says when it got through."""
+    import realtime.engines.redis as redis_engine
+
+    monkeypatch.setattr(redis_engine, "LOAD_RETRY", 0.01)
+    caplog.set_level(logging.INFO, "realtime.engines.redis")
+    server = RedisServer()  # not running yet
+    engine = RedisEngine(server.url, connect_timeout=0.1)
+    try:
+        await engine.start(_NoHandler())
+        await until(lambda: "Function library" in caplog.text)
+        await asyncio.sleep(0.2)  # about twenty more attempts
+        await asyncio.to_thread(server.start)
+        await until(lambda: "Function library loaded after" in caplog.text)
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and "Function library" in r.getMessage()]
+        assert len(warnings) == 1
+    finally:
+        await engine.close()
+        server.cleanup()
+
+
+class _NoHandler:
+    """The engine's deliveries go nowhere: only its start-up is under test."""
+
+    def on_publication(self, *args: object) -> None: ...
+    def on_event(self, *args: object) -> None: ...
+    def on_control(self, *args: object) -> None: ...
+    def on_resync(self) -> None: ...
 
 
 async def test_a_killed_node(redis_server: RedisServer, config: Path, started: list[Node]) -> None:

@@ -275,12 +275,18 @@ class RedisEngine(Engine):
 
     async def _load_library(self) -> None:
         """Load the Function library, retrying while Redis is unreachable."""
+        failures = 0
         while True:
             try:
                 await self.load_library()
+                if failures:
+                    log.info("Function library loaded after %d failed attempts", failures)
                 return
             except UNAVAILABLE as exc:
-                self._warn("load the Function library", exc)
+                # One line per outage: the listener already says Redis is unreachable.
+                if not failures:
+                    self._warn("load the Function library (retrying)", exc)
+                failures += 1
             except rex.ResponseError as exc:
                 # E.g. FUNCTION not allowed by ACL: the hub works, direct FCALL publishing does not.
                 log.warning("Redis refused the Function library (direct FCALL publishing is off): %s", exc)
