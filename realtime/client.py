@@ -65,7 +65,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar
@@ -511,6 +511,7 @@ class Subscription:
             old = dict(self._values)
             self._values.clear()
             self._key_versions.clear()
+            self._ahead.clear()  # versions of the old state: the new one has not reached them
             for key, value, version in entries:
                 if value is not None:
                     self._values[key] = value
@@ -611,6 +612,10 @@ class _Connection:
         self._on_end = on_end
         self._futures: dict[int, asyncio.Future[m.Result]] = {}
         self._lost: ClientError | None = None
+        #: Channel -> the Subscription whose Subscribe was the last one sent here with no
+        #: Unsubscribe sent after it: the hub's subscription is (or will be) that one's. The
+        #: hub runs a connection's commands in order, so send order is what counts.
+        self.owners: dict[str, Subscription] = {}
         self.reader = asyncio.create_task(self._read(), name="realtime-client-reader")
         self.refresher: asyncio.Task[None] | None = None
 
@@ -734,7 +739,8 @@ class Client:
     ``refresh_token()`` (async, returns a new connection token) keeps a
     connection whose token expires alive: the client calls it shortly before
     ``exp`` and sends the new token with a Refresh command, and again when a
-    reconnect finds the token expired.
+    reconnect finds the token expired (if it raises then, the reconnect is
+    tried again with backoff).
     """
 
     def __init__(
@@ -790,7 +796,7 @@ class Client:
         self._ready = asyncio.Event()
         self._stopped: ConnectionClosed | None = None
         self._run_task: asyncio.Task[None] | None = None
-        #: Gap resubscribes of live channels in flight.
+        #: Gap resubscribes of live channels, and Unsubscribes of abandoned Subscribes, in flight.
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -889,6 +895,12 @@ class Client:
                 await self._resubscribe(conn)
             if result.expires and self.refresh_token is not None:
                 conn.refresher = asyncio.create_task(self._keep_token(conn, result.expires))
+            if self._stopped is not None:  # close() ran meanwhile: nothing may outlive it
+                raise self._stopped
+            if conn.reader.done():
+                # It ended while opening: _on_end ignored it (not current yet), so its
+                # close code decides here whether to come back.
+                raise ConnectionLost(conn.close_code, conn.close_reason)
         except ReplyError as exc:
             await conn.close()
             if exc.temporary:
@@ -915,7 +927,13 @@ class Client:
         except ReplyError as exc:
             if exc.code != ErrorCode.TOKEN_EXPIRED or self.refresh_token is None:
                 raise
-            self.token = await self.refresh_token()
+            try:
+                self.token = await self.refresh_token()
+            except Exception as error:
+                # The app's callback (its auth service may be briefly down): a ClientError
+                # makes _reconnect try again with backoff instead of stopping the client.
+                log.exception("refresh_token failed; the connection will be tried again")
+                raise ClientError(f"refresh_token failed: {error!r}") from error
             result = await conn.call(m.Connect(next(self._ids), self.token, self.name, self.version))
         return _expect(result, m.ConnectResult)
 
@@ -939,6 +957,8 @@ class Client:
     async def _resubscribe(self, conn: _Connection) -> None:
         """Subscribe again to every live channel, from its last position."""
         subs = [sub for sub in self._subs.values() if sub._live]
+        for sub in subs:
+            sub._held = None  # pushes of the ended connection: this reply supersedes them
         outcomes = await asyncio.gather(*(self._subscribe_on(conn, sub) for sub in subs), return_exceptions=True)
         for sub, outcome in zip(subs, outcomes):
             if isinstance(outcome, ReplyError) and not outcome.temporary:
@@ -956,14 +976,41 @@ class Client:
         sub._end(error)
 
     async def _subscribe_on(self, conn: _Connection, sub: Subscription) -> bool:
-        """Subscribe ``sub`` again from its position (and live version); True if its state has a gap."""
+        """Subscribe ``sub`` on ``conn`` (again: from its position and live version).
+
+        Returns True if its state has a gap to heal. A subscription the app
+        dropped meanwhile is left unsubscribed on the hub.
+        """
+        channel = sub.channel
+        while True:
+            if self._subs.get(channel) is not sub:
+                return False  # dropped: whoever holds the channel now sends its own Subscribe
+            prev = conn.owners.get(channel)
+            if prev is None or prev is sub:
+                break
+            await self._release(conn, prev)  # a Subscribe given up on: undo it first, in order
         since = sub.position if sub._live else None
         version = sub.version if sub._live and sub.version else None
         sub._hold()
-        command = m.Subscribe(next(self._ids), sub.channel, since, version=version)
-        result = _expect(await conn.call(command), m.SubscribeResult)
-        if self._subs.get(sub.channel) is not sub:
-            await self._forget(conn, sub.channel)  # unsubscribed meanwhile
+        command = m.Subscribe(next(self._ids), channel, since, version=version)
+        conn.owners[channel] = sub  # no await between this and the send: the order holds
+        try:
+            result = _expect(await conn.call(command), m.SubscribeResult)
+        except ReplyError:
+            if conn.owners.get(channel) is sub:
+                del conn.owners[channel]  # refused: the hub did not subscribe it
+            raise
+        except ClientError:
+            raise  # the connection is gone, and the hub's subscription with it
+        except BaseException:  # timed out or cancelled: the hub may subscribe it all the same
+            if self._stopped is None:
+                self._spawn(self._release_quietly(conn, sub), "realtime-client-release")
+            raise
+        if self._subs.get(channel) is not sub:  # dropped while it was in flight
+            try:
+                await self._release(conn, sub)
+            except ReplyError:
+                pass  # the hub would not unsubscribe it: nothing more to try
             return False
         gap = sub._on_subscribed(result, since, version)
         if since is not None and not result.recovered:
@@ -979,15 +1026,42 @@ class Client:
             except Exception:
                 log.exception("on_unrecovered callback failed")
 
+    async def _release(self, conn: _Connection, sub: Subscription) -> None:
+        """Unsubscribe ``sub``'s channel on ``conn`` if the hub's subscription there is ``sub``'s.
+
+        Raises ConnectionLost (or ConnectionClosed) when ``conn`` is gone, and
+        ReplyError unless the hub had no subscription (its Subscribe failed).
+        """
+        channel = sub.channel
+        if conn.owners.get(channel) is not sub:
+            return  # released already, or never subscribed here
+        del conn.owners[channel]  # and the send below happens before any await: in order
+        try:
+            await conn.call(m.Unsubscribe(next(self._ids), channel))
+        except ReplyError as exc:
+            if exc.code != ErrorCode.NOT_SUBSCRIBED:
+                raise
+
+    async def _release_quietly(self, conn: _Connection, sub: Subscription) -> None:
+        """:meth:`_release` for a Subscribe whose caller gave up (timed out or cancelled)."""
+        try:
+            await self._release(conn, sub)
+        except ClientError:
+            pass  # gone with the connection, or refused: nothing more to try
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` in a task that :meth:`close` cancels."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _start_resync(self, conn: _Connection, sub: Subscription) -> None:
         """A live channel missed a change on ``conn``: resubscribe it there with its version."""
         if sub._resyncing is conn or sub._ended:
             return
         sub._resyncing = conn
         sub._hold()  # pushes wait for the fresh state from now on
-        task = asyncio.create_task(self._resync(conn, sub), name="realtime-client-resync")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._resync(conn, sub), "realtime-client-resync")
 
     async def _resync(self, conn: _Connection, sub: Subscription) -> None:
         """Unsubscribe, then subscribe with ``version`` = what ``sub`` holds, until the state has no gap.
@@ -998,11 +1072,7 @@ class Client:
         delays: Iterator[float] | None = None
         try:
             while self._subs.get(sub.channel) is sub:
-                try:
-                    await conn.call(m.Unsubscribe(next(self._ids), sub.channel))
-                except ReplyError as exc:
-                    if exc.code != ErrorCode.NOT_SUBSCRIBED:
-                        raise
+                await self._release(conn, sub)
                 try:
                     if not await self._subscribe_on(conn, sub):
                         return
@@ -1075,12 +1145,19 @@ class Client:
         With ``retry``, a command whose connection dropped before the reply is
         sent again on the next connection (safe for idempotent commands).
         """
-        return (await self._request_on(make, kind, retry=retry))[1]
 
-    async def _request_on(
-        self, make: Callable[[int], m.Command], kind: type[_R], *, retry: bool = True
-    ) -> tuple[_Connection, _R]:
-        """:meth:`_request`, also returning the connection that answered."""
+        async def call(conn: _Connection) -> _R:
+            return _expect(await conn.call(make(next(self._ids))), kind)
+
+        return (await self._on_connection(call, retry=retry))[1]
+
+    async def _on_connection(
+        self, call: Callable[[_Connection], Awaitable[_T]], *, retry: bool = True
+    ) -> tuple[_Connection, _T]:
+        """Run ``call`` on the current connection, waiting for one if needed; also return the connection.
+
+        With ``retry``, ConnectionLost runs ``call`` again on the next connection.
+        """
         if self._run_task is None and self._stopped is None:
             raise RuntimeError("call connect() first, or use 'async with Client(...)'")
         try:
@@ -1092,12 +1169,16 @@ class Client:
                     conn = self._conn
                     assert conn is not None  # ready and not stopped
                     try:
-                        result = await conn.call(make(next(self._ids)))
+                        return conn, await call(conn)
                     except ConnectionLost:
                         if not retry:
                             raise
-                        continue  # _on_end has cleared the ready state
-                    return conn, _expect(result, kind)
+                        if self._conn is conn:
+                            # Its reader has ended, so _on_end should have taken it out (_open
+                            # never publishes an ended one); do it now rather than retry on it
+                            # without ever yielding.
+                            self._on_end(conn)
+                        # The ready state is clear until the next connection (or the stop).
         except TimeoutError:
             raise CommandTimeout(f"no reply within {self.command_timeout}s") from None
 
@@ -1117,31 +1198,16 @@ class Client:
         if channel in self._subs:
             raise ValueError(f"already subscribed to {channel!r}")
         sub = self._subs[channel] = Subscription(self, channel, events=events)
-
-        def command(id: int) -> m.Subscribe:
-            sub._hold()
-            return m.Subscribe(id, channel)
-
         try:
-            conn, result = await self._request_on(command, m.SubscribeResult)
+            # A timeout or cancellation here leaves _subscribe_on to unsubscribe it on the hub.
+            conn, gap = await self._on_connection(lambda conn: self._subscribe_on(conn, sub))
         except BaseException:
             if self._subs.get(channel) is sub:
                 del self._subs[channel]
             raise
-        if self._subs.get(channel) is sub:
-            if sub._on_subscribed(result, None):
-                self._start_resync(conn, sub)
-        else:
-            await self._forget(conn, channel)  # unsubscribed meanwhile
+        if gap:
+            self._start_resync(conn, sub)
         return sub
-
-    async def _forget(self, conn: _Connection, channel: str) -> None:
-        """Unsubscribe on the hub a channel the app dropped while its subscribe was in flight."""
-        if channel not in self._subs:
-            try:
-                await conn.call(m.Unsubscribe(next(self._ids), channel))
-            except ClientError:
-                pass  # gone with the connection, or never there
 
     async def _unsubscribe(self, sub: Subscription) -> None:
         if self._subs.get(sub.channel) is not sub:
@@ -1149,15 +1215,18 @@ class Client:
             return
         del self._subs[sub.channel]
         sub._end(None)
-        if not sub._live or not self.connected:
-            return  # the hub forgets it with the connection, or never had it
+        conn = self._conn
+        if conn is None or not self.connected:
+            # The hub forgets it with the connection; one still opening gets the
+            # Unsubscribe when its resubscribe of ``sub`` is answered (_subscribe_on).
+            return
         try:
-            await self._request(lambda id: m.Unsubscribe(id, sub.channel), m.EmptyResult, retry=False)
+            async with asyncio.timeout(self.command_timeout):
+                await self._release(conn, sub)  # also when its (re)subscribe is still in flight
         except (ConnectionLost, ConnectionClosed):
             pass  # the hub drops subscriptions with the connection
-        except ReplyError as exc:
-            if exc.code != ErrorCode.NOT_SUBSCRIBED:
-                raise
+        except TimeoutError:
+            raise CommandTimeout(f"no reply within {self.command_timeout}s") from None
 
     async def publish(self, channel: str, data: Any, *, key: str | None = None) -> PublishResult:
         """Publish ``data`` (any MessagePack-serializable value); returns its position.

@@ -1,0 +1,293 @@
+"""The client SDK when the app acts while a command or a reconnect is in flight.
+
+Closing while connecting, giving up on a subscribe, unsubscribing during a
+reconnect, a connection ending while it is being opened, a state reset on the
+hub, a failing ``refresh_token()``: each leaves the client and the hub agreeing
+on what is subscribed, and the client either working or stopped for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import pytest
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.typing import Subprotocol
+
+from protocol import codec_for
+from protocol import messages as m
+from protocol.codec import MSGPACK_SUBPROTOCOL
+from protocol.codes import CloseCode
+from realtime.client import Client, CommandTimeout, ConnectionClosed
+from realtime.namespaces import Namespace
+
+from .conftest import MS, HubFactory, RunningHub, make_token, namespaces
+from .test_client import WAIT, fast, kick, spy
+
+CODEC = codec_for(MSGPACK_SUBPROTOCOL)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def gate_engine_history(hub: RunningHub) -> asyncio.Event:
+    """Make the hub's engine history reads (every subscribe does one) wait while the event is clear."""
+    engine = hub.hub.engine
+    real = engine.history
+    gate = asyncio.Event()
+    gate.set()
+
+    async def history(*args: Any, **kwargs: Any) -> Any:
+        await gate.wait()
+        return await real(*args, **kwargs)
+
+    engine.history = history
+    return gate
+
+
+# --- closing while connecting ---------------------------------------------------------
+
+
+async def test_close_during_connect_leaves_no_open_connection(hub: RunningHub) -> None:
+    """close() while connect() is still opening: connect() ends without a run task, and the
+    connection it was opening is closed (the hub no longer holds it)."""
+    client = fast(hub.url)
+    connecting = asyncio.create_task(client.connect())
+    await asyncio.sleep(0)  # connect() is now waiting on the WebSocket handshake
+    await client.close()
+    try:
+        await connecting  # returning or raising ConnectionClosed are both fine...
+    except ConnectionClosed:
+        pass
+    try:  # ...leaving a connection open is not
+        assert client._run_task is None
+        async with asyncio.timeout(WAIT):
+            while hub.hub.connections:
+                await asyncio.sleep(MS)
+    finally:
+        if client._run_task is not None:  # clean up a leaked connection
+            client._run_task.cancel()
+            if client._conn is not None:
+                await client._conn.close()
+
+
+# --- a subscribe the client gave up on -------------------------------------------------
+
+
+async def test_subscribe_that_timed_out_can_be_retried(hub: RunningHub) -> None:
+    """A subscribe() that raised CommandTimeout is undone on the hub when the hub completes it
+    late, so subscribing to the channel again works and receives its publications."""
+    gate = gate_engine_history(hub)
+    async with fast(hub.url, command_timeout=100 * MS) as client, fast(hub.url) as publisher:
+        gate.clear()  # the hub is slow to answer this subscribe
+        with pytest.raises(CommandTimeout):
+            await client.subscribe("feed")
+        assert client.subscriptions() == {}
+        gate.set()
+        await client.ping()  # the hub has now finished the first subscribe
+        sub = await client.subscribe("feed")
+        await publisher.publish("feed", "x")
+        async with asyncio.timeout(WAIT):
+            assert (await anext(sub)).data == "x"
+
+
+async def test_unsubscribe_then_subscribe_again_while_reconnecting(hub: RunningHub) -> None:
+    """Unsubscribing and subscribing again to a channel whose resubscribe (by the reconnect) is
+    still in flight: the old subscription is undone on the hub before the new one is made."""
+    codec = spy()
+    gate = gate_engine_history(hub)
+    async with fast(hub.url, codec=codec) as client, fast(hub.url) as publisher:
+        sub = await client.subscribe("feed")
+        gate.clear()  # hold the reconnect's resubscribe on the hub
+        kick(hub, client, CloseCode.FORCE_RECONNECT)
+        async with asyncio.timeout(WAIT):
+            while len(codec.subscribes("feed")) < 2:
+                await asyncio.sleep(MS)
+        await sub.unsubscribe()
+        again = asyncio.create_task(client.subscribe("feed"))
+        async with asyncio.timeout(WAIT):
+            while client.subscriptions().get("feed") in (None, sub):
+                await asyncio.sleep(0)  # the new subscribe() now waits for the connection
+        gate.set()
+        async with asyncio.timeout(WAIT):
+            sub2 = await again
+        await publisher.publish("feed", "x")
+        async with asyncio.timeout(WAIT):
+            assert (await anext(sub2)).data == "x"
+
+
+# --- live state across a reset of the hub's state ----------------------------------------
+
+
+FAST = Namespace(name="fast", kind="live", subscribe="anyone", client_write=True, max_rate=10)
+
+
+async def test_live_state_reset_forgets_versions_applied_ahead(hub_factory: HubFactory) -> None:
+    """A snapshot that resets the state (a version below the one asked for) also resets the
+    versions applied ahead of the old state's version (conflation skips versions): the new state's
+    versions then count from the snapshot, and no change of the new state is dropped as stale."""
+    hub = await hub_factory(namespaces=namespaces(FAST))
+    async with fast(hub.url) as client, fast(hub.url) as writer:
+        sub = await client.subscribe("fast:g")
+        for i in range(1, 11):  # within one conflation interval: versions get skipped
+            await writer.state_set("fast:g", "a", i)
+        async with asyncio.timeout(WAIT):
+            while sub.state.get("a") != 10:
+                await asyncio.sleep(MS)
+        await hub.stop()
+        await hub.start()  # a fresh memory engine: the state is reset to version 0
+        await client.ping()  # reconnected, and resubscribed
+        await writer.ping()
+        assert dict(sub.state) == {}
+        for i in range(1, 11):
+            await writer.state_set("fast:g", f"k{i}", i)
+            await asyncio.sleep(20 * MS)  # paced: the changes arrive one by one
+        async with asyncio.timeout(WAIT):
+            while sub.version < 10:
+                await asyncio.sleep(MS)
+        assert dict(sub.state) == {f"k{i}": i for i in range(1, 11)}
+
+
+# --- a connection that ends while it is being opened ------------------------------------
+
+
+def fake_hub(
+    conns: list[ServerConnection],
+    resubscribed: asyncio.Event,
+    release: asyncio.Event,
+    on_unsubscribe: Callable[[ServerConnection], Awaitable[None]],
+) -> AbstractAsyncContextManager[Server]:
+    """A scripted hub: connection 1 subscribes then goes away; connection 2 answers the
+    resubscribe (``resubscribed``) once ``release`` is set, then ends itself (``on_unsubscribe``) on the
+    Unsubscribe the client sends for the channel the app dropped meanwhile."""
+
+    async def handler(ws: ServerConnection) -> None:
+        n = len(conns) + 1
+        conns.append(ws)
+        async for frame in ws:
+            for cmd in CODEC.decode_commands(frame if isinstance(frame, bytes) else frame.encode()):
+                if isinstance(cmd, m.Connect):
+                    await ws.send(CODEC.encode(m.Reply(cmd.id, m.ConnectResult(f"c{n}", "1", 25.0))))
+                elif isinstance(cmd, m.Subscribe):
+                    if n == 1:
+                        await ws.send(CODEC.encode(m.Reply(cmd.id, m.SubscribeResult(0, "e", True))))
+                        await ws.close(1001, "going away")
+                        return
+                    resubscribed.set()
+                    await release.wait()
+                    await ws.send(CODEC.encode(m.Reply(cmd.id, m.SubscribeResult(0, "e", True, True))))
+                elif isinstance(cmd, m.Unsubscribe):
+                    await on_unsubscribe(ws)
+                    return
+                else:
+                    await ws.send(CODEC.encode(m.Reply(cmd.id, m.EmptyResult())))
+
+    return serve(handler, "127.0.0.1", 0, subprotocols=[Subprotocol(MSGPACK_SUBPROTOCOL)])
+
+
+async def test_terminal_disconnect_during_reconnect_stops_the_client() -> None:
+    """A Disconnect(reconnect=False) that ends a connection while the reconnect is still opening
+    it (here: on the Unsubscribe of a channel the app dropped during the resubscribe) stops the
+    client for good: it does not connect again."""
+    conns: list[ServerConnection] = []
+    resubscribed, release = asyncio.Event(), asyncio.Event()
+
+    async def ban(ws: ServerConnection) -> None:
+        await ws.send(CODEC.encode(m.Disconnect(CloseCode.FORCE_DISCONNECT, "banned", False)))
+        await ws.close(CloseCode.FORCE_DISCONNECT, "banned")
+
+    async with fake_hub(conns, resubscribed, release, ban) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with fast(f"ws://127.0.0.1:{port}/ws") as client:
+            sub = await client.subscribe("feed")
+            async with asyncio.timeout(WAIT):
+                await resubscribed.wait()
+            await sub.unsubscribe()  # while the resubscribe is in flight
+            release.set()
+            async with asyncio.timeout(WAIT):
+                while not client.closed and len(conns) < 3:
+                    await asyncio.sleep(MS)
+            assert len(conns) == 2, "the client reconnected after Disconnect(4502, reconnect=False)"
+            assert client.closed
+
+
+def test_pending_command_does_not_spin_on_a_dead_connection() -> None:
+    """A connection that drops while the reconnect is opening it is not handed to the commands
+    waiting for it: a pending ping() waits for the next connection and succeeds there (it must not
+    retry on the dead one without yielding, which would freeze the event loop; hence a subprocess)."""
+    script = textwrap.dedent(
+        """
+        import asyncio
+        from realtime.client import Client
+        from tests.test_client_races import fake_hub
+
+        async def main():
+            conns, resubscribed, release = [], asyncio.Event(), asyncio.Event()
+
+            async def drop(ws):
+                await ws.close(1001, "going away")
+
+            async with fake_hub(conns, resubscribed, release, drop) as server:
+                port = server.sockets[0].getsockname()[1]
+                url = f"ws://127.0.0.1:{port}/ws"
+                async with Client(url, min_backoff=0.01, max_backoff=0.05, command_timeout=2) as client:
+                    sub = await client.subscribe("feed")
+                    async with asyncio.timeout(2):
+                        await resubscribed.wait()
+                    ping = asyncio.create_task(client.ping())
+                    await sub.unsubscribe()
+                    release.set()
+                    async with asyncio.timeout(2):
+                        await ping
+                    assert len(conns) == 3, len(conns)
+            print("ok")
+
+        asyncio.run(main())
+        """
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": ROOT},
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("ping() spun forever on a dead connection: the event loop hung")
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
+
+
+# --- refresh_token() failing on reconnect -------------------------------------------------
+
+
+class AuthServiceDown(Exception):
+    pass
+
+
+async def test_refresh_token_failure_on_reconnect_is_retried(hub_factory: HubFactory) -> None:
+    """When a reconnect finds the token expired and refresh_token() fails (any exception: the
+    app's auth service may be briefly down), the client tries again with backoff and connects
+    with the next token, instead of stopping."""
+    hub = await hub_factory(allow_anonymous=False)
+    calls = 0
+
+    async def refresh() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise AuthServiceDown("auth service briefly unavailable")
+        return make_token("alice")
+
+    async with fast(hub.url, token=make_token("alice"), refresh_token=refresh) as client:
+        client.token = make_token("alice", ttl=None, exp=int(time.time()) - 5)  # expired meanwhile
+        kick(hub, client, CloseCode.TOKEN_EXPIRED)
+        await client.ping()
+        assert not client.closed and client.user == "alice" and calls == 2
