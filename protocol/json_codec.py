@@ -55,6 +55,18 @@ def _check_integers(line: bytes) -> None:
             raise ProtocolError("integer out of 64-bit range")
 
 
+def load_value(text: bytes) -> object:
+    """One JSON document (an HTTP body, say) as the codec reads it: integers beyond
+    64 bits are a ProtocolError, never silently turned into floats."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(_describe(exc)) from None
+    if _LONG_DIGITS.search(text) is not None:
+        _check_integers(text)
+    return value
+
+
 def _load_lines(frame: bytes, limit: int | None) -> list[object]:
     """Every JSON value of ``frame``, one per non-blank line, or ProtocolError."""
     values: list[object] = []

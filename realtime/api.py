@@ -41,8 +41,8 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from protocol.codes import CLOSE_REASONS, CloseCode, ErrorCode
-from protocol.errors import CommandError
-from protocol.json_codec import msgpack_to_json
+from protocol.errors import CommandError, ProtocolError
+from protocol.json_codec import load_value, msgpack_to_json
 from protocol.messages import Publication, PublishResult
 from protocol.wire import MAX_OFFSET, check_channel, pack_data
 
@@ -209,19 +209,25 @@ async def _read_body(request: web.Request, limit: int) -> Body:
         raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"request body larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"request body larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"request body larger than {limit} bytes")
+            chunks.append(chunk)
+    except web.RequestPayloadError:  # e.g. a Content-Encoding the data does not decode with
+        raise _bad("the body could not be decoded") from None
     raw = b"".join(chunks)
     if not raw.strip():
         raise _bad("a request body is required")
     try:
         if ctype == MSGPACK:
-            body = msgpack.unpackb(raw, raw=False, ext_hook=_refuse_ext, max_ext_len=0)
+            # Data may be any MessagePack value, maps with integer keys included.
+            body = msgpack.unpackb(raw, raw=False, strict_map_key=False, ext_hook=_refuse_ext, max_ext_len=0)
         else:
-            body = orjson.loads(raw)
+            body = load_value(raw)
+    except ProtocolError as exc:  # its message never echoes the body
+        raise _bad(f"the body is not valid JSON: {exc.message}") from None
     except Exception:  # msgpack raises several types; never echo the body
         raise _bad("the body is not valid MessagePack" if ctype == MSGPACK else "the body is not valid JSON") from None
     if not isinstance(body, dict):

@@ -44,6 +44,7 @@ from realtime.publisher import (
 )
 
 from .conftest import HubFactory, RunningHub, make_token, namespaces
+from .redis_server import RedisServer
 from .wsclient import RawClient, value
 
 ALL = ApiKey("backend", "all-scopes-secret", frozenset({"*"}))
@@ -625,3 +626,53 @@ async def test_schemathesis(api: RunningHub) -> None:
         failures, covered = await asyncio.to_thread(run_schemathesis, api.http_url, ALL.key)
     assert not failures, "\n\n".join(failures[:5])
     assert covered == {f"{r.method} {r.path}" for r in ROUTES} | {f"GET {OPENAPI_PATH}"}
+
+
+async def test_msgpack_data_may_have_integer_map_keys(api: RunningHub) -> None:
+    """Any MessagePack value is data, maps with integer keys included (the publisher sends them as they are)."""
+    async with Publisher(api.http_url, ALL.key) as pub:
+        assert (await pub.publish("news", {1: "one", "nested": {2: "two"}})).offset == 1
+        assert (await pub.history("news"))[0].data == {1: "one", "nested": {2: "two"}}
+        assert await pub.state_set("live:1", "k", {1: "one"}) >= 1
+
+
+async def test_json_integers_beyond_64_bits_are_refused(api: RunningHub, session: aiohttp.ClientSession) -> None:
+    """As on the WebSocket: never silently published as a float."""
+    raw = b'{"channel": "news", "data": 18446744073709551616}'
+    async with session.post(api.http_url + "/api/publish", data=raw, headers={**auth(), "Content-Type": "application/json"}) as r:
+        assert_error(r.status, await r.json(), 400, ErrorCode.BAD_REQUEST)
+    status, body = await call(session, api, "GET", "/api/history", params={"channel": "news"})
+    assert status == 200 and body["publications"] == []
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_does_not_decompress_is_a_400(
+    api: RunningHub, session: aiohttp.ClientSession, encoding: str
+) -> None:
+    headers = {**auth(), "Content-Type": "application/json", "Content-Encoding": encoding}
+    async with session.post(api.http_url + "/api/publish", data=b"not compressed", headers=headers) as r:
+        assert_error(r.status, await r.json(), 400, ErrorCode.BAD_REQUEST)
+
+
+async def test_history_after_the_largest_offset_on_redis(
+    hub_factory: HubFactory, redis_server: RedisServer, session: aiohttp.ClientSession
+) -> None:
+    """The largest offset the document allows is an empty page, not a stream id Redis refuses."""
+    hub = await hub_factory(api_keys=(ALL,), namespaces=NAMESPACES, redis=redis_server.url)
+    assert (await call(session, hub, "POST", "/api/publish", {"channel": "news", "data": 1}))[0] == 200
+    status, body = await call(session, hub, "GET", "/api/history", params={"channel": "news", "after": str(2**64 - 1)})
+    assert status == 200 and body["publications"] == [] and body["offset"] == 1
+
+
+async def test_last_seen_is_in_milliseconds_as_documented(hub_factory: HubFactory) -> None:
+    status_ns = Namespace(name="status", kind="status", subscribe="authenticated", presence_grace=0)
+    hub = await hub_factory(api_keys=(ALL,), namespaces=namespaces(status_ns))
+    async with await RawClient.open(hub.url, token=make_token("alice")):
+        pass
+    async with Publisher(hub.http_url, ALL.key) as pub:
+        async with asyncio.timeout(5):
+            while (status := (await pub.status(["alice"]))[0]).online or not status.last_seen:
+                await asyncio.sleep(0.01)
+    assert abs(status.last_seen / 1000 - time.time()) < 60
+    schema = orjson.loads(OPENAPI_FILE.read_bytes())["components"]["schemas"]["UserStatus"]
+    assert "milliseconds" in schema["properties"]["last_seen"]["description"]

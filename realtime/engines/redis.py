@@ -40,6 +40,7 @@ from redis.backoff import ExponentialBackoff
 from protocol.codes import ErrorCode
 from protocol.errors import CommandError
 from protocol.messages import ClientInfo, Publication, StateEntry, StreamPosition
+from protocol.wire import MAX_OFFSET
 
 from . import redis_scripts as lua
 from .base import (
@@ -417,6 +418,8 @@ class RedisEngine(Engine):
         count = "" if limit is None else str(max(0, limit))
         if before is not None and before <= 1:
             count = "0"  # nothing is before offset 1: the position only
+        if since is not None and since.offset >= MAX_OFFSET:
+            start, count = "-", "0"  # nothing is after the last offset (and 2**64 is no stream id)
         reply = await self._run(
             "read history",
             self._history,
