@@ -289,7 +289,8 @@ class Presence(Feature):
             if ns is not None and ns.join_leave and user:
                 grace = ns.presence_grace
                 announce = partial(self.hub.broadcast, key, Leave(key, user))
-        if not await engine.presence_remove(key, client, user, grace=grace):
+        leave = await engine.presence_remove(key, client, user, grace=grace)
+        if not leave:
             return
         if status:
             await engine.kv_set(SEEN_KEY + user, str(seen).encode())
@@ -297,22 +298,24 @@ class Presence(Feature):
         if previous is not None:
             previous.cancel()
         if announce is None or grace <= 0:
-            if await engine.presence_settle(key, user) and announce is not None:
+            if await engine.presence_settle(key, user, leave) and announce is not None:
                 await announce()
         elif not self._closed:
-            task = self._settles[(key, user)] = asyncio.create_task(self._settle_later(key, user, grace, announce))
+            task = self._settles[(key, user)] = asyncio.create_task(
+                self._settle_later(key, user, leave, grace, announce)
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _settle_later(
-        self, key: str, user: str, grace: float, announce: Callable[[], Awaitable[None]]
+        self, key: str, user: str, leave: int, grace: float, announce: Callable[[], Awaitable[None]]
     ) -> None:
         await asyncio.sleep(grace)
         # From here on a comeback must not cancel us: the leave may be settled already.
         if self._settles.get((key, user)) is asyncio.current_task():
             del self._settles[(key, user)]
         try:
-            if await self.hub.engine.presence_settle(key, user):
+            if await self.hub.engine.presence_settle(key, user, leave):
                 await announce()
         except Exception:
             log_failure(log, "leave not settled or not announced")

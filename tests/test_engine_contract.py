@@ -166,23 +166,41 @@ async def test_presence_members_and_stats(engine: Engine) -> None:
     assert await engine.presence_add("p", "c3", PresenceEntry("bob"), ttl=30) is True
     assert await engine.presence("p") == {"c1": alice, "c2": alice, "c3": PresenceEntry("bob")}
     assert await engine.presence_stats("p") == PresenceStats(clients=3, users=2)
-    assert await engine.presence_remove("p", "c1", "alice", grace=1) is False  # c2 still here
-    assert await engine.presence_remove("p", "c2", "alice", grace=1) is True  # last device
-    assert await engine.presence_settle("p", "alice") is True
-    assert await engine.presence_settle("p", "alice") is False  # once
+    assert await engine.presence_remove("p", "c1", "alice", grace=1) == 0  # c2 still here
+    leave = await engine.presence_remove("p", "c2", "alice", grace=1)  # last device
+    assert leave
+    assert await engine.presence_settle("p", "alice", leave) is True
+    assert await engine.presence_settle("p", "alice", leave) is False  # once
     assert await engine.presence_stats("p") == PresenceStats(1, 1)
     assert await engine.presence("empty") == {}
-    assert await engine.presence_remove("p", "nobody", "x", grace=1) is False
+    assert await engine.presence_remove("p", "nobody", "x", grace=1) == 0
 
 
 async def test_presence_comeback_within_grace_is_no_leave_and_no_join(engine: Engine) -> None:
     alice = PresenceEntry("alice")
     assert await engine.presence_add("g", "phone-1", alice, ttl=30) is True
-    assert await engine.presence_remove("g", "phone-1", "alice", grace=5) is True
+    leave = await engine.presence_remove("g", "phone-1", "alice", grace=5)
+    assert leave
     # The phone reconnects (new connection id) before the grace window ends.
     assert await engine.presence_add("g", "phone-2", alice, ttl=30) is False
-    assert await engine.presence_settle("g", "alice") is False
+    assert await engine.presence_settle("g", "alice", leave) is False
     assert await engine.presence_stats("g") == PresenceStats(1, 1)
+
+
+async def test_a_stale_settle_leaves_a_newer_pending_leave_alone(engine: Engine) -> None:
+    """Node A's grace timer (of a leave the user came back from) runs out while the user's
+    newer leave, from node B, is pending: that one is B's to settle, after its own grace."""
+    alice = PresenceEntry("alice")
+    assert await engine.presence_add("f", "phone-1", alice, ttl=30) is True
+    first = await engine.presence_remove("f", "phone-1", "alice", grace=5)  # drops on A
+    assert await engine.presence_add("f", "phone-2", alice, ttl=30) is False  # back on B
+    second = await engine.presence_remove("f", "phone-2", "alice", grace=5)  # drops on B
+    assert first and second and first != second
+    assert await engine.presence_settle("f", "alice", first) is False  # A's timer: not its leave
+    assert await engine.presence_add("f", "phone-3", alice, ttl=30) is False  # back within B's window
+    assert await engine.presence_settle("f", "alice", second) is False
+    third = await engine.presence_remove("f", "phone-3", "alice", grace=5)
+    assert await engine.presence_settle("f", "alice", third) is True
 
 
 async def test_kv(engine: Engine) -> None:
@@ -368,6 +386,19 @@ async def test_epoch_changes_when_the_position_is_lost(nodes: Nodes) -> None:
     assert await eng.receipts("lost") == {}  # receipts counted offsets of the lost epoch
 
 
+async def test_memory_engine_forgets_receipts_with_the_epoch() -> None:
+    """As on Redis (above): a stream forgotten after meta_ttl starts a new epoch, and
+    receipts counted in the old one's offsets would refuse reads of the new messages."""
+    eng = MemoryEngine(meta_ttl=10)
+    old = [await eng.publish("c", b"\x00", history=KEEP) for _ in range(3)][-1]
+    assert await eng.receipt_set("c", "alice", 3) == 3
+    eng.sweep(now=time.monotonic() + 3600)
+    new = await eng.publish("c", b"\x01", history=KEEP)
+    assert new.offset == 1 and new.epoch != old.epoch
+    assert await eng.receipts("c") == {}
+    assert await eng.receipt_set("c", "alice", 1) == 1
+
+
 async def test_reading_a_new_channel_fixes_its_epoch(nodes: Nodes) -> None:
     eng = await nodes()
     read = (await eng.history("fresh", limit=0)).position
@@ -421,10 +452,11 @@ async def test_pending_leaves_lapse(nodes: Nodes, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(redis_engine, "LEAVE_MIN", 0.02)
     eng = await nodes()
     assert await eng.presence_add("room", "c1", PresenceEntry("alice"), ttl=30) is True
-    assert await eng.presence_remove("room", "c1", "alice", grace=0.01) is True
+    leave = await eng.presence_remove("room", "c1", "alice", grace=0.01)
+    assert leave
     assert await eng.redis.zcard(eng.base("room") + ":pl") == 1
     await asyncio.sleep(60 * MS)  # the marker lives max(3 x grace, LEAVE_MIN)
-    assert await eng.presence_settle("room", "alice") is False
+    assert await eng.presence_settle("room", "alice", leave) is False
     assert await eng.presence_add("room", "c2", PresenceEntry("alice"), ttl=30) is True
 
 

@@ -242,6 +242,45 @@ async def test_reconnecting_to_another_node_within_the_grace_window(nodes: Nodes
             await c.close()
 
 
+async def test_flapping_through_three_nodes_within_the_grace_window(nodes: Nodes) -> None:
+    """alice drops on A, comes back on B, drops there, comes back on C, each time within the
+    grace window: no leave, no join. A's timer (of the first drop) runs out while the leave
+    of B's drop is pending; that leave is B's to settle, and alice is back by then."""
+    grace = 1.0
+    room = "flap:1"
+    ns = Namespace(name="flap", presence=True, join_leave=True, presence_grace=grace, subscribe="anyone", publish="clients")
+    a, b, c = await nodes(3, namespaces=namespaces(ns))
+    bob = await RawClient.open(a.url, token=make_token("bob"))
+    # carol and dave leave together with alice's drops: their leaves mark when A's and B's timers ran out.
+    carol = await RawClient.open(a.url, token=make_token("carol"))
+    dave = await RawClient.open(b.url, token=make_token("dave"))
+    on_a = await RawClient.open(a.url, token=make_token("alice"))
+    on_b: RawClient | None = None
+    on_c: RawClient | None = None
+    try:
+        await bob.subscribe(room)
+        assert await bob.next_push() == Join(room, "bob")
+        for client, user in ((carol, "carol"), (dave, "dave"), (on_a, "alice")):
+            await client.subscribe(room)
+            assert await bob.next_push() == Join(room, user)
+        await on_a.close()
+        await carol.close()
+        on_b = await RawClient.open(b.url, token=make_token("alice"))
+        await on_b.subscribe(room)
+        await asyncio.sleep(grace / 2)  # B's drop comes half a window after A's
+        await on_b.close()
+        await dave.close()
+        assert await bob.next_push(timeout=4 * grace) == Leave(room, "carol")  # A's timers ran out
+        on_c = await RawClient.open(c.url, token=make_token("alice"))
+        await on_c.subscribe(room)
+        assert await bob.next_push(timeout=4 * grace) == Leave(room, "dave")  # B's timers ran out
+        await nothing_more(bob, room, bob)
+    finally:
+        for opened in (bob, carol, dave, on_a, on_b, on_c):
+            if opened is not None:
+                await opened.close()
+
+
 async def test_chat_across_nodes(nodes: Nodes) -> None:
     hubs = await nodes(3)
     room = "chat:lobby"

@@ -170,14 +170,16 @@ class Engine(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def presence_remove(self, channel: str, client: str, user: str, *, grace: float) -> bool:
-        """Remove ``client``. Returns True when it was the user's last connection here:
-        their leave is now pending; call :meth:`presence_settle` after ``grace``."""
+    async def presence_remove(self, channel: str, client: str, user: str, *, grace: float) -> int:
+        """Remove ``client``. Returns 0, or when it was the user's last connection
+        here a token naming their leave, now pending: pass it to
+        :meth:`presence_settle` after ``grace``."""
 
     @abc.abstractmethod
-    async def presence_settle(self, channel: str, user: str) -> bool:
-        """True (once) when the user's pending leave stands: they did not come back.
-        The caller announces the leave then."""
+    async def presence_settle(self, channel: str, user: str, leave: int) -> bool:
+        """True (once) when the pending leave ``leave`` stands: the user did not come
+        back. The caller announces the leave then. A leave the user has since come
+        back from, and left again (a newer token, another node's), is not this one."""
 
     @abc.abstractmethod
     async def presence_expire(self, channel: str) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import secrets
 from time import monotonic as _now
 from collections import deque
@@ -53,6 +54,7 @@ class MemoryEngine(Engine):
         self._subscribed: set[str] = set()
         self._streams: dict[str, _Stream] = {}
         self._presence: dict[str, _Presence] = {}
+        self._leaves = itertools.count(1)  # pending leave tokens
         self._kv: dict[str, tuple[bytes, float]] = {}  # key -> (value, expiry or 0)
         self._receipts: dict[str, dict[str, int]] = {}
         self._state: dict[str, _State] = {}
@@ -81,6 +83,7 @@ class MemoryEngine(Engine):
         for channel, stream in list(self._streams.items()):
             if stream.touched + self.meta_ttl < now:
                 del self._streams[channel]
+                self._receipts.pop(channel, None)  # offsets of a forgotten epoch
             elif stream.expires and stream.expires < now:
                 stream.publications.clear()
                 stream.expires = 0.0
@@ -91,7 +94,9 @@ class MemoryEngine(Engine):
     def _stream(self, channel: str) -> _Stream:
         stream = self._streams.get(channel)
         if stream is None:
+            # A new epoch: offsets start again, and receipts of the old ones mean nothing (as on Redis).
             stream = self._streams[channel] = _Stream(new_epoch(), touched=_now())
+            self._receipts.pop(channel, None)
         elif stream.expires and stream.expires < _now():
             stream.publications.clear()
             stream.expires = 0.0
@@ -185,23 +190,24 @@ class MemoryEngine(Engine):
         # The user's first connection: a join, unless their leave is still pending.
         return p.leaving.pop(entry.user, None) is None
 
-    async def presence_remove(self, channel: str, client: str, user: str, *, grace: float) -> bool:
+    async def presence_remove(self, channel: str, client: str, user: str, *, grace: float) -> int:
         p = self._presence.get(channel)
         if p is None or p.clients.pop(client, None) is None:
-            return False
+            return 0
         devices = p.users.get(user)
         if devices is not None:
             devices.discard(client)
             if devices:
-                return False
+                return 0
             del p.users[user]
-        p.leaving[user] = _now()
-        return True
+        leave = p.leaving[user] = next(self._leaves)
+        return leave
 
-    async def presence_settle(self, channel: str, user: str) -> bool:
+    async def presence_settle(self, channel: str, user: str, leave: int) -> bool:
         p = self._presence.get(channel)
-        if p is None or user in p.users or p.leaving.pop(user, None) is None:
+        if p is None or user in p.users or p.leaving.get(user) != leave:
             return False
+        del p.leaving[user]
         if not p.clients and not p.leaving:
             del self._presence[channel]
         return True
@@ -281,7 +287,7 @@ class MemoryEngine(Engine):
 class _Presence:
     clients: dict[str, PresenceEntry] = field(default_factory=dict)
     users: dict[str, set[str]] = field(default_factory=dict)  # user -> their client ids
-    leaving: dict[str, float] = field(default_factory=dict)  # user -> when their leave began
+    leaving: dict[str, int] = field(default_factory=dict)  # user -> their pending leave's token
 
 
 @dataclass(slots=True)

@@ -467,7 +467,7 @@ class RedisEngine(Engine):
         )
         return bool(joined)
 
-    async def presence_remove(self, channel: str, client: str, user: str, *, grace: float) -> bool:
+    async def presence_remove(self, channel: str, client: str, user: str, *, grace: float) -> int:
         # The pending leave outlives the grace window a few times over, then lapses.
         left = await self._run(
             "remove presence",
@@ -475,11 +475,11 @@ class RedisEngine(Engine):
             self._presence_keys(channel),
             (client, _ms(max(grace * 3, LEAVE_MIN))),
         )
-        return bool(left)
+        return int(left)
 
-    async def presence_settle(self, channel: str, user: str) -> bool:
+    async def presence_settle(self, channel: str, user: str, leave: int) -> bool:
         keys = self._presence_keys(channel)
-        settled = await self._run("settle presence", self._presence_settle, (keys[2], keys[3]), (user,))
+        settled = await self._run("settle presence", self._presence_settle, (keys[2], keys[3]), (user, leave))
         return bool(settled)
 
     async def presence_expire(self, channel: str) -> list[str]:

@@ -127,7 +127,8 @@ return stored
 # --- presence -----------------------------------------------------------------
 # Keys: pc hash client -> entry ("<user byte length>:<user><info>"), pe zset client ->
 # expires-at ms, pu hash user -> live connection count, pl zset user -> pending leave
-# deadline ms, pg set of users whose entries expired, not yet handed to presence_expire.
+# deadline µs (each its own: the token that settles it), pg set of users whose entries expired,
+# not yet handed to presence_expire.
 
 _PRESENCE_CORE = """
 -- Make key live at least until at (ms), never shortening what it has.
@@ -143,6 +144,13 @@ end
 local function rt_now()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Microseconds: pending leaves are scored with it so that each has its own deadline, the
+-- token that settles it (a script takes longer than a microsecond; doubles hold it exactly).
+local function rt_now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
 local function rt_user(entry)
@@ -180,7 +188,7 @@ local pc, pe, pu, pl, pg = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local client, user, ttl = ARGV[1], ARGV[2], tonumber(ARGV[4])
 local now = rt_now()
 rt_purge(pc, pe, pu, pg, now)
-redis.call('ZREMRANGEBYSCORE', pl, '-inf', now)
+redis.call('ZREMRANGEBYSCORE', pl, '-inf', rt_now_us())
 local old = redis.call('HGET', pc, client)
 redis.call('HSET', pc, client, ARGV[3])
 redis.call('ZADD', pe, now + ttl, client)
@@ -212,12 +220,14 @@ end
 return joined
 """
 
-#: KEYS pc pe pu pl pg. ARGV client, pending leave ms. Returns 1 when it was the user's last connection.
+#: KEYS pc pe pu pl pg. ARGV client, pending leave ms. Returns 0, or when it was the user's last
+#: connection the pending leave's deadline (µs): the token that settles this leave and no later one.
 PRESENCE_REMOVE = _PRESENCE_CORE + """
 local pc, pe, pu, pl, pg = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = rt_now()
 rt_purge(pc, pe, pu, pg, now)
-redis.call('ZREMRANGEBYSCORE', pl, '-inf', now)
+local now_us = rt_now_us()
+redis.call('ZREMRANGEBYSCORE', pl, '-inf', now_us)
 local entry = redis.call('HGET', pc, ARGV[1])
 if not entry then
   return 0
@@ -229,16 +239,21 @@ if redis.call('HINCRBY', pu, user, -1) > 0 then
   return 0
 end
 redis.call('HDEL', pu, user)
-local deadline = now + tonumber(ARGV[2])
+local deadline = now_us + tonumber(ARGV[2]) * 1000
 redis.call('ZADD', pl, deadline, user)
-rt_extend(pl, deadline)
-return 1
+rt_extend(pl, math.ceil(deadline / 1000))
+return deadline
 """
 
-#: KEYS pu pl. ARGV user. Returns 1 (once) when the user's pending leave stands.
+#: KEYS pu pl. ARGV user, leave token. Returns 1 (once) when that pending leave stands:
+#: not one the user came back from and then left again (on any node).
 PRESENCE_SETTLE = _PRESENCE_CORE + """
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', rt_now())
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', rt_now_us())
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  return 0
+end
+local pending = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not pending or tonumber(pending) ~= tonumber(ARGV[2]) then
   return 0
 end
 return redis.call('ZREM', KEYS[2], ARGV[1])
