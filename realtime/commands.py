@@ -64,21 +64,38 @@ class Commands:
 
     # --- authentication ------------------------------------------------------
 
-    async def _identify(self, token: str | None) -> Identity:
+    def _verify(self, token: str | None) -> Identity:
         try:
-            identity = self.hub.verifier.verify_connection(token)
+            return self.hub.verifier.verify_connection(token)
         except TokenExpired:
             raise CommandError(ErrorCode.TOKEN_EXPIRED) from None
         except TokenInvalid as exc:
             raise DisconnectError(CloseCode.UNAUTHORIZED, str(exc)) from None
+
+    async def _identify(self, token: str | None) -> Identity:
+        identity = self._verify(token)
         if identity.user and await self.hub.revoked(identity):
             raise DisconnectError(CloseCode.UNAUTHORIZED, "token revoked")
         return identity
 
-    async def connect(self, conn: Connection, cmd: Connect) -> Result:
+    async def connect(self, conn: Connection, cmd: Connect) -> Result | None:
         if conn.connected:
             raise CommandError(ErrorCode.ALREADY_CONNECTED)
-        identity = await self._identify(cmd.token)
+        identity = self._verify(cmd.token)
+        if identity.user:
+            # Known as the user's before the revocation check: a revocation made before it
+            # is read there, and one made while it runs finds this connection and closes it.
+            self.hub.track_user(conn, identity.user)
+            try:
+                revoked = await self.hub.revoked(identity)
+            except BaseException:
+                self.hub.untrack_user(conn, identity.user)
+                raise
+            if revoked or conn.closed:
+                self.hub.untrack_user(conn, identity.user)
+                if revoked:
+                    raise DisconnectError(CloseCode.UNAUTHORIZED, "token revoked")
+                return None  # closed meanwhile (revoked, or disconnected by the server)
         conn.authenticate(identity)
         conn.connected = True
         self.hub.connection_ready(conn, cmd)

@@ -121,10 +121,21 @@ class Hub:
     def add(self, conn: Connection) -> None:
         self.connections[conn.id] = conn
 
+    def track_user(self, conn: Connection, user: str) -> None:
+        """Count ``conn`` among ``user``'s connections: control messages for the user reach it."""
+        self.users.setdefault(user, set()).add(conn)
+
+    def untrack_user(self, conn: Connection, user: str) -> None:
+        devices = self.users.get(user)
+        if devices is not None:
+            devices.discard(conn)
+            if not devices:
+                del self.users[user]
+
     def connection_ready(self, conn: Connection, cmd: Connect) -> None:
         """The connect command succeeded: the one log line of a connection's opening."""
         if conn.user:
-            self.users.setdefault(conn.user, set()).add(conn)
+            self.track_user(conn, conn.user)
         log.info(
             "connection open id=%s user=%s remote=%s codec=%s client=%s/%s",
             conn.id, conn.user or "-", conn.remote, conn.codec.name, cmd.name or "-", cmd.version or "-",
@@ -135,11 +146,7 @@ class Hub:
         self.connections.pop(conn.id, None)
         conn.closed = True
         if conn.user:
-            devices = self.users.get(conn.user)
-            if devices is not None:
-                devices.discard(conn)
-                if not devices:
-                    del self.users[conn.user]
+            self.untrack_user(conn, conn.user)
         self.disconnects[conn.close_code] += 1
         log.info(
             "connection closed id=%s user=%s code=%s reason=%s",

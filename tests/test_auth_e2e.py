@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import jwt
@@ -183,3 +184,34 @@ async def test_a_refresh_that_lands_after_the_close_sets_no_expiry_timer(hub: Ru
         conn.authenticate(identity)  # what the refresh does once its check returns
         assert conn._expiry is None
         assert await close_code(c) == CloseCode.FORCE_DISCONNECT
+
+
+async def test_a_revocation_during_the_connects_own_check_still_disconnects(
+    hub: RunningHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The revocation lands while the connect reads the user's revocation time (an engine
+    round trip): the connect read the old value, but the revocation's disconnect reaches it."""
+    engine = hub.hub.engine
+    original = engine.kv_get
+    reading, gate = asyncio.Event(), asyncio.Event()
+
+    async def late_kv_get(key: str) -> bytes | None:
+        value: bytes | None = await original(key)  # read before the revocation is stored...
+        if key == "revoked:alice":
+            reading.set()
+            await gate.wait()  # ...and answered after it
+        return value
+
+    monkeypatch.setattr(engine, "kv_get", late_kv_get)
+    async with await RawClient.open(hub.url, connect_first=False) as c:
+        await c.send(Connect(c.next_id(), token=make_token("alice")))
+        await asyncio.wait_for(reading.wait(), 5)
+        await hub.hub.revoke("alice", time.time() + 1)
+        gate.set()
+        push = await c.disconnect_push()
+        assert push.code == CloseCode.UNAUTHORIZED
+        assert await close_code(c) == CloseCode.UNAUTHORIZED
+    async with asyncio.timeout(5):
+        while hub.hub.connections:
+            await asyncio.sleep(0.01)
+    assert "alice" not in hub.hub.users
