@@ -173,7 +173,10 @@ class Connection:
         deadline = time.monotonic() + self.hub.settings.connect_timeout
         while True:
             try:
-                msg = await ws.receive(None if self.connected else max(deadline - time.monotonic(), 0.0))
+                remaining = deadline - time.monotonic()
+                if not self.connected and remaining <= 0:
+                    raise TimeoutError
+                msg = await ws.receive(None if self.connected else remaining)
             except TimeoutError:
                 self.close(DisconnectError(CloseCode.CONNECT_TIMEOUT))
                 return

@@ -248,6 +248,8 @@ class Hub:
                         # Delivering what follows the gap would move the subscribers'
                         # positions past it, and their resubscribe would look complete.
                         ch.offset = max(found)
+                        for offset in sorted(found):  # subscribes in flight were not asked: they need them
+                            self._fan_out_to_newcomers(ch, found[offset], {})
                         found = {}
                 for offset in sorted(found):
                     if offset > ch.offset:

@@ -201,3 +201,43 @@ async def test_python_client_reports_a_restarted_stream(hub: RunningHub) -> None
                 again = await anext(aiter(sub))
             assert (again.offset, again.data) == (1, 1)
             assert not sub.recovered and unrecovered == ["feed"]
+
+
+async def test_unfillable_gap_does_not_drop_publications_a_joining_subscriber_needs(
+    hub_factory: HubFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live subscribers are asked to recover from a gap the node cannot fill; a subscribe in
+    flight, whose reply carries its own position, still gets what follows that position."""
+    hub = await hub_factory(history_size=1)
+    engine = hub.hub.engine
+    assert isinstance(engine, MemoryEngine)
+    original = engine.history
+    read, gate = asyncio.Event(), asyncio.Event()
+
+    async def history(channel: str, **kwargs: Any) -> Any:
+        result = await original(channel, **kwargs)
+        if kwargs.get("limit") == 0 and not read.is_set():  # bob's subscribe: its position is taken
+            read.set()
+            await gate.wait()  # ...and its reply is slow to come back (a Redis round trip)
+        return result
+
+    async with await RawClient.open(hub.url) as alice, await RawClient.open(hub.url) as pub:
+        await alice.subscribe("feed")
+        await pub.publish("feed", 1)
+        assert (await alice.publication()).offset == 1
+        await publish_unseen(hub, "feed", 2)
+        await publish_unseen(hub, "feed", 3)  # history keeps only 3: 2 is lost for good
+        monkeypatch.setattr(engine, "history", history)
+        async with await RawClient.open(hub.url) as bob:
+            await bob.send(Subscribe(7, "feed"))
+            await asyncio.wait_for(read.wait(), 5)  # bob's position: offset 3
+            await pub.publish("feed", 4)  # a gap at 2 the node cannot fill
+            assert await alice.next_push() == Unsubscribed("feed", "recover")
+            gate.set()
+            reply = await bob.reply(7)
+            result = reply.result
+            assert isinstance(result, SubscribeResult)
+            assert result.offset == 3
+            await pub.publish("feed", 5)
+            assert (await bob.publication()).offset == 4
+            assert (await bob.publication()).offset == 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 import aiohttp
 import msgpack  # type: ignore[import-untyped]  # no stubs
@@ -12,6 +13,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
 from protocol.codes import CloseCode, ErrorCode
+from protocol.errors import CommandError
 from protocol.messages import (
     Connect,
     ConnectResult,
@@ -377,3 +379,27 @@ async def test_publication_is_encoded_once_per_codec(hub: RunningHub, monkeypatc
     finally:
         for s in subs:
             await s.close()
+
+
+async def test_connect_timeout_holds_after_a_refused_connect_that_ends_past_the_deadline(
+    hub_factory: HubFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connect refused after the deadline (a revocation check that fails slowly: Redis
+    unreachable, say) still ends in CONNECT_TIMEOUT. (aiohttp reads a 0.0 receive
+    timeout as none at all.)"""
+    hub = await hub_factory(connect_timeout=0.2, allow_anonymous=False)
+
+    async def slow_failing_revoked(identity: Any) -> bool:
+        await asyncio.sleep(0.4)  # past the connect deadline
+        raise CommandError(ErrorCode.NOT_AVAILABLE, "redis unreachable")
+
+    monkeypatch.setattr(hub.hub, "revoked", slow_failing_revoked)
+    async with await RawClient.open(hub.url, connect_first=False) as c:
+        reply = await c.command(Connect(0, token=make_token("alice")))
+        assert reply.error is not None and reply.error.code == ErrorCode.NOT_AVAILABLE
+        # The connect timeout has long passed: the hub must close the socket now.
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                await c.recv(timeout=2.0)
+        assert info.value.rcvd is not None and info.value.rcvd.code == CloseCode.CONNECT_TIMEOUT
+    assert hub.hub.connections == {} or all(not c.connected for c in hub.hub.connections.values())
