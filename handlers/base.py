@@ -49,5 +49,8 @@ class Feature:
     async def on_unsubscribe(self, conn: Connection, ns: Namespace, channel: str) -> None:
         """After the connection left ``channel`` (by command, by the server, or by disconnecting)."""
 
+    def on_resync(self) -> None:
+        """The engine's delivery was interrupted: events of this node's channels may be lost."""
+
     async def close(self) -> None:
         """The hub is stopping: cancel timers."""

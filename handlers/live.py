@@ -30,9 +30,11 @@ are replaced whole. Limitation: a map member cannot be *set* to nil by a
 patch, so such changes travel as full values. A client keeps its channel
 version ``held`` and each key's version, and on a ``StateChange`` of version v:
 
-* ``patch``: v == held + 1: apply it and set held = v. v <= held: already
-  included, ignore. Otherwise it missed a change: unsubscribe and subscribe
-  again with ``version=held``, which returns only what changed.
+* ``patch``: v == held + 1: apply it if v is above the key's version (two
+  nodes' pushes may cross: a newer full value of the key can come first) and
+  set held = v. v <= held: already included, ignore. Otherwise it missed a
+  change: unsubscribe and subscribe again with ``version=held``, which returns
+  only what changed.
 * ``value``: apply it if v is above the key's version (else it is stale),
   regardless of ``held``; set held = v only if v == held + 1.
 
@@ -125,6 +127,15 @@ class Live(Feature):
     async def close(self) -> None:
         for conflater in self._conflaters:
             conflater.close()
+
+    def on_resync(self) -> None:
+        """State changes are pushed at most once: some may be lost, or the state may have
+        been reset (Redis restarted empty). Subscribers resubscribe with their version and
+        get what changed since, or a full snapshot when the state went back."""
+        for channel in self.hub.local_channels():
+            ns = self.hub.namespace(channel)
+            if ns is not None and ns.kind == "live":
+                self.hub.ask_to_resubscribe(channel)
 
     # --- subscribe -------------------------------------------------------------
 

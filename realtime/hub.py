@@ -266,18 +266,26 @@ class Hub:
 
         Returns whether it asked; they receive nothing more of the channel from now.
         """
-        ch = self._channels.get(channel)
         ns = self.namespace(channel)
-        if ch is None or ns is None or not ns.recovery or self.history_options(ns).size == 0:
+        if channel not in self._channels or ns is None or not ns.recovery or self.history_options(ns).size == 0:
             return False
-        for conn in ch.members():
-            self.server_unsubscribe(conn, channel, RECOVER)
+        self.ask_to_resubscribe(channel)
         return True
+
+    def ask_to_resubscribe(self, channel: str) -> None:
+        """Tell every local subscriber of ``channel`` to subscribe again from where it is
+        (an ``unsub`` push with reason :data:`RECOVER`); they receive nothing more of it until then."""
+        ch = self._channels.get(channel)
+        if ch is not None:
+            for conn in ch.members():
+                self.server_unsubscribe(conn, channel, RECOVER)
 
     def on_resync(self) -> None:
         """The engine's delivery was interrupted (its pub/sub reconnected): check every channel."""
         for channel in list(self._channels):
             self.spawn(self._resync(channel))
+        for feature in self.features:
+            feature.on_resync()
 
     async def _resync(self, channel: str) -> None:
         ch = self._channels.get(channel)

@@ -19,12 +19,14 @@ from protocol.errors import CommandError
 from protocol.messages import (
     Ping,
     StateChange,
+    StateEntry,
     StatePatch,
     StateResult,
     StateSet,
     Subscribe,
     SubscribeResult,
     Unsubscribe,
+    Unsubscribed,
 )
 from realtime.namespaces import Namespace
 
@@ -401,3 +403,96 @@ async def test_server_api_methods(hub: RunningHub) -> None:
         with pytest.raises(CommandError) as info:
             await live.get("plain")
         assert info.value.code == ErrorCode.BAD_REQUEST
+
+
+# --- after the engine's delivery was interrupted ---------------------------------------
+
+LIVE_NO_HISTORY = Namespace(name="live", kind="live", subscribe="anyone", client_write=True, history_size=0)
+
+
+def _values(entries: tuple[StateEntry, ...]) -> dict[str, Any]:
+    return {e.key: msgpack.unpackb(e.value) for e in entries if e.value is not None}
+
+
+async def test_a_resync_asks_live_subscribers_to_resubscribe_with_their_version(hub_factory: HubFactory) -> None:
+    """State changes are pushed at most once (Redis pub/sub): one lost while the engine's
+    delivery was interrupted reaches the subscriber through its resubscribe."""
+    hub = await hub_factory(namespaces=namespaces(LIVE_NO_HISTORY))
+    ch = "live:score"
+    live, engine = hub.hub.live, hub.hub.engine
+    async with await RawClient.open(hub.url) as sub:
+        await sub.subscribe(ch)
+        await live.set_value(ch, "score", msgpack.packb(1))
+        first = await sub.next_push()
+        assert isinstance(first, StateChange) and first.version == 1
+        handler, engine._handler = engine._handler, None  # this node misses the next change
+        try:
+            await live.set_value(ch, "score", msgpack.packb(2))
+        finally:
+            engine._handler = handler
+        hub.hub.on_resync()  # what the Redis engine calls once its listener is back
+        assert await sub.next_push() == Unsubscribed(ch, "recover")
+        result = (await sub.subscribe(ch, version=first.version)).result
+        assert isinstance(result, SubscribeResult) and result.version == 2
+        assert _values(result.state) == {"score": 2}
+
+
+async def test_a_state_change_lost_while_a_nodes_pubsub_reconnects(hub_factory: HubFactory, redis_server: Any) -> None:
+    """The same on two nodes over Redis: node B's pub/sub connection is cut and kept out
+    while node A writes; once B is back, its subscriber resubscribes and gets the change."""
+    from redis.asyncio import Redis
+
+    from .test_redis_pubsub import Proxy
+
+    proxy = Proxy(redis_server.port)
+    await proxy.start()
+    ns = namespaces(LIVE_NO_HISTORY)
+    a = await hub_factory(redis=redis_server.url, namespaces=ns)
+    b = await hub_factory(redis=f"redis://127.0.0.1:{proxy.port}/0", namespaces=ns)
+    ch = "live:score"
+    direct = Redis.from_url(redis_server.url)
+    try:
+        async with await RawClient.open(b.url) as sub:
+            await sub.subscribe(ch)
+            await a.hub.live.set_value(ch, "score", msgpack.packb(1))
+            first = await sub.next_push()
+            assert isinstance(first, StateChange) and first.version == 1
+            proxy.refusing = True  # B cannot reconnect until heal()
+            await direct.client_kill_filter(_type="pubsub")
+            await a.hub.live.set_value(ch, "score", msgpack.packb(2))  # B is not listening
+            proxy.heal()
+            assert await sub.next_push(timeout=10) == Unsubscribed(ch, "recover")
+            result = (await sub.subscribe(ch, version=first.version)).result
+            assert isinstance(result, SubscribeResult) and _values(result.state) == {"score": 2}
+    finally:
+        await direct.aclose()
+        await b.stop()
+        await proxy.close()
+
+
+async def test_python_client_follows_live_state_after_redis_restarts_empty(
+    hub_factory: HubFactory, redis_server: Any
+) -> None:
+    """Redis restarts without persistence under a running node: the state starts again at
+    version 1, below what the client holds; the client takes a full snapshot instead of
+    dropping the new changes as stale."""
+    from realtime.client import Client
+
+    hub = await hub_factory(redis=redis_server.url, namespaces=namespaces(LIVE_NO_HISTORY))
+    ch = "live:score"
+    for n in (1, 2, 3):
+        await hub.hub.live.set_value(ch, "score", msgpack.packb(n))
+    async with Client(hub.url, min_backoff=10 * MS, max_backoff=50 * MS) as client:
+        sub = await client.subscribe(ch)
+        assert (dict(sub.state), sub.version) == ({"score": 3}, 3)
+        await redis_server.restart()  # empty: no persistence
+        async with asyncio.timeout(10):
+            while True:  # until the node reaches the new Redis
+                try:
+                    await hub.hub.live.set_value(ch, "score", msgpack.packb(100))
+                    break
+                except CommandError:
+                    await asyncio.sleep(50 * MS)
+            while dict(sub.state) != {"score": 100}:
+                await asyncio.sleep(10 * MS)
+        assert sub.version >= 1
