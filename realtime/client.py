@@ -135,6 +135,12 @@ _AUTH_ERRORS: Final = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED
 _STATUS_BATCH: Final = 100
 #: Full values applied ahead of a live subscription's version, kept to close the gap later.
 _MAX_AHEAD: Final = 256
+#: The largest command id (protocol.md: a uint32, 1..2**32-1); ids wrap around after it.
+_MAX_ID: Final = 2**32 - 1
+#: Seconds at least between two token refreshes of one connection; refreshes that make no
+#: headway back off from it up to ``_REFRESH_MAX_BACKOFF``.
+_REFRESH_GAP: Final = 1.0
+_REFRESH_MAX_BACKOFF: Final = 60.0
 
 _R = TypeVar("_R", bound=m.Result)
 _T = TypeVar("_T")
@@ -466,8 +472,9 @@ class Subscription:
         elif isinstance(push, m.StateChange):
             return self._on_state(push)
         elif isinstance(push, m.StatusNotice):
-            self.status = push.status
-            self._emit(StatusChanged(push.channel, push.status))
+            if push.status != self.status:  # a resubscribe reply may have announced it already
+                self.status = push.status
+                self._emit(StatusChanged(push.channel, push.status))
         elif isinstance(push, m.Join):
             self._emit(Join(push.channel, push.user, _info(push.info)))
         elif isinstance(push, m.Leave):
@@ -611,6 +618,8 @@ class _Connection:
         self._on_push = on_push
         self._on_end = on_end
         self._futures: dict[int, asyncio.Future[m.Result]] = {}
+        #: The ids of the commands waiting for their reply here.
+        self.in_flight: Mapping[int, object] = self._futures
         self._lost: ClientError | None = None
         #: Channel -> the Subscription whose Subscribe was the last one sent here with no
         #: Unsubscribe sent after it: the hub's subscription is (or will be) that one's. The
@@ -789,6 +798,7 @@ class Client:
             "compression": None,  # the hub shares uncompressed frames between subscribers
             "user_agent_header": f"realtime-python/{__version__}",
         }
+        #: Counts every command sent; _next_id maps it onto the protocol's ids 1..2**32-1.
         self._ids = itertools.count(1)
         self._subs: dict[str, Subscription] = {}
         self._conn: _Connection | None = None
@@ -923,7 +933,7 @@ class Client:
     async def _connect_on(self, conn: _Connection) -> m.ConnectResult:
         """Send Connect; an expired token is renewed once through ``refresh_token``."""
         try:
-            result = await conn.call(m.Connect(next(self._ids), self.token, self.name, self.version))
+            result = await conn.call(m.Connect(self._next_id(conn), self.token, self.name, self.version))
         except ReplyError as exc:
             if exc.code != ErrorCode.TOKEN_EXPIRED or self.refresh_token is None:
                 raise
@@ -934,24 +944,51 @@ class Client:
                 # makes _reconnect try again with backoff instead of stopping the client.
                 log.exception("refresh_token failed; the connection will be tried again")
                 raise ClientError(f"refresh_token failed: {error!r}") from error
-            result = await conn.call(m.Connect(next(self._ids), self.token, self.name, self.version))
+            result = await conn.call(m.Connect(self._next_id(conn), self.token, self.name, self.version))
         return _expect(result, m.ConnectResult)
 
+    def _next_id(self, conn: _Connection) -> int:
+        """A command id for ``conn``: 1..2**32-1 (the protocol's range), none still in flight there."""
+        while True:
+            command_id = (next(self._ids) - 1) % _MAX_ID + 1
+            if command_id not in conn.in_flight:
+                return command_id
+
     async def _keep_token(self, conn: _Connection, expires: int) -> None:
-        """Refresh the token before it expires, for as long as this connection lives."""
+        """Refresh the token before it expires, for as long as this connection lives.
+
+        Refreshes are at least ``_REFRESH_GAP`` apart, and back off while they do
+        not push the expiry to a time that leaves room for a scheduled one (the
+        app's refresh_token() returns the same token, or the hub's clock is
+        behind ours): such a token is refreshed again, but never in a tight loop.
+        """
         assert self.refresh_token is not None
+        stalled: Iterator[float] | None = None  # backoff delays while refreshes make no headway
+        first = True
         while expires:
             remaining = expires - time.time()
             # A tenth of the time left, at most a minute, at least a second, before exp.
-            await asyncio.sleep(max(0.0, remaining - max(1.0, min(60.0, remaining / 10))))
+            wait = remaining - max(1.0, min(60.0, remaining / 10))
+            if stalled is not None:
+                wait = max(wait, _REFRESH_GAP + next(stalled))
+            elif not first:
+                wait = max(wait, _REFRESH_GAP)
+            first = False
+            await asyncio.sleep(max(0.0, wait))
             try:
                 self.token = await self.refresh_token()
-                result = _expect(await conn.call(m.Refresh(next(self._ids), self.token)), m.RefreshResult)
+                result = _expect(await conn.call(m.Refresh(self._next_id(conn), self.token)), m.RefreshResult)
             except ClientError:
                 return  # the connection ended; the next one starts its own refresher
             except Exception:
                 log.exception("refresh_token failed; the hub will disconnect when the token expires")
                 return
+            # Headway: a later expiry, far enough off that the next refresh waits for its schedule.
+            ahead = result.expires - time.time()
+            if result.expires > expires and ahead - max(1.0, min(60.0, ahead / 10)) >= _REFRESH_GAP:
+                stalled = None
+            elif stalled is None:
+                stalled = backoff(_REFRESH_GAP, _REFRESH_MAX_BACKOFF)
             expires = result.expires
 
     async def _resubscribe(self, conn: _Connection) -> None:
@@ -992,7 +1029,7 @@ class Client:
         since = sub.position if sub._live else None
         version = sub.version if sub._live and sub.version else None
         sub._hold()
-        command = m.Subscribe(next(self._ids), channel, since, version=version)
+        command = m.Subscribe(self._next_id(conn), channel, since, version=version)
         conn.owners[channel] = sub  # no await between this and the send: the order holds
         try:
             result = _expect(await conn.call(command), m.SubscribeResult)
@@ -1037,7 +1074,7 @@ class Client:
             return  # released already, or never subscribed here
         del conn.owners[channel]  # and the send below happens before any await: in order
         try:
-            await conn.call(m.Unsubscribe(next(self._ids), channel))
+            await conn.call(m.Unsubscribe(self._next_id(conn), channel))
         except ReplyError as exc:
             if exc.code != ErrorCode.NOT_SUBSCRIBED:
                 raise
@@ -1147,7 +1184,7 @@ class Client:
         """
 
         async def call(conn: _Connection) -> _R:
-            return _expect(await conn.call(make(next(self._ids))), kind)
+            return _expect(await conn.call(make(self._next_id(conn))), kind)
 
         return (await self._on_connection(call, retry=retry))[1]
 

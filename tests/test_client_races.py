@@ -4,11 +4,15 @@ Closing while connecting, giving up on a subscribe, unsubscribing during a
 reconnect, a connection ending while it is being opened, a state reset on the
 hub, a failing ``refresh_token()``: each leaves the client and the hub agreeing
 on what is subscribed, and the client either working or stopped for good.
+Token refreshes that make no headway never loop without pause, command ids
+wrap within the protocol's range, and a status change that a resubscribe
+races with is announced once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
@@ -26,7 +30,7 @@ from protocol import codec_for
 from protocol import messages as m
 from protocol.codec import MSGPACK_SUBPROTOCOL
 from protocol.codes import CloseCode
-from realtime.client import Client, CommandTimeout, ConnectionClosed
+from realtime.client import Client, CommandTimeout, ConnectionClosed, StatusChanged, UserStatus
 from realtime.namespaces import Namespace
 
 from .conftest import MS, HubFactory, RunningHub, make_token, namespaces
@@ -291,3 +295,141 @@ async def test_refresh_token_failure_on_reconnect_is_retried(hub_factory: HubFac
         kick(hub, client, CloseCode.TOKEN_EXPIRED)
         await client.ping()
         assert not client.closed and client.user == "alice" and calls == 2
+
+
+# --- token refreshes that make no headway ------------------------------------------------
+
+
+async def test_refresh_reply_with_an_expiry_in_the_past_does_not_spin(hub_factory: HubFactory) -> None:
+    """The refresh reply's ``expires`` is on the hub's clock; when the client's clock runs ahead
+    it looks past already. The client still refreshes, but at least a second apart and backing
+    off: not refresh_token() and a Refresh command over and over with no pause."""
+    hub = await hub_factory(allow_anonymous=False)
+    calls: list[float] = []
+
+    async def refresh() -> str:
+        calls.append(time.monotonic())
+        return make_token("alice", ttl=3600)
+
+    async def refresh_in_the_past(conn: object, cmd: m.Refresh) -> m.RefreshResult:
+        return m.RefreshResult(int(time.time()) - 5)  # accepted; the hub's clock is behind ours
+
+    hub.hub.commands.handlers[m.Refresh] = refresh_in_the_past
+    short = make_token("alice", ttl=None, exp=int(time.time()) + 1)
+    async with Client(hub.url, short, refresh_token=refresh, command_timeout=5) as client:
+        await asyncio.sleep(1.0)  # a window to count refreshes in: nothing to wait for
+        assert client.connected
+    assert len(calls) <= 3, f"refresh_token() called {len(calls)} times in one second"
+
+
+async def test_refresh_token_returning_a_token_about_to_expire_does_not_spin(hub_factory: HubFactory) -> None:
+    """refresh_token() returning the app's cached token, which expires within a second or two (the
+    hub accepts it: not expired yet), makes the client refresh again later with backoff, not at
+    once and forever."""
+    hub = await hub_factory(allow_anonymous=False, token_grace=30)
+    exp = int(time.time()) + 2
+    token = make_token("alice", ttl=None, exp=exp)
+    calls: list[float] = []
+
+    async def refresh() -> str:
+        calls.append(time.monotonic())
+        return token  # the cached token: nothing newer yet
+
+    async with Client(hub.url, token, refresh_token=refresh, command_timeout=5) as client:
+        await asyncio.sleep(max(0.0, exp - time.time()) + 0.2)  # a window: up to the token's expiry
+        assert client.connected
+    assert len(calls) <= 5, f"refresh_token() called {len(calls)} times before the token expired"
+
+
+# --- command ids at the end of their range ------------------------------------------------
+
+
+async def test_command_ids_stay_within_uint32(hub: RunningHub) -> None:
+    """A command id is a uint32 1..2**32-1, unique among the commands in flight (protocol.md).
+    After 2**32-1 commands (five days of a publisher at 10k msg/s) the next id is 1 again, not
+    one the hub cannot read (it would answer with id 0 and the call would time out)."""
+    codec = spy()
+    client = fast(hub.url, codec=codec, command_timeout=1.0)
+    client._ids = itertools.count(2**32 - 2)  # as after 4294967293 commands: Connect takes 2**32-2
+    async with client:
+        await client.ping()  # 2**32-1: the last valid id
+        await client.ping()  # 1
+        assert client.connected
+    assert [c.id for c in codec.sent] == [2**32 - 2, 2**32 - 1, 1]
+
+
+async def test_wrapped_command_ids_skip_an_id_still_in_flight(hub: RunningHub) -> None:
+    """When the ids wrap around onto a command still waiting for its reply, that id is skipped:
+    both commands get their own reply."""
+    codec = spy()
+    handlers = hub.hub.commands.handlers
+    real_ping = handlers[m.Ping]
+    entered, gate = asyncio.Event(), asyncio.Event()
+
+    async def held_ping(conn: Any, cmd: Any) -> Any:
+        entered.set()
+        await gate.wait()
+        return await real_ping(conn, cmd)
+
+    async with fast(hub.url, codec=codec, command_timeout=WAIT) as client:
+        handlers[m.Ping] = held_ping
+        first = asyncio.create_task(client.ping())
+        async with asyncio.timeout(WAIT):
+            await entered.wait()
+        held = codec.sent[-1].id
+        client._ids = itertools.count(held + 2**32 - 1)  # the next id would wrap onto ``held``
+        second = asyncio.create_task(client.ping())
+        async with asyncio.timeout(WAIT):
+            while len(codec.sent) < 3:  # the second Ping is on its way
+                await asyncio.sleep(0)
+            gate.set()
+            await asyncio.gather(first, second)
+    assert [c.id for c in codec.sent[1:]] == [held, held + 1]
+
+
+# --- a status change that a resubscribe races with ------------------------------------------
+
+STATUS = Namespace(name="status", kind="status", subscribe="authenticated", presence_grace=0.1)
+
+
+async def test_status_change_during_a_resubscribe_is_one_event(hub_factory: HubFactory) -> None:
+    """A user who comes online while a reconnect's resubscribe to their status channel is on the
+    hub: the resubscribe reply shows them online (one StatusChanged), and the status push of that
+    same change, which came meanwhile, is no second event."""
+    hub = await hub_factory(namespaces=namespaces(STATUS))
+    engine = hub.hub.engine
+    real_history = engine.history
+    entered, gate = asyncio.Event(), asyncio.Event()
+    gate.set()
+
+    async def history(*args: Any, **kwargs: Any) -> Any:  # every subscribe reads history first
+        entered.set()
+        await gate.wait()
+        return await real_history(*args, **kwargs)
+
+    engine.history = history
+    codec = spy()
+
+    def online_pushes() -> list[m.StatusNotice]:
+        return [p for p in codec.received if isinstance(p, m.StatusNotice) and p.status.online]
+
+    async with fast(hub.url, token=make_token("bob"), codec=codec) as bob:
+        sub = await bob.subscribe("status:alice", events=True)
+        assert sub.status == UserStatus("alice", False, 0)
+        gate.clear()
+        entered.clear()
+        kick(hub, bob, CloseCode.FORCE_RECONNECT)
+        async with asyncio.timeout(WAIT):
+            await entered.wait()  # bob's resubscribe is on the hub, before its status is read
+        async with fast(hub.url, token=make_token("alice")) as alice:
+            async with asyncio.timeout(WAIT):
+                while not (await alice.status("alice"))[0].online:
+                    await asyncio.sleep(0.01)
+                gate.set()
+                await bob.ping()  # after the resubscribe's reply
+                while not online_pushes():  # the push of the change reached bob
+                    await asyncio.sleep(0.01)
+            events = [await anext(aiter(sub.events())) for _ in range(len(sub.events()))]  # type: ignore[arg-type]
+            assert sub.status is not None and sub.status.online
+            online = [e for e in events if isinstance(e, StatusChanged) and e.status.online]
+            assert len(online) == 1, events
