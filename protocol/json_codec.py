@@ -75,12 +75,7 @@ def _load_lines(frame: bytes, limit: int | None) -> list[object]:
             continue
         if limit is not None and len(values) == limit:
             raise ProtocolError(f"more than {limit} messages in a frame")
-        try:
-            values.append(orjson.loads(line))
-        except orjson.JSONDecodeError as exc:
-            raise ProtocolError(_describe(exc)) from None
-        if _LONG_DIGITS.search(line) is not None:
-            _check_integers(line)
+        values.append(load_value(line))
     if not values:
         raise ProtocolError("empty frame")
     return values

@@ -87,15 +87,14 @@ class Commands:
             # is read there, and one made while it runs finds this connection and closes it.
             self.hub.track_user(conn, identity.user)
             try:
-                revoked = await self.hub.revoked(identity)
+                if await self.hub.revoked(identity):
+                    raise DisconnectError(CloseCode.UNAUTHORIZED, "token revoked")
             except BaseException:
                 self.hub.untrack_user(conn, identity.user)
                 raise
-            if revoked or conn.closed:
+            if conn.closed:  # revoked, or disconnected by the server, meanwhile
                 self.hub.untrack_user(conn, identity.user)
-                if revoked:
-                    raise DisconnectError(CloseCode.UNAUTHORIZED, "token revoked")
-                return None  # closed meanwhile (revoked, or disconnected by the server)
+                return None
         conn.authenticate(identity)
         conn.connected = True
         self.hub.connection_ready(conn, cmd)

@@ -324,21 +324,22 @@ class Hub:
                 return
             ch = found
         encoded: dict[Codec, Outgoing] = {}
+
+        def out_for(codec: Codec) -> Outgoing:
+            out = encoded.get(codec)
+            if out is None:
+                out = encoded[codec] = Outgoing(codec.from_msgpack(event), codec.binary)
+            return out
+
         for codec, conns in ch.subscribers.items():
             if conns:
-                out = encoded[codec] = Outgoing(codec.from_msgpack(event), codec.binary)
+                out = out_for(codec)
                 for conn in conns:
                     conn.send(out)
         for conn, waiting in ch.joining.items():
-            out_ = encoded.get(conn.codec)
-            if out_ is None:
-                out_ = encoded[conn.codec] = Outgoing(conn.codec.from_msgpack(event), conn.codec.binary)
-            waiting.append(out_)
+            waiting.append(out_for(conn.codec))
         for conn in ch.ahead:  # subscribed: events are not ordered by offset
-            out_ = encoded.get(conn.codec)
-            if out_ is None:
-                out_ = encoded[conn.codec] = Outgoing(conn.codec.from_msgpack(event), conn.codec.binary)
-            conn.send(out_)
+            conn.send(out_for(conn.codec))
 
     async def broadcast(self, channel: str, push: ServerMessage) -> None:
         """Send an ephemeral push to every subscriber of ``channel`` on every node."""
