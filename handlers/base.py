@@ -38,9 +38,7 @@ class Feature:
     async def on_disconnect(self, conn: Connection) -> None:
         """After the connection ended and left every channel."""
 
-    async def on_subscribe(
-        self, conn: Connection, ns: Namespace, cmd: Subscribe, fields: dict[str, Any]
-    ) -> None:
+    async def on_subscribe(self, conn: Connection, ns: Namespace, cmd: Subscribe, fields: dict[str, Any]) -> None:
         """Before the subscribe reply: add SubscribeResult fields to ``fields``."""
 
     async def on_subscribed(self, conn: Connection, ns: Namespace, channel: str) -> None:

@@ -84,7 +84,6 @@ from protocol.messages import (
     Typing,
     TypingNotice,
 )
-
 from realtime.logs import log_failure
 
 from .base import Feature, Handler
@@ -182,7 +181,8 @@ class Chat(Feature):
             result = await self._publish_once(slot, channel, data, ns, info)
         except BaseException as exc:
             fut.set_exception(  # a fresh exception: waiters must not share the sender's traceback
-                CommandError(exc.code, exc.message) if isinstance(exc, CommandError)
+                CommandError(exc.code, exc.message)
+                if isinstance(exc, CommandError)
                 else CommandError(ErrorCode.NOT_AVAILABLE, "the first send failed: retry")
             )
             fut.exception()  # retrieved: waiters, if any, get it too

@@ -81,7 +81,7 @@ if TYPE_CHECKING:
     from realtime.hub import Hub
     from realtime.namespaces import Namespace
 
-__all__ = ["Live", "NIL"]
+__all__ = ["NIL", "Live"]
 
 #: msgpack nil: as a value it deletes the key.
 NIL = b"\xc0"
@@ -188,9 +188,7 @@ class Live(Feature):
         """
         return await self._set(self._live(channel), channel, key, None if value == NIL else value, expected_version)
 
-    async def patch_value(
-        self, channel: str, key: str, patch: bytes, *, expected_version: int | None = None
-    ) -> int:
+    async def patch_value(self, channel: str, key: str, patch: bytes, *, expected_version: int | None = None) -> int:
         """Apply merge ``patch`` (msgpack) to ``key`` and return the new version; errors as :meth:`set_value`,
         plus BAD_REQUEST when ``patch`` is not one msgpack value."""
         ns = self._live(channel)

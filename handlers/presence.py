@@ -65,7 +65,6 @@ from protocol.messages import (
 )
 from realtime.auth import check_subscribe
 from realtime.engines.base import PresenceEntry
-
 from realtime.logs import log_failure
 
 from .base import Feature, Handler
@@ -132,9 +131,7 @@ class Presence(Feature):
         if conn.user:
             await self._remove(STATUS_KEY + conn.user, conn.id, conn.user)
 
-    async def on_subscribe(
-        self, conn: Connection, ns: Namespace, cmd: Subscribe, fields: dict[str, Any]
-    ) -> None:
+    async def on_subscribe(self, conn: Connection, ns: Namespace, cmd: Subscribe, fields: dict[str, Any]) -> None:
         if ns.kind == "status":
             user = cmd.channel.partition(":")[2]
             if not user:
@@ -344,7 +341,6 @@ class Presence(Feature):
                 if done % REFRESH_BATCH == 0:
                     await asyncio.sleep(0)
         return done
-
 
     async def expire(self) -> int:
         """Announce the leaves of users whose entries expired (their node died without a word).

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .messages import Command, ServerMessage
 from .errors import ProtocolError
+from .messages import Command, ServerMessage
 
 MSGPACK_SUBPROTOCOL = "realtime.v1.msgpack"
 JSON_SUBPROTOCOL = "realtime.v1.json"

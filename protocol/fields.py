@@ -106,7 +106,7 @@ def read_str(value: Any, where: str, id: int) -> str:
 
 
 def read_uint(value: Any, where: str, id: int) -> int:
-    """An integer 0..2⁶⁴−1 (``bool`` is not an integer here)."""
+    """An integer 0..2⁶⁴-1 (``bool`` is not an integer here)."""
     if value.__class__ is int and 0 <= value <= MAX_OFFSET:
         return value
     raise ProtocolError(f"{where} must be an unsigned integer", id=id)

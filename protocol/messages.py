@@ -323,15 +323,7 @@ class Unsubscribed:
 
 
 Push: TypeAlias = (
-    Publication
-    | Disconnect
-    | Join
-    | Leave
-    | TypingNotice
-    | ReadNotice
-    | StateChange
-    | StatusNotice
-    | Unsubscribed
+    Publication | Disconnect | Join | Leave | TypingNotice | ReadNotice | StateChange | StatusNotice | Unsubscribed
 )
 
 # --- replies ----------------------------------------------------------------

@@ -191,7 +191,16 @@ def _publication(pub: Publication, push: bool = True) -> bytes:
         return _chat_publication(pub, push)
     if info is None:
         return b"".join(
-            (_PLAIN_HEAD[push], _pack(pub.channel), k_data, pub.data, k_offset, _pack(pub.offset), k_epoch, _pack(pub.epoch))
+            (
+                _PLAIN_HEAD[push],
+                _pack(pub.channel),
+                k_data,
+                pub.data,
+                k_offset,
+                _pack(pub.offset),
+                k_epoch,
+                _pack(pub.epoch),
+            )
         )
     parts = [
         _INFO_HEAD[push], _pack(pub.channel), k_data, pub.data, k_offset, _pack(pub.offset), k_epoch, _pack(pub.epoch),
@@ -248,7 +257,9 @@ class MsgpackCodec:
 
     def encode_command(self, command: Command) -> bytes:
         if type(command) is Publish and command.key is None:
-            return b"".join((_PUBLISH_HEAD, _pack(command.id), _PUBLISH_MID, _pack(command.channel), _K["data"], command.data))
+            return b"".join(
+                (_PUBLISH_HEAD, _pack(command.id), _PUBLISH_MID, _pack(command.channel), _K["data"], command.data)
+            )
         m = command_to_map(command, _Raw)
         holds_bytes = _HOLDS_BYTES.get(type(command))
         return _splice(m) if holds_bytes is not None and holds_bytes(command) else _pack(m)

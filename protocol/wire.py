@@ -289,7 +289,9 @@ def command_to_map(command: Command, data: DataOut) -> Map:
 
 _USER = Field("user", STR)
 USER_STATUS: Spec[UserStatus] = Spec(UserStatus, (_USER, Field("online", BOOL), Field("last_seen", INT)))
-STATE_ENTRY: Spec[StateEntry] = Spec(StateEntry, (Field("key", STR), Field("value", RELAYED_OR_NIL), Field("version", UINT)))
+STATE_ENTRY: Spec[StateEntry] = Spec(
+    StateEntry, (Field("key", STR), Field("value", RELAYED_OR_NIL), Field("version", UINT))
+)
 CLIENT_INFO: Spec[ClientInfo] = Spec(ClientInfo, (_USER, Field("client", STR), opt("info", RELAYED)))
 #: Reads a publication map (a push, or inside a result); publication_to_map writes one.
 PUBLICATION: Spec[Publication] = Spec(
@@ -313,7 +315,13 @@ def publication_to_map(pub: Publication, data: DataOut, push: bool = True) -> Ma
     Keys in this order; the MessagePack codec splices the same map by hand.
     """
     if push:
-        m: Map = {"push": "pub", "channel": pub.channel, "data": data(pub.data), "offset": pub.offset, "epoch": pub.epoch}
+        m: Map = {
+            "push": "pub",
+            "channel": pub.channel,
+            "data": data(pub.data),
+            "offset": pub.offset,
+            "epoch": pub.epoch,
+        }
     else:
         m = {"channel": pub.channel, "data": data(pub.data), "offset": pub.offset, "epoch": pub.epoch}
     if pub.mid:
@@ -355,7 +363,13 @@ PUSHES: dict[str, Spec[Push]] = {
     "unsub": Spec(Unsubscribed, (_PUSH_CHANNEL, Field("reason", STR))),
     "state": Spec(
         StateChange,
-        (_PUSH_CHANNEL, Field("key", STR), Field("version", UINT), Field("value", RELAYED, optional=True, nil=True), opt("patch", RELAYED)),
+        (
+            _PUSH_CHANNEL,
+            Field("key", STR),
+            Field("version", UINT),
+            Field("value", RELAYED, optional=True, nil=True),
+            opt("patch", RELAYED),
+        ),
         _value_or_patch,
     ),
 }
@@ -378,7 +392,13 @@ def _status_notice_from_map(m: Map) -> StatusNotice:
 #: holds "version" and "expires"; SubscribeResult "publications", "offset" and
 #: "version"; HistoryResult "offset"; PresenceStatsResult "users".
 RESULTS: tuple[tuple[str, Spec[Result]], ...] = (
-    ("client", Spec(ConnectResult, (Field("client", STR), Field("version", STR), Field("ping", NUMBER), _USER, opt("expires", INT)))),
+    (
+        "client",
+        Spec(
+            ConnectResult,
+            (Field("client", STR), Field("version", STR), Field("ping", NUMBER), _USER, opt("expires", INT)),
+        ),
+    ),
     (
         "recovered",
         Spec(
@@ -395,12 +415,21 @@ RESULTS: tuple[tuple[str, Spec[Result]], ...] = (
             ),
         ),
     ),
-    ("publications", Spec(HistoryResult, (Field("publications", _PUBLICATIONS), Field("offset", UINT), Field("epoch", STR)))),
+    (
+        "publications",
+        Spec(HistoryResult, (Field("publications", _PUBLICATIONS), Field("offset", UINT), Field("epoch", STR))),
+    ),
     ("offset", Spec(PublishResult, (Field("offset", UINT), Field("epoch", STR), opt("mid", STR), opt("time", INT)))),
     ("expires", Spec(RefreshResult, (Field("expires", INT),))),
     ("read", Spec(ReadResult, (Field("read", UINT, attr="offset"),))),
     ("receipts", Spec(ReceiptsResult, (Field("receipts", dict_of(UINT)),))),
-    ("presence", Spec(PresenceResult, (Field("presence", dict_of(map_of(Spec(PresenceMember, (_USER, opt("info", RELAYED))))), attr="clients"),))),
+    (
+        "presence",
+        Spec(
+            PresenceResult,
+            (Field("presence", dict_of(map_of(Spec(PresenceMember, (_USER, opt("info", RELAYED))))), attr="clients"),),
+        ),
+    ),
     ("clients", Spec(PresenceStatsResult, (Field("clients", UINT), Field("users", UINT)))),
     ("version", Spec(StateResult, (Field("version", UINT),))),
     ("users", Spec(StatusResult, (Field("users", list_of(map_of(USER_STATUS))),))),
@@ -439,7 +468,11 @@ def _publish_result_to_map(result: PublishResult, data: DataOut, pub: PubOut | N
 
 
 def _history_result_to_map(result: HistoryResult, data: DataOut, pub: PubOut | None) -> Map:
-    return {"publications": _publications(result.publications, data, pub), "offset": result.offset, "epoch": result.epoch}
+    return {
+        "publications": _publications(result.publications, data, pub),
+        "offset": result.offset,
+        "epoch": result.epoch,
+    }
 
 
 _ResultWriter = Callable[[Any, DataOut, "PubOut | None"], Map]
@@ -517,7 +550,9 @@ def message_from_map(m: Map) -> ServerMessage | None:
         raise ProtocolError("reply.id is out of range")
     if "error" in m:
         em = read_map(m["error"], "reply.error", 0)
-        return Reply(id, error=Error(INT.read(em.get("code"), "error.code", 0), read_str(em.get("message"), "error.message", 0)))
+        return Reply(
+            id, error=Error(INT.read(em.get("code"), "error.code", 0), read_str(em.get("message"), "error.message", 0))
+        )
     return Reply(id, result=result_from_map(read_map(m.get("result"), "reply.result", 0)))
 
 

@@ -197,7 +197,10 @@ def response_format(request: web.Request) -> str:
     json_ok = JSON in accept
     if msgpack_ok != json_ok:
         return MSGPACK if msgpack_ok else JSON
-    if request.method == "POST" and request.headers.get("Content-Type", "").split(";")[0].strip().lower() in _MSGPACK_TYPES:
+    if (
+        request.method == "POST"
+        and request.headers.get("Content-Type", "").split(";")[0].strip().lower() in _MSGPACK_TYPES
+    ):
         return MSGPACK
     return JSON
 
@@ -397,7 +400,11 @@ class Api:
             raise _bad("before and after exclude each other")
         self.namespace(channel)
         page = await self.hub.history_page(channel, limit, before, after)
-        return {"publications": [publication_map(p) for p in page.publications], "offset": page.offset, "epoch": page.epoch}
+        return {
+            "publications": [publication_map(p) for p in page.publications],
+            "offset": page.offset,
+            "epoch": page.epoch,
+        }
 
     # --- presence and users ----------------------------------------------
 
@@ -513,7 +520,9 @@ OPENAPI_PATH: Final = "/api/openapi.json"
 API = web.AppKey("api", Api)
 
 
-def _respond(request: web.Request, status: int, payload: object, headers: Mapping[str, str] | None = None) -> web.Response:
+def _respond(
+    request: web.Request, status: int, payload: object, headers: Mapping[str, str] | None = None
+) -> web.Response:
     fmt = response_format(request)
     return web.Response(status=status, body=render(payload, fmt), content_type=fmt, headers=headers)
 

@@ -36,9 +36,7 @@ def backoff(
     return _full_jitter(min_delay, max_delay, factor, rng)
 
 
-def _full_jitter(
-    min_delay: float, max_delay: float, factor: float, rng: Callable[[], float]
-) -> Iterator[float]:
+def _full_jitter(min_delay: float, max_delay: float, factor: float, rng: Callable[[], float]) -> Iterator[float]:
     ceiling = min_delay
     while True:
         yield rng() * ceiling

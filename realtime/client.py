@@ -62,6 +62,7 @@ what is waiting), or unsubscribe.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -77,7 +78,8 @@ from websockets.exceptions import WebSocketException
 from websockets.typing import Subprotocol
 
 from handlers import merge_patch
-from protocol import codec_for, messages as m
+from protocol import codec_for
+from protocol import messages as m
 from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, Codec
 from protocol.codes import CloseCode, ErrorCode, should_reconnect
 from protocol.errors import ProtocolError, RealtimeError
@@ -311,7 +313,7 @@ class _End:
 class _Stream(Generic[_T]):
     """An unbounded queue that ends once; iterating it yields items, then ends as told."""
 
-    __slots__ = ("_queue", "_ended")
+    __slots__ = ("_ended", "_queue")
 
     def __init__(self) -> None:
         self._queue: asyncio.Queue[_T | _End] = asyncio.Queue()
@@ -1346,8 +1348,8 @@ class Client:
         """
         found: list[UserStatus] = []
         for i in range(0, len(users), _STATUS_BATCH):
-            batch = users[i : i + _STATUS_BATCH]
-            found.extend((await self._request(lambda id: m.StatusQuery(id, batch), m.StatusResult)).users)
+            make = functools.partial(_status_query, users=users[i : i + _STATUS_BATCH])
+            found.extend((await self._request(make, m.StatusResult)).users)
         return found
 
     async def state_set(self, channel: str, key: str, value: Any, *, version: int | None = None) -> int:
@@ -1364,9 +1366,7 @@ class Client:
         )
         return result.version
 
-    async def state_patch(
-        self, channel: str, key: str, patch: Mapping[str, Any], *, version: int | None = None
-    ) -> int:
+    async def state_patch(self, channel: str, key: str, patch: Mapping[str, Any], *, version: int | None = None) -> int:
         """Apply a JSON Merge Patch (RFC 7386: None removes a member) to ``key``; returns the new version.
 
         ``version`` and errors as :meth:`state_set`.
@@ -1390,3 +1390,6 @@ class Client:
         """The current subscriptions by channel (a copy)."""
         return dict(self._subs)
 
+
+def _status_query(id: int, users: tuple[str, ...]) -> m.StatusQuery:
+    return m.StatusQuery(id, users)

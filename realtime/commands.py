@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .hub import Hub
     from .namespaces import Namespace
 
+
 class Commands:
     """Dispatch table from command type to handler; :meth:`run` is what connections call."""
 
@@ -139,8 +140,7 @@ class Commands:
                 pubs = page.publications
                 # Complete only if history still holds the publication right after `since`.
                 recovered = cmd.since.epoch == position.epoch and (
-                    cmd.since.offset == position.offset
-                    or (bool(pubs) and pubs[0].offset == cmd.since.offset + 1)
+                    cmd.since.offset == position.offset or (bool(pubs) and pubs[0].offset == cmd.since.offset + 1)
                 )
                 if not recovered:
                     pubs = []
@@ -155,9 +155,7 @@ class Commands:
         if channel not in conn.channels:  # the server unsubscribed it meanwhile; it released the rest
             raise CommandError(ErrorCode.NOT_SUBSCRIBED, "unsubscribed while subscribing")
         last = pubs[-1].offset if pubs else position.offset
-        result = SubscribeResult(
-            position.offset, position.epoch, recoverable, recovered, tuple(pubs), **fields
-        )
+        result = SubscribeResult(position.offset, position.epoch, recoverable, recovered, tuple(pubs), **fields)
         conn.reply(cmd.id, result)
         hub.end_subscribe(conn, channel, StreamPosition(last, position.epoch))
         for feature in hub.features:

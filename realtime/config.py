@@ -199,7 +199,9 @@ def load_settings(
         values["api_keys"] = _add_env_api_key(values.get("api_keys", ()), env_key)
     if values.get("redis_cluster") and str(values.get("redis") or "").lower().startswith("unix://"):
         source = given["redis_cluster"][1]
-        raise ConfigError(f"invalid setting redis_cluster=true (from {source}): a Redis Cluster is not reached by a unix:// socket")
+        raise ConfigError(
+            f"invalid setting redis_cluster=true (from {source}): a Redis Cluster is not reached by a unix:// socket"
+        )
     return Settings(**values)
 
 
@@ -302,9 +304,7 @@ _HINTS = typing.get_type_hints(Settings)
 #: Settings read only from the config file (their parsers are in _FILE_ONLY, below).
 _FILE_ONLY_NAMES = ("namespaces", "api_keys")
 # A KeyError here means a new field has a type without a cast: add one above.
-_CASTS = {
-    f.name: _CASTERS[_HINTS[f.name]] for f in dataclasses.fields(Settings) if f.name not in _FILE_ONLY_NAMES
-}
+_CASTS = {f.name: _CASTERS[_HINTS[f.name]] for f in dataclasses.fields(Settings) if f.name not in _FILE_ONLY_NAMES}
 #: Settings whose values error messages never show.
 _SECRETS = frozenset({"token_secret"})
 

@@ -41,7 +41,7 @@ class Outgoing:
     still subscribing can drop what its recovery already delivered.
     """
 
-    __slots__ = ("payload", "opcode", "offset", "epoch", "_frame")
+    __slots__ = ("_frame", "epoch", "offset", "opcode", "payload")
 
     def __init__(self, payload: bytes, binary: bool, offset: int = 0, epoch: str = "") -> None:
         self.payload = payload

@@ -54,7 +54,7 @@ log = logging.getLogger("realtime.hub")
 class _Channel:
     """Local subscribers of one channel, by codec, and those still subscribing."""
 
-    __slots__ = ("subscribers", "joining", "ahead", "ready", "epoch", "offset", "repairing")
+    __slots__ = ("ahead", "epoch", "joining", "offset", "ready", "repairing", "subscribers")
 
     def __init__(self) -> None:
         #: The last publication this node delivered on the channel ("" = none yet).
@@ -138,7 +138,12 @@ class Hub:
             self.track_user(conn, conn.user)
         log.info(
             "connection open id=%s user=%s remote=%s codec=%s client=%s/%s",
-            conn.id, conn.user or "-", conn.remote, conn.codec.name, cmd.name or "-", cmd.version or "-",
+            conn.id,
+            conn.user or "-",
+            conn.remote,
+            conn.codec.name,
+            cmd.name or "-",
+            cmd.version or "-",
         )
 
     async def remove(self, conn: Connection) -> None:
@@ -150,7 +155,10 @@ class Hub:
         self.disconnects[conn.close_code] += 1
         log.info(
             "connection closed id=%s user=%s code=%s reason=%s",
-            conn.id, conn.user or "-", conn.close_code, conn.close_reason,
+            conn.id,
+            conn.user or "-",
+            conn.close_code,
+            conn.close_reason,
         )
         for channel in list(conn.channels):
             await self.unsubscribe(conn, channel)

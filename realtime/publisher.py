@@ -19,7 +19,6 @@ channels to make the resend safe).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -208,7 +207,9 @@ class Publisher:
     ) -> HistoryPage:
         """A page of at most ``limit`` (≤ 100) publications, oldest first: the newest, or just before/after an offset."""
         params = [("channel", channel)]
-        params += [(name, str(v)) for name, v in (("limit", limit), ("before", before), ("after", after)) if v is not None]
+        params += [
+            (name, str(v)) for name, v in (("limit", limit), ("before", before), ("after", after)) if v is not None
+        ]
         m = await self._get("/api/history", params)
         return HistoryPage((_publication(p) for p in m["publications"]), StreamPosition(m["offset"], m["epoch"]))
 
@@ -293,7 +294,7 @@ class Publisher:
                 raw = await response.read()
                 status = response.status
                 ctype = response.content_type
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise ApiUnreachable(f"{method} {path}: {exc or type(exc).__name__}") from exc
         try:
             m = msgpack.unpackb(raw, raw=False, strict_map_key=False) if ctype == _MSGPACK else orjson.loads(raw)

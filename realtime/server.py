@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
 from protocol import codec_for
+from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
 from protocol.codes import CloseCode
 from protocol.errors import DisconnectError
 
@@ -171,7 +171,11 @@ class HubServer:
             )
         log.info(
             "realtime %s listening on ws://%s:%s%s (engine %s)",
-            __version__, self.settings.host, self.port, WS_PATH, self.hub.engine.name,
+            __version__,
+            self.settings.host,
+            self.port,
+            WS_PATH,
+            self.hub.engine.name,
         )
 
     async def stop(self, drain_window: float | None = None) -> None:
@@ -197,7 +201,9 @@ async def serve(settings: Settings) -> None:
     await server.start()
     try:
         await stop.wait()
-        log.info("shutting down: draining %d connections over %.1fs", len(server.hub.connections), settings.drain_window)
+        log.info(
+            "shutting down: draining %d connections over %.1fs", len(server.hub.connections), settings.drain_window
+        )
     finally:
         await server.stop()
 

@@ -506,6 +506,8 @@ class Worker:
         self.subs: list[Subscriber] = []
         self.errors: Counter[str] = Counter()
         self.done: asyncio.Future[None] | None = None
+        #: The connecting task: the loop keeps only a weak reference.
+        self._connecting: asyncio.Future[None] | None = None
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -532,7 +534,7 @@ class Worker:
             return
         kind = request[0]
         if kind == "connect":
-            asyncio.ensure_future(self._connect_all())
+            self._connecting = asyncio.ensure_future(self._connect_all())
         elif kind == "begin":
             self.state.stride = request[1]
             self.state.latencies = array("q")
@@ -641,7 +643,9 @@ class Workers:
 
     async def request(self, *request: Any, timeout: float = CONTROL_TIMEOUT) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
-        asks = [loop.run_in_executor(None, functools.partial(h.request, *request, timeout=timeout)) for h in self.handles]
+        asks = [
+            loop.run_in_executor(None, functools.partial(h.request, *request, timeout=timeout)) for h in self.handles
+        ]
         return list(await asyncio.gather(*asks))
 
 
@@ -806,7 +810,7 @@ class Hub:
     def __init__(self, argv: Sequence[str], port: int) -> None:
         self.argv = list(argv)
         self.port = port
-        self.log: IO[bytes] = tempfile.TemporaryFile()
+        self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115  (closed in stop())
         self.process = subprocess.Popen(
             self.argv,
             cwd=REPO,
@@ -1224,11 +1228,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis", metavar="URL", help="run the hub's Redis engine on this Redis (and watch it)")
     parser.add_argument("--redis-cluster", action="store_true", help="--redis names a Redis Cluster node")
     parser.add_argument(
-        "--start-redis", choices=("single", "cluster"),
+        "--start-redis",
+        choices=("single", "cluster"),
         help="start a redis-server (or a 3-master cluster) for the run; implies --redis",
     )
     parser.add_argument(
-        "--publish-via", choices=("hub", "redis"), default="hub",
+        "--publish-via",
+        choices=("hub", "redis"),
+        default="hub",
         help="hub: a WebSocket client of the hub publishes (default); redis: FCALL realtime_publish"
         " straight into Redis, as a backend would (needs --redis or --start-redis)",
     )

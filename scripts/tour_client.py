@@ -1,6 +1,6 @@
 """README tour: the Python client subscribes, publishes, and reads its own message back.
 
-    python scripts/tour_client.py [ws://127.0.0.1:8000/ws]
+python scripts/tour_client.py [ws://127.0.0.1:8000/ws]
 """
 
 import asyncio

@@ -16,8 +16,20 @@ from realtime.client import Client, Join, StateChanged
 
 def token(user: str) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "realtime", "token", user, "--config", "quickstart.toml", "--info", f'{{"name": "{user}"}}'],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "realtime",
+            "token",
+            user,
+            "--config",
+            "quickstart.toml",
+            "--info",
+            f'{{"name": "{user}"}}',
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return out.stdout.strip()
 

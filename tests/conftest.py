@@ -36,6 +36,7 @@ def make_token(user: str, *, secret: str = TEST_SECRET, ttl: float | None = 3600
         payload.setdefault("exp", int(now + ttl))
     return jwt.encode(payload, secret, algorithm="HS256")
 
+
 #: One unit of time for tests (seconds); waits are multiples of it.
 MS = 0.001
 

@@ -25,7 +25,10 @@ def command(port: int, *args: str, timeout: float = 5.0) -> str:
     """Run one redis-cli command against 127.0.0.1:port and return its output."""
     done = subprocess.run(
         [REDIS_CLI, "-h", "127.0.0.1", "-p", str(port), *args],
-        capture_output=True, text=True, timeout=timeout, check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
     )
     return done.stdout
 
@@ -38,8 +41,15 @@ class LocalCluster:
         # A short node timeout keeps failure detection quick should a test need it.
         self.servers = [
             RedisServer(
-                None, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-port", str(free_port()), "--cluster-node-timeout", "2000",
+                None,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-port",
+                str(free_port()),
+                "--cluster-node-timeout",
+                "2000",
             )
             for _ in range(masters)
         ]
@@ -58,10 +68,18 @@ class LocalCluster:
             server.start()
         subprocess.run(
             [
-                REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-                "--cluster-replicas", "0", "--cluster-yes",
+                REDIS_CLI,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
             ],
-            capture_output=True, text=True, timeout=FORM_TIMEOUT, check=True,
+            capture_output=True,
+            text=True,
+            timeout=FORM_TIMEOUT,
+            check=True,
         )
         self.wait_ok()
 

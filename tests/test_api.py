@@ -126,7 +126,12 @@ async def test_publish_reaches_websocket_subscribers(api: RunningHub, fmt: Forma
         result = await pub.publish("news", {"title": "hello", "n": [1, 2.5, None]})
         assert result == PublishResult(1, result.epoch)
         got = await sub.publication()
-        assert (got.channel, value(got), got.offset, got.epoch) == ("news", {"title": "hello", "n": [1, 2.5, None]}, 1, result.epoch)
+        assert (got.channel, value(got), got.offset, got.epoch) == (
+            "news",
+            {"title": "hello", "n": [1, 2.5, None]},
+            1,
+            result.epoch,
+        )
         assert got.info is None  # the server API publishes as nobody
 
 
@@ -135,9 +140,13 @@ async def test_raw_publish(api: RunningHub, session: aiohttp.ClientSession, fmt:
     status, body = await call(session, api, "POST", "/api/publish", {"channel": "news", "data": "x"}, fmt=fmt)
     assert status == 200 and body["offset"] == 1 and isinstance(body["epoch"], str)
     # Chat channels: a message id and time; the same key gives the same message.
-    status, first = await call(session, api, "POST", "/api/publish", {"channel": "chat:1", "data": {"t": "hi"}, "key": "k1"}, fmt=fmt)
+    status, first = await call(
+        session, api, "POST", "/api/publish", {"channel": "chat:1", "data": {"t": "hi"}, "key": "k1"}, fmt=fmt
+    )
     assert status == 200 and first["mid"] and first["time"] > 0
-    status, again = await call(session, api, "POST", "/api/publish", {"channel": "chat:1", "data": {"t": "hi"}, "key": "k1"}, fmt=fmt)
+    status, again = await call(
+        session, api, "POST", "/api/publish", {"channel": "chat:1", "data": {"t": "hi"}, "key": "k1"}, fmt=fmt
+    )
     assert (status, again) == (200, first)
 
 
@@ -148,11 +157,15 @@ async def test_response_type_follows_accept(api: RunningHub, session: aiohttp.Cl
         assert r.content_type == "application/msgpack"
         assert msgpack.unpackb(await r.read())["offset"] == 1
     headers = {**auth(), "Content-Type": "application/msgpack", "Accept": "application/json"}
-    async with session.post(api.http_url + "/api/publish", data=msgpack.packb({"channel": "news", "data": 2}), headers=headers) as r:
+    async with session.post(
+        api.http_url + "/api/publish", data=msgpack.packb({"channel": "news", "data": 2}), headers=headers
+    ) as r:
         assert r.content_type == "application/json"
         assert (await r.json())["offset"] == 2
     # No Content-Type at all: JSON.
-    async with session.post(api.http_url + "/api/publish", data=body, headers=auth(), skip_auto_headers=["Content-Type"]) as r:
+    async with session.post(
+        api.http_url + "/api/publish", data=body, headers=auth(), skip_auto_headers=["Content-Type"]
+    ) as r:
         assert r.status == 200 and r.content_type == "application/json"
 
 
@@ -161,11 +174,16 @@ async def test_broadcast(api: RunningHub, session: aiohttp.ClientSession, fmt: F
     async with await RawClient.open(api.url) as sub:
         await sub.subscribe("a")
         await sub.subscribe("b")
-        status, body = await call(session, api, "POST", "/api/broadcast", {"channels": ["a", "nope:x", "b"], "data": [7]}, fmt=fmt)
+        status, body = await call(
+            session, api, "POST", "/api/broadcast", {"channels": ["a", "nope:x", "b"], "data": [7]}, fmt=fmt
+        )
         assert status == 200
         ok_a, bad, ok_b = body["results"]
         assert (ok_a["channel"], ok_a["offset"], ok_b["channel"], ok_b["offset"]) == ("a", 1, "b", 1)
-        assert bad == {"channel": "nope:x", "error": {"code": ErrorCode.UNKNOWN_CHANNEL, "message": "unknown namespace"}}
+        assert bad == {
+            "channel": "nope:x",
+            "error": {"code": ErrorCode.UNKNOWN_CHANNEL, "message": "unknown namespace"},
+        }
         got = sorted((p.channel, value(p)) for p in [await sub.publication(), await sub.publication()])
         assert got == [("a", [7]), ("b", [7])]
     async with Publisher(api.http_url, ALL.key, format=fmt) as pub:
@@ -213,7 +231,15 @@ def test_both_sdks_return_the_same_values() -> None:
     import realtime.client
     import realtime.publisher
 
-    for name in ("Publication", "Sender", "HistoryPage", "PublishResult", "PresenceMember", "PresenceStats", "UserStatus"):
+    for name in (
+        "Publication",
+        "Sender",
+        "HistoryPage",
+        "PublishResult",
+        "PresenceMember",
+        "PresenceStats",
+        "UserStatus",
+    ):
         assert getattr(realtime.client, name) is getattr(realtime.publisher, name)
     assert realtime.publisher.Member is PresenceMember
 
@@ -229,7 +255,10 @@ async def test_presence_and_status(api: RunningHub, session: aiohttp.ClientSessi
         await anon.subscribe("room:1")
         async with Publisher(api.http_url, ALL.key, format=fmt) as pub:
             members = await pub.presence("room:1")
-            assert members == {alice.client_id: PresenceMember("alice", {"name": "Alice"}), anon.client_id: PresenceMember("")}
+            assert members == {
+                alice.client_id: PresenceMember("alice", {"name": "Alice"}),
+                anon.client_id: PresenceMember(""),
+            }
             assert await pub.presence_stats("room:1") == PresenceStats(2, 2)
             statuses = await pub.status(["alice", "bob", "alice"])
             assert [(s.user, s.online) for s in statuses] == [("alice", True), ("bob", False), ("alice", True)]
@@ -241,9 +270,14 @@ async def test_presence_and_status(api: RunningHub, session: aiohttp.ClientSessi
         assert status == 200 and body["presence"][alice.client_id] == {"user": "alice", "info": {"name": "Alice"}}
         status, body = await call(session, api, "GET", "/api/presence_stats", fmt=fmt, params={"channel": "room:1"})
         assert (status, body) == (200, {"clients": 2, "users": 2})
-        status, body = await call(session, api, "GET", "/api/status", fmt=fmt, params=[("user", "alice"), ("user", "zed")])
+        status, body = await call(
+            session, api, "GET", "/api/status", fmt=fmt, params=[("user", "alice"), ("user", "zed")]
+        )
         assert status == 200
-        assert body["users"] == [{"user": "alice", "online": True, "last_seen": 0}, {"user": "zed", "online": False, "last_seen": 0}]
+        assert body["users"] == [
+            {"user": "alice", "online": True, "last_seen": 0},
+            {"user": "zed", "online": False, "last_seen": 0},
+        ]
 
 
 # --- live state ---------------------------------------------------------------------
@@ -268,20 +302,38 @@ async def test_state(api: RunningHub, session: aiohttp.ClientSession, fmt: Forma
         with pytest.raises(ApiError) as info:
             await pub.state_set("news", "k", 1)  # not a live channel
         assert (info.value.status, info.value.code) == (400, ErrorCode.BAD_REQUEST)
-    status, body = await call(session, api, "POST", "/api/state/set", {"channel": "live:2", "key": "k", "value": [1]}, fmt=fmt)
+    status, body = await call(
+        session, api, "POST", "/api/state/set", {"channel": "live:2", "key": "k", "value": [1]}, fmt=fmt
+    )
     assert status == 200 and body["version"] >= 1
-    status, body = await call(session, api, "POST", "/api/state/patch", {"channel": "live:2", "key": "m", "patch": {"a": 1}, "version": 0}, fmt=fmt)
+    status, body = await call(
+        session,
+        api,
+        "POST",
+        "/api/state/patch",
+        {"channel": "live:2", "key": "m", "patch": {"a": 1}, "version": 0},
+        fmt=fmt,
+    )
     assert status == 200
     status, body = await call(session, api, "GET", "/api/state", fmt=fmt, params={"channel": "live:2"})
     assert status == 200 and {e["key"]: e["value"] for e in body["state"]} == {"k": [1], "m": {"a": 1}}
-    status, body = await call(session, api, "POST", "/api/state/patch", {"channel": "live:2", "key": "m", "patch": {"a": 2}, "version": 0}, fmt=fmt)
+    status, body = await call(
+        session,
+        api,
+        "POST",
+        "/api/state/patch",
+        {"channel": "live:2", "key": "m", "patch": {"a": 2}, "version": 0},
+        fmt=fmt,
+    )
     assert_error(status, body, 409, ErrorCode.CONFLICT)
 
 
 # --- users ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("reconnect", "code"), [(False, CloseCode.FORCE_DISCONNECT), (True, CloseCode.FORCE_RECONNECT)])
+@pytest.mark.parametrize(
+    ("reconnect", "code"), [(False, CloseCode.FORCE_DISCONNECT), (True, CloseCode.FORCE_RECONNECT)]
+)
 async def test_disconnect_closes_every_socket_of_the_user(api: RunningHub, reconnect: bool, code: CloseCode) -> None:
     phone = await RawClient.open(api.url, token=make_token("alice"))
     laptop = await RawClient.open(api.url, token=make_token("alice"))
@@ -304,7 +356,9 @@ async def test_unsubscribe_user(api: RunningHub, session: aiohttp.ClientSession,
     async with await RawClient.open(api.url, token=make_token("alice")) as alice:
         await alice.subscribe("news")
         await alice.subscribe("other")
-        status, body = await call(session, api, "POST", "/api/unsubscribe", {"user": "alice", "channel": "news"}, fmt=fmt)
+        status, body = await call(
+            session, api, "POST", "/api/unsubscribe", {"user": "alice", "channel": "news"}, fmt=fmt
+        )
         assert (status, body) == (200, {})
         push = await alice.next_push()
         assert isinstance(push, Unsubscribed) and push.channel == "news"
@@ -342,7 +396,12 @@ async def test_revoke_refuses_older_tokens(api: RunningHub) -> None:
 
 async def test_api_keys_and_scopes(api: RunningHub, session: aiohttp.ClientSession) -> None:
     body = {"channel": "news", "data": 1}
-    for headers in ({}, {"Authorization": "apikey wrong"}, {"Authorization": "Basic " + ALL.key}, {"Authorization": "apikey"}):
+    for headers in (
+        {},
+        {"Authorization": "apikey wrong"},
+        {"Authorization": "Basic " + ALL.key},
+        {"Authorization": "apikey"},
+    ):
         async with session.post(api.http_url + "/api/publish", json=body, headers=headers) as r:
             assert r.content_type == "application/json"
             assert_error(r.status, await r.json(), 401, ErrorCode.UNAUTHORIZED)
@@ -350,9 +409,13 @@ async def test_api_keys_and_scopes(api: RunningHub, session: aiohttp.ClientSessi
     assert status == 200
     status, _ = await call(session, api, "POST", "/api/publish", body, headers=auth(PUBLISH_ONLY, "APIKEY"))
     assert status == 200
-    status, err = await call(session, api, "GET", "/api/history", params={"channel": "news"}, headers=auth(PUBLISH_ONLY))
+    status, err = await call(
+        session, api, "GET", "/api/history", params={"channel": "news"}, headers=auth(PUBLISH_ONLY)
+    )
     assert_error(status, err, 403, ErrorCode.PERMISSION_DENIED)
-    status, err = await call(session, api, "POST", "/api/revoke", {"user": "a"}, fmt="msgpack", headers=auth(PUBLISH_ONLY))
+    status, err = await call(
+        session, api, "POST", "/api/revoke", {"user": "a"}, fmt="msgpack", headers=auth(PUBLISH_ONLY)
+    )
     assert_error(status, err, 403, ErrorCode.PERMISSION_DENIED)
     async with Publisher(api.http_url, "nope") as pub:
         with pytest.raises(ApiError) as info:
@@ -380,7 +443,13 @@ BAD_BODIES: list[tuple[str, str, Any, int, ErrorCode]] = [
     ("/api/publish", "json", {"channel": "x" * 256, "data": 1}, 400, ErrorCode.BAD_REQUEST),
     ("/api/publish", "json", {"channel": "news", "data": 1, "key": 5}, 400, ErrorCode.BAD_REQUEST),
     ("/api/publish", "json", [1, 2], 400, ErrorCode.BAD_REQUEST),
-    ("/api/publish", "json", {"channel": "news", "data": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}, 400, ErrorCode.BAD_REQUEST),
+    (
+        "/api/publish",
+        "json",
+        {"channel": "news", "data": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]},
+        400,
+        ErrorCode.BAD_REQUEST,
+    ),
     ("/api/publish", "msgpack", {"channel": "news", "data": "x" * MAX_FRAME}, 413, ErrorCode.LIMIT_EXCEEDED),
     ("/api/publish", "json", {"channel": "nope:1", "data": 1}, 404, ErrorCode.UNKNOWN_CHANNEL),
     ("/api/broadcast", "json", {"channels": [], "data": 1}, 400, ErrorCode.BAD_REQUEST),
@@ -397,8 +466,20 @@ BAD_BODIES: list[tuple[str, str, Any, int, ErrorCode]] = [
     ("/api/revoke", "json", {"user": ["a"]}, 400, ErrorCode.BAD_REQUEST),
     ("/api/state/set", "json", {"channel": "live:1", "key": "k"}, 400, ErrorCode.BAD_REQUEST),
     ("/api/state/set", "json", {"channel": "live:1", "key": "", "value": 1}, 400, ErrorCode.BAD_REQUEST),
-    ("/api/state/set", "json", {"channel": "live:1", "key": "k", "value": 1, "version": -1}, 400, ErrorCode.BAD_REQUEST),
-    ("/api/state/set", "json", {"channel": "live:1", "key": "k", "value": 1, "version": 1.5}, 400, ErrorCode.BAD_REQUEST),
+    (
+        "/api/state/set",
+        "json",
+        {"channel": "live:1", "key": "k", "value": 1, "version": -1},
+        400,
+        ErrorCode.BAD_REQUEST,
+    ),
+    (
+        "/api/state/set",
+        "json",
+        {"channel": "live:1", "key": "k", "value": 1, "version": 1.5},
+        400,
+        ErrorCode.BAD_REQUEST,
+    ),
     ("/api/state/set", "msgpack", {"channel": "nope:1", "key": "k", "value": 1}, 404, ErrorCode.UNKNOWN_CHANNEL),
     ("/api/state/patch", "json", {"channel": "live:1", "key": "k", "patch": [1]}, 400, ErrorCode.BAD_REQUEST),
 ]
@@ -457,7 +538,9 @@ async def test_malformed_queries(
 async def test_undecodable_bodies(
     api: RunningHub, session: aiohttp.ClientSession, content_type: str, raw: bytes, status: int
 ) -> None:
-    async with session.post(api.http_url + "/api/publish", data=raw, headers={**auth(), "Content-Type": content_type}) as r:
+    async with session.post(
+        api.http_url + "/api/publish", data=raw, headers={**auth(), "Content-Type": content_type}
+    ) as r:
         body = orjson.loads(await r.read()) if r.content_type == "application/json" else msgpack.unpackb(await r.read())
         assert_error(r.status, body, status, ErrorCode.BAD_REQUEST)
 
@@ -470,7 +553,9 @@ async def test_namespace_message_size_limits_api_publications(
     hub = await hub_factory(api_keys=(ALL,), namespaces=namespaces(small))
     status, body = await call(session, hub, "POST", "/api/publish", {"channel": "small:1", "data": "x" * 100})
     assert_error(status, body, 413, ErrorCode.LIMIT_EXCEEDED)
-    status, body = await call(session, hub, "POST", "/api/broadcast", {"channels": ["small:1", "news"], "data": "x" * 100})
+    status, body = await call(
+        session, hub, "POST", "/api/broadcast", {"channels": ["small:1", "news"], "data": "x" * 100}
+    )
     assert status == 200
     assert body["results"][0]["error"]["code"] == ErrorCode.LIMIT_EXCEEDED and "offset" in body["results"][1]
     status, body = await call(session, hub, "POST", "/api/publish", {"channel": "small:1", "data": "fits"})
@@ -479,7 +564,9 @@ async def test_namespace_message_size_limits_api_publications(
 
 async def test_oversize_body(api: RunningHub, session: aiohttp.ClientSession) -> None:
     big = io.BytesIO(orjson.dumps({"channel": "news", "data": "x" * (1024 * 1024)}))
-    async with session.post(api.http_url + "/api/publish", data=big, headers={**auth(), "Content-Type": "application/json"}) as r:
+    async with session.post(
+        api.http_url + "/api/publish", data=big, headers={**auth(), "Content-Type": "application/json"}
+    ) as r:
         assert_error(r.status, await r.json(), 413, ErrorCode.LIMIT_EXCEEDED)
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit applies while reading
@@ -488,7 +575,9 @@ async def test_oversize_body(api: RunningHub, session: aiohttp.ClientSession) ->
             yield b"x" * 65536
         yield b'"}'
 
-    async with session.post(api.http_url + "/api/publish", data=chunks(), headers={**auth(), "Content-Type": "application/json"}) as r:
+    async with session.post(
+        api.http_url + "/api/publish", data=chunks(), headers={**auth(), "Content-Type": "application/json"}
+    ) as r:
         assert_error(r.status, await r.json(), 413, ErrorCode.LIMIT_EXCEEDED)
     # The hub still answers.
     status, _ = await call(session, api, "POST", "/api/publish", {"channel": "news", "data": 1})
@@ -531,7 +620,13 @@ FUZZ_SECONDS = 20.0
 MAX_QUERY = 8000
 #: Generated channels rarely name a configured namespace of the right kind: the
 #: "pinned" pass puts one there, so that valid requests reach the success paths.
-PINNED = {"/api/presence": "room:1", "/api/presence_stats": "room:1", "/api/state": "live:1", "/api/state/set": "live:1", "/api/state/patch": "live:1"}
+PINNED = {
+    "/api/presence": "room:1",
+    "/api/presence_stats": "room:1",
+    "/api/state": "live:1",
+    "/api/state/set": "live:1",
+    "/api/state/patch": "live:1",
+}
 
 
 def _pin(case: schemathesis.Case[Any]) -> None:
@@ -580,7 +675,11 @@ def run_schemathesis(base_url: str, key: str) -> tuple[list[str], set[str]]:
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), result.err()  # realtime/openapi.json is invalid
         operation = result.ok()
-        for mode, pinned in ((GenerationMode.POSITIVE, False), (GenerationMode.POSITIVE, True), (GenerationMode.NEGATIVE, False)):
+        for mode, pinned in (
+            (GenerationMode.POSITIVE, False),
+            (GenerationMode.POSITIVE, True),
+            (GenerationMode.NEGATIVE, False),
+        ):
 
             @hypothesis.settings(
                 max_examples=FUZZ_EXAMPLES,
@@ -639,7 +738,9 @@ async def test_msgpack_data_may_have_integer_map_keys(api: RunningHub) -> None:
 async def test_json_integers_beyond_64_bits_are_refused(api: RunningHub, session: aiohttp.ClientSession) -> None:
     """As on the WebSocket: never silently published as a float."""
     raw = b'{"channel": "news", "data": 18446744073709551616}'
-    async with session.post(api.http_url + "/api/publish", data=raw, headers={**auth(), "Content-Type": "application/json"}) as r:
+    async with session.post(
+        api.http_url + "/api/publish", data=raw, headers={**auth(), "Content-Type": "application/json"}
+    ) as r:
         assert_error(r.status, await r.json(), 400, ErrorCode.BAD_REQUEST)
     status, body = await call(session, api, "GET", "/api/history", params={"channel": "news"})
     assert status == 200 and body["publications"] == []

@@ -543,7 +543,13 @@ def test_api_key_scopes_are_frozen() -> None:
         ("a", "k", [], "scopes", "expected at least one of publish, history, presence, state, users, *"),
         ("a", "k", "*", "scopes", "expected a list of strings"),
         ("a", "k", [1], "scopes", "expected a list of strings"),
-        ("a", "k", ["publsh"], "scopes", "unknown scope 'publsh': expected publish, history, presence, state, users or *"),
+        (
+            "a",
+            "k",
+            ["publsh"],
+            "scopes",
+            "unknown scope 'publsh': expected publish, history, presence, state, users or *",
+        ),
     ],
 )
 def test_invalid_api_keys(name: Any, key: Any, scopes: Any, option: str, reason: str) -> None:

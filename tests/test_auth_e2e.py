@@ -163,9 +163,11 @@ async def test_server_unsubscribes_a_user(hub: RunningHub) -> None:
 
 
 async def test_disconnect_user_control(hub: RunningHub) -> None:
-    async with await RawClient.open(hub.url, token=make_token("alice")) as a1, await RawClient.open(
-        hub.url, token=make_token("alice")
-    ) as a2, await RawClient.open(hub.url, token=make_token("bob")) as bob:
+    async with (
+        await RawClient.open(hub.url, token=make_token("alice")) as a1,
+        await RawClient.open(hub.url, token=make_token("alice")) as a2,
+        await RawClient.open(hub.url, token=make_token("bob")) as bob,
+    ):
         await hub.hub.control("disconnect", user="alice", code=int(CloseCode.FORCE_RECONNECT), reason="bye")
         for c in (a1, a2):
             push = await c.disconnect_push()

@@ -38,9 +38,7 @@ from realtime.namespaces import Namespace
 from .conftest import MS, HubFactory, RunningHub, make_token, namespaces
 from .wsclient import RawClient, value
 
-CHAT = Namespace(
-    name="chat", kind="chat", subscribe="anyone", publish="clients", history_size=100, history_ttl=300
-)
+CHAT = Namespace(name="chat", kind="chat", subscribe="anyone", publish="clients", history_size=100, history_ttl=300)
 ROOM = "chat:room"
 
 T = TypeVar("T")

@@ -32,7 +32,11 @@ def run_module(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
         [sys.executable, "-m", "realtime", *args],
-        capture_output=True, text=True, env={**clean, **env}, cwd=ROOT, timeout=30,
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        cwd=ROOT,
+        timeout=30,
     )
 
 
@@ -76,8 +80,17 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
 def test_serve_help_lists_every_flag_with_its_variable(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--help"]) == 0
     out = capsys.readouterr().out
-    for flag in ("--host", "--port", "--config", "--log-level", "--redis", "--ping-interval",
-                 "--drain-window", "--max-frame-size", "--allowed-origin"):
+    for flag in (
+        "--host",
+        "--port",
+        "--config",
+        "--log-level",
+        "--redis",
+        "--ping-interval",
+        "--drain-window",
+        "--max-frame-size",
+        "--allowed-origin",
+    ):
         assert flag in out
     assert "REALTIME_PORT" in out and "REALTIME_ALLOWED_ORIGINS" in out
 
@@ -123,7 +136,10 @@ def test_bad_environment_value(monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
 def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "nope.toml"
     assert main(["serve", "--config", str(path)]) == 2
-    assert capsys.readouterr().err == f"realtime: cannot read config file {path} (from --config): No such file or directory\n"
+    assert (
+        capsys.readouterr().err
+        == f"realtime: cannot read config file {path} (from --config): No such file or directory\n"
+    )
 
 
 # serve hands the settings to realtime.server.run
@@ -135,17 +151,44 @@ def test_serve_passes_flags_env_and_file_to_run(
     config = tmp_path / "realtime.toml"
     config.write_text("history_size = 3\nport = 1\n")
     monkeypatch.setenv("REALTIME_CONNECT_TIMEOUT", "2")
-    status = main([
-        "serve", "--config", str(config), "--host", "0.0.0.0", "--port", "9000", "--log-level", "warning",
-        "--redis", "redis://localhost:6379", "--ping-interval", "5", "--drain-window", "0",
-        "--max-frame-size", "4096", "--allowed-origin", "https://a.example", "--allowed-origin", "*",
-    ])
+    status = main(
+        [
+            "serve",
+            "--config",
+            str(config),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "9000",
+            "--log-level",
+            "warning",
+            "--redis",
+            "redis://localhost:6379",
+            "--ping-interval",
+            "5",
+            "--drain-window",
+            "0",
+            "--max-frame-size",
+            "4096",
+            "--allowed-origin",
+            "https://a.example",
+            "--allowed-origin",
+            "*",
+        ]
+    )
     assert status == 0
     assert fake_run == [
         Settings(
-            host="0.0.0.0", port=9000, log_level="warning", redis="redis://localhost:6379", ping_interval=5.0,
-            connect_timeout=2.0, max_frame_size=4096, allowed_origins=("https://a.example", "*"),
-            drain_window=0.0, history_size=3,
+            host="0.0.0.0",
+            port=9000,
+            log_level="warning",
+            redis="redis://localhost:6379",
+            ping_interval=5.0,
+            connect_timeout=2.0,
+            max_frame_size=4096,
+            allowed_origins=("https://a.example", "*"),
+            drain_window=0.0,
+            history_size=3,
         )
     ]
 
@@ -236,7 +279,6 @@ def test_setup_twice_keeps_one_handler(root_logger: logging.Logger, capsys: pyte
 def test_setup_refuses_unknown_level(root_logger: logging.Logger) -> None:
     with pytest.raises(ValueError, match="unknown log level 'verbose'"):
         setup_logging("verbose")
-
 
 
 def test_token_command_signs_with_the_configured_secret(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

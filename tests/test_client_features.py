@@ -45,8 +45,14 @@ from .test_client import WAIT, SpyCodec, fast, kick, spy, take
 
 GRACE = 100 * MS
 CHAT = Namespace(
-    name="chat", kind="chat", subscribe="anyone", publish="clients", history_size=100, history_ttl=300,
-    typing_interval=0.0, typing_timeout=5.0,
+    name="chat",
+    kind="chat",
+    subscribe="anyone",
+    publish="clients",
+    history_size=100,
+    history_ttl=300,
+    typing_interval=0.0,
+    typing_timeout=5.0,
 )
 ROOM = Namespace(name="room", presence=True, join_leave=True, presence_grace=GRACE, subscribe="anyone")
 STATUS = Namespace(name="status", kind="status", subscribe="authenticated", presence_grace=GRACE)
@@ -143,7 +149,10 @@ async def test_chat_history_typing_read_and_receipts(hub: RunningHub, codec: Any
         assert await alice.receipts(ch) == {"bob": 4, "alice": 5}
         # The sender's subscription saw the same events, and its own publications.
         assert [await next_event(a) for _ in range(4)] == [
-            Typing(ch, "alice", True, 5.0), Typing(ch, "alice", False, 5.0), Read(ch, "bob", 4), Read(ch, "alice", 5),
+            Typing(ch, "alice", True, 5.0),
+            Typing(ch, "alice", False, 5.0),
+            Read(ch, "bob", 4),
+            Read(ch, "alice", 5),
         ]
         assert [p.mid for p in await take(a, 5)] == [s.mid for s in sent]
         with pytest.raises(ReplyError) as info:
@@ -522,7 +531,13 @@ async def test_live_rules() -> None:
 
     events = await queued_events(sub)
     assert [(e.key, e.version) for e in events if isinstance(e, StateChanged)] == [
-        ("a", 3), ("b", 5), ("c", 4), ("a", 7), ("c", 8), ("a", 10), ("b", 9),
+        ("a", 3),
+        ("b", 5),
+        ("c", 4),
+        ("a", 7),
+        ("c", 8),
+        ("a", 10),
+        ("b", 9),
     ]
     assert len(events) == 7
 

@@ -175,9 +175,7 @@ def test_reasons_never_echo_the_payload() -> None:
 
 
 @BOTH
-@pytest.mark.parametrize(
-    "id", [None, "1", 1.0, True, False, 0, -1, MAX_ID + 1, [1], {"n": 1}], ids=repr
-)
+@pytest.mark.parametrize("id", [None, "1", 1.0, True, False, 0, -1, MAX_ID + 1, [1], {"n": 1}], ids=repr)
 def test_invalid_id(codec: Codec, id: object) -> None:
     m: dict[str, Any] = {"cmd": "ping"} if id is None else {"id": id, "cmd": "ping"}
     err = command_error(codec, m)
@@ -199,13 +197,28 @@ def test_unknown_command(codec: Codec) -> None:
         ({"cmd": "subscribe"}, "subscribe.channel is required"),
         ({"cmd": "subscribe", "channel": 1}, "subscribe.channel must be a string"),
         ({"cmd": "subscribe", "channel": ""}, "subscribe.channel must not be empty"),
-        ({"cmd": "subscribe", "channel": "a" * (MAX_CHANNEL_LENGTH + 1)}, "subscribe.channel is longer than 255 characters"),
+        (
+            {"cmd": "subscribe", "channel": "a" * (MAX_CHANNEL_LENGTH + 1)},
+            "subscribe.channel is longer than 255 characters",
+        ),
         ({"cmd": "subscribe", "channel": "a", "offset": 1}, "subscribe.offset and subscribe.epoch go together"),
         ({"cmd": "subscribe", "channel": "a", "epoch": "e"}, "subscribe.offset and subscribe.epoch go together"),
-        ({"cmd": "subscribe", "channel": "a", "offset": -1, "epoch": "e"}, "subscribe.offset must be an unsigned integer"),
-        ({"cmd": "subscribe", "channel": "a", "offset": True, "epoch": "e"}, "subscribe.offset must be an unsigned integer"),
-        ({"cmd": "subscribe", "channel": "a", "offset": 1.0, "epoch": "e"}, "subscribe.offset must be an unsigned integer"),
-        ({"cmd": "subscribe", "channel": "a", "offset": "1", "epoch": "e"}, "subscribe.offset must be an unsigned integer"),
+        (
+            {"cmd": "subscribe", "channel": "a", "offset": -1, "epoch": "e"},
+            "subscribe.offset must be an unsigned integer",
+        ),
+        (
+            {"cmd": "subscribe", "channel": "a", "offset": True, "epoch": "e"},
+            "subscribe.offset must be an unsigned integer",
+        ),
+        (
+            {"cmd": "subscribe", "channel": "a", "offset": 1.0, "epoch": "e"},
+            "subscribe.offset must be an unsigned integer",
+        ),
+        (
+            {"cmd": "subscribe", "channel": "a", "offset": "1", "epoch": "e"},
+            "subscribe.offset must be an unsigned integer",
+        ),
         ({"cmd": "subscribe", "channel": "a", "offset": 1, "epoch": 1}, "subscribe.epoch must be a string"),
         ({"cmd": "unsubscribe"}, "unsubscribe.channel is required"),
         ({"cmd": "unsubscribe", "channel": ["a"]}, "unsubscribe.channel must be a string"),
@@ -236,8 +249,14 @@ def test_unknown_command(codec: Codec) -> None:
         ({"cmd": "history", "channel": "a", "limit": "10"}, "history.limit must be an unsigned integer"),
         ({"cmd": "history", "channel": "a", "before": True}, "history.before must be an unsigned integer"),
         ({"cmd": "history", "channel": "a", "after": 1.5}, "history.after must be an unsigned integer"),
-        ({"cmd": "history", "channel": "a", "before": 9, "after": 1}, "history.before and history.after exclude each other"),
-        ({"cmd": "history", "channel": "a", "before": 0, "after": 0}, "history.before and history.after exclude each other"),
+        (
+            {"cmd": "history", "channel": "a", "before": 9, "after": 1},
+            "history.before and history.after exclude each other",
+        ),
+        (
+            {"cmd": "history", "channel": "a", "before": 0, "after": 0},
+            "history.before and history.after exclude each other",
+        ),
         # typing
         ({"cmd": "typing"}, "typing.channel is required"),
         ({"cmd": "typing", "channel": "a", "typing": "yes"}, "typing.typing must be a boolean"),
@@ -260,20 +279,41 @@ def test_unknown_command(codec: Codec) -> None:
         ({"cmd": "state_set", "channel": "a", "value": 1}, "state_set.key is required"),
         ({"cmd": "state_set", "channel": "a", "key": 1, "value": 1}, "state_set.key must be a string"),
         ({"cmd": "state_set", "channel": "a", "key": "", "value": 1}, "state_set.key must not be empty"),
-        ({"cmd": "state_set", "channel": "a", "key": "k" * 256, "value": 1}, "state_set.key is longer than 255 characters"),
+        (
+            {"cmd": "state_set", "channel": "a", "key": "k" * 256, "value": 1},
+            "state_set.key is longer than 255 characters",
+        ),
         ({"cmd": "state_set", "channel": "a", "key": "k"}, "state_set.value is required"),
-        ({"cmd": "state_set", "channel": "a", "key": "k", "value": nested(MAX_DATA_DEPTH + 1)}, "state_set.value is nested too deeply"),
-        ({"cmd": "state_set", "channel": "a", "key": "k", "value": 1, "version": -1}, "state_set.version must be an unsigned integer"),
-        ({"cmd": "state_set", "channel": "a", "key": "k", "value": 1, "version": "3"}, "state_set.version must be an unsigned integer"),
+        (
+            {"cmd": "state_set", "channel": "a", "key": "k", "value": nested(MAX_DATA_DEPTH + 1)},
+            "state_set.value is nested too deeply",
+        ),
+        (
+            {"cmd": "state_set", "channel": "a", "key": "k", "value": 1, "version": -1},
+            "state_set.version must be an unsigned integer",
+        ),
+        (
+            {"cmd": "state_set", "channel": "a", "key": "k", "value": 1, "version": "3"},
+            "state_set.version must be an unsigned integer",
+        ),
         # state_patch
         ({"cmd": "state_patch", "channel": "a", "key": "k"}, "state_patch.patch is required"),
         ({"cmd": "state_patch", "channel": "a", "key": "k", "patch": None}, "state_patch.patch must be a map"),
         ({"cmd": "state_patch", "channel": "a", "key": "k", "patch": [1]}, "state_patch.patch must be a map"),
         ({"cmd": "state_patch", "channel": "a", "key": "k", "patch": "x"}, "state_patch.patch must be a map"),
-        ({"cmd": "state_patch", "channel": "a", "key": "k", "patch": {"a": nested(MAX_DATA_DEPTH)}}, "state_patch.patch is nested too deeply"),
+        (
+            {"cmd": "state_patch", "channel": "a", "key": "k", "patch": {"a": nested(MAX_DATA_DEPTH)}},
+            "state_patch.patch is nested too deeply",
+        ),
         ({"cmd": "state_patch", "channel": "a", "patch": {}}, "state_patch.key is required"),
-        ({"cmd": "state_patch", "channel": "a", "key": "k" * 256, "patch": {}}, "state_patch.key is longer than 255 characters"),
-        ({"cmd": "state_patch", "channel": "a", "key": "k", "patch": {}, "version": 1.0}, "state_patch.version must be an unsigned integer"),
+        (
+            {"cmd": "state_patch", "channel": "a", "key": "k" * 256, "patch": {}},
+            "state_patch.key is longer than 255 characters",
+        ),
+        (
+            {"cmd": "state_patch", "channel": "a", "key": "k", "patch": {}, "version": 1.0},
+            "state_patch.version must be an unsigned integer",
+        ),
         # status
         ({"cmd": "status"}, "status.users is required"),
         ({"cmd": "status", "users": None}, "status.users must be an array"),
@@ -293,7 +333,8 @@ def test_bad_request_keeps_the_id(codec: Codec, m: dict[str, Any], reason: str) 
 
 @BOTH
 @pytest.mark.parametrize(
-    "channel", ["a b", "a\tb", "a\nb", "a\rb", "\x00", "a\x7f", "a\u00a0b", "a\u200bb", "a\u2028b", "a\u3000b", "\ufeffa"],
+    "channel",
+    ["a b", "a\tb", "a\nb", "a\rb", "\x00", "a\x7f", "a\u00a0b", "a\u200bb", "a\u2028b", "a\u3000b", "\ufeffa"],
     ids=repr,
 )
 def test_channel_without_whitespace_or_control_characters(codec: Codec, channel: str) -> None:
@@ -399,7 +440,12 @@ def test_one_bad_command_and_one_good(codec: Codec) -> None:
         pack({"push": "pub", "channel": "a", "data": 1, "offset": True, "epoch": "e"}),
         pack({"push": "pub", "channel": "a", "data": 1, "offset": 1, "epoch": "e", "info": []}),
         pack({"push": "disconnect", "code": 4001, "reason": "x"}),
-        pack({"id": 1, "result": {"offset": 1, "epoch": "e", "recoverable": True, "recovered": True, "publications": [1]}}),
+        pack(
+            {
+                "id": 1,
+                "result": {"offset": 1, "epoch": "e", "recoverable": True, "recovered": True, "publications": [1]},
+            }
+        ),
         pack({"id": 1, "result": {"client": "c", "version": "v", "ping": "25", "user": ""}}),
         pack({"push": "pub", "channel": "a", "data": 1, "offset": 1, "epoch": "e", "mid": 1, "time": 1}),
         pack({"push": "join", "channel": "a"}),
@@ -415,7 +461,12 @@ def test_one_bad_command_and_one_good(codec: Codec) -> None:
         pack({"push": "status", "user": "u", "online": True, "last_seen": 0}),
         pack({"push": "unsub", "channel": "a"}),
         pack({"id": 1, "result": {"publications": [1], "offset": 1, "epoch": "e"}}),
-        pack({"id": 1, "result": {"offset": 1, "epoch": "e", "recoverable": True, "recovered": True, "state": [{"key": "k"}]}}),
+        pack(
+            {
+                "id": 1,
+                "result": {"offset": 1, "epoch": "e", "recoverable": True, "recovered": True, "state": [{"key": "k"}]},
+            }
+        ),
         pack({"id": 1, "result": {"offset": 1, "epoch": "e", "recoverable": True, "recovered": True, "status": []}}),
         pack({"id": 1, "result": {"expires": "soon"}}),
         pack({"id": 1, "result": {"read": None}}),

@@ -51,7 +51,6 @@ from protocol import (
     Refresh,
     RefreshResult,
     Reply,
-    Result,
     ServerMessage,
     StateChange,
     StateEntry,
@@ -137,7 +136,12 @@ SERVER_MESSAGES: list[ServerMessage] = [
     Reply(2, SubscribeResult(60, "Xq3v", True, True, tuple(Publication("a", pack(i), i, "e") for i in range(20)))),
     Reply(2, SubscribeResult(42, "Xq3v", True, True, (CHAT_PUB,))),
     Reply(2, SubscribeResult(0, "e", version=3)),
-    Reply(2, SubscribeResult(0, "e", version=9, state=(StateEntry("score", pack({"home": 2}), 9), StateEntry("old", None, 8)))),
+    Reply(
+        2,
+        SubscribeResult(
+            0, "e", version=9, state=(StateEntry("score", pack({"home": 2}), 9), StateEntry("old", None, 8))
+        ),
+    ),
     Reply(2, SubscribeResult(0, "e", state=(StateEntry("a", pack([]), 0),))),
     Reply(2, SubscribeResult(0, "e", status=BOB)),
     Reply(2, SubscribeResult(7, "e", True, False, (PUB,), 4, (StateEntry("x", pack(1), 4),), ALICE)),
@@ -153,7 +157,9 @@ SERVER_MESSAGES: list[ServerMessage] = [
     Reply(7, ReceiptsResult({})),
     Reply(7, ReceiptsResult({"alice": 42, "bob": 40})),
     Reply(8, PresenceResult({})),
-    Reply(8, PresenceResult({"c0ffee": PresenceMember("alice"), "d00d": PresenceMember("bob", pack({"device": "ios"}))})),
+    Reply(
+        8, PresenceResult({"c0ffee": PresenceMember("alice"), "d00d": PresenceMember("bob", pack({"device": "ios"}))})
+    ),
     Reply(9, PresenceStatsResult(0, 0)),
     Reply(9, PresenceStatsResult(3, 2)),
     Reply(10, StateResult(0)),
@@ -318,7 +324,10 @@ PING_BYTES = MSGPACK.encode(Reply(1, EmptyResult()))
         ({"later": 1}, EmptyResult),
         ({"client": "c", "version": "v", "ping": 25, "user": ""}, ConnectResult),  # without expires: an older hub
         ({"client": "c", "version": "v", "ping": 25.0, "user": "", "expires": 9}, ConnectResult),
-        ({"offset": 1, "epoch": "e", "recoverable": False, "recovered": False, "version": 2, "state": []}, SubscribeResult),
+        (
+            {"offset": 1, "epoch": "e", "recoverable": False, "recovered": False, "version": 2, "state": []},
+            SubscribeResult,
+        ),
         ({"offset": 1, "epoch": "e", "recoverable": False, "recovered": False, "publications": []}, SubscribeResult),
         ({"publications": [], "offset": 1, "epoch": "e"}, HistoryResult),
         ({"offset": 1, "epoch": "e"}, PublishResult),
@@ -367,7 +376,13 @@ def test_command_roundtrip(codec: Codec, command: Command) -> None:
 
 @BOTH
 def test_commands_share_a_frame(codec: Codec) -> None:
-    commands: list[Command] = [Connect(1, token="t"), Subscribe(2, "a"), Publish(3, "a", pack("x")), Unsubscribe(4, "a"), Ping(5)]
+    commands: list[Command] = [
+        Connect(1, token="t"),
+        Subscribe(2, "a"),
+        Publish(3, "a", pack("x")),
+        Unsubscribe(4, "a"),
+        Ping(5),
+    ]
     assert client_roundtrip(codec, *commands) == commands
 
 
@@ -406,7 +421,12 @@ def test_json_integers_up_to_64_bits() -> None:
     frame = b'{"id":1,"cmd":"publish","channel":"a","data":[18446744073709551615,-9223372036854775808,"123456789012345678901234567890",1234567890123456789012.5]}'
     [command] = JSON.decode_commands(frame)
     assert isinstance(command, Publish)
-    assert msgpack.unpackb(command.data) == [MAX_OFFSET, -(2**63), "123456789012345678901234567890", 1234567890123456789012.5]
+    assert msgpack.unpackb(command.data) == [
+        MAX_OFFSET,
+        -(2**63),
+        "123456789012345678901234567890",
+        1234567890123456789012.5,
+    ]
 
 
 # --- across codecs ---------------------------------------------------------------
@@ -441,12 +461,20 @@ def test_bin_becomes_base64_for_json_clients() -> None:
 def test_non_string_keys_become_strings_for_json() -> None:
     # Only server-side data can hold such keys: clients' maps need string keys.
     data = msgpack.packb({1: "a", 2.5: "b", False: "c", None: "d", "s": {3: [b"\xff"]}})
-    assert orjson.loads(msgpack_to_json(data)) == {"1": "a", "2.5": "b", "false": "c", "null": "d", "s": {"3": ["/w=="]}}
+    assert orjson.loads(msgpack_to_json(data)) == {
+        "1": "a",
+        "2.5": "b",
+        "false": "c",
+        "null": "d",
+        "s": {"3": ["/w=="]},
+    }
     assert orjson.loads(JSON.encode(Publication("a", data, 1, "e")))["data"]["s"] == {"3": ["/w=="]}
 
 
 def test_json_client_publish_transcodes_bin() -> None:
-    assert JSON.encode_command(Publish(1, "a", pack(b"\x01"))) == b'{"id":1,"cmd":"publish","channel":"a","data":"AQ=="}'
+    assert (
+        JSON.encode_command(Publish(1, "a", pack(b"\x01"))) == b'{"id":1,"cmd":"publish","channel":"a","data":"AQ=="}'
+    )
 
 
 # --- codec choice ----------------------------------------------------------------

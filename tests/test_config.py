@@ -65,9 +65,7 @@ def test_flag_beats_env_beats_file_beats_default(
     tmp_path: Path, flag: str | None, env: str | None, file: str | None, expected: int
 ) -> None:
     path = write_toml(tmp_path, f"port = {file}\n" if file else "")
-    settings = load_settings(
-        {"port": flag}, env={"REALTIME_PORT": env} if env else {}, config_file=path
-    )
+    settings = load_settings({"port": flag}, env={"REALTIME_PORT": env} if env else {}, config_file=path)
     assert settings.port == expected
 
 
@@ -220,12 +218,27 @@ BAD_VALUES = [
     ("drain_window", "-0.5", "-0.5", "expected a number >= 0"),
     ("history_size", "-1", "-1", "expected a number >= 0"),
     ("history_ttl", "0", "0", "expected a number > 0"),
-    ("allowed_origins", "example.com", '["example.com"]', "expected '*' or scheme://host[:port] (no path), got 'example.com'"),
+    (
+        "allowed_origins",
+        "example.com",
+        '["example.com"]',
+        "expected '*' or scheme://host[:port] (no path), got 'example.com'",
+    ),
     ("allowed_origins", "https://a.example/", '"https://a.example/"', "got 'https://a.example/'"),
     ("allow_anonymous", "maybe", '"maybe"', "expected true or false"),
     ("token_secret", "short", '"short"', "expected a secret of at least 32 bytes"),
-    ("token_public_key", "/nonexistent/key.pem", '"/nonexistent/key.pem"', "cannot read the file: No such file or directory"),
-    ("token_public_key", "-----BEGIN PUBLIC KEY-----", '"-----BEGIN PUBLIC KEY-----"', "expected a PEM public key (RSA or EC)"),
+    (
+        "token_public_key",
+        "/nonexistent/key.pem",
+        '"/nonexistent/key.pem"',
+        "cannot read the file: No such file or directory",
+    ),
+    (
+        "token_public_key",
+        "-----BEGIN PUBLIC KEY-----",
+        '"-----BEGIN PUBLIC KEY-----"',
+        "expected a PEM public key (RSA or EC)",
+    ),
     ("token_grace", "-1", "-1", "expected a number >= 0"),
 ]
 
@@ -471,10 +484,22 @@ def test_namespace_name_is_not_an_option(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
-        ('[namespaces.chat]\nkind = "room"', "invalid setting namespaces.chat.kind=room (from {path}): expected one of plain, chat, live, status"),
-        ("[namespaces.default]\nhistory_size = -1", "invalid setting namespaces.default.history_size=-1 (from {path}): expected a number >= 0"),
-        ("[namespaces.chat]\npresence = 1", "invalid setting namespaces.chat.presence=1 (from {path}): expected true or false"),
-        ('[namespaces."a:b"]', "invalid setting namespaces.a:b (from {path}): expected letters, digits, '_', '.' or '-' (no ':' or '#')"),
+        (
+            '[namespaces.chat]\nkind = "room"',
+            "invalid setting namespaces.chat.kind=room (from {path}): expected one of plain, chat, live, status",
+        ),
+        (
+            "[namespaces.default]\nhistory_size = -1",
+            "invalid setting namespaces.default.history_size=-1 (from {path}): expected a number >= 0",
+        ),
+        (
+            "[namespaces.chat]\npresence = 1",
+            "invalid setting namespaces.chat.presence=1 (from {path}): expected true or false",
+        ),
+        (
+            '[namespaces."a:b"]',
+            "invalid setting namespaces.a:b (from {path}): expected letters, digits, '_', '.' or '-' (no ':' or '#')",
+        ),
         ('[namespaces.""]', "invalid setting namespaces.'' (from {path}): name the default namespace 'default'"),
         ("namespaces = 1", "invalid setting namespaces (from {path}): expected [namespaces.NAME] tables"),
         ("namespaces = { chat = 1 }", "invalid setting namespaces (from {path}): expected [namespaces.NAME] tables"),
@@ -545,22 +570,35 @@ API_KEY_A = '[[api_keys]]\nname = "a"\nkey = "k-a"\nscopes = ["publish"]\n'
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
-        ('[[api_keys]]\nname = "a"\nkey = "k"\nscopes = ["publsh"]',
-         "invalid setting api_keys[0].scopes=publsh (from {path}): unknown scope 'publsh': expected publish, history, presence, state, users or *"),
-        ('[[api_keys]]\nname = "a"\nkey = "k"\nscopes = []',
-         "invalid setting api_keys[0].scopes='' (from {path}): expected at least one of publish, history, presence, state, users, *"),
-        ('[[api_keys]]\nname = "a"\nkey = "k"\nscopes = "*"',
-         "invalid setting api_keys[0].scopes=* (from {path}): expected a list of strings"),
-        ('[[api_keys]]\nname = "a"\nkey = ""\nscopes = ["*"]',
-         "invalid setting api_keys[0].key (from {path}): expected a non-empty string"),
-        ('[[api_keys]]\nname = "a"\nkey = "k"',
-         "invalid setting api_keys[0] (from {path}): missing 'scopes'"),
-        ('[[api_keys]]\nname = "a"\nkey = "k"\nscope = ["*"]',
-         "unknown setting 'api_keys[0].scope' in config file {path} (did you mean 'api_keys[0].scopes'?)"),
-        (API_KEY_A + '[[api_keys]]\nname = "a"\nkey = "k-b"\nscopes = ["*"]',
-         "invalid setting api_keys[1] (from {path}): api_keys[0] has the same name a"),
-        (API_KEY_A + '[[api_keys]]\nname = "b"\nkey = "k-a"\nscopes = ["*"]',
-         "invalid setting api_keys[1] (from {path}): api_keys[0] has the same key"),
+        (
+            '[[api_keys]]\nname = "a"\nkey = "k"\nscopes = ["publsh"]',
+            "invalid setting api_keys[0].scopes=publsh (from {path}): unknown scope 'publsh': expected publish, history, presence, state, users or *",
+        ),
+        (
+            '[[api_keys]]\nname = "a"\nkey = "k"\nscopes = []',
+            "invalid setting api_keys[0].scopes='' (from {path}): expected at least one of publish, history, presence, state, users, *",
+        ),
+        (
+            '[[api_keys]]\nname = "a"\nkey = "k"\nscopes = "*"',
+            "invalid setting api_keys[0].scopes=* (from {path}): expected a list of strings",
+        ),
+        (
+            '[[api_keys]]\nname = "a"\nkey = ""\nscopes = ["*"]',
+            "invalid setting api_keys[0].key (from {path}): expected a non-empty string",
+        ),
+        ('[[api_keys]]\nname = "a"\nkey = "k"', "invalid setting api_keys[0] (from {path}): missing 'scopes'"),
+        (
+            '[[api_keys]]\nname = "a"\nkey = "k"\nscope = ["*"]',
+            "unknown setting 'api_keys[0].scope' in config file {path} (did you mean 'api_keys[0].scopes'?)",
+        ),
+        (
+            API_KEY_A + '[[api_keys]]\nname = "a"\nkey = "k-b"\nscopes = ["*"]',
+            "invalid setting api_keys[1] (from {path}): api_keys[0] has the same name a",
+        ),
+        (
+            API_KEY_A + '[[api_keys]]\nname = "b"\nkey = "k-a"\nscopes = ["*"]',
+            "invalid setting api_keys[1] (from {path}): api_keys[0] has the same key",
+        ),
         ("api_keys = 1", "invalid setting api_keys (from {path}): expected [[api_keys]] tables"),
         ("[api_keys]", "invalid setting api_keys (from {path}): expected [[api_keys]] tables"),
     ],
@@ -591,7 +629,11 @@ def test_quickstart_toml() -> None:
     )
     chat = namespaces["chat"]
     assert (chat.kind, chat.subscribe, chat.publish, chat.presence, chat.join_leave) == (
-        "chat", "anyone", "clients", True, True
+        "chat",
+        "anyone",
+        "clients",
+        True,
+        True,
     )
     assert (chat.history_size, chat.history_ttl) == (1000, 86400.0)
     live = namespaces["live"]
@@ -599,7 +641,10 @@ def test_quickstart_toml() -> None:
     assert (namespaces["user"].subscribe, namespaces["user"].publish) == ("user", "server")
     status = namespaces["status"]
     assert (status.kind, status.subscribe, status.publish, status.presence_grace) == (
-        "status", "authenticated", "server", 5.0
+        "status",
+        "authenticated",
+        "server",
+        5.0,
     )
     (key,) = settings.api_keys
     assert (key.name, key.key, key.scopes) == ("quickstart", "quickstart-key", frozenset({"*"}))
@@ -627,7 +672,10 @@ def test_api_key_scopes_must_be_a_list(tmp_path: Path, scopes: str) -> None:
 @pytest.mark.parametrize(
     ("overrides", "words"),
     [
-        ({"redis": "redis://127.0.0.1:abc/0"}, "invalid setting redis=redis://127.0.0.1:abc/0 (from --redis): not a valid Redis URL"),
+        (
+            {"redis": "redis://127.0.0.1:abc/0"},
+            "invalid setting redis=redis://127.0.0.1:abc/0 (from --redis): not a valid Redis URL",
+        ),
         ({"redis": "unix:///tmp/redis.sock", "redis_cluster": True}, "redis_cluster=true (from --redis-cluster)"),
     ],
 )

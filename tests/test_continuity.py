@@ -113,9 +113,7 @@ async def test_python_client_resubscribes_when_asked_to_recover(hub: RunningHub)
         assert sub.recovered
 
 
-async def test_recovery_during_a_gap_repair_repeats_nothing(
-    hub: RunningHub, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_recovery_during_a_gap_repair_repeats_nothing(hub: RunningHub, monkeypatch: pytest.MonkeyPatch) -> None:
     """A client recovers while the node is still filling a gap from history (a slow engine
     read, as with Redis): its reply carries the gap; the repair must not send it again."""
     engine = hub.hub.engine
@@ -194,7 +192,7 @@ async def test_python_client_reports_a_restarted_stream(hub: RunningHub) -> None
             sub = await client.subscribe("feed")
             await pub.publish("feed", 1)
             async with asyncio.timeout(5):
-                first = await anext(aiter(sub))
+                await anext(aiter(sub))
             assert sub.recovered and unrecovered == []
             hub.hub.on_publication(Publication("feed", msgpack.packb(1), 1, "restarted"))  # as after a Redis restart
             async with asyncio.timeout(5):

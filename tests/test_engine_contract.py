@@ -22,9 +22,9 @@ from redis.crc import key_slot
 from protocol.codes import ErrorCode
 from protocol.errors import CommandError
 from protocol.messages import ClientInfo, Publication, StateEntry, StreamPosition
+from realtime.engines import redis as redis_engine
 from realtime.engines.base import Engine, HistoryOptions, PresenceEntry, PresenceStats, VersionConflict
 from realtime.engines.memory import MemoryEngine
-from realtime.engines import redis as redis_engine
 from realtime.engines.redis import RedisEngine
 
 from .conftest import MS
@@ -353,8 +353,11 @@ async def test_concurrent_publishers_never_repeat_offsets(nodes: Nodes) -> None:
     a, b = await nodes(), await nodes()
     n = 200
     results = await asyncio.gather(
-        *(eng.publish("race", bytes([i % 256]), history=HistoryOptions(size=n, ttl=60))
-          for i in range(n) for eng in (a, b))
+        *(
+            eng.publish("race", bytes([i % 256]), history=HistoryOptions(size=n, ttl=60))
+            for i in range(n)
+            for eng in (a, b)
+        )
     )
     assert sorted(p.offset for p in results) == list(range(1, 2 * n + 1))
     assert len({p.epoch for p in results}) == 1
@@ -471,8 +474,17 @@ async def test_direct_publish_through_fcall(nodes: Nodes) -> None:
     offset, epoch = await r.fcall("realtime_publish", 1, key, b"\x81\xa1a\x01", "10", "60")
     assert (offset, epoch.decode()) == (2, first.epoch)
     reply = await r.fcall(
-        "realtime_publish_json", 1, key, '{"text": "hello", "n": [1, 2.5, null]}', "10", "60",
-        "backend", "", '{"role": "bot"}', "m-1", "1700000000000",
+        "realtime_publish_json",
+        1,
+        key,
+        '{"text": "hello", "n": [1, 2.5, null]}',
+        "10",
+        "60",
+        "backend",
+        "",
+        '{"role": "bot"}',
+        "m-1",
+        "1700000000000",
     )
     assert reply[0] == 3
     await rec.until(lambda: len(rec.pubs) == 3)
@@ -519,9 +531,7 @@ async def test_unreachable_redis_is_a_temporary_error(
     await eng.publish("up", b"\x00")  # and back once Redis is
 
 
-async def test_after_redis_restarts_nodes_resync_and_functions_return(
-    nodes: Nodes, redis_server: RedisServer
-) -> None:
+async def test_after_redis_restarts_nodes_resync_and_functions_return(nodes: Nodes, redis_server: RedisServer) -> None:
     eng = await nodes()
     rec = recorder(eng)
     await eng.library_loaded()

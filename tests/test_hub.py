@@ -348,10 +348,9 @@ async def test_recovery_refused_when_history_trimmed(hub_factory: HubFactory) ->
 async def test_healthz(hub: RunningHub) -> None:
     async with await RawClient.open(hub.url) as c:
         await c.subscribe("h")
-        async with aiohttp.ClientSession() as http:
-            async with http.get(hub.http_url + "/healthz") as resp:
-                assert resp.status == 200
-                body = await resp.json()
+        async with aiohttp.ClientSession() as http, http.get(hub.http_url + "/healthz") as resp:
+            assert resp.status == 200
+            body = await resp.json()
     assert body["status"] == "ok"
     assert body["connections"] == 1 and body["channels"] == 1
 

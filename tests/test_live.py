@@ -291,7 +291,10 @@ async def test_a_client_that_misses_a_version_resubscribes_and_converges(hub: Ru
         await mirror.follow(6)
         assert len(mirror.resyncs) == 1
         # The resubscribe brought only what changed after version 2.
-        assert entries(mirror.resyncs[0]) == {"doc": ({**big, "k1": "one", "k2": "two", "k3": "three"}, 6), "other": (2, 5)}
+        assert entries(mirror.resyncs[0]) == {
+            "doc": ({**big, "k1": "one", "k2": "two", "k3": "three"}, 6),
+            "other": (2, 5),
+        }
         # Pushes that were on their way are recognised as already included.
         assert (await s.command(Ping(0))).error is None
         while s.pushes:

@@ -20,7 +20,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from protocol.messages import History, HistoryResult, Join, Leave, Publication, PresenceQuery, PresenceResult
+from protocol.messages import History, HistoryResult, Join, Leave, PresenceQuery, PresenceResult, Publication
 from realtime.auth import ApiKey
 from realtime.engines.redis import RedisEngine
 from realtime.namespaces import Namespace
@@ -70,8 +70,12 @@ def nodes(backend: Backend, hub_factory: HubFactory) -> Nodes:  # Redis stops af
 
     async def make(n: int = 3, **overrides: Any) -> list[RunningHub]:
         options: dict[str, Any] = {
-            "redis": backend.url, "redis_cluster": backend.cluster, "redis_prefix": backend.prefix,
-            "api_keys": (API,), "namespaces": NAMESPACES, **overrides,
+            "redis": backend.url,
+            "redis_cluster": backend.cluster,
+            "redis_prefix": backend.prefix,
+            "api_keys": (API,),
+            "namespaces": NAMESPACES,
+            **overrides,
         }
         hubs = [await hub_factory(**options) for _ in range(n)]
         for hub in hubs:
@@ -181,7 +185,9 @@ async def test_publishing_straight_into_redis(nodes: Nodes, redis_client: Redis 
         for s in subs:
             got = await collect(s, 3)
             assert [(p.offset, value(p)) for p in got] == [
-                (1, "from a client"), (2, {"text": "hi"}), (3, "from a client again"),
+                (1, "from a client"),
+                (2, {"text": "hi"}),
+                (3, "from a client again"),
             ]
             assert got[1].info is None
             await nothing_more(s, "direct", subs[2])
@@ -248,7 +254,9 @@ async def test_flapping_through_three_nodes_within_the_grace_window(nodes: Nodes
     of B's drop is pending; that leave is B's to settle, and alice is back by then."""
     grace = 1.0
     room = "flap:1"
-    ns = Namespace(name="flap", presence=True, join_leave=True, presence_grace=grace, subscribe="anyone", publish="clients")
+    ns = Namespace(
+        name="flap", presence=True, join_leave=True, presence_grace=grace, subscribe="anyone", publish="clients"
+    )
     a, b, c = await nodes(3, namespaces=namespaces(ns))
     bob = await RawClient.open(a.url, token=make_token("bob"))
     # carol and dave leave together with alice's drops: their leaves mark when A's and B's timers ran out.

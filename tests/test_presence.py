@@ -382,7 +382,9 @@ async def test_api_helpers(hub_factory: HubFactory) -> None:
         assert await presence.members(ROOM) == {alice.client_id: PresenceMember("alice")}
         assert await presence.stats(ROOM) == PresenceStatsResult(1, 1)
         assert await presence.status(["alice", "", "zed"]) == [
-            UserStatus("alice", True), UserStatus("", False), UserStatus("zed", False),
+            UserStatus("alice", True),
+            UserStatus("", False),
+            UserStatus("zed", False),
         ]
 
 
@@ -409,8 +411,12 @@ async def test_refresh_costs_one_engine_call_per_entry(
     anon = await user(hub, "", ROOM)
     try:
         # bob: two channels and his status; anon: one channel (no status).
-        entries = {(ROOM, bob.client_id), ("room:b", bob.client_id), ("$status:bob", bob.client_id),
-                   (ROOM, anon.client_id)}
+        entries = {
+            (ROOM, bob.client_id),
+            ("room:b", bob.client_id),
+            ("$status:bob", bob.client_id),
+            (ROOM, anon.client_id),
+        }
         calls.clear()
         assert await presence.refresh() == 4
         assert sorted(calls) == sorted(entries)
@@ -479,4 +485,3 @@ async def test_stopping_cancels_pending_leaves_and_the_refresh(hub_factory: HubF
     await hub.stop()
     assert all(task is not None and task.done() for task in tasks)
     assert not presence._tasks and presence._refresher is None
-

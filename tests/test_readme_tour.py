@@ -25,8 +25,12 @@ async def hub(hub_factory: HubFactory) -> RunningHub:
 
 async def run_script(name: str, url: str) -> str:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(SCRIPTS / name), url,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT,
+        sys.executable,
+        str(SCRIPTS / name),
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=ROOT,
     )
     async with asyncio.timeout(20):
         out, _ = await proc.communicate()

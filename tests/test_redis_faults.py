@@ -132,7 +132,7 @@ async def test_redis_restarted_mid_stream(persistence: bool, hub_factory: HubFac
             for s in subs:
                 p = await s.publication()
                 assert (p.offset, value(p)) == (1, "new")
-        for s in subs:  # a marker comes next: nothing else was queued
+        for _ in subs:  # a marker comes next: nothing else was queued
             await pub.publish("feed", "marker")
         for s in subs:
             assert value(await s.publication()) == "marker"
@@ -180,8 +180,16 @@ class Node:
     @classmethod
     async def start(cls, redis_url: str, config: Path) -> Node:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "realtime",
-            "serve", "--port", "0", "--redis", redis_url, "--config", str(config),
+            sys.executable,
+            "-m",
+            "realtime",
+            "serve",
+            "--port",
+            "0",
+            "--redis",
+            redis_url,
+            "--config",
+            str(config),
             stderr=asyncio.subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "REALTIME_PRESENCE_TTL": str(PRESENCE_TTL)},
         )

@@ -315,9 +315,7 @@ async def test_an_unsubscribe_during_a_reconnection_is_not_lost(client: Redis, r
     await listener.unsubscribe("dropped")
     await until(lambda: rec.reconnects == 1, what="on_reconnect")
     assert listener.channels == {"held"}
-    await until_redis(
-        lambda: _numsub(client, "dropped", 0), "Redis to stop sending the channel unsubscribed meanwhile"
-    )
+    await until_redis(lambda: _numsub(client, "dropped", 0), "Redis to stop sending the channel unsubscribed meanwhile")
     assert await client.publish("held", b"1") == 1
     await until(lambda: rec.messages == [("held", b"1")])
     assert listener.ready
@@ -574,7 +572,9 @@ def _probe_slots(listener: RedisPubSub) -> set[int]:
 
 
 async def test_an_unsubscribe_while_a_moved_channel_is_rerouted_is_not_lost(
-    redis_cluster: LocalCluster, cluster_client: RedisCluster, recorders: Make,
+    redis_cluster: LocalCluster,
+    cluster_client: RedisCluster,
+    recorders: Make,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A channel whose slot moved is subscribed at its new primary once the listener has the new
@@ -639,7 +639,7 @@ async def test_a_probe_channel_stays_subscribed_after_a_reroute(
             break
     assert pick is not None, "no suitable slot in this cluster layout"
     i, slot, home, target = pick
-    channel = "{p%d}held" % i
+    channel = f"{{p{i}}}held"
     await listener.subscribe(channel)  # the move makes the listener reroute it
     try:
         await asyncio.to_thread(redis_cluster.move_slot, slot, port_of[target])

@@ -23,7 +23,13 @@ LISTENING = re.compile(rb"listening on ws://[\d.]+:(\d+)/ws")
 
 async def start_serve(*args: str) -> tuple[asyncio.subprocess.Process, int]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "realtime", "serve", "--port", "0", *args,
+        sys.executable,
+        "-m",
+        "realtime",
+        "serve",
+        "--port",
+        "0",
+        *args,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

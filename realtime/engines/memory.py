@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import itertools
 import secrets
-from time import monotonic as _now
 from collections import deque
 from dataclasses import dataclass, field
+from time import monotonic as _now
 
 from protocol.messages import ClientInfo, Publication, StateEntry, StreamPosition
 

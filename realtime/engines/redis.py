@@ -176,8 +176,11 @@ class RedisEngine(Engine):
             # Concurrent calls beyond the pool wait for a connection (up to socket_timeout),
             # rather than failing at once as redis-py's default pool does.
             pool = BlockingConnectionPool.from_url(
-                redis_url, max_connections=max_connections, timeout=socket_timeout,
-                health_check_interval=30, **options,
+                redis_url,
+                max_connections=max_connections,
+                timeout=socket_timeout,
+                health_check_interval=30,
+                **options,
             )
             self.redis = Redis.from_pool(pool)
         self._publish_cmd = "SPUBLISH" if cluster else "PUBLISH"
@@ -377,8 +380,17 @@ class RedisEngine(Engine):
             self._publish,
             (b + ":s", b + ":m", b + ":r", b + ":p"),
             (
-                self._publish_cmd, data, max(0, history.size), history_ms, meta_ms,
-                user, client, extra, mid, time, secrets.token_hex(4),
+                self._publish_cmd,
+                data,
+                max(0, history.size),
+                history_ms,
+                meta_ms,
+                user,
+                client,
+                extra,
+                mid,
+                time,
+                secrets.token_hex(4),
             ),
         )
         return StreamPosition(int(offset), epoch.decode())
@@ -425,8 +437,13 @@ class RedisEngine(Engine):
             self._history,
             (b + ":s", b + ":m", b + ":r"),
             (
-                secrets.token_hex(4), self._meta_ms, since.epoch if since is not None else "",
-                start, end, "1" if reverse else "0", count,
+                secrets.token_hex(4),
+                self._meta_ms,
+                since.epoch if since is not None else "",
+                start,
+                end,
+                "1" if reverse else "0",
+                count,
             ),
         )
         position = StreamPosition(int(reply[0]), reply[1].decode())
@@ -541,7 +558,9 @@ class RedisEngine(Engine):
             self._state_set,
             self._state_keys(channel),
             (
-                key, "0" if value is None else "1", value or b"",
+                key,
+                "0" if value is None else "1",
+                value or b"",
                 "" if expected_version is None else str(expected_version),
             ),
         )
@@ -556,9 +575,7 @@ class RedisEngine(Engine):
 
     async def state_since(self, channel: str, version: int = 0) -> tuple[list[StateEntry], int]:
         flat = await self._run("read state", self._state_since, self._state_keys(channel), (str(version),))
-        entries = [
-            StateEntry(flat[i].decode(), flat[i + 1], int(flat[i + 2])) for i in range(1, len(flat), 3)
-        ]
+        entries = [StateEntry(flat[i].decode(), flat[i + 1], int(flat[i + 2])) for i in range(1, len(flat), 3)]
         return entries, int(flat[0])
 
 

@@ -110,7 +110,7 @@ class _LinkDown(Exception):
 class _Expect:
     """Replies a command sent on a link still waits for: one confirmation per channel, or one error."""
 
-    __slots__ = ("kind", "pending", "future")
+    __slots__ = ("future", "kind", "pending")
 
     def __init__(self, kind: bytes, channels: Iterable[bytes], future: asyncio.Future[None]) -> None:
         self.kind = kind
@@ -295,9 +295,7 @@ def _commands(kind: bytes, channels: Iterable[str], by_slot: bool) -> list[tuple
     groups: dict[int, list[str]] = {}
     for channel in channels:
         groups.setdefault(key_slot(channel.encode()) if by_slot else 0, []).append(channel)
-    return [
-        (kind, group[i : i + BATCH_LIMIT]) for group in groups.values() for i in range(0, len(group), BATCH_LIMIT)
-    ]
+    return [(kind, group[i : i + BATCH_LIMIT]) for group in groups.values() for i in range(0, len(group), BATCH_LIMIT)]
 
 
 class RedisPubSub:
@@ -606,7 +604,10 @@ class RedisPubSub:
             if failures:
                 log.info(
                     "Redis pub/sub connected to %s after %d failed attempts in %.1fs; %d channels subscribed",
-                    self._address(), failures, time.monotonic() - down_since, channels,
+                    self._address(),
+                    failures,
+                    time.monotonic() - down_since,
+                    channels,
                 )
             else:
                 log.info("Redis pub/sub connected to %s; %d channels subscribed", self._address(), channels)
@@ -674,9 +675,7 @@ class RedisPubSub:
         conn = cls(**{**kwargs, "protocol": 2, "retry": Retry(NoBackoff(), 0)})
         try:
             await conn.connect()  # type: ignore[no-untyped-call]
-            return _Link(
-                key, address, conn, self.sharded, self._on_message, self._server_unsubscribed, self._wake.set
-            )
+            return _Link(key, address, conn, self.sharded, self._on_message, self._server_unsubscribed, self._wake.set)
         except BaseException:
             with contextlib.suppress(Exception):
                 await conn.disconnect(nowait=True)
@@ -729,7 +728,8 @@ class RedisPubSub:
                     log.warning(
                         "Redis pub/sub connection to %s is behind: the probe sent %.1fs ago is not back"
                         " while messages keep coming (this node cannot keep up with what is published)",
-                        link.address, now - link.probe_sent,
+                        link.address,
+                        now - link.probe_sent,
                     )
             link.reads_checked = link.reads
 

@@ -43,7 +43,9 @@ end
 #: The publish step. The message it stores and sends is a msgpack array
 #: [0, offset, epoch, data, info, mid, time], info being false or
 #: [user, client, info-bytes or false] (docs/redis.md, "Pub/sub messages").
-PUBLISH_CORE = _EPOCH_CORE + """
+PUBLISH_CORE = (
+    _EPOCH_CORE
+    + """
 local function rt_publish(stream, meta, receipts, pubsub, publish_cmd, data, size, history_ms, meta_ms,
                           user, client, info, mid, time, candidate)
   local epoch = rt_epoch(meta, stream, receipts, candidate, meta_ms)
@@ -71,18 +73,24 @@ local function rt_publish(stream, meta, receipts, pubsub, publish_cmd, data, siz
   return {offset, epoch}
 end
 """
+)
 
 #: KEYS stream, meta, receipts, pub/sub channel.
 #: ARGV publish command, data, history size, history ms, meta ms, user, client, info, mid, time, epoch if new.
-PUBLISH = PUBLISH_CORE + """
+PUBLISH = (
+    PUBLISH_CORE
+    + """
 return rt_publish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]),
                   tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10]), ARGV[11])
 """
+)
 
 #: KEYS stream, meta, receipts. ARGV epoch if new, meta ms, since epoch ('' = any), start id, end id,
 #: reverse ('1'/'0'), count ('' = all, '0' = position only).
 #: Returns {offset, epoch, entries or nothing}.
-HISTORY = _EPOCH_CORE + """
+HISTORY = (
+    _EPOCH_CORE
+    + """
 local epoch, fresh = rt_epoch(KEYS[2], KEYS[1], KEYS[3], ARGV[1], tonumber(ARGV[2]))
 local offset = tonumber(redis.call('HGET', KEYS[2], 'o'))
 if fresh or ARGV[7] == '0' or (ARGV[3] ~= '' and ARGV[3] ~= epoch) then
@@ -102,6 +110,7 @@ else
 end
 return {offset, epoch, entries}
 """
+)
 
 #: KEYS receipts, meta. ARGV user, offset, meta ms. Receipts live as long as the channel's position.
 RECEIPT_SET = """
@@ -183,7 +192,9 @@ end
 """
 
 #: KEYS pc pe pu pl pg. ARGV client, user, entry, ttl ms. Returns 1 when the user joined.
-PRESENCE_ADD = _PRESENCE_CORE + """
+PRESENCE_ADD = (
+    _PRESENCE_CORE
+    + """
 local pc, pe, pu, pl, pg = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local client, user, ttl = ARGV[1], ARGV[2], tonumber(ARGV[4])
 local now = rt_now()
@@ -219,10 +230,13 @@ for _, key in ipairs(KEYS) do
 end
 return joined
 """
+)
 
 #: KEYS pc pe pu pl pg. ARGV client, pending leave ms. Returns 0, or when it was the user's last
 #: connection the pending leave's deadline (µs): the token that settles this leave and no later one.
-PRESENCE_REMOVE = _PRESENCE_CORE + """
+PRESENCE_REMOVE = (
+    _PRESENCE_CORE
+    + """
 local pc, pe, pu, pl, pg = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = rt_now()
 rt_purge(pc, pe, pu, pg, now)
@@ -244,10 +258,13 @@ redis.call('ZADD', pl, deadline, user)
 rt_extend(pl, math.ceil(deadline / 1000))
 return deadline
 """
+)
 
 #: KEYS pu pl. ARGV user, leave token. Returns 1 (once) when that pending leave stands:
 #: not one the user came back from and then left again (on any node).
-PRESENCE_SETTLE = _PRESENCE_CORE + """
+PRESENCE_SETTLE = (
+    _PRESENCE_CORE
+    + """
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', rt_now_us())
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
   return 0
@@ -258,26 +275,36 @@ if not pending or tonumber(pending) ~= tonumber(ARGV[2]) then
 end
 return redis.call('ZREM', KEYS[2], ARGV[1])
 """
+)
 
 #: KEYS pc pe pu pg. Returns the users no longer present, each handed out once.
-PRESENCE_EXPIRE = _PRESENCE_CORE + """
+PRESENCE_EXPIRE = (
+    _PRESENCE_CORE
+    + """
 rt_purge(KEYS[1], KEYS[2], KEYS[3], KEYS[4], rt_now())
 local gone = redis.call('SMEMBERS', KEYS[4])
 redis.call('DEL', KEYS[4])
 return gone
 """
+)
 
 #: KEYS pc pe pu pg. Returns the flat client, entry list of live entries.
-PRESENCE_GET = _PRESENCE_CORE + """
+PRESENCE_GET = (
+    _PRESENCE_CORE
+    + """
 rt_purge(KEYS[1], KEYS[2], KEYS[3], KEYS[4], rt_now())
 return redis.call('HGETALL', KEYS[1])
 """
+)
 
 #: KEYS pc pe pu pg. Returns {clients, users}: two HLENs after the purge of expired entries.
-PRESENCE_STATS = _PRESENCE_CORE + """
+PRESENCE_STATS = (
+    _PRESENCE_CORE
+    + """
 rt_purge(KEYS[1], KEYS[2], KEYS[3], KEYS[4], rt_now())
 return {redis.call('HLEN', KEYS[1]), redis.call('HLEN', KEYS[3])}
 """
+)
 
 # --- keyed live state -----------------------------------------------------------
 # Keys: sv hash key -> value (live keys), sz zset key -> version (live and deleted:
@@ -380,7 +407,5 @@ def function_library(publish_command: str, meta_ms: int) -> str:
     return (
         f"#!lua name={LIBRARY}\n"
         f"local PUBLISH_CMD = '{publish_command}'\n"
-        f"local META_MS = {int(meta_ms)}\n"
-        + PUBLISH_CORE
-        + _LIBRARY_BODY
+        f"local META_MS = {int(meta_ms)}\n" + PUBLISH_CORE + _LIBRARY_BODY
     )
