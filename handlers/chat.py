@@ -86,12 +86,11 @@ from protocol.messages import (
 )
 from realtime.logs import log_failure
 
-from .base import Feature, Handler
+from .base import Feature, Handler, HubServices, PublishHook, namespace_of
 
 if TYPE_CHECKING:
     from realtime.connection import Connection
     from realtime.engines.base import Engine
-    from realtime.hub import Hub
     from realtime.namespaces import Namespace
 
 log = logging.getLogger("realtime.chat")
@@ -146,12 +145,12 @@ class _Typing:
 
 
 class Chat(Feature):
-    """The chat feature; the hub builds it and calls :meth:`publish` for chat channels."""
+    """The chat feature: the hub calls :meth:`publish` for chat channels (:meth:`publishers`)."""
 
     name = "chat"
 
-    def __init__(self, hub: Hub) -> None:
-        super().__init__(hub)
+    def __init__(self, hub: HubServices) -> None:
+        self.hub = hub
         self.ids = MessageIds()
         #: (channel, user) -> the indicator this node expires.
         self._typing: dict[tuple[str, str], _Typing] = {}
@@ -160,6 +159,9 @@ class Chat(Feature):
 
     def commands(self) -> Mapping[type, Handler]:
         return {Typing: self.typing, Read: self.read, Receipts: self.receipts}
+
+    def publishers(self) -> Mapping[str, PublishHook]:
+        return {"chat": self.publish}
 
     # --- sending -------------------------------------------------------------
 
@@ -237,11 +239,7 @@ class Chat(Feature):
 
     def _check(self, conn: Connection, channel: str) -> Namespace:
         """The chat namespace of ``channel``, if ``conn`` may use chat commands there."""
-        ns = self.hub.namespace(channel)
-        if ns is None:
-            raise CommandError(ErrorCode.UNKNOWN_CHANNEL, "unknown namespace")
-        if ns.kind != "chat":
-            raise CommandError(ErrorCode.BAD_REQUEST, "not a chat channel")
+        ns = namespace_of(self.hub, channel, "chat")
         if not conn.user:
             raise CommandError(ErrorCode.PERMISSION_DENIED, "anonymous connections cannot do this")
         if channel not in conn.channels:

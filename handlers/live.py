@@ -71,14 +71,12 @@ from protocol.messages import (
 )
 from realtime.auth import check_subscribe
 from realtime.engines.base import VersionConflict
-from realtime.hub import EVENTS
 
 from . import merge_patch
-from .base import Feature, Handler
+from .base import EVENTS, EventHook, Feature, Handler, HubServices, namespace_of
 
 if TYPE_CHECKING:
     from realtime.connection import Connection
-    from realtime.hub import Hub
     from realtime.namespaces import Namespace
 
 __all__ = ["NIL", "Live"]
@@ -108,24 +106,27 @@ def _conflict(entry: StateEntry) -> CommandError:
 
 
 class Live(Feature):
-    """The live-data feature; the hub creates it and calls its hooks."""
+    """The live-data feature; the composition root plugs it into the hub."""
 
     name = "live"
 
-    def __init__(self, hub: Hub) -> None:
-        super().__init__(hub)
-        self._conflaters: list[_Conflater] = []
-        for ns in hub.settings.namespaces.values():
-            if ns.kind == "live" and ns.max_rate > 0:
-                conflater = _Conflater(hub, ns.max_rate)
-                self._conflaters.append(conflater)
-                hub.event_hooks[ns.name] = conflater.take
+    def __init__(self, hub: HubServices) -> None:
+        self.hub = hub
+        #: Namespace name -> the conflater of a live namespace with ``max_rate > 0``.
+        self._conflaters = {
+            ns.name: _Conflater(hub, ns.max_rate)
+            for ns in hub.settings.namespaces.values()
+            if ns.kind == "live" and ns.max_rate > 0
+        }
 
     def commands(self) -> Mapping[type, Handler]:
         return {StateSet: self._state_set, StatePatch: self._state_patch}
 
+    def event_hooks(self) -> Mapping[str, EventHook]:
+        return {name: conflater.take for name, conflater in self._conflaters.items()}
+
     async def close(self) -> None:
-        for conflater in self._conflaters:
+        for conflater in self._conflaters.values():
             conflater.close()
 
     def on_resync(self) -> None:
@@ -169,12 +170,7 @@ class Live(Feature):
         return ns
 
     def _live(self, channel: str) -> Namespace:
-        ns = self.hub.namespace(channel)
-        if ns is None:
-            raise CommandError(ErrorCode.UNKNOWN_CHANNEL, "unknown namespace")
-        if ns.kind != "live":
-            raise CommandError(ErrorCode.BAD_REQUEST, "not a live channel")
-        return ns
+        return namespace_of(self.hub, channel, "live")
 
     # --- the API (HTTP) ------------------------------------------------------------
 
@@ -310,7 +306,7 @@ class _Conflater:
     node and channel: local subscribers share one delivery.
     """
 
-    def __init__(self, hub: Hub, max_rate: float) -> None:
+    def __init__(self, hub: HubServices, max_rate: float) -> None:
         self.hub = hub
         self.interval = 1.0 / max_rate
         self._slots: dict[tuple[str, str], _Slot] = {}

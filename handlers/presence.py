@@ -67,11 +67,10 @@ from realtime.auth import check_subscribe
 from realtime.engines.base import PresenceEntry
 from realtime.logs import log_failure
 
-from .base import Feature, Handler
+from .base import Feature, Handler, HubServices, namespace_of
 
 if TYPE_CHECKING:
     from realtime.connection import Connection
-    from realtime.hub import Hub
     from realtime.namespaces import Namespace
 
 log = logging.getLogger("realtime.presence")
@@ -92,8 +91,8 @@ class Presence(Feature):
 
     name = "presence"
 
-    def __init__(self, hub: Hub) -> None:
-        super().__init__(hub)
+    def __init__(self, hub: HubServices) -> None:
+        self.hub = hub
         #: Engine TTL of presence entries (seconds); the refresh runs every third of it.
         self.ttl = hub.settings.presence_ttl
         self.status_namespaces: tuple[Namespace, ...] = tuple(
@@ -185,9 +184,7 @@ class Presence(Feature):
         return StatusResult(tuple(await self.status(cmd.users)))
 
     def _check_presence(self, conn: Connection, channel: str) -> None:
-        ns = self.hub.namespace(channel)
-        if ns is None:
-            raise CommandError(ErrorCode.UNKNOWN_CHANNEL, "unknown namespace")
+        ns = namespace_of(self.hub, channel)
         if not ns.presence:
             raise CommandError(ErrorCode.NOT_AVAILABLE, "this namespace keeps no presence")
         if channel not in conn.channels:  # subscribers may ask; others need the right to subscribe

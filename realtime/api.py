@@ -1,6 +1,9 @@
 """The server API: HTTP routes under ``/api/`` for backend services.
 
-``setup_api(app, hub)`` mounts them (``realtime.server.create_app`` does);
+``setup_api(app, hub, presence=..., live=...)`` mounts them (the composition
+root, ``realtime.server.create_app``, does; the presence and live routes use
+the features it built, through the Protocols :class:`PresenceQueries` and
+:class:`LiveStates`);
 backends call them with :class:`realtime.publisher.Publisher` or any HTTP
 client. realtime/openapi.json (installed with the package) describes every route and is served as
 ``GET /api/openapi.json``; a test keeps the two in step.
@@ -30,10 +33,10 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgpack  # type: ignore[import-untyped]  # no stubs
 import orjson
@@ -43,7 +46,14 @@ from multidict import MultiMapping
 from protocol.codes import CLOSE_REASONS, CloseCode, ErrorCode
 from protocol.errors import CommandError, ProtocolError
 from protocol.json_codec import load_value, msgpack_to_json
-from protocol.messages import Publication, PublishResult
+from protocol.messages import (
+    PresenceMember,
+    PresenceStatsResult,
+    Publication,
+    PublishResult,
+    StateEntry,
+    UserStatus,
+)
 from protocol.wire import MAX_OFFSET, check_channel, pack_data
 
 from .auth import ApiKey, find_api_key
@@ -322,11 +332,37 @@ class Route:
     handler: Handler
 
 
-class Api:
-    """The state of the routes: the hub and the limits; one per app, under :data:`API`."""
+class PresenceQueries(Protocol):
+    """What the presence routes read (the presence feature provides it)."""
 
-    def __init__(self, hub: Hub) -> None:
+    async def members(self, channel: str) -> dict[str, PresenceMember]: ...
+
+    async def stats(self, channel: str) -> PresenceStatsResult: ...
+
+    async def status(self, users: Sequence[str]) -> list[UserStatus]: ...
+
+
+class LiveStates(Protocol):
+    """What the live state routes read and write (the live-data feature provides it)."""
+
+    async def set_value(
+        self, channel: str, key: str, value: bytes | None, *, expected_version: int | None = None
+    ) -> int: ...
+
+    async def patch_value(
+        self, channel: str, key: str, patch: bytes, *, expected_version: int | None = None
+    ) -> int: ...
+
+    async def get(self, channel: str, key: str | None = None) -> tuple[list[StateEntry], int]: ...
+
+
+class Api:
+    """The state of the routes: the hub, the features they serve, the limits; one per app, under :data:`API`."""
+
+    def __init__(self, hub: Hub, presence: PresenceQueries, live: LiveStates) -> None:
         self.hub = hub
+        self.presence_queries = presence
+        self.live_states = live
         self.settings = hub.settings
         self.max_body = max(MAX_BODY, 2 * self.settings.max_frame_size)
         self.max_data = self.settings.max_frame_size
@@ -417,7 +453,7 @@ class Api:
 
     async def presence(self, query: Query) -> object:
         channel = self.presence_channel(query)
-        members = await self.hub.presence.members(channel)
+        members = await self.presence_queries.members(channel)
         out: dict[str, object] = {}
         for client, member in members.items():
             m: dict[str, object] = {"user": member.user}
@@ -428,7 +464,7 @@ class Api:
 
     async def presence_stats(self, query: Query) -> object:
         channel = self.presence_channel(query)
-        stats = await self.hub.presence.stats(channel)
+        stats = await self.presence_queries.stats(channel)
         return {"clients": stats.clients, "users": stats.users}
 
     async def status(self, query: Query) -> object:
@@ -437,7 +473,7 @@ class Api:
             raise _bad(f"give 1..{MAX_STATUS_USERS} user parameters")
         for user in users:
             _text(user, "user", MAX_USER_LENGTH)
-        statuses = await self.hub.presence.status(list(users))
+        statuses = await self.presence_queries.status(list(users))
         return {"users": [{"user": s.user, "online": s.online, "last_seen": s.last_seen} for s in statuses]}
 
     async def disconnect(self, body: Body) -> object:
@@ -476,7 +512,7 @@ class Api:
         raw = _required(body, "value")
         value = None if raw is None else self.pack(raw, "value")  # null deletes the key
         self.namespace(channel)
-        live = self.hub.live
+        live = self.live_states
         return {"version": await live.set_value(channel, key, value, expected_version=version)}
 
     async def state_patch(self, body: Body) -> object:
@@ -486,7 +522,7 @@ class Api:
             raise _bad("patch must be an object (a map)")
         packed = self.pack(patch, "patch")
         self.namespace(channel)
-        live = self.hub.live
+        live = self.live_states
         return {"version": await live.patch_value(channel, key, packed, expected_version=version)}
 
     async def state_get(self, query: Query) -> object:
@@ -495,7 +531,7 @@ class Api:
         if key is not None:
             _text(key, "key", MAX_STATE_KEY_LENGTH)
         self.namespace(channel)
-        entries, version = await self.hub.live.get(channel, key)
+        entries, version = await self.live_states.get(channel, key)
         state = [{"key": e.key, "value": _data_or_none(e.value), "version": e.version} for e in entries]
         return {"version": version, "state": state}
 
@@ -573,9 +609,9 @@ async def _fallback(request: web.Request) -> web.StreamResponse:
     return _refused(request, refusal)
 
 
-def setup_api(app: web.Application, hub: Hub) -> None:
-    """Mount the API routes on ``app``, serving ``hub``."""
-    app[API] = Api(hub)
+def setup_api(app: web.Application, hub: Hub, *, presence: PresenceQueries, live: LiveStates) -> None:
+    """Mount the API routes on ``app``, serving ``hub`` and the presence and live-data features."""
+    app[API] = Api(hub, presence, live)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, _handler(route))
     app.router.add_get(OPENAPI_PATH, _openapi, allow_head=False)

@@ -4,18 +4,18 @@ A handler takes the connection and the command and returns the result for the
 reply, or ``None`` when it sent the reply itself (subscribe does, so that its
 reply precedes the publications that follow it). Refusals are raised as
 :class:`CommandError` (error reply) or :class:`DisconnectError` (close).
-Features (``handlers/``) add their own commands to the same table.
+The composition root plugs these in first, like any feature; features
+(``handlers/``) add their own commands to the same table.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from handlers.base import Handler
 from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import CommandError, DisconnectError
 from protocol.messages import (
-    Command,
     Connect,
     ConnectResult,
     EmptyResult,
@@ -33,6 +33,7 @@ from protocol.messages import (
 
 from . import __version__
 from .auth import Identity, TokenExpired, TokenInvalid, check_publish, check_subscribe
+from .feature import Feature, Handler
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -40,12 +41,14 @@ if TYPE_CHECKING:
     from .namespaces import Namespace
 
 
-class Commands:
-    """Dispatch table from command type to handler; :meth:`run` is what connections call."""
+class Commands(Feature):
+    """The core commands, for the hub's dispatch table (:meth:`commands`)."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self.handlers: dict[type, Handler] = {
+
+    def commands(self) -> Mapping[type, Handler]:
+        return {
             Connect: self.connect,
             Refresh: self.refresh,
             Subscribe: self.subscribe,
@@ -54,14 +57,6 @@ class Commands:
             History: self.history,
             Ping: self.ping,
         }
-        for feature in hub.features:
-            self.handlers.update(feature.commands())
-
-    async def run(self, conn: Connection, command: Command) -> Result | None:
-        handler = self.handlers.get(type(command))
-        if handler is None:
-            raise CommandError(ErrorCode.UNKNOWN_COMMAND)
-        return await handler(conn, command)
 
     # --- authentication ------------------------------------------------------
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import WSMsgType, web
 
@@ -25,7 +25,8 @@ from .auth import ANONYMOUS, Identity
 from .frames import Outgoing, coalesce
 
 if TYPE_CHECKING:
-    from .hub import Hub
+    from .config import Settings
+    from .subscriptions import SubState
 
 log = logging.getLogger("realtime.connection")
 
@@ -33,12 +34,25 @@ log = logging.getLogger("realtime.connection")
 CLOSE_TIMEOUT = 2.0
 
 
+class ConnectionHost(Protocol):
+    """What a connection needs of the node that owns it (the hub)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    def mark_dirty(self, conn: Connection) -> None:
+        """``conn`` has messages queued: flush it at the end of this loop iteration."""
+
+    async def run_command(self, conn: Connection, command: Command) -> Result | None:
+        """Run one command of ``conn``: the result for its reply, or None if the handler replied."""
+
+
 class Connection:
     """Created by the server's WebSocket handler once the handshake is done; call :meth:`run`."""
 
     def __init__(
         self,
-        hub: Hub,
+        hub: ConnectionHost,
         ws: web.WebSocketResponse,
         transport: asyncio.Transport,
         codec: Codec,
@@ -59,8 +73,9 @@ class Connection:
         self.closed = False  # no more writes: closing or closed
         self.close_code = 0
         self.close_reason = ""
-        #: Channels this connection is subscribed to (or subscribing).
-        self.channels: set[str] = set()
+        #: Channels this connection is subscribed to (or subscribing), and where each stands;
+        #: written only by ``realtime.subscriptions.Subscriptions.transition``.
+        self.channels: dict[str, SubState] = {}
         self._pending: list[Outgoing] = []
         self._pending_bytes = 0
         self._dirty = False
@@ -226,7 +241,7 @@ class Connection:
             self.close(DisconnectError(CloseCode.BAD_REQUEST, "connect first"))
             return
         try:
-            result = await self.hub.commands.run(self, command)
+            result = await self.hub.run_command(self, command)
             if result is not None:  # inside the try: a result that cannot be encoded is an INTERNAL error
                 self.reply(command.id, result)
         except CommandError as exc:

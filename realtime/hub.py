@@ -11,95 +11,62 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any
+from collections.abc import Awaitable, Coroutine, Iterable
+from typing import Any, TypeVar
 
 import msgpack  # type: ignore[import-untyped]
 
-from handlers.base import Feature
-from protocol.codec import Codec
 from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import CommandError, DisconnectError
 from protocol.messages import (
     ClientInfo,
+    Command,
     Connect,
     HistoryResult,
     Publication,
     PublishResult,
+    Result,
     ServerMessage,
     StreamPosition,
     Unsubscribed,
 )
-from protocol.msgpack_codec import MsgpackCodec
 
 from .auth import Identity, TokenVerifier
-from .commands import Commands
 from .config import Settings
 from .connection import Connection
+from .continuity import Continuity
 from .engines.base import Engine, HistoryOptions
+from .feature import EVENTS, EventHook, Feature, Handler, PublishHook
 from .frames import Outgoing
 from .logs import log_failure
 from .namespaces import Namespace, resolve
+from .subscriptions import Channel, SubEvent, Subscriptions, SubState
 
 #: The reason of an ``unsub`` push that asks the client to resubscribe from its position.
 RECOVER = "recover"
 #: Most publications one history page returns.
 MAX_HISTORY_PAGE = 100
-#: Events cross nodes as msgpack server messages; this codec makes them.
-EVENTS = MsgpackCodec()
+
+F = TypeVar("F", bound=Feature)
 
 log = logging.getLogger("realtime.hub")
 
 
-class _Channel:
-    """Local subscribers of one channel, by codec, and those still subscribing."""
-
-    __slots__ = ("ahead", "epoch", "joining", "offset", "ready", "repairing", "subscribers")
-
-    def __init__(self) -> None:
-        #: The last publication this node delivered on the channel ("" = none yet).
-        self.epoch = ""
-        self.offset = 0
-        #: Publications held back while a gap is filled from history.
-        self.repairing: list[Publication] | None = None
-        self.subscribers: dict[Codec, set[Connection]] = {}
-        #: Connections whose subscribe reply is not out yet: their publications wait here.
-        self.joining: dict[Connection, list[Outgoing]] = {}
-        #: Subscribers whose reply carried publications this node has not delivered yet
-        #: (its live delivery lags history): they go live after that position.
-        self.ahead: dict[Connection, StreamPosition] = {}
-        #: Resolved once the engine subscription for this node is in place.
-        self.ready: asyncio.Future[None] | None = None
-
-    def empty(self) -> bool:
-        return not self.joining and not self.ahead and not any(self.subscribers.values())
-
-    def members(self) -> list[Connection]:
-        """Every connection subscribed and live (or about to be), for server-side unsubscribes."""
-        return [conn for conns in self.subscribers.values() for conn in conns] + list(self.ahead)
-
-
 class Hub:
-    """Create with settings and an engine; :meth:`start` before serving, :meth:`shutdown` after."""
+    """Create with settings and an engine, plug the features in with :meth:`use`;
+    :meth:`start` before serving, :meth:`close` after. ``realtime.server`` does all three."""
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
         self.engine = engine
         self.verifier = TokenVerifier.from_settings(settings)
-        #: Namespace name -> hook that may take a channel event instead of delivering it.
-        #: Set before the features are made: they register hooks when created.
-        self.event_hooks: dict[str, Callable[[str, bytes], bool]] = {}
-        # The features import this module, so they are imported here, not at the top.
-        from handlers.chat import Chat
-        from handlers.live import Live
-        from handlers.presence import Presence
-
-        self.chat = Chat(self)
-        self.presence = Presence(self)
-        self.live = Live(self)
-        #: In hook order.
-        self.features: list[Feature] = [self.chat, self.presence, self.live]
-        self.commands = Commands(self)
+        #: In the order they were plugged in: the order of their hooks.
+        self.features: list[Feature] = []
+        #: Command type -> handler, from every feature.
+        self.handlers: dict[type, Handler] = {}
+        #: Namespace kind -> its publish, and namespace name -> its event hook, from the features.
+        self._publishers: dict[str, PublishHook] = {}
+        self._event_hooks: dict[str, EventHook] = {}
         self.connections: dict[str, Connection] = {}
         #: Connected users -> their connections on this node.
         self.users: dict[str, set[Connection]] = {}
@@ -108,9 +75,25 @@ class Hub:
         self.closing = False
         #: Finished connections by close code, for operators and tests.
         self.disconnects: Counter[int] = Counter()
-        self._channels: dict[str, _Channel] = {}
+        self.subscriptions = Subscriptions()
+        self.continuity = Continuity(self.subscriptions, engine, self.ask_to_recover, self.spawn)
         self._dirty: list[Connection] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def use(self, *features: Feature) -> None:
+        """Plug features in: their commands, publish and event hooks, and lifecycle hooks."""
+        for feature in features:
+            self.features.append(feature)
+            self.handlers.update(feature.commands())
+            self._publishers.update(feature.publishers())
+            self._event_hooks.update(feature.event_hooks())
+
+    def feature(self, kind: type[F]) -> F:
+        """The plugged-in feature of type ``kind`` (for tests and tools)."""
+        for feature in self.features:
+            if isinstance(feature, kind):
+                return feature
+        raise LookupError(f"no {kind.__name__} feature is plugged in")
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -166,6 +149,13 @@ class Hub:
             for feature in self.features:
                 await feature.on_disconnect(conn)
 
+    async def run_command(self, conn: Connection, command: Command) -> Result | None:
+        """Run one command with the handler its type is registered with."""
+        handler = self.handlers.get(type(command))
+        if handler is None:
+            raise CommandError(ErrorCode.UNKNOWN_COMMAND)
+        return await handler(conn, command)
+
     # --- writes ----------------------------------------------------------
 
     def mark_dirty(self, conn: Connection) -> None:
@@ -179,103 +169,25 @@ class Hub:
         for conn in dirty:
             conn.flush()
 
-    # --- fan-out ---------------------------------------------------------
+    # --- fan-out and continuity -------------------------------------------
 
     def on_publication(self, pub: Publication) -> None:
-        """Deliver a publication to local subscribers, keeping the channel's order.
+        """Deliver a publication of the engine to local subscribers, once and in order."""
+        self.continuity.on_publication(pub)
 
-        Offsets arrive consecutive from a healthy engine. A duplicate (already
-        delivered by a repair) is dropped; a gap (a message the engine's pub/sub
-        lost) holds the channel back while the missing publications are read
-        from history, so subscribers still get every publication once, in order.
-        """
-        ch = self._channels.get(pub.channel)
-        if ch is None:
-            return
-        if pub.epoch == ch.epoch:
-            if pub.offset <= ch.offset:
-                return
-            if pub.offset != ch.offset + 1 or ch.repairing is not None:
-                self._hold_for_repair(ch, pub)
-                return
-        ch.epoch, ch.offset = pub.epoch, pub.offset
-        self._fan_out(ch, pub)
-
-    def _fan_out(self, ch: _Channel, pub: Publication) -> None:
-        encoded: dict[Codec, Outgoing] = {}
-        for codec, conns in ch.subscribers.items():
-            if conns:
-                out = encoded[codec] = Outgoing(codec.encode(pub), codec.binary, pub.offset, pub.epoch)
-                for conn in conns:
-                    conn.send(out)
-        if ch.joining or ch.ahead:
-            self._fan_out_to_newcomers(ch, pub, encoded)
-
-    def _fan_out_to_newcomers(self, ch: _Channel, pub: Publication, encoded: dict[Codec, Outgoing]) -> None:
-        """Queue ``pub`` for subscribes still in flight; deliver it to subscribers
-        whose reply already carried it only if it is newer, then make them live."""
-
-        def out_for(codec: Codec) -> Outgoing:
-            out = encoded.get(codec)
-            if out is None:
-                out = encoded[codec] = Outgoing(codec.encode(pub), codec.binary, pub.offset, pub.epoch)
-            return out
-
-        for conn, waiting in ch.joining.items():
-            waiting.append(out_for(conn.codec))
-        for conn, seen in list(ch.ahead.items()):
-            if pub.epoch != seen.epoch or pub.offset > seen.offset:
-                del ch.ahead[conn]
-                conn.send(out_for(conn.codec))
-                ch.subscribers.setdefault(conn.codec, set()).add(conn)
-
-    # --- continuity --------------------------------------------------------
-
-    def _hold_for_repair(self, ch: _Channel, pub: Publication) -> None:
-        if ch.repairing is None:
-            ch.repairing = [pub]
-            self.spawn(self._repair(pub.channel, ch))
-        else:
-            ch.repairing.append(pub)
-
-    async def _repair(self, channel: str, ch: _Channel) -> None:
-        """Fill a gap from history, then deliver what waited, in offset order.
-
-        Runs while ``ch.repairing`` is a list; publications arriving meanwhile join it.
-        """
-        try:
-            while True:
-                held, ch.repairing = ch.repairing or [], []
-                page = await self.engine.history(channel, since=StreamPosition(ch.offset, ch.epoch))
-                found = {p.offset: p for p in page.publications if p.epoch == ch.epoch}
-                for p in held:
-                    found.setdefault(p.offset, p)
-                if found and min(found) != ch.offset + 1:
-                    log.warning("channel %s: publications after offset %d are lost", channel, ch.offset)
-                    if self._ask_to_recover(channel):
-                        # Delivering what follows the gap would move the subscribers'
-                        # positions past it, and their resubscribe would look complete.
-                        ch.offset = max(found)
-                        for offset in sorted(found):  # subscribes in flight were not asked: they need them
-                            self._fan_out_to_newcomers(ch, found[offset], {})
-                        found = {}
-                for offset in sorted(found):
-                    if offset > ch.offset:
-                        ch.offset = offset
-                        self._fan_out(ch, found[offset])
-                if not ch.repairing:
-                    return
-        finally:
-            ch.repairing = None
-
-    def _ask_to_recover(self, channel: str) -> bool:
+    def ask_to_recover(self, channel: str) -> bool:
         """Tell the channel's local subscribers to resubscribe from their position
         (where the channel keeps history; elsewhere there is nothing to recover).
 
         Returns whether it asked; they receive nothing more of the channel from now.
         """
         ns = self.namespace(channel)
-        if channel not in self._channels or ns is None or not ns.recovery or self.history_options(ns).size == 0:
+        if (
+            channel not in self.subscriptions.channels
+            or ns is None
+            or not ns.recovery
+            or self.history_options(ns).size == 0
+        ):
             return False
         self.ask_to_resubscribe(channel)
         return True
@@ -283,71 +195,38 @@ class Hub:
     def ask_to_resubscribe(self, channel: str) -> None:
         """Tell every local subscriber of ``channel`` to subscribe again from where it is
         (an ``unsub`` push with reason :data:`RECOVER`); they receive nothing more of it until then."""
-        ch = self._channels.get(channel)
+        ch = self.subscriptions.channels.get(channel)
         if ch is not None:
             for conn in ch.members():
                 self.server_unsubscribe(conn, channel, RECOVER)
 
     def on_resync(self) -> None:
         """The engine's delivery was interrupted (its pub/sub reconnected): check every channel."""
-        for channel in list(self._channels):
-            self.spawn(self._resync(channel))
+        self.continuity.on_resync()
         for feature in self.features:
             feature.on_resync()
-
-    async def _resync(self, channel: str) -> None:
-        ch = self._channels.get(channel)
-        if ch is None or not ch.epoch:
-            return
-        position = (await self.engine.history(channel, limit=0)).position
-        if position.epoch != ch.epoch:
-            # The stream lost continuity (e.g. Redis restarted without its data).
-            ch.epoch, ch.offset = position.epoch, position.offset
-            self._ask_to_recover(channel)
-        elif position.offset > ch.offset and ch.repairing is None:
-            ch.repairing = []
-            await self._repair(channel, ch)
 
     def on_event(self, channel: str, event: bytes) -> None:
         """An ephemeral push (msgpack server message) for the channel's local subscribers.
 
         A feature may hold events of its namespaces back (live data conflates
-        fast-changing keys) through :attr:`event_hooks`, keyed by namespace name:
-        a hook that returns True has taken the event.
+        fast-changing keys) with an event hook (:meth:`Feature.event_hooks`), keyed
+        by namespace name: a hook that returns True has taken the event.
         """
-        ch = self._channels.get(channel)
+        ch = self.subscriptions.channels.get(channel)
         if ch is None:
             return
-        if self.event_hooks:
-            hook = self.event_hooks.get(channel.partition(":")[0] if ":" in channel else "")
+        if self._event_hooks:
+            hook = self._event_hooks.get(channel.partition(":")[0] if ":" in channel else "")
             if hook is not None and hook(channel, event):
                 return
-        self.deliver_event(ch, event)
+        self.subscriptions.deliver_event(ch, event)
 
-    def deliver_event(self, ch: _Channel | str, event: bytes) -> None:
+    def deliver_event(self, channel: str, event: bytes) -> None:
         """Hand an event to the channel's local subscribers now (hooks use it to release events)."""
-        if isinstance(ch, str):
-            found = self._channels.get(ch)
-            if found is None:
-                return
-            ch = found
-        encoded: dict[Codec, Outgoing] = {}
-
-        def out_for(codec: Codec) -> Outgoing:
-            out = encoded.get(codec)
-            if out is None:
-                out = encoded[codec] = Outgoing(codec.from_msgpack(event), codec.binary)
-            return out
-
-        for codec, conns in ch.subscribers.items():
-            if conns:
-                out = out_for(codec)
-                for conn in conns:
-                    conn.send(out)
-        for conn, waiting in ch.joining.items():
-            waiting.append(out_for(conn.codec))
-        for conn in ch.ahead:  # subscribed: events are not ordered by offset
-            conn.send(out_for(conn.codec))
+        ch = self.subscriptions.channels.get(channel)
+        if ch is not None:
+            self.subscriptions.deliver_event(ch, event)
 
     async def broadcast(self, channel: str, push: ServerMessage) -> None:
         """Send an ephemeral push to every subscriber of ``channel`` on every node."""
@@ -379,8 +258,9 @@ class Hub:
         :data:`RECOVER` the client should subscribe again from its last position:
         the hub could not keep the channel's continuity.
         """
-        if not self._detach(conn, channel):
+        if channel not in conn.channels:
             return
+        self.subscriptions.transition(conn, channel, SubEvent.LEAVE)
         conn.send(Outgoing(conn.codec.encode(Unsubscribed(channel, reason)), conn.codec.binary))
         self.spawn(self._detached(conn, channel))
 
@@ -420,12 +300,12 @@ class Hub:
         key: str | None = None,
         sender: Connection | None = None,
     ) -> PublishResult:
-        """Publish from a client or the server API; chat channels go through the chat feature."""
+        """Publish from a client or the server API; a feature may own its namespace kind's publishes."""
         if ns.max_message_size is not None and len(data) > ns.max_message_size:
             raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"data is larger than {ns.max_message_size} bytes")
-        if ns.kind == "chat":
-            result: PublishResult = await self.chat.publish(channel, data, ns, info=info, key=key)
-            return result
+        hook = self._publishers.get(ns.kind)
+        if hook is not None:
+            return await hook(channel, data, ns, info=info, key=key)
         pos = await self.engine.publish(channel, data, info=info, history=self.history_options(ns))
         return PublishResult(pos.offset, pos.epoch)
 
@@ -465,11 +345,9 @@ class Hub:
         Publications that arrive between this call and ``end_subscribe`` wait so
         that the subscribe reply (with any recovered publications) goes first.
         """
-        ch = self._channels.get(channel)
-        if ch is None:
-            ch = self._channels[channel] = _Channel()
-        conn.channels.add(channel)
-        ch.joining[conn] = []
+        subs = self.subscriptions
+        subs.transition(conn, channel, SubEvent.BEGIN)
+        ch = subs.channels[channel]
         if ch.ready is None:
             assert self._loop is not None
             ch.ready = self._loop.create_future()
@@ -479,19 +357,19 @@ class Hub:
                 ready, ch.ready = ch.ready, None
                 ready.set_exception(exc)
                 ready.exception()  # retrieved: waiters get it via await below
-                ch.joining.pop(conn, None)
-                conn.channels.discard(channel)
-                self._drop_if_empty(channel, ch)
+                if conn.channels.get(channel) is SubState.JOINING:
+                    subs.transition(conn, channel, SubEvent.LEAVE)
+                subs.drop_if_empty(channel, ch)
                 raise
             ch.ready.set_result(None)
         else:
             try:
                 await asyncio.shield(ch.ready)
             except BaseException:
-                ch.joining.pop(conn, None)
-                conn.channels.discard(channel)
+                if conn.channels.get(channel) is SubState.JOINING:
+                    subs.transition(conn, channel, SubEvent.LEAVE)
                 raise
-        if conn not in ch.joining:
+        if conn.channels.get(channel) is not SubState.JOINING:
             # Unsubscribed (by the server, or the connection closed) while the engine
             # subscribed: the unsubscribe could not release the channel then; do it now.
             await self._release(channel, ch)
@@ -499,47 +377,29 @@ class Hub:
 
     def end_subscribe(self, conn: Connection, channel: str, position: StreamPosition | None) -> None:
         """Deliver what waited (minus what ``position`` says was already sent) and go live."""
-        ch = self._channels.get(channel)
-        if ch is None:
-            return
-        waiting = ch.joining.pop(conn, None)
-        if waiting is None:
-            return
+        if conn.channels.get(channel) is not SubState.JOINING:
+            return  # left meanwhile
+        ch = self.subscriptions.channels[channel]
+        ahead = position is not None and bool(ch.epoch) and position.epoch == ch.epoch and position.offset > ch.offset
+        if position is not None and not ch.epoch:
+            ch.epoch, ch.offset = position.epoch, position.offset  # continuity starts here
+        # The reply may have read history ahead of this node's live delivery: the
+        # publications up to ``position`` would reach the client twice.
+        event = SubEvent.REPLIED_AHEAD if ahead else SubEvent.REPLIED
+        waiting = self.subscriptions.transition(conn, channel, event, position)
         for out in waiting:
             if position is None or out.epoch != position.epoch or out.offset > position.offset:
                 conn.send(out)
-        if position is not None:
-            if not ch.epoch:
-                ch.epoch, ch.offset = position.epoch, position.offset  # continuity starts here
-            elif position.epoch == ch.epoch and position.offset > ch.offset:
-                # The reply read history ahead of this node's live delivery: the
-                # publications up to ``position`` would reach the client twice.
-                ch.ahead[conn] = position
-                return
-        ch.subscribers.setdefault(conn.codec, set()).add(conn)
 
     async def unsubscribe(self, conn: Connection, channel: str) -> None:
         """Stop delivering ``channel`` to ``conn``; features learn of it (presence leaves)."""
-        if self._detach(conn, channel):
+        if channel in conn.channels:
+            self.subscriptions.transition(conn, channel, SubEvent.LEAVE)
             await self._detached(conn, channel)
-
-    def _detach(self, conn: Connection, channel: str) -> bool:
-        """Stop delivering ``channel`` to ``conn`` now; False if it was not subscribed."""
-        if channel not in conn.channels:
-            return False
-        conn.channels.discard(channel)
-        ch = self._channels.get(channel)
-        if ch is not None:
-            ch.joining.pop(conn, None)
-            ch.ahead.pop(conn, None)
-            subs = ch.subscribers.get(conn.codec)
-            if subs is not None:
-                subs.discard(conn)
-        return True
 
     async def _detached(self, conn: Connection, channel: str) -> None:
         """The rest of an unsubscribe: the node's engine subscription, then the features."""
-        ch = self._channels.get(channel)
+        ch = self.subscriptions.channels.get(channel)
         if ch is not None:
             await self._release(channel, ch)
         ns = self.namespace(channel)
@@ -547,27 +407,21 @@ class Hub:
             for feature in self.features:
                 await feature.on_unsubscribe(conn, ns, channel)
 
-    def _drop_if_empty(self, channel: str, ch: _Channel) -> bool:
-        if ch.empty() and self._channels.get(channel) is ch:
-            del self._channels[channel]
-            return True
-        return False
-
-    async def _release(self, channel: str, ch: _Channel) -> None:
+    async def _release(self, channel: str, ch: Channel) -> None:
         if ch.ready is not None and not ch.ready.done():
             return  # the subscriber in flight will find it empty and stay subscribed: harmless
-        if self._drop_if_empty(channel, ch) and ch.ready is not None:
+        if self.subscriptions.drop_if_empty(channel, ch) and ch.ready is not None:
             try:
                 await self.engine.unsubscribe(channel)
             except Exception:
                 log_failure(log, "engine unsubscribe of a channel failed")
 
     def channel_count(self) -> int:
-        return len(self._channels)
+        return len(self.subscriptions.channels)
 
     def local_channels(self) -> list[str]:
         """Channels with subscribers on this node."""
-        return list(self._channels)
+        return list(self.subscriptions.channels)
 
     # --- shutdown --------------------------------------------------------
 

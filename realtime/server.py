@@ -16,6 +16,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from handlers.chat import Chat
+from handlers.live import Live
+from handlers.presence import Presence
 from protocol import codec_for
 from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
 from protocol.codes import CloseCode
@@ -23,6 +26,7 @@ from protocol.errors import DisconnectError
 
 from . import __version__
 from .api import setup_api
+from .commands import Commands
 from .config import Settings
 from .connection import Connection
 from .engines.base import Engine
@@ -122,8 +126,16 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def create_app(settings: Settings, engine: Engine | None = None) -> web.Application:
+    """The composition root: the engine, the hub, the features plugged into it, and the routes.
+
+    Nothing below builds its own collaborators: the hub knows its features only as
+    :class:`~realtime.feature.Feature`, and the features know the hub only as
+    :class:`~realtime.feature.HubServices`. Features plug in in hook order.
+    """
     app = web.Application()
     hub = Hub(settings, engine or create_engine(settings))
+    presence, live = Presence(hub), Live(hub)
+    hub.use(Commands(hub), Chat(hub), presence, live)
     app[HUB] = hub
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
@@ -135,7 +147,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     app.router.add_get(WS_PATH, websocket_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    setup_api(app, hub)
+    setup_api(app, hub, presence=presence, live=live)
     return app
 
 

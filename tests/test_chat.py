@@ -268,7 +268,7 @@ async def test_retry_on_another_node_waits_for_the_claim(
     entered, release = block_publishes(hub, monkeypatch)
     ns = hub.hub.namespace(ROOM)
     assert ns is not None
-    node_a, node_b = hub.hub.chat, Chat(hub.hub)
+    node_a, node_b = hub.hub.feature(Chat), Chat(hub.hub)
     info = ClientInfo("alice", "conn-1")
     first = asyncio.ensure_future(node_a.publish(ROOM, msgpack.packb(1), ns, info=info, key="k"))
     async with asyncio.timeout(2):
@@ -386,7 +386,7 @@ async def test_typing_stops_on_disconnect_and_unsubscribe(hub_factory: HubFactor
             assert (await push(bob, TypingNotice)).typing
             assert (await carol.command(Unsubscribe(0, ROOM))).error is None
             assert await push(bob, TypingNotice) == TypingNotice(ROOM, "carol", False, 30.0)
-        assert not hub.hub.chat._typing  # no timer left behind
+        assert not hub.hub.feature(Chat)._typing  # no timer left behind
     finally:
         await bob.close()
 

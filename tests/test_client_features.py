@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import msgpack  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
+from handlers.live import Live
 from protocol import messages as m
 from protocol.codes import CloseCode, ErrorCode
 from realtime.client import (
@@ -105,7 +106,7 @@ def unpack(data: bytes) -> Any:
 
 async def truth(hub: RunningHub, channel: str) -> tuple[dict[str, Any], int]:
     """What the hub holds for a live channel: key -> value, and the version."""
-    entries, version = await hub.hub.live.get(channel)
+    entries, version = await hub.hub.feature(Live).get(channel)
     return {e.key: unpack(e.value) for e in entries}, version
 
 

@@ -314,7 +314,7 @@ async def test_refresh_reply_with_an_expiry_in_the_past_does_not_spin(hub_factor
     async def refresh_in_the_past(conn: object, cmd: m.Refresh) -> m.RefreshResult:
         return m.RefreshResult(int(time.time()) - 5)  # accepted; the hub's clock is behind ours
 
-    hub.hub.commands.handlers[m.Refresh] = refresh_in_the_past
+    hub.hub.handlers[m.Refresh] = refresh_in_the_past
     short = make_token("alice", ttl=None, exp=int(time.time()) + 1)
     async with Client(hub.url, short, refresh_token=refresh, command_timeout=5) as client:
         await asyncio.sleep(1.0)  # a window to count refreshes in: nothing to wait for
@@ -362,7 +362,7 @@ async def test_wrapped_command_ids_skip_an_id_still_in_flight(hub: RunningHub) -
     """When the ids wrap around onto a command still waiting for its reply, that id is skipped:
     both commands get their own reply."""
     codec = spy()
-    handlers = hub.hub.commands.handlers
+    handlers = hub.hub.handlers
     real_ping = handlers[m.Ping]
     entered, gate = asyncio.Event(), asyncio.Event()
 

@@ -105,7 +105,7 @@ async def test_python_client_resubscribes_when_asked_to_recover(hub: RunningHub)
         async with asyncio.timeout(5):
             first = await anext(aiter(sub))
         await publish_unseen(hub, "feed", 2)
-        hub.hub._ask_to_recover("feed")  # as after a gap history could not fill
+        hub.hub.ask_to_recover("feed")  # as after a gap history could not fill
         await pub.publish("feed", 3)
         async with asyncio.timeout(5):
             rest = [await anext(aiter(sub)), await anext(aiter(sub))]

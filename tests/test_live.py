@@ -13,6 +13,7 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 
 from handlers import merge_patch
+from handlers.live import Live
 from protocol.codec import JSON_SUBPROTOCOL
 from protocol.codes import ErrorCode
 from protocol.errors import CommandError
@@ -382,7 +383,7 @@ async def test_permission_refusals(hub_factory: HubFactory) -> None:
 
 async def test_server_api_methods(hub: RunningHub) -> None:
     """What the HTTP API calls: same semantics, no permission checks, subscribers get the deltas."""
-    live = hub.hub.live
+    live = hub.hub.feature(Live)
     async with await RawClient.open(hub.url) as s:
         await subscribe(s, "live:api")
         assert await live.set_value("live:api", "k", msgpack.packb({"a": 1, "pad": "x" * 40})) == 1
@@ -422,7 +423,7 @@ async def test_a_resync_asks_live_subscribers_to_resubscribe_with_their_version(
     delivery was interrupted reaches the subscriber through its resubscribe."""
     hub = await hub_factory(namespaces=namespaces(LIVE_NO_HISTORY))
     ch = "live:score"
-    live, engine = hub.hub.live, hub.hub.engine
+    live, engine = hub.hub.feature(Live), hub.hub.engine
     async with await RawClient.open(hub.url) as sub:
         await sub.subscribe(ch)
         await live.set_value(ch, "score", msgpack.packb(1))
@@ -457,12 +458,12 @@ async def test_a_state_change_lost_while_a_nodes_pubsub_reconnects(hub_factory: 
     try:
         async with await RawClient.open(b.url) as sub:
             await sub.subscribe(ch)
-            await a.hub.live.set_value(ch, "score", msgpack.packb(1))
+            await a.hub.feature(Live).set_value(ch, "score", msgpack.packb(1))
             first = await sub.next_push()
             assert isinstance(first, StateChange) and first.version == 1
             proxy.refusing = True  # B cannot reconnect until heal()
             await direct.client_kill_filter(_type="pubsub")
-            await a.hub.live.set_value(ch, "score", msgpack.packb(2))  # B is not listening
+            await a.hub.feature(Live).set_value(ch, "score", msgpack.packb(2))  # B is not listening
             proxy.heal()
             assert await sub.next_push(timeout=10) == Unsubscribed(ch, "recover")
             result = (await sub.subscribe(ch, version=first.version)).result
@@ -484,7 +485,7 @@ async def test_python_client_follows_live_state_after_redis_restarts_empty(
     hub = await hub_factory(redis=redis_server.url, namespaces=namespaces(LIVE_NO_HISTORY))
     ch = "live:score"
     for n in (1, 2, 3):
-        await hub.hub.live.set_value(ch, "score", msgpack.packb(n))
+        await hub.hub.feature(Live).set_value(ch, "score", msgpack.packb(n))
     async with Client(hub.url, min_backoff=10 * MS, max_backoff=50 * MS) as client:
         sub = await client.subscribe(ch)
         assert (dict(sub.state), sub.version) == ({"score": 3}, 3)
@@ -492,7 +493,7 @@ async def test_python_client_follows_live_state_after_redis_restarts_empty(
         async with asyncio.timeout(10):
             while True:  # until the node reaches the new Redis
                 try:
-                    await hub.hub.live.set_value(ch, "score", msgpack.packb(100))
+                    await hub.hub.feature(Live).set_value(ch, "score", msgpack.packb(100))
                     break
                 except CommandError:
                     await asyncio.sleep(50 * MS)

@@ -111,7 +111,7 @@ async def gone(hub: RunningHub, key: str, client: RawClient) -> None:
 
 
 def feature(hub: RunningHub) -> Presence:
-    found = hub.hub.presence
+    found = hub.hub.feature(Presence)
     assert isinstance(found, Presence)
     return found
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from handlers.presence import Presence
 from protocol.codes import ErrorCode
 from protocol.errors import CommandError
 from protocol.messages import Subscribe, Unsubscribed
@@ -63,7 +64,7 @@ async def test_server_unsubscribe_while_the_subscribe_reads_history(
     assert Unsubscribed("room:x", "unsubscribed by the server") in alice.pushes
     await alice.close()
     await wait_until_closed(hub)
-    assert await hub.hub.presence.members("room:x") == {}
+    assert await hub.hub.feature(Presence).members("room:x") == {}
     assert hub.hub.local_channels() == []
 
 
