@@ -1,9 +1,14 @@
-"""The hub: connections of this node, channel -> local subscribers, fan-out.
+"""The hub: this node's connections, their subscriptions, and what features plug into.
 
 The engine calls :meth:`Hub.on_publication` once per publication of a channel
-this node listens to; the hub encodes it once per codec in use on that channel
-and hands the same :class:`Outgoing` to every local subscriber. Writes are
-flushed once per loop iteration for every connection that got something.
+this node listens to; ``realtime.continuity`` keeps each channel's order and
+``realtime.subscriptions`` hands the same encoded :class:`Outgoing` to every
+local subscriber. Writes are flushed once per loop iteration for every
+connection that got something.
+
+The hub knows its features only as :class:`~realtime.feature.Feature`: the
+composition root (``realtime.server``) plugs them in with :meth:`Hub.use`, and
+they use the hub through :class:`~realtime.feature.HubServices`.
 """
 
 from __future__ import annotations
