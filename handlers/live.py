@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack  # type: ignore[import-untyped]  # no stubs
 
+from protocol import merge_patch
 from protocol.codes import ErrorCode
 from protocol.errors import CommandError, ProtocolError
 from protocol.messages import (
@@ -73,7 +74,6 @@ from realtime.auth import check_subscribe
 from realtime.engines.base import VersionConflict
 from realtime.hub import EVENTS
 
-from . import merge_patch
 from .base import Feature, Handler
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ Usage::
 The client keeps one WebSocket open. When it drops (network loss, hub restart,
 a close code outside 4500-4999, or a Disconnect push with ``reconnect=True``),
 it reconnects with exponential backoff and full jitter
-(:func:`realtime.backoff.backoff`), then resubscribes every channel with
+(:func:`protocol.backoff.backoff`), then resubscribes every channel with
 ``since`` = the last position it saw, so the hub sends what was missed; those
 publications come out of the subscription's iterator first, in order, with
 nothing delivered twice. When the hub says not to come back (close code
@@ -77,16 +77,15 @@ from websockets.exceptions import ConnectionClosed as WsConnectionClosed
 from websockets.exceptions import WebSocketException
 from websockets.typing import Subprotocol
 
-from handlers import merge_patch
-from protocol import codec_for
+from protocol import codec_for, merge_patch
 from protocol import messages as m
+from protocol.backoff import backoff
 from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, Codec
 from protocol.codes import CloseCode, ErrorCode, should_reconnect
 from protocol.errors import ProtocolError, RealtimeError
 from protocol.messages import ClientInfo
 
 from . import __version__
-from .backoff import backoff
 from .values import (
     HistoryPage,
     PresenceMember,
@@ -742,7 +741,7 @@ class Client:
     ``codec`` is "msgpack" (binary frames) or "json" (text frames), or a codec
     object. ``on_unrecovered(sub)`` is called when a resubscribe could not get
     back everything missed (see :attr:`Subscription.recovered`). Reconnect
-    delays come from :func:`realtime.backoff.backoff` with ``min_backoff`` and
+    delays come from :func:`protocol.backoff.backoff` with ``min_backoff`` and
     ``max_backoff``, or from ``reconnect_delays()``; a finite iterator limits
     the attempts. ``ping_interval`` and ``ping_timeout`` drive WebSocket
     keepalive pings that detect a dead hub.

@@ -12,7 +12,7 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
-from handlers import merge_patch
+from protocol import merge_patch
 from protocol.codec import JSON_SUBPROTOCOL
 from protocol.codes import ErrorCode
 from protocol.errors import CommandError
