@@ -13,17 +13,18 @@ from __future__ import annotations
 from typing import Protocol
 
 from .errors import ProtocolError
+from .limits import JSON_SUBPROTOCOL, MAX_CHANNEL_LENGTH, MAX_COMMANDS_PER_FRAME, MAX_DATA_DEPTH, MSGPACK_SUBPROTOCOL
 from .messages import Command, ServerMessage
 
-MSGPACK_SUBPROTOCOL = "realtime.v1.msgpack"
-JSON_SUBPROTOCOL = "realtime.v1.json"
-
-#: Deepest nesting accepted inside ``data`` (a map or array inside a map counts 2).
-MAX_DATA_DEPTH = 32
-#: Most commands one frame may carry.
-MAX_COMMANDS_PER_FRAME = 100
-#: Longest channel name, in characters.
-MAX_CHANNEL_LENGTH = 255
+# Re-exported: their home is protocol.limits.
+__all__ = [
+    "JSON_SUBPROTOCOL",
+    "MAX_CHANNEL_LENGTH",
+    "MAX_COMMANDS_PER_FRAME",
+    "MAX_DATA_DEPTH",
+    "MSGPACK_SUBPROTOCOL",
+    "Codec",
+]
 
 
 class Codec(Protocol):

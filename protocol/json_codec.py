@@ -18,11 +18,10 @@ from collections.abc import Callable
 import msgpack  # type: ignore[import-untyped]  # no stubs
 import orjson
 
-from .codec import JSON_SUBPROTOCOL, MAX_COMMANDS_PER_FRAME
 from .errors import ProtocolError
+from .limits import JSON_SUBPROTOCOL, MAX_COMMANDS_PER_FRAME, MAX_OFFSET
 from .messages import Command, Publication, ServerMessage
 from .wire import (
-    MAX_OFFSET,
     command_to_map,
     commands_from_maps,
     message_to_map,

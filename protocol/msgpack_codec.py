@@ -15,8 +15,8 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # no stubs
 
-from .codec import MAX_COMMANDS_PER_FRAME, MSGPACK_SUBPROTOCOL
 from .errors import ProtocolError
+from .limits import MAX_COMMANDS_PER_FRAME, MSGPACK_SUBPROTOCOL
 from .messages import (
     Command,
     HistoryResult,

@@ -26,7 +26,6 @@ from .fields import (
     BOOL,
     CHANNEL,
     INT,
-    MAX_OFFSET,
     NUMBER,
     RELAYED,
     RELAYED_OR_NIL,
@@ -50,6 +49,7 @@ from .fields import (
     text,
     too_deep,
 )
+from .limits import MAX_ID, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_OFFSET, MAX_STATE_KEY_LENGTH, MAX_STATUS_USERS
 from .messages import (
     ClientInfo,
     Command,
@@ -126,15 +126,6 @@ __all__ = [
     "result_to_map",
     "too_deep",
 ]
-
-#: Command ids are 1..MAX_ID (uint32); replies use 0 when the id was unreadable.
-MAX_ID = 2**32 - 1
-#: Longest ``publish.key`` (idempotency key), in characters.
-MAX_IDEMPOTENCY_KEY_LENGTH = 64
-#: Longest key of a live channel's state, in characters.
-MAX_STATE_KEY_LENGTH = 255
-#: Most users one ``status`` command may ask about.
-MAX_STATUS_USERS = 100
 
 #: Turns the publications inside a result into what the codec puts in the map
 #: (the MessagePack codec splices a pre-encoded array).

@@ -30,6 +30,7 @@ import orjson
 
 from protocol.codes import ErrorCode
 from protocol.errors import RealtimeError
+from protocol.limits import MAX_STATUS_USERS
 
 from .values import (
     HistoryPage,
@@ -205,7 +206,10 @@ class Publisher:
     async def history(
         self, channel: str, *, limit: int | None = None, before: int | None = None, after: int | None = None
     ) -> HistoryPage:
-        """A page of at most ``limit`` (≤ 100) publications, oldest first: the newest, or just before/after an offset."""
+        """A page of at most ``limit`` publications, oldest first: the newest, or just before/after an offset.
+
+        The hub caps a page at :data:`~protocol.limits.MAX_HISTORY_PAGE`.
+        """
         params = [("channel", channel)]
         params += [
             (name, str(v)) for name, v in (("limit", limit), ("before", before), ("after", after)) if v is not None
@@ -225,9 +229,13 @@ class Publisher:
         return PresenceStats(m["clients"], m["users"])
 
     async def status(self, users: Iterable[str]) -> list[UserStatus]:
-        """Online status of 1..100 users, in order."""
-        m = await self._get("/api/status", [("user", user) for user in users])
-        return [UserStatus(s["user"], s["online"], s["last_seen"]) for s in m["users"]]
+        """Online status of ``users``, in order: at least one; more than the hub takes per query are asked in parts."""
+        names = list(users)
+        found: list[UserStatus] = []
+        for i in range(0, max(len(names), 1), MAX_STATUS_USERS):  # an empty list: one query, which the hub refuses
+            m = await self._get("/api/status", [("user", user) for user in names[i : i + MAX_STATUS_USERS]])
+            found += (UserStatus(s["user"], s["online"], s["last_seen"]) for s in m["users"])
+        return found
 
     async def disconnect(self, user: str, *, reconnect: bool = False) -> None:
         """Close the user's connections on every node; with ``reconnect`` their clients come back."""
