@@ -20,7 +20,7 @@ from realtime.client import (
     ClientError,
     CommandTimeout,
     ConnectionClosed,
-    Publication,
+    Message,
     ReplyError,
     StreamPosition,
     Subscription,
@@ -77,7 +77,7 @@ def spy(codec: str = "msgpack") -> SpyCodec:
     return SpyCodec(codec_for(MSGPACK_SUBPROTOCOL if codec == "msgpack" else JSON_SUBPROTOCOL))
 
 
-async def take(sub: Subscription, n: int) -> list[Publication]:
+async def take(sub: Subscription, n: int) -> list[Message]:
     async with asyncio.timeout(WAIT):
         return [await anext(sub) for _ in range(n)]
 
