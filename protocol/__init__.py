@@ -79,7 +79,7 @@ from .messages import (
     UserStatus,
 )
 from .msgpack_codec import MsgpackCodec
-from .wire import check_channel
+from .wire import NO_RESULTS, RESULT_OF, Expected, check_channel
 
 #: One stateless instance of each codec, by subprotocol name, in the server's
 #: order of preference (offer them in this order in the WebSocket handshake).
@@ -118,8 +118,10 @@ __all__ = [
     "MAX_STATE_KEY_LENGTH",
     "MAX_STATUS_USERS",
     "MSGPACK_SUBPROTOCOL",
+    "NO_RESULTS",
     "PROTOCOL_VERSION",
     "RECOVER",
+    "RESULT_OF",
     "SUBPROTOCOLS",
     "ClientInfo",
     "CloseCode",
@@ -133,6 +135,7 @@ __all__ = [
     "EmptyResult",
     "Error",
     "ErrorCode",
+    "Expected",
     "History",
     "HistoryResult",
     "Join",

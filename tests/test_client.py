@@ -15,6 +15,7 @@ from protocol import messages as m
 from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, Codec
 from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import DisconnectError, ProtocolError, RealtimeError
+from protocol.wire import NO_RESULTS, Expected
 from realtime.client import (
     Client,
     ClientError,
@@ -61,8 +62,8 @@ class SpyCodec:
         self.sent.append(command)
         return self.inner.encode_command(command)
 
-    def decode_messages(self, frame: bytes) -> list[m.ServerMessage]:
-        messages = self.inner.decode_messages(frame)
+    def decode_messages(self, frame: bytes, expected: Expected = NO_RESULTS) -> list[m.ServerMessage]:
+        messages = self.inner.decode_messages(frame, expected)
         self.received.extend(messages)
         return messages
 

@@ -17,6 +17,7 @@ import pytest
 
 from protocol import messages as m
 from protocol.codes import CloseCode, ErrorCode
+from protocol.wire import NO_RESULTS, Expected
 from realtime.client import (
     Client,
     ConnectionLost,
@@ -423,9 +424,9 @@ class LossyCodec(SpyCodec):
         self.lose: set[int] = set()
         self.lost: list[m.StateChange] = []
 
-    def decode_messages(self, frame: bytes) -> list[m.ServerMessage]:
+    def decode_messages(self, frame: bytes, expected: Expected = NO_RESULTS) -> list[m.ServerMessage]:
         kept: list[m.ServerMessage] = []
-        for message in super().decode_messages(frame):
+        for message in super().decode_messages(frame, expected):
             if isinstance(message, m.StateChange) and message.version in self.lose:
                 self.lose.discard(message.version)
                 self.lost.append(message)

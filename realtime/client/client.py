@@ -28,7 +28,7 @@ from protocol.errors import RealtimeError
 from protocol.limits import JSON_SUBPROTOCOL, MAX_ID, MAX_STATUS_USERS, MSGPACK_SUBPROTOCOL, RECOVER
 from realtime import __version__  # the package root holds only the version
 
-from .connection import ABNORMAL, Connection, expect
+from .connection import ABNORMAL, Connection
 from .errors import ClientError, CommandTimeout, ConnectionClosed, ConnectionLost, ReplyError, Unsubscribed
 from .subscription import Subscription
 from .values import (
@@ -267,7 +267,9 @@ class Client:
     async def _connect_on(self, conn: Connection) -> m.ConnectResult:
         """Send Connect; an expired token is renewed once through ``refresh_token``."""
         try:
-            result = await conn.call(m.Connect(self._next_id(conn), self.token, self.name, self.version))
+            result = await conn.call(
+                m.Connect(self._next_id(conn), self.token, self.name, self.version), m.ConnectResult
+            )
         except ReplyError as exc:
             if exc.code != ErrorCode.TOKEN_EXPIRED or self.refresh_token is None:
                 raise
@@ -278,8 +280,10 @@ class Client:
                 # makes _reconnect try again with backoff instead of stopping the client.
                 log.exception("refresh_token failed; the connection will be tried again")
                 raise ClientError(f"refresh_token failed: {error!r}") from error
-            result = await conn.call(m.Connect(self._next_id(conn), self.token, self.name, self.version))
-        return expect(result, m.ConnectResult)
+            result = await conn.call(
+                m.Connect(self._next_id(conn), self.token, self.name, self.version), m.ConnectResult
+            )
+        return result
 
     def _next_id(self, conn: Connection) -> int:
         """A command id for ``conn``: 1..2**32-1 (the protocol's range), none still in flight there."""
@@ -311,7 +315,7 @@ class Client:
             await asyncio.sleep(max(0.0, wait))
             try:
                 self.token = await self.refresh_token()
-                result = expect(await conn.call(m.Refresh(self._next_id(conn), self.token)), m.RefreshResult)
+                result = await conn.call(m.Refresh(self._next_id(conn), self.token), m.RefreshResult)
             except ClientError:
                 return  # the connection ended; the next one starts its own refresher
             except Exception:
@@ -366,7 +370,7 @@ class Client:
         command = m.Subscribe(self._next_id(conn), channel, since, version=version)
         conn.owners[channel] = sub  # no await between this and the send: the order holds
         try:
-            result = expect(await conn.call(command), m.SubscribeResult)
+            result = await conn.call(command, m.SubscribeResult)
         except ReplyError:
             if conn.owners.get(channel) is sub:
                 del conn.owners[channel]  # refused: the hub did not subscribe it
@@ -408,7 +412,7 @@ class Client:
             return  # released already, or never subscribed here
         del conn.owners[channel]  # and the send below happens before any await: in order
         try:
-            await conn.call(m.Unsubscribe(self._next_id(conn), channel))
+            await conn.call(m.Unsubscribe(self._next_id(conn), channel), m.EmptyResult)
         except ReplyError as exc:
             if exc.code != ErrorCode.NOT_SUBSCRIBED:
                 raise
@@ -518,7 +522,7 @@ class Client:
         """
 
         async def call(conn: Connection) -> _R:
-            return expect(await conn.call(make(self._next_id(conn))), kind)
+            return await conn.call(make(self._next_id(conn)), kind)
 
         return (await self._on_connection(call, retry=retry))[1]
 

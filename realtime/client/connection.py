@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed as WsConnectionClosed
@@ -52,8 +52,11 @@ class Connection:
         self._on_push = on_push
         self._on_end = on_end
         self._futures: dict[int, asyncio.Future[m.Result]] = {}
+        #: Id -> the result type of each command sent here whose reply has not come yet,
+        #: also after its caller gave up: the codec reads each reply's result as its type.
+        self._expected: dict[int, type[m.Result]] = {}
         #: The ids of the commands waiting for their reply here.
-        self.in_flight: Mapping[int, object] = self._futures
+        self.in_flight: Mapping[int, object] = self._expected
         self._lost: ClientError | None = None
         #: Channel -> the Subscription whose Subscribe was the last one sent here with no
         #: Unsubscribe sent after it: the hub's subscription is (or will be) that one's. The
@@ -69,19 +72,20 @@ class Connection:
             return self.disconnect.reconnect
         return should_reconnect(self.close_code)
 
-    async def call(self, command: m.Command) -> m.Result:
-        """Send one command, return its result; raises ReplyError or ConnectionLost."""
+    async def call(self, command: m.Command, kind: type[_R]) -> _R:
+        """Send one command, return its result, a ``kind``; raises ReplyError or ConnectionLost."""
         if self._lost is not None:
             raise self._lost
         future: asyncio.Future[m.Result] = asyncio.get_running_loop().create_future()
         self._futures[command.id] = future
+        self._expected[command.id] = cast("type[m.Result]", kind)  # _R is one of Result's types
         try:
             try:
                 await self.ws.send(self.codec.encode_command(command), text=not self.codec.binary)
             except WsConnectionClosed:
                 await asyncio.wait([self.reader])  # it ends too, and fails the futures
                 raise self._lost or ConnectionLost(self.close_code, self.close_reason) from None
-            return await future
+            return expect(await future, kind)
         finally:
             self._futures.pop(command.id, None)
             if future.done() and not future.cancelled():
@@ -110,7 +114,7 @@ class Connection:
         try:
             while True:
                 frame = await ws.recv(decode=False)
-                for message in self.codec.decode_messages(frame):
+                for message in self.codec.decode_messages(frame, self._expected):
                     self._dispatch(message)
         except WsConnectionClosed as exc:
             if exc.rcvd is not None:
@@ -132,6 +136,7 @@ class Connection:
 
     def _dispatch(self, message: m.ServerMessage) -> None:
         if isinstance(message, m.Reply):
+            self._expected.pop(message.id, None)
             future = self._futures.get(message.id)
             if future is None or future.done():
                 if message.error is not None:  # id 0: the hub could not read a command
@@ -150,6 +155,7 @@ class Connection:
 
 
 def expect(result: m.Result, kind: type[_R]) -> _R:
+    """``result`` as a ``kind``: the codec read it as one, this tells the type checker."""
     if not isinstance(result, kind):
         raise ProtocolError(f"expected {kind.__name__}, got {type(result).__name__}")
     return result
