@@ -71,6 +71,7 @@ import msgpack  # type: ignore[import-untyped]
 
 from protocol.codes import ErrorCode
 from protocol.errors import CommandError
+from protocol.limits import MAX_IDEMPOTENCY_KEY_LENGTH
 from protocol.messages import (
     ClientInfo,
     EmptyResult,
@@ -95,8 +96,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("realtime.chat")
 
-#: Longest idempotency key a client may send, in characters.
-MAX_KEY_LENGTH = 128
 #: Seconds a retry waits for a send with the same key that is still in flight.
 IN_FLIGHT_WAIT = 2.0
 #: Seconds the claim of a send in flight lives if its node never stores the result.
@@ -171,8 +170,8 @@ class Chat(Feature):
         """Post ``data`` with an id, the server time and ``info`` as sender; once per ``key``."""
         if key is None or ns.idempotency_window <= 0:
             return await self._post(channel, data, ns, info)
-        if not key or len(key) > MAX_KEY_LENGTH:
-            raise CommandError(ErrorCode.BAD_REQUEST, f"key must have 1 to {MAX_KEY_LENGTH} characters")
+        if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+            raise CommandError(ErrorCode.BAD_REQUEST, f"key must have 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
         slot = _idempotency_slot(channel, info, key)
         local = self._inflight.get(slot)
         if local is not None:

@@ -24,7 +24,7 @@ is LIMIT_EXCEEDED. The reply is ``StateResult(version)``.
 Deltas: every change reaches subscribers as a ``StateChange`` push with the
 new channel version and either the full ``value`` (nil = deleted) or a
 ``patch``, whichever is smaller. Patches are JSON Merge Patches (RFC 7386)
-applied to msgpack-decoded values (``handlers.merge_patch``): a map patch
+applied to msgpack-decoded values (``protocol.merge_patch``): a map patch
 merges member by member, nil removes a member, anything else replaces; arrays
 are replaced whole. Limitation: a map member cannot be *set* to nil by a
 patch, so such changes travel as full values. A client keeps its channel
@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack  # type: ignore[import-untyped]  # no stubs
 
+from protocol import merge_patch
 from protocol.codes import ErrorCode
 from protocol.errors import CommandError, ProtocolError
 from protocol.messages import (
@@ -72,7 +73,6 @@ from protocol.messages import (
 from realtime.auth import check_subscribe
 from realtime.engines.base import VersionConflict
 
-from . import merge_patch
 from .base import EVENTS, EventHook, Feature, Handler, HubServices, namespace_of
 
 if TYPE_CHECKING:

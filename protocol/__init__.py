@@ -10,19 +10,26 @@ docs/protocol.md.
 
 from __future__ import annotations
 
-from .codec import (
+from .codec import Codec
+from .codes import CLOSE_REASONS, CloseCode, ErrorCode, should_reconnect
+from .errors import CommandError, DisconnectError, ProtocolError, RealtimeError
+from .json_codec import JsonCodec, msgpack_to_json
+from .limits import (
     JSON_SUBPROTOCOL,
     MAX_CHANNEL_LENGTH,
     MAX_COMMANDS_PER_FRAME,
     MAX_DATA_DEPTH,
+    MAX_HISTORY_PAGE,
+    MAX_ID,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_OFFSET,
+    MAX_STATE_KEY_LENGTH,
+    MAX_STATUS_USERS,
     MSGPACK_SUBPROTOCOL,
-    Codec,
-)
-from .codes import CLOSE_REASONS, CloseCode, ErrorCode, should_reconnect
-from .errors import CommandError, DisconnectError, ProtocolError, RealtimeError
-from .json_codec import JsonCodec, msgpack_to_json
-from .messages import (
     PROTOCOL_VERSION,
+    RECOVER,
+)
+from .messages import (
     ClientInfo,
     Command,
     Connect,
@@ -72,7 +79,7 @@ from .messages import (
     UserStatus,
 )
 from .msgpack_codec import MsgpackCodec
-from .wire import MAX_ID, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_OFFSET, MAX_STATE_KEY_LENGTH, MAX_STATUS_USERS, check_channel
+from .wire import NO_RESULTS, RESULT_OF, Expected, check_channel
 
 #: One stateless instance of each codec, by subprotocol name, in the server's
 #: order of preference (offer them in this order in the WebSocket handshake).
@@ -104,13 +111,17 @@ __all__ = [
     "MAX_CHANNEL_LENGTH",
     "MAX_COMMANDS_PER_FRAME",
     "MAX_DATA_DEPTH",
+    "MAX_HISTORY_PAGE",
     "MAX_ID",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "MAX_OFFSET",
     "MAX_STATE_KEY_LENGTH",
     "MAX_STATUS_USERS",
     "MSGPACK_SUBPROTOCOL",
+    "NO_RESULTS",
     "PROTOCOL_VERSION",
+    "RECOVER",
+    "RESULT_OF",
     "SUBPROTOCOLS",
     "ClientInfo",
     "CloseCode",
@@ -124,6 +135,7 @@ __all__ = [
     "EmptyResult",
     "Error",
     "ErrorCode",
+    "Expected",
     "History",
     "HistoryResult",
     "Join",

@@ -10,20 +10,24 @@ A message that crossed nodes as MessagePack becomes any codec's bytes with
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import ProtocolError
+from .limits import JSON_SUBPROTOCOL, MAX_CHANNEL_LENGTH, MAX_COMMANDS_PER_FRAME, MAX_DATA_DEPTH, MSGPACK_SUBPROTOCOL
 from .messages import Command, ServerMessage
 
-MSGPACK_SUBPROTOCOL = "realtime.v1.msgpack"
-JSON_SUBPROTOCOL = "realtime.v1.json"
+if TYPE_CHECKING:
+    from .wire import Expected
 
-#: Deepest nesting accepted inside ``data`` (a map or array inside a map counts 2).
-MAX_DATA_DEPTH = 32
-#: Most commands one frame may carry.
-MAX_COMMANDS_PER_FRAME = 100
-#: Longest channel name, in characters.
-MAX_CHANNEL_LENGTH = 255
+# Re-exported: their home is protocol.limits.
+__all__ = [
+    "JSON_SUBPROTOCOL",
+    "MAX_CHANNEL_LENGTH",
+    "MAX_COMMANDS_PER_FRAME",
+    "MAX_DATA_DEPTH",
+    "MSGPACK_SUBPROTOCOL",
+    "Codec",
+]
 
 
 class Codec(Protocol):
@@ -61,6 +65,13 @@ class Codec(Protocol):
     # client side
     def encode_command(self, command: Command) -> bytes: ...
 
-    def decode_messages(self, frame: bytes) -> list[ServerMessage]:
-        """Decode a frame from the server; raises :class:`ProtocolError` on garbage."""
+    def decode_messages(self, frame: bytes, expected: Expected = ...) -> list[ServerMessage]:
+        """Decode a frame from the server; raises :class:`ProtocolError` on garbage.
+
+        ``expected`` maps the id of each command awaiting its reply to the
+        result type it awaits (:data:`protocol.wire.RESULT_OF`); a reply's
+        result is read as that type, and one of another type, or for an id not
+        there, is a ProtocolError. By default no result is expected: pushes
+        and error replies only.
+        """
         ...

@@ -18,11 +18,8 @@ from typing import Any, Generic, TypeVar
 
 import msgpack  # type: ignore[import-untyped]  # no stubs
 
-from .codec import MAX_CHANNEL_LENGTH, MAX_DATA_DEPTH
 from .errors import ProtocolError
-
-#: Offsets, versions and limits are uint64.
-MAX_OFFSET = 2**64 - 1
+from .limits import MAX_CHANNEL_LENGTH, MAX_DATA_DEPTH, MAX_OFFSET
 
 Map = dict[str, Any]
 #: Turns a message's msgpack ``bytes`` (data, value, patch, info) into what the

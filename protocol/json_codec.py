@@ -18,11 +18,12 @@ from collections.abc import Callable
 import msgpack  # type: ignore[import-untyped]  # no stubs
 import orjson
 
-from .codec import JSON_SUBPROTOCOL, MAX_COMMANDS_PER_FRAME
 from .errors import ProtocolError
+from .limits import JSON_SUBPROTOCOL, MAX_COMMANDS_PER_FRAME, MAX_OFFSET
 from .messages import Command, Publication, ServerMessage
 from .wire import (
-    MAX_OFFSET,
+    NO_RESULTS,
+    Expected,
     command_to_map,
     commands_from_maps,
     message_to_map,
@@ -162,5 +163,5 @@ class JsonCodec:
     def encode_command(self, command: Command) -> bytes:
         return _dumps(command_to_map(command, _fragment))
 
-    def decode_messages(self, frame: bytes) -> list[ServerMessage]:
-        return messages_from_maps(_load_lines(frame, None))
+    def decode_messages(self, frame: bytes, expected: Expected = NO_RESULTS) -> list[ServerMessage]:
+        return messages_from_maps(_load_lines(frame, None), expected)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-PROTOCOL_VERSION = 1
+from .limits import PROTOCOL_VERSION as PROTOCOL_VERSION  # re-exported: its home is protocol.limits
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,8 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # no stubs
 
-from .codec import MAX_COMMANDS_PER_FRAME, MSGPACK_SUBPROTOCOL
 from .errors import ProtocolError
+from .limits import MAX_COMMANDS_PER_FRAME, MSGPACK_SUBPROTOCOL
 from .messages import (
     Command,
     HistoryResult,
@@ -31,7 +31,7 @@ from .messages import (
     StateSet,
     SubscribeResult,
 )
-from .wire import Map, command_to_map, commands_from_maps, message_to_map, messages_from_maps
+from .wire import NO_RESULTS, Expected, Map, command_to_map, commands_from_maps, message_to_map, messages_from_maps
 
 __all__ = ["MsgpackCodec"]
 
@@ -264,5 +264,5 @@ class MsgpackCodec:
         holds_bytes = _HOLDS_BYTES.get(type(command))
         return _splice(m) if holds_bytes is not None and holds_bytes(command) else _pack(m)
 
-    def decode_messages(self, frame: bytes) -> list[ServerMessage]:
-        return messages_from_maps(_unpack_all(frame, server=False))
+    def decode_messages(self, frame: bytes, expected: Expected = NO_RESULTS) -> list[ServerMessage]:
+        return messages_from_maps(_unpack_all(frame, server=False), expected)

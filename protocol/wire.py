@@ -7,7 +7,9 @@ codecs differ only in raw (de)serialisation and in how they carry ``bytes``
 fields (data, value, patch, info: msgpack values inside the hub).
 
 Server side: :func:`commands_from_maps`, then :func:`message_to_map`.
-Client side: :func:`command_to_map`, then :func:`messages_from_maps`.
+Client side: :func:`command_to_map`, then :func:`messages_from_maps`, told the
+result type each pending command id expects (:data:`RESULT_OF`): a reply does
+not carry its result's type.
 
 Publish, subscribe and publications are written out by hand (publish decode
 and publication encode are the hot paths); every other message is a row of a
@@ -17,7 +19,8 @@ table (:data:`COMMANDS`, :data:`PUSHES`, :data:`RESULTS`) of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from .codes import ErrorCode
@@ -26,7 +29,6 @@ from .fields import (
     BOOL,
     CHANNEL,
     INT,
-    MAX_OFFSET,
     NUMBER,
     RELAYED,
     RELAYED_OR_NIL,
@@ -50,6 +52,7 @@ from .fields import (
     text,
     too_deep,
 )
+from .limits import MAX_ID, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_OFFSET, MAX_STATE_KEY_LENGTH, MAX_STATUS_USERS
 from .messages import (
     ClientInfo,
     Command,
@@ -107,9 +110,12 @@ __all__ = [
     "MAX_OFFSET",
     "MAX_STATE_KEY_LENGTH",
     "MAX_STATUS_USERS",
+    "NO_RESULTS",
     "PUSHES",
     "RESULTS",
+    "RESULT_OF",
     "DataOut",
+    "Expected",
     "Map",
     "PubOut",
     "check_channel",
@@ -126,15 +132,6 @@ __all__ = [
     "result_to_map",
     "too_deep",
 ]
-
-#: Command ids are 1..MAX_ID (uint32); replies use 0 when the id was unreadable.
-MAX_ID = 2**32 - 1
-#: Longest ``publish.key`` (idempotency key), in characters.
-MAX_IDEMPOTENCY_KEY_LENGTH = 64
-#: Longest key of a live channel's state, in characters.
-MAX_STATE_KEY_LENGTH = 255
-#: Most users one ``status`` command may ask about.
-MAX_STATUS_USERS = 100
 
 #: Turns the publications inside a result into what the codec puts in the map
 #: (the MessagePack codec splices a pre-encoded array).
@@ -386,54 +383,64 @@ def _status_notice_from_map(m: Map) -> StatusNotice:
 
 # --- results ---------------------------------------------------------------------------
 
-#: Every result but EmptyResult, with the key a client tells it by (it does not
-#: know which command a reply answers without tracking ids). The first type
-#: whose key the result holds wins, so the order matters: ConnectResult also
-#: holds "version" and "expires"; SubscribeResult "publications", "offset" and
-#: "version"; HistoryResult "offset"; PresenceStatsResult "users".
-RESULTS: tuple[tuple[str, Spec[Result]], ...] = (
-    (
-        "client",
-        Spec(
-            ConnectResult,
-            (Field("client", STR), Field("version", STR), Field("ping", NUMBER), _USER, opt("expires", INT)),
+#: How each result but EmptyResult reads and writes, by type. A reply does not
+#: say its result's type: the client, which knows what each of its command ids
+#: asked, tells :func:`result_from_map` (:data:`RESULT_OF` maps each command to it).
+RESULTS: dict[type[Result], Spec[Result]] = {
+    ConnectResult: Spec(
+        ConnectResult,
+        (Field("client", STR), Field("version", STR), Field("ping", NUMBER), _USER, opt("expires", INT)),
+    ),
+    SubscribeResult: Spec(
+        SubscribeResult,
+        (
+            Field("offset", UINT),
+            Field("epoch", STR),
+            Field("recoverable", BOOL),
+            Field("recovered", BOOL),
+            opt("publications", _PUBLICATIONS),
+            opt("version", UINT),
+            opt("state", list_of(map_of(STATE_ENTRY))),
+            opt("status", map_of(USER_STATUS)),
         ),
     ),
-    (
-        "recovered",
-        Spec(
-            SubscribeResult,
-            (
-                Field("offset", UINT),
-                Field("epoch", STR),
-                Field("recoverable", BOOL),
-                Field("recovered", BOOL),
-                opt("publications", _PUBLICATIONS),
-                opt("version", UINT),
-                opt("state", list_of(map_of(STATE_ENTRY))),
-                opt("status", map_of(USER_STATUS)),
-            ),
-        ),
+    HistoryResult: Spec(
+        HistoryResult, (Field("publications", _PUBLICATIONS), Field("offset", UINT), Field("epoch", STR))
     ),
-    (
-        "publications",
-        Spec(HistoryResult, (Field("publications", _PUBLICATIONS), Field("offset", UINT), Field("epoch", STR))),
+    PublishResult: Spec(PublishResult, (Field("offset", UINT), Field("epoch", STR), opt("mid", STR), opt("time", INT))),
+    RefreshResult: Spec(RefreshResult, (Field("expires", INT),)),
+    ReadResult: Spec(ReadResult, (Field("read", UINT, attr="offset"),)),
+    ReceiptsResult: Spec(ReceiptsResult, (Field("receipts", dict_of(UINT)),)),
+    PresenceResult: Spec(
+        PresenceResult,
+        (Field("presence", dict_of(map_of(Spec(PresenceMember, (_USER, opt("info", RELAYED))))), attr="clients"),),
     ),
-    ("offset", Spec(PublishResult, (Field("offset", UINT), Field("epoch", STR), opt("mid", STR), opt("time", INT)))),
-    ("expires", Spec(RefreshResult, (Field("expires", INT),))),
-    ("read", Spec(ReadResult, (Field("read", UINT, attr="offset"),))),
-    ("receipts", Spec(ReceiptsResult, (Field("receipts", dict_of(UINT)),))),
-    (
-        "presence",
-        Spec(
-            PresenceResult,
-            (Field("presence", dict_of(map_of(Spec(PresenceMember, (_USER, opt("info", RELAYED))))), attr="clients"),),
-        ),
-    ),
-    ("clients", Spec(PresenceStatsResult, (Field("clients", UINT), Field("users", UINT)))),
-    ("version", Spec(StateResult, (Field("version", UINT),))),
-    ("users", Spec(StatusResult, (Field("users", list_of(map_of(USER_STATUS))),))),
-)
+    PresenceStatsResult: Spec(PresenceStatsResult, (Field("clients", UINT), Field("users", UINT))),
+    StateResult: Spec(StateResult, (Field("version", UINT),)),
+    StatusResult: Spec(StatusResult, (Field("users", list_of(map_of(USER_STATUS))),)),
+}
+#: The result type each command's reply carries.
+RESULT_OF: dict[type[Command], type[Result]] = {
+    Connect: ConnectResult,
+    Subscribe: SubscribeResult,
+    Unsubscribe: EmptyResult,
+    Publish: PublishResult,
+    Ping: EmptyResult,
+    Refresh: RefreshResult,
+    History: HistoryResult,
+    Typing: EmptyResult,
+    Read: ReadResult,
+    Receipts: ReceiptsResult,
+    PresenceQuery: PresenceResult,
+    PresenceStatsQuery: PresenceStatsResult,
+    StateSet: StateResult,
+    StatePatch: StateResult,
+    StatusQuery: StatusResult,
+}
+#: What a decode expects: command id -> the result type of its reply.
+Expected = Mapping[int, type[Result]]
+#: Expect no result reply (pushes and error replies decode without one).
+NO_RESULTS: Expected = MappingProxyType({})
 
 
 def _publications(pubs: tuple[Publication, ...], data: DataOut, pub: PubOut | None) -> object:
@@ -483,7 +490,7 @@ def _spec_writer(spec: Spec[Result]) -> _ResultWriter:
 
 
 _RESULT_WRITERS: dict[object, _ResultWriter] = {
-    **{spec.make: _spec_writer(spec) for _, spec in RESULTS},
+    **{kind: _spec_writer(spec) for kind, spec in RESULTS.items()},
     # groups of keys that come together, and publications a codec may splice
     SubscribeResult: _subscribe_result_to_map,
     PublishResult: _publish_result_to_map,
@@ -500,12 +507,17 @@ def result_to_map(result: Result, data: DataOut, pub: PubOut | None = None) -> M
     return writer(result, data, pub)
 
 
-def result_from_map(m: Map) -> Result:
-    """Tell a result's type from its keys (see :data:`RESULTS`); ``{}`` or unknown keys: EmptyResult."""
-    for key, spec in RESULTS:
-        if key in m:
-            return spec.read(m, "result")
-    return EmptyResult()
+def result_from_map(m: Map, kind: type[Result]) -> Result:
+    """Read a result of type ``kind``; raise :class:`ProtocolError` if ``m`` is not one.
+
+    Unknown keys are ignored (a newer hub may add some), so any map is an EmptyResult.
+    """
+    if kind is EmptyResult:
+        return EmptyResult()
+    spec = RESULTS.get(kind)
+    if spec is None:
+        raise TypeError(f"not a result type: {kind!r}")
+    return spec.read(m, "result")
 
 
 # --- server messages -------------------------------------------------------------------
@@ -537,8 +549,12 @@ def message_to_map(message: ServerMessage, data: DataOut, pub: PubOut | None = N
     return PUSHES[name].write(message, data, {"push": name})
 
 
-def message_from_map(m: Map) -> ServerMessage | None:
-    """Build a reply or push; None for a push type this client does not know."""
+def message_from_map(m: Map, expected: Expected = NO_RESULTS) -> ServerMessage | None:
+    """Build a reply or push; None for a push type this client does not know.
+
+    A reply's result is read as the type ``expected`` gives for its id: a
+    result of another type, or for an id missing there, is a ProtocolError.
+    """
     push = m.get("push")
     if push is not None:
         if push == "status":
@@ -553,16 +569,23 @@ def message_from_map(m: Map) -> ServerMessage | None:
         return Reply(
             id, error=Error(INT.read(em.get("code"), "error.code", 0), read_str(em.get("message"), "error.message", 0))
         )
-    return Reply(id, result=result_from_map(read_map(m.get("result"), "reply.result", 0)))
+    result = read_map(m.get("result"), "reply.result", 0)
+    kind = expected.get(id)
+    if kind is None:
+        raise ProtocolError("reply.id answers no command that awaits a result")
+    return Reply(id, result=result_from_map(result, kind))
 
 
-def messages_from_maps(values: Iterable[object]) -> list[ServerMessage]:
-    """Turn a server frame's decoded values into messages; raise :class:`ProtocolError` on garbage."""
+def messages_from_maps(values: Iterable[object], expected: Expected = NO_RESULTS) -> list[ServerMessage]:
+    """Turn a server frame's decoded values into messages; raise :class:`ProtocolError` on garbage.
+
+    ``expected`` gives the result type of each command id a reply may answer.
+    """
     out: list[ServerMessage] = []
     for value in values:
         if value.__class__ is not dict:
             raise ProtocolError("every message must be a map")
-        message = message_from_map(value)
+        message = message_from_map(value, expected)
         if message is not None:
             out.append(message)
     return out

@@ -46,6 +46,7 @@ from multidict import MultiMapping
 from protocol.codes import CLOSE_REASONS, CloseCode, ErrorCode
 from protocol.errors import CommandError, ProtocolError
 from protocol.json_codec import load_value, msgpack_to_json
+from protocol.limits import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_OFFSET, MAX_STATE_KEY_LENGTH, MAX_STATUS_USERS
 from protocol.messages import (
     PresenceMember,
     PresenceStatsResult,
@@ -54,7 +55,7 @@ from protocol.messages import (
     StateEntry,
     UserStatus,
 )
-from protocol.wire import MAX_OFFSET, check_channel, pack_data
+from protocol.wire import check_channel, pack_data
 
 from .auth import ApiKey, find_api_key
 from .hub import Hub
@@ -73,10 +74,7 @@ MAX_BODY: Final = 1024 * 1024
 MAX_BROADCAST_CHANNELS: Final = 100
 #: Longest user id accepted, in characters.
 MAX_USER_LENGTH: Final = 255
-#: The protocol's limits, for the same fields: idempotency keys, live state keys, users per status query.
-MAX_IDEMPOTENCY_KEY_LENGTH: Final = 64
-MAX_STATE_KEY_LENGTH: Final = 255
-MAX_STATUS_USERS: Final = 100
+# Idempotency keys, live state keys and users per status query: the protocol's limits (protocol.limits).
 
 JSON: Final = "application/json"
 MSGPACK: Final = "application/msgpack"

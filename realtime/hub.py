@@ -23,6 +23,7 @@ import msgpack  # type: ignore[import-untyped]
 
 from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import CommandError, DisconnectError
+from protocol.limits import MAX_HISTORY_PAGE, RECOVER
 from protocol.messages import (
     ClientInfo,
     Command,
@@ -46,11 +47,6 @@ from .frames import Outgoing
 from .logs import log_failure
 from .namespaces import Namespace, resolve
 from .subscriptions import Channel, SubEvent, Subscriptions, SubState
-
-#: The reason of an ``unsub`` push that asks the client to resubscribe from its position.
-RECOVER = "recover"
-#: Most publications one history page returns.
-MAX_HISTORY_PAGE = 100
 
 F = TypeVar("F", bound=Feature)
 

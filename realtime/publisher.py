@@ -9,7 +9,7 @@ Usage::
 
 Bodies travel as MessagePack by default (``format="json"`` for JSON); values
 (``data``, state values) are any MessagePack-serializable Python values and
-come back unpacked, in the :mod:`realtime.values` types that
+come back unpacked, in the :mod:`realtime.client.values` types that
 :mod:`realtime.client` returns too. A refusal raises :class:`ApiError` with
 the HTTP status and the hub's :class:`~protocol.codes.ErrorCode`; a network
 failure or a timeout raises :class:`ApiUnreachable`. Nothing is retried: call
@@ -30,14 +30,15 @@ import orjson
 
 from protocol.codes import ErrorCode
 from protocol.errors import RealtimeError
+from protocol.limits import MAX_STATUS_USERS
 
-from .values import (
+from .client.values import (
     HistoryPage,
+    Message,
     PresenceMember,
     PresenceStats,
-    Publication,
-    PublishResult,
     Sender,
+    Sent,
     StreamPosition,
     UserStatus,
 )
@@ -47,13 +48,13 @@ __all__ = [
     "ApiUnreachable",
     "HistoryPage",
     "Member",
+    "Message",
     "PresenceMember",
     "PresenceStats",
-    "Publication",
-    "PublishResult",
     "Publisher",
     "PublisherError",
     "Sender",
+    "Sent",
     "StateItem",
     "StateSnapshot",
     "StreamPosition",
@@ -126,14 +127,14 @@ class StateSnapshot:
         return {item.key: item.value for item in self.state if item.value is not None}
 
 
-def _publish_result(m: Mapping[str, Any]) -> PublishResult:
-    return PublishResult(m["offset"], m["epoch"], m.get("mid", ""), m.get("time", 0))
+def _publish_result(m: Mapping[str, Any]) -> Sent:
+    return Sent(m["offset"], m["epoch"], m.get("mid", ""), m.get("time", 0))
 
 
-def _publication(m: Mapping[str, Any]) -> Publication:
+def _publication(m: Mapping[str, Any]) -> Message:
     info = m.get("info")
     sender = None if info is None else Sender(info["user"], info["client"], info.get("info"))
-    return Publication(m["channel"], m["data"], m["offset"], m["epoch"], sender, m.get("mid", ""), m.get("time", 0))
+    return Message(m["channel"], m["data"], m["offset"], m["epoch"], sender, m.get("mid", ""), m.get("time", 0))
 
 
 # --- the client -------------------------------------------------------------------
@@ -183,17 +184,17 @@ class Publisher:
 
     # --- publications ----------------------------------------------------
 
-    async def publish(self, channel: str, data: Any, *, key: str | None = None) -> PublishResult:
+    async def publish(self, channel: str, data: Any, *, key: str | None = None) -> Sent:
         """Publish ``data`` to ``channel``; returns its offset and epoch (and mid/time on chat channels)."""
         body: dict[str, Any] = {"channel": channel, "data": data}
         if key is not None:
             body["key"] = key
         return _publish_result(await self._post("/api/publish", body))
 
-    async def broadcast(self, channels: Sequence[str], data: Any) -> dict[str, PublishResult | ApiError]:
+    async def broadcast(self, channels: Sequence[str], data: Any) -> dict[str, Sent | ApiError]:
         """Publish ``data`` to each channel (1..100); each gets its result or its own error."""
         m = await self._post("/api/broadcast", {"channels": list(channels), "data": data})
-        out: dict[str, PublishResult | ApiError] = {}
+        out: dict[str, Sent | ApiError] = {}
         for item in m["results"]:
             error = item.get("error")
             if error is None:
@@ -205,7 +206,10 @@ class Publisher:
     async def history(
         self, channel: str, *, limit: int | None = None, before: int | None = None, after: int | None = None
     ) -> HistoryPage:
-        """A page of at most ``limit`` (≤ 100) publications, oldest first: the newest, or just before/after an offset."""
+        """A page of at most ``limit`` publications, oldest first: the newest, or just before/after an offset.
+
+        The hub caps a page at :data:`~protocol.limits.MAX_HISTORY_PAGE`.
+        """
         params = [("channel", channel)]
         params += [
             (name, str(v)) for name, v in (("limit", limit), ("before", before), ("after", after)) if v is not None
@@ -225,9 +229,13 @@ class Publisher:
         return PresenceStats(m["clients"], m["users"])
 
     async def status(self, users: Iterable[str]) -> list[UserStatus]:
-        """Online status of 1..100 users, in order."""
-        m = await self._get("/api/status", [("user", user) for user in users])
-        return [UserStatus(s["user"], s["online"], s["last_seen"]) for s in m["users"]]
+        """Online status of ``users``, in order: at least one; more than the hub takes per query are asked in parts."""
+        names = list(users)
+        found: list[UserStatus] = []
+        for i in range(0, max(len(names), 1), MAX_STATUS_USERS):  # an empty list: one query, which the hub refuses
+            m = await self._get("/api/status", [("user", user) for user in names[i : i + MAX_STATUS_USERS]])
+            found += (UserStatus(s["user"], s["online"], s["last_seen"]) for s in m["users"])
+        return found
 
     async def disconnect(self, user: str, *, reconnect: bool = False) -> None:
         """Close the user's connections on every node; with ``reconnect`` their clients come back."""

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import uuid
 
-from realtime.client import Client, Join, StateChanged
+from realtime.client import Client, Joined, StateChanged
 
 
 def token(user: str) -> str:
@@ -52,7 +52,7 @@ async def main(url: str) -> None:
         async with Client(url, token(guest)) as visitor:
             await visitor.subscribe("chat:lobby")
             async for event in room.events():
-                if isinstance(event, Join) and event.user == guest:
+                if isinstance(event, Joined) and event.user == guest:
                     print("presence: join", event.user)
                     break
             print("presence:", sorted(m.user for m in (await alice.presence("chat:lobby")).values()))

@@ -34,6 +34,7 @@ from protocol import (
     Refresh,
     RefreshResult,
     Reply,
+    Result,
     ServerMessage,
     StateChange,
     StateResult,
@@ -58,7 +59,12 @@ def pack(value: object) -> bytes:
 def server_roundtrip(codec: Codec, *messages: ServerMessage) -> list[ServerMessage]:
     """Encode messages on the server, in one frame, and decode them as a client would."""
     frame = codec.separator.join(codec.encode(m) for m in messages)
-    return codec.decode_messages(frame)
+    return codec.decode_messages(frame, expected_results(*messages))
+
+
+def expected_results(*messages: object) -> dict[int, type[Result]]:
+    """What a client that sent the commands these replies answer expects: id -> result type."""
+    return {m.id: type(m.result) for m in messages if isinstance(m, Reply) and m.result is not None}
 
 
 def client_roundtrip(codec: Codec, *commands: Command) -> list[object]:

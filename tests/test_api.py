@@ -38,8 +38,8 @@ from realtime.publisher import (
     PresenceMember,
     PresenceStats,
     Publisher,
-    PublishResult,
     Sender,
+    Sent,
     StreamPosition,
 )
 
@@ -124,7 +124,7 @@ async def test_publish_reaches_websocket_subscribers(api: RunningHub, fmt: Forma
     async with await RawClient.open(api.url) as sub, Publisher(api.http_url, ALL.key, format=fmt) as pub:
         await sub.subscribe("news")
         result = await pub.publish("news", {"title": "hello", "n": [1, 2.5, None]})
-        assert result == PublishResult(1, result.epoch)
+        assert result == Sent(1, result.epoch)
         got = await sub.publication()
         assert (got.channel, value(got), got.offset, got.epoch) == (
             "news",
@@ -188,7 +188,7 @@ async def test_broadcast(api: RunningHub, session: aiohttp.ClientSession, fmt: F
         assert got == [("a", [7]), ("b", [7])]
     async with Publisher(api.http_url, ALL.key, format=fmt) as pub:
         results = await pub.broadcast(["a", "nope:y"], 1)
-        assert results["a"] == PublishResult(2, ok_a["epoch"])
+        assert results["a"] == Sent(2, ok_a["epoch"])
         err = results["nope:y"]
         assert isinstance(err, ApiError) and err.code == ErrorCode.UNKNOWN_CHANNEL
 
@@ -232,10 +232,10 @@ def test_both_sdks_return_the_same_values() -> None:
     import realtime.publisher
 
     for name in (
-        "Publication",
+        "Message",
         "Sender",
         "HistoryPage",
-        "PublishResult",
+        "Sent",
         "PresenceMember",
         "PresenceStats",
         "UserStatus",

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from realtime.backoff import backoff
+from protocol.backoff import backoff
 
 
 def take(n: int, delays: Iterator[float]) -> list[float]:

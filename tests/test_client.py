@@ -15,12 +15,13 @@ from protocol import messages as m
 from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, Codec
 from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import DisconnectError, ProtocolError, RealtimeError
+from protocol.wire import NO_RESULTS, Expected
 from realtime.client import (
     Client,
     ClientError,
     CommandTimeout,
     ConnectionClosed,
-    Publication,
+    Message,
     ReplyError,
     StreamPosition,
     Subscription,
@@ -61,8 +62,8 @@ class SpyCodec:
         self.sent.append(command)
         return self.inner.encode_command(command)
 
-    def decode_messages(self, frame: bytes) -> list[m.ServerMessage]:
-        messages = self.inner.decode_messages(frame)
+    def decode_messages(self, frame: bytes, expected: Expected = NO_RESULTS) -> list[m.ServerMessage]:
+        messages = self.inner.decode_messages(frame, expected)
         self.received.extend(messages)
         return messages
 
@@ -77,7 +78,7 @@ def spy(codec: str = "msgpack") -> SpyCodec:
     return SpyCodec(codec_for(MSGPACK_SUBPROTOCOL if codec == "msgpack" else JSON_SUBPROTOCOL))
 
 
-async def take(sub: Subscription, n: int) -> list[Publication]:
+async def take(sub: Subscription, n: int) -> list[Message]:
     async with asyncio.timeout(WAIT):
         return [await anext(sub) for _ in range(n)]
 

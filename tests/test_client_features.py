@@ -18,24 +18,25 @@ import pytest
 from handlers.live import Live
 from protocol import messages as m
 from protocol.codes import CloseCode, ErrorCode
+from protocol.wire import NO_RESULTS, Expected
 from realtime.client import (
     Client,
     ConnectionLost,
     Event,
-    Join,
-    Leave,
+    Joined,
+    Left,
+    Message,
     PresenceMember,
     PresenceStats,
-    Publication,
-    PublishResult,
-    Read,
+    ReadReceipt,
     ReplyError,
     Sender,
+    Sent,
     StateChanged,
     StatusChanged,
     StreamPosition,
     Subscription,
-    Typing,
+    TypingChanged,
     Unsubscribed,
     UserStatus,
 )
@@ -137,12 +138,12 @@ async def test_chat_history_typing_read_and_receipts(hub: RunningHub, codec: Any
             await bob.history(ch, before=3, after=1)
 
         await alice.typing(ch)
-        assert await next_event(b) == Typing(ch, "alice", True, 5.0)
+        assert await next_event(b) == TypingChanged(ch, "alice", True, 5.0)
         await alice.typing(ch, False)
-        assert await next_event(b) == Typing(ch, "alice", False, 5.0)
+        assert await next_event(b) == TypingChanged(ch, "alice", False, 5.0)
 
         assert await bob.read(ch, 4) == 4
-        assert await next_event(b) == Read(ch, "bob", 4)
+        assert await next_event(b) == ReadReceipt(ch, "bob", 4)
         with pytest.raises(ReplyError) as info:
             await bob.read(ch, 2)  # receipts never move backwards
         assert info.value.code is ErrorCode.CONFLICT
@@ -150,10 +151,10 @@ async def test_chat_history_typing_read_and_receipts(hub: RunningHub, codec: Any
         assert await alice.receipts(ch) == {"bob": 4, "alice": 5}
         # The sender's subscription saw the same events, and its own publications.
         assert [await next_event(a) for _ in range(4)] == [
-            Typing(ch, "alice", True, 5.0),
-            Typing(ch, "alice", False, 5.0),
-            Read(ch, "bob", 4),
-            Read(ch, "alice", 5),
+            TypingChanged(ch, "alice", True, 5.0),
+            TypingChanged(ch, "alice", False, 5.0),
+            ReadReceipt(ch, "bob", 4),
+            ReadReceipt(ch, "alice", 5),
         ]
         assert [p.mid for p in await take(a, 5)] == [s.mid for s in sent]
         with pytest.raises(ReplyError) as info:
@@ -169,7 +170,7 @@ async def test_publish_with_a_key_posts_once_and_stays_a_stream_position(hub: Ru
         again = await alice.publish(ch, "once", key="k1")
         assert (again.offset, again.epoch, again.mid, again.time) == (first.offset, first.epoch, first.mid, first.time)
         # Backward compatible: a StreamPosition, equal (and hashing) as the position alone.
-        assert isinstance(first, StreamPosition) and isinstance(first, PublishResult)
+        assert isinstance(first, StreamPosition) and isinstance(first, Sent)
         assert first == StreamPosition(first.offset, first.epoch) == first.position
         assert StreamPosition(first.offset, first.epoch) == first
         assert hash(first) == hash(first.position) and {first.position, first} == {first}
@@ -233,16 +234,16 @@ async def test_join_and_leave_events_and_presence_queries(hub: RunningHub) -> No
     ch = "room:a"
     async with user(hub, "bob") as bob:
         sub = await bob.subscribe(ch, events=True)
-        assert await next_event(sub) == Join(ch, "bob")
+        assert await next_event(sub) == Joined(ch, "bob")
         async with user(hub, "alice", claims={"info": {"name": "Alice"}}) as alice:
             await alice.subscribe(ch)
-            assert await next_event(sub) == Join(ch, "alice", {"name": "Alice"})
+            assert await next_event(sub) == Joined(ch, "alice", {"name": "Alice"})
             assert await bob.presence(ch) == {
                 bob.client_id: PresenceMember("bob"),
                 alice.client_id: PresenceMember("alice", {"name": "Alice"}),
             }
             assert await alice.presence_stats(ch) == PresenceStats(clients=2, users=2)
-        assert await next_event(sub) == Leave(ch, "alice")  # after the grace window
+        assert await next_event(sub) == Left(ch, "alice")  # after the grace window
         assert await bob.presence_stats(ch) == PresenceStats(1, 1)
         assert len(sub) == 0  # events never reach the publications' iterator
         with pytest.raises(ReplyError) as info:
@@ -424,9 +425,9 @@ class LossyCodec(SpyCodec):
         self.lose: set[int] = set()
         self.lost: list[m.StateChange] = []
 
-    def decode_messages(self, frame: bytes) -> list[m.ServerMessage]:
+    def decode_messages(self, frame: bytes, expected: Expected = NO_RESULTS) -> list[m.ServerMessage]:
         kept: list[m.ServerMessage] = []
-        for message in super().decode_messages(frame):
+        for message in super().decode_messages(frame, expected):
             if isinstance(message, m.StateChange) and message.version in self.lose:
                 self.lose.discard(message.version)
                 self.lost.append(message)
@@ -544,5 +545,5 @@ async def test_live_rules() -> None:
 
 
 def test_publication_exposes_chat_fields() -> None:
-    pub = Publication("chat:a", "hi", 1, "e", None, "01HV7Z", 1767225600123)
+    pub = Message("chat:a", "hi", 1, "e", None, "01HV7Z", 1767225600123)
     assert (pub.mid, pub.time, pub.position) == ("01HV7Z", 1767225600123, StreamPosition(1, "e"))

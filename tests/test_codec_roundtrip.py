@@ -51,6 +51,7 @@ from protocol import (
     Refresh,
     RefreshResult,
     Reply,
+    Result,
     ServerMessage,
     StateChange,
     StateEntry,
@@ -71,8 +72,9 @@ from protocol import (
     codec_for,
     msgpack_to_json,
 )
+from protocol.errors import ProtocolError
 from protocol.wire import RESULTS, result_from_map, result_to_map
-from tests.helpers import EXAMPLES, client_roundtrip, encode_example, pack, server_roundtrip
+from tests.helpers import EXAMPLES, client_roundtrip, encode_example, expected_results, pack, server_roundtrip
 
 BOTH = pytest.mark.parametrize("codec", list(CODECS.values()), ids=list(CODECS))
 MSGPACK = MsgpackCodec()
@@ -258,8 +260,9 @@ def test_json_text_is_one_compact_line() -> None:
 
 def test_unknown_push_and_keys_are_ignored_by_clients() -> None:
     future = [{"push": "presence", "channel": "x"}, {"id": 3, "result": {"offset": 1, "epoch": "e", "new": 1}}]
-    assert MSGPACK.decode_messages(b"".join(pack(m) for m in future)) == [Reply(3, PublishResult(1, "e"))]
-    assert JSON.decode_messages(b"\n".join(orjson.dumps(m) for m in future)) == [Reply(3, PublishResult(1, "e"))]
+    sent = {3: PublishResult}
+    assert MSGPACK.decode_messages(b"".join(pack(m) for m in future), sent) == [Reply(3, PublishResult(1, "e"))]
+    assert JSON.decode_messages(b"\n".join(orjson.dumps(m) for m in future), sent) == [Reply(3, PublishResult(1, "e"))]
 
 
 def test_msgpack_splices_every_bytes_field() -> None:
@@ -343,19 +346,30 @@ PING_BYTES = MSGPACK.encode(Reply(1, EmptyResult()))
     ids=lambda v: v.__name__ if isinstance(v, type) else ",".join(v) or "{}",
 )
 def test_client_tells_results_apart_by_their_keys(m: dict[str, object], kind: type) -> None:
-    assert type(result_from_map(m)) is kind
+    assert type(result_from_map(m, kind)) is kind
 
 
-def test_every_result_is_told_by_the_first_key_it_holds() -> None:
-    """The order of RESULTS makes the key sets unambiguous, for every example result."""
+@BOTH
+def test_a_result_of_another_type_than_expected_is_a_protocol_error(codec: Codec) -> None:
+    """A reply's result is read as the type its command id expects; a result of another type is refused."""
     types = set()
     for message in SERVER_MESSAGES:
         if isinstance(message, Reply) and message.result is not None:
-            keys = result_to_map(message.result, lambda b: None)
-            told = next((spec.make for key, spec in RESULTS if key in keys), EmptyResult)
-            assert told is type(message.result), message
-            types.add(told)
-    assert types == {spec.make for _, spec in RESULTS} | {EmptyResult}
+            frame = codec.encode(message)
+            types.add(type(message.result))
+            for other in RESULTS:
+                if other is not type(message.result) and not _also_reads_as(message.result, other):
+                    with pytest.raises(ProtocolError):
+                        codec.decode_messages(frame, {message.id: other})
+            with pytest.raises(ProtocolError):  # an id that awaits no result
+                codec.decode_messages(frame)
+    assert types == set(RESULTS) | {EmptyResult}
+
+
+def _also_reads_as(result: Result, other: type[Result]) -> bool:
+    """Whether ``result``'s map holds every key ``other`` requires (unknown keys are ignored, so it reads as one)."""
+    keys = result_to_map(result, lambda b: None)
+    return all(f.key in keys for f in RESULTS[other].fields if not f.optional)
 
 
 @BOTH
@@ -519,4 +533,4 @@ def test_docs_examples_match_the_codecs(name: str) -> None:
     if isinstance(message, Command):
         assert MSGPACK.decode_commands(bytes.fromhex(docs[name, "msgpack"])) == [message]
     else:
-        assert MSGPACK.decode_messages(bytes.fromhex(docs[name, "msgpack"])) == [message]
+        assert MSGPACK.decode_messages(bytes.fromhex(docs[name, "msgpack"]), expected_results(message)) == [message]

@@ -12,8 +12,8 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
-from handlers import merge_patch
 from handlers.live import Live
+from protocol import merge_patch
 from protocol.codec import JSON_SUBPROTOCOL
 from protocol.codes import ErrorCode
 from protocol.errors import CommandError

@@ -8,7 +8,7 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
-from handlers.merge_patch import Inexpressible, apply, diff, same
+from protocol.merge_patch import Inexpressible, apply, diff, same
 
 # RFC 7386, Appendix A: (original, patch, result).
 APPENDIX_A: list[tuple[Any, Any, Any]] = [

@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from protocol import codec_for
 from protocol.codec import Codec
+from protocol.errors import ProtocolError
 from protocol.messages import (
     Command,
     Connect,
@@ -24,9 +25,11 @@ from protocol.messages import (
     Publication,
     Publish,
     Reply,
+    Result,
     ServerMessage,
     Subscribe,
 )
+from protocol.wire import RESULT_OF
 
 TIMEOUT = 5.0
 
@@ -40,6 +43,7 @@ class RawClient:
         self.client_id = ""  # from the connect result
         self._inbox: deque[ServerMessage] = deque()
         self.pushes: deque[ServerMessage] = deque()  # pushes seen while waiting for replies
+        self.expected: dict[int, type[Result]] = {}  # id -> result type, of commands sent and not answered
 
     @classmethod
     async def open(
@@ -87,6 +91,14 @@ class RawClient:
         await self.send_raw(self.codec.separator.join(parts))
 
     async def send_raw(self, frame: bytes) -> None:
+        """Send a frame as is; the replies to the commands the hub reads in it are expected."""
+        try:
+            commands = self.codec.decode_commands(frame)
+        except ProtocolError:
+            commands = []  # the hub refuses the frame as a whole: an error reply, no result
+        for command in commands:
+            if not isinstance(command, ProtocolError):
+                self.expected[command.id] = RESULT_OF[type(command)]
         if self.codec.binary:
             await self.ws.send(frame)
         else:
@@ -116,7 +128,11 @@ class RawClient:
                 frame = await self.ws.recv()
             self.frames += 1
             data = frame if isinstance(frame, bytes) else frame.encode()
-            self._inbox.extend(self.codec.decode_messages(data))
+            messages = self.codec.decode_messages(data, self.expected)
+            for message in messages:
+                if isinstance(message, Reply):
+                    self.expected.pop(message.id, None)
+            self._inbox.extend(messages)
         return self._inbox.popleft()
 
     async def reply(self, id: int, timeout: float = TIMEOUT) -> Reply:

@@ -60,10 +60,9 @@ from redis.backoff import NoBackoff
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.retry import Retry
 
+from protocol.backoff import backoff
 from protocol.codes import ErrorCode
 from protocol.errors import CommandError
-
-from ..backoff import backoff
 
 log = logging.getLogger("realtime.redis")
 

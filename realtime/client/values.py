@@ -2,29 +2,40 @@
 
 :mod:`realtime.client` (WebSocket) and :mod:`realtime.publisher` (HTTP API)
 build these from their wire forms and re-export them, so
-``from realtime.client import Publication`` and
-``from realtime.publisher import Publication`` name the same class. Every
-opaque value (``data``, user ``info``) is unpacked. Pure values: no I/O here.
+``from realtime.client import Message`` and
+``from realtime.publisher import Message`` name the same class. Every
+opaque value (``data``, user ``info``) is unpacked. Named apart from the wire's
+:class:`protocol.messages.Publication` and ``PublishResult``, which hold
+MessagePack bytes. Pure values and conversions: no I/O here.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack  # type: ignore[import-untyped, unused-ignore]
+
+from protocol import messages as m
 from protocol.messages import StreamPosition, UserStatus
 
 __all__ = [
     "HistoryPage",
+    "Message",
     "PresenceMember",
     "PresenceStats",
-    "Publication",
-    "PublishResult",
     "Sender",
+    "Sent",
     "StreamPosition",
     "UserStatus",
+    "message_of",
+    "unpack",
+    "unpack_info",
 ]
+
+log = logging.getLogger("realtime.client")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +51,7 @@ class Sender:
 
 
 @dataclass(frozen=True, slots=True)
-class Publication:
+class Message:
     """One message of a channel: ``data`` is the publisher's value, unpacked.
 
     ``info`` is the :class:`Sender`, or None when the backend published. In
@@ -63,7 +74,7 @@ class Publication:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class PublishResult(StreamPosition):
+class Sent(StreamPosition):
     """What ``publish`` returns: the new publication's position, plus its chat fields.
 
     It *is* a :class:`StreamPosition` (code written for ``publish() ->
@@ -88,7 +99,7 @@ class PublishResult(StreamPosition):
         return hash((self.offset, self.epoch))  # as StreamPosition's
 
 
-class HistoryPage(list[Publication]):
+class HistoryPage(list[Message]):
     """A page of history, oldest first (a list), and ``position``: where the stream stands now.
 
     Page further with ``history(channel, before=page[0].offset)``.
@@ -96,7 +107,7 @@ class HistoryPage(list[Publication]):
 
     __slots__ = ("position",)
 
-    def __init__(self, publications: Iterable[Publication], position: StreamPosition) -> None:
+    def __init__(self, publications: Iterable[Message], position: StreamPosition) -> None:
         super().__init__(publications)
         self.position = position
 
@@ -115,3 +126,30 @@ class PresenceStats:
 
     clients: int
     users: int
+
+
+def unpack(data: bytes) -> Any:
+    """A MessagePack value as the hub relays it (map keys of any type)."""
+    return msgpack.unpackb(data, strict_map_key=False)
+
+
+def unpack_info(data: bytes | None) -> Any:
+    """Opaque user info (msgpack) as a value; None when absent or unreadable."""
+    if data is None:
+        return None
+    try:
+        return unpack(data)
+    except Exception:
+        log.warning("user info is not MessagePack, ignored")
+        return None
+
+
+def message_of(pub: m.Publication) -> Message | None:
+    """The SDK's message, ``data`` and the sender's info unpacked; None (logged) when ``data`` is not MessagePack."""
+    try:
+        data = unpack(pub.data)
+    except Exception:  # another publisher's bytes: skip them, keep the stream
+        log.warning("channel %r offset %d: data is not MessagePack, skipped", pub.channel, pub.offset)
+        return None
+    sender = None if pub.info is None else Sender(pub.info.user, pub.info.client, unpack_info(pub.info.info))
+    return Message(pub.channel, data, pub.offset, pub.epoch, sender, pub.mid, pub.time)

@@ -1,0 +1,77 @@
+"""The errors the client SDK raises; all derive from :class:`ClientError`."""
+
+from __future__ import annotations
+
+from protocol.codes import ErrorCode
+from protocol.errors import RealtimeError
+
+__all__ = ["ClientError", "CommandTimeout", "ConnectionClosed", "ConnectionLost", "ReplyError", "Unsubscribed"]
+
+
+class ClientError(RealtimeError):
+    """Root of the errors the client SDK raises."""
+
+
+class ReplyError(ClientError):
+    """The hub refused a command; ``code`` is an :class:`ErrorCode` (a plain int if unknown)."""
+
+    def __init__(self, code: int, message: str = "") -> None:
+        try:
+            self.code: ErrorCode | int = ErrorCode(code)
+        except ValueError:
+            self.code = code
+        name = self.code.name.lower().replace("_", " ") if isinstance(self.code, ErrorCode) else ""
+        super().__init__(message or name or f"error {code}")
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+    @property
+    def temporary(self) -> bool:
+        """True when the same command may succeed if retried later."""
+        return isinstance(self.code, ErrorCode) and self.code.temporary
+
+
+class ConnectionClosed(ClientError):
+    """The client stopped for good; every pending and later call raises this.
+
+    ``code`` is the hub's close code (4500-4999: do not reconnect), 1000 after
+    :meth:`Client.close`, or 1006 when the first connection could not be made.
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"connection closed: {code} {reason}".rstrip())
+        self.code = code
+        self.reason = reason
+
+
+class ConnectionLost(ClientError):
+    """The connection dropped while this command waited for its reply.
+
+    The hub may or may not have run it; the client is reconnecting on its own.
+    Only writes raise this (``publish`` without a key, ``typing``,
+    ``state_set``, ``state_patch``): the other commands are retried.
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"connection lost: {code} {reason}".rstrip())
+        self.code = code
+        self.reason = reason
+
+
+class CommandTimeout(ClientError, TimeoutError):
+    """No reply (or no connection to send on) within ``command_timeout``."""
+
+
+class Unsubscribed(ClientError):
+    """The hub unsubscribed this client from ``channel`` (an API call of the app's backend).
+
+    Raised by the subscription's iterators once queued items are out; the
+    client does not resubscribe the channel. Subscribe again if it should.
+    """
+
+    def __init__(self, channel: str, reason: str = "") -> None:
+        super().__init__(f"unsubscribed from {channel!r} by the hub: {reason}".rstrip(": "))
+        self.channel = channel
+        self.reason = reason
