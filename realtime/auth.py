@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import jwt
 import msgpack  # type: ignore[import-untyped]  # no stubs
@@ -46,8 +46,21 @@ from protocol.errors import CommandError, RealtimeError
 
 from .namespaces import Namespace, OptionError, channel_users
 
-if TYPE_CHECKING:
-    from .config import Settings
+
+class TokenSettings(Protocol):
+    """The settings a :class:`TokenVerifier` is built from (``realtime.config.Settings`` has them)."""
+
+    @property
+    def token_secret(self) -> str | None: ...
+    @property
+    def token_public_key(self) -> str | None: ...
+    @property
+    def token_audience(self) -> str | None: ...
+    @property
+    def token_issuer(self) -> str | None: ...
+    @property
+    def allow_anonymous(self) -> bool: ...
+
 
 #: Shortest accepted HS256 secret, in bytes (RFC 7518 section 3.2: at least the hash size).
 MIN_SECRET_BYTES = 32
@@ -191,7 +204,7 @@ class TokenVerifier:
         self.allow_anonymous = allow_anonymous
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TokenVerifier:
+    def from_settings(cls, settings: TokenSettings) -> TokenVerifier:
         return cls(
             secret=settings.token_secret,
             public_key=settings.token_public_key,

@@ -23,10 +23,10 @@ from protocol.messages import ClientInfo, Command, Connect, Error, Reply, Result
 
 from .auth import ANONYMOUS, Identity
 from .frames import Outgoing, coalesce
+from .subscriptions import SubState
 
 if TYPE_CHECKING:
     from .config import Settings
-    from .subscriptions import SubState
 
 log = logging.getLogger("realtime.connection")
 

@@ -31,7 +31,7 @@ class Continuity:
 
     def __init__(
         self,
-        subscriptions: Subscriptions,
+        subscriptions: Subscriptions[Any],
         engine: Engine,
         ask_to_recover: Callable[[str], bool],
         spawn: Callable[[Coroutine[Any, Any, None]], None],
@@ -55,14 +55,14 @@ class Continuity:
         ch.epoch, ch.offset = pub.epoch, pub.offset
         self.subscriptions.fan_out(ch, pub)
 
-    def _hold_for_repair(self, ch: Channel, pub: Publication) -> None:
+    def _hold_for_repair(self, ch: Channel[Any], pub: Publication) -> None:
         if ch.repairing is None:
             ch.repairing = [pub]
             self.spawn(self._repair(pub.channel, ch))
         else:
             ch.repairing.append(pub)
 
-    async def _repair(self, channel: str, ch: Channel) -> None:
+    async def _repair(self, channel: str, ch: Channel[Any]) -> None:
         """Fill a gap from history, then deliver what waited, in offset order.
 
         Runs while ``ch.repairing`` is a list; publications arriving meanwhile join it.

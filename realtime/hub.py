@@ -76,7 +76,7 @@ class Hub:
         self.closing = False
         #: Finished connections by close code, for operators and tests.
         self.disconnects: Counter[int] = Counter()
-        self.subscriptions = Subscriptions()
+        self.subscriptions = Subscriptions[Connection]()
         self.continuity = Continuity(self.subscriptions, engine, self.ask_to_recover, self.spawn)
         self._dirty: list[Connection] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -408,7 +408,7 @@ class Hub:
             for feature in self.features:
                 await feature.on_unsubscribe(conn, ns, channel)
 
-    async def _release(self, channel: str, ch: Channel) -> None:
+    async def _release(self, channel: str, ch: Channel[Connection]) -> None:
         if ch.ready is not None and not ch.ready.done():
             return  # the subscriber in flight will find it empty and stay subscribed: harmless
         if self.subscriptions.drop_if_empty(channel, ch) and ch.ready is not None:

@@ -27,15 +27,12 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final
+from typing import Final, Generic, Protocol, TypeVar
 
 from protocol.codec import Codec
 from protocol.messages import Publication, StreamPosition
 
 from .frames import Outgoing
-
-if TYPE_CHECKING:
-    from .connection import Connection
 
 
 class SubState(enum.Enum):
@@ -76,7 +73,23 @@ class IllegalTransition(RuntimeError):
         self.event = event
 
 
-class Channel:
+class Subscriber(Protocol):
+    """What subscriptions need of a connection (``realtime.connection.Connection``)."""
+
+    @property
+    def codec(self) -> Codec: ...
+
+    @property
+    def channels(self) -> dict[str, SubState]:
+        """Channel -> where the subscription stands; written only by :meth:`Subscriptions.transition`."""
+
+    def send(self, out: Outgoing) -> None: ...
+
+
+C = TypeVar("C", bound=Subscriber)
+
+
+class Channel(Generic[C]):
     """This node's side of one channel: its subscribers by state, and its delivery position."""
 
     __slots__ = ("ahead", "epoch", "joining", "offset", "ready", "repairing", "subscribers")
@@ -88,36 +101,36 @@ class Channel:
         #: Publications held back while a gap is filled from history (``realtime.continuity``).
         self.repairing: list[Publication] | None = None
         #: LIVE subscribers, by codec: one encoding per codec.
-        self.subscribers: dict[Codec, set[Connection]] = {}
+        self.subscribers: dict[Codec, set[C]] = {}
         #: JOINING subscribers and what waits for them, in order.
-        self.joining: dict[Connection, list[Outgoing]] = {}
+        self.joining: dict[C, list[Outgoing]] = {}
         #: AHEAD subscribers and the position their reply carried them to.
-        self.ahead: dict[Connection, StreamPosition] = {}
+        self.ahead: dict[C, StreamPosition] = {}
         #: Resolved once the engine subscription for this node is in place.
         self.ready: asyncio.Future[None] | None = None
 
     def empty(self) -> bool:
         return not self.joining and not self.ahead and not any(self.subscribers.values())
 
-    def members(self) -> list[Connection]:
+    def members(self) -> list[C]:
         """Every connection LIVE or AHEAD on the channel (for server-side unsubscribes)."""
         return [conn for conns in self.subscribers.values() for conn in conns] + list(self.ahead)
 
 
-class Subscriptions:
+class Subscriptions(Generic[C]):
     """Every subscription of this node's connections, by channel; the only writer of their states."""
 
     def __init__(self) -> None:
-        self.channels: dict[str, Channel] = {}
+        self.channels: dict[str, Channel[C]] = {}
 
-    def channel(self, name: str) -> Channel:
+    def channel(self, name: str) -> Channel[C]:
         """The channel's node state, made on first use."""
         ch = self.channels.get(name)
         if ch is None:
-            ch = self.channels[name] = Channel()
+            ch = self.channels[name] = Channel[C]()
         return ch
 
-    def drop_if_empty(self, name: str, ch: Channel) -> bool:
+    def drop_if_empty(self, name: str, ch: Channel[C]) -> bool:
         """Forget ``ch`` when nobody is subscribed to it; True if it was forgotten."""
         if ch.empty() and self.channels.get(name) is ch:
             del self.channels[name]
@@ -126,9 +139,7 @@ class Subscriptions:
 
     # --- the one writer --------------------------------------------------
 
-    def transition(
-        self, conn: Connection, name: str, event: SubEvent, position: StreamPosition | None = None
-    ) -> list[Outgoing]:
+    def transition(self, conn: C, name: str, event: SubEvent, position: StreamPosition | None = None) -> list[Outgoing]:
         """Move ``conn``'s subscription to ``name`` by ``event`` (the table above).
 
         ``position`` is the AHEAD position (REPLIED_AHEAD). Returns the messages
@@ -170,7 +181,7 @@ class Subscriptions:
 
     # --- fan-out ---------------------------------------------------------
 
-    def fan_out(self, ch: Channel, pub: Publication) -> None:
+    def fan_out(self, ch: Channel[C], pub: Publication) -> None:
         """Deliver ``pub`` to the channel's subscribers: encoded once per codec."""
         encoded: dict[Codec, Outgoing] = {}
         for codec, conns in ch.subscribers.items():
@@ -181,7 +192,7 @@ class Subscriptions:
         if ch.joining or ch.ahead:
             self.fan_out_to_newcomers(ch, pub, encoded)
 
-    def fan_out_to_newcomers(self, ch: Channel, pub: Publication, encoded: dict[Codec, Outgoing]) -> None:
+    def fan_out_to_newcomers(self, ch: Channel[C], pub: Publication, encoded: dict[Codec, Outgoing]) -> None:
         """Queue ``pub`` for subscribes still in flight; deliver it to AHEAD subscribers
         only if it is newer than what their reply carried, and make them LIVE then."""
 
@@ -198,7 +209,7 @@ class Subscriptions:
                 conn.send(out_for(conn.codec))
                 self.transition(conn, pub.channel, SubEvent.CAUGHT_UP)
 
-    def deliver_event(self, ch: Channel, event: bytes) -> None:
+    def deliver_event(self, ch: Channel[C], event: bytes) -> None:
         """Hand an event (msgpack server message) to everyone subscribed, joining included."""
         encoded: dict[Codec, Outgoing] = {}
 

@@ -1,83 +1,41 @@
-"""Shared fixtures: real hubs on free ports, cleaned up after each test."""
+"""Shared fixtures: real hubs on free ports, redis-server processes, cleaned up after each test.
+
+Helpers (tokens, test hubs, waits, clients) live in tests/helpers.py. A test that starts a
+redis-server (through the ``redis_server`` or ``redis_cluster`` fixture, or by itself) is marked
+``redis``, so ``python -m pytest -m "not redis"`` runs the in-process part alone; a test that
+starts one without the marker fails.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import jwt
 import pytest
 
 from realtime.config import Settings
-from realtime.namespaces import Namespace, Namespaces
-from realtime.server import WS_PATH, HubServer
 
+from . import redis_server as redis_processes
+from .helpers import TEST_SECRET, HubFactory, RunningHub, namespaces
+from .redis_cluster import LocalCluster
 from .redis_server import RedisServer
 
-#: The HS256 secret test hubs verify tokens with (see :func:`make_token`).
-TEST_SECRET = "test-secret-that-is-long-enough-for-hs256!!"
-#: Test hubs: anonymous clients allowed, and channels without a colon open to
-#: everyone for subscribing and publishing, so protocol tests need no tokens.
-OPEN_DEFAULT = Namespace(subscribe="anyone", publish="clients")
+#: Fixtures that start redis-server processes: a test that uses one (directly or through
+#: another fixture) is marked ``redis``.
+REDIS_FIXTURES = frozenset({"redis_server", "redis_cluster"})
 
 
-def namespaces(*extra: Namespace) -> Namespaces:
-    """The open default namespace plus ``extra``."""
-    return Namespaces([OPEN_DEFAULT, *extra])
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REDIS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.redis)
 
 
-def make_token(user: str, *, secret: str = TEST_SECRET, ttl: float | None = 3600, **claims: Any) -> str:
-    """An HS256 connection (or, with ``channel=``, subscription) token for ``user``."""
-    now = time.time()
-    payload: dict[str, Any] = {"sub": user, "iat": int(now), **claims}
-    if ttl is not None:
-        payload.setdefault("exp", int(now + ttl))
-    return jwt.encode(payload, secret, algorithm="HS256")
-
-
-#: One unit of time for tests (seconds); waits are multiples of it.
-MS = 0.001
-
-
-class RunningHub:
-    """A hub served in this process; ``stop``/``start`` restart it on the same port."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.server = HubServer(settings)
-        self.running = False
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}{WS_PATH}"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def hub(self):  # type: ignore[no-untyped-def]
-        return self.server.hub
-
-    async def start(self) -> None:
-        if not self.running:
-            # A fresh app (and a fresh memory engine) each time, as after a process restart.
-            self.server = HubServer(dataclasses.replace(self.server.settings, port=self.port))
-            await self.server.start()
-            self.running = True
-
-    async def stop(self, drain_window: float = 0.0) -> None:
-        if self.running:
-            self.running = False
-            await self.server.stop(drain_window)
-
-
-HubFactory = Callable[..., Awaitable[RunningHub]]
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before the test's fixtures are set up: they may start Redis too.
+    redis_processes.allowed = item.get_closest_marker("redis") is not None
 
 
 @pytest.fixture
@@ -116,3 +74,15 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """A 3-master Redis Cluster shared by the session (``.url`` names one node); forming one takes
+    seconds. Tests keep to their own channel and key prefix, and a test that moves slots puts them back."""
+    cluster = LocalCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.cleanup()

@@ -1,4 +1,4 @@
-"""Round-trip helpers and the worked examples of docs/protocol.md.
+"""Helpers shared by the test modules (fixtures live in conftest.py), and the worked examples of docs/protocol.md.
 
 ``python -m tests.helpers`` prints the examples' JSON and msgpack hex in the
 form docs/protocol.md uses; tests/test_codec_roundtrip.py checks that the docs
@@ -7,7 +7,18 @@ hold exactly these bytes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import jwt
 import msgpack  # type: ignore[import-untyped]
+import pytest
+from websockets.exceptions import ConnectionClosed
 
 from protocol import (
     ClientInfo,
@@ -47,7 +58,297 @@ from protocol import (
     Typing,
     TypingNotice,
     UserStatus,
+    codec_for,
 )
+from protocol import messages as m
+from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
+from protocol.codes import CloseCode
+from protocol.errors import DisconnectError, ProtocolError
+from protocol.wire import NO_RESULTS, Expected
+from realtime.client import Client, Message, Subscription
+from realtime.config import Settings
+from realtime.namespaces import Namespace, Namespaces
+from realtime.server import WS_PATH, HubServer
+
+from .wsclient import RawClient
+
+T = TypeVar("T")
+
+# --- time ----------------------------------------------------------------------
+
+#: One unit of time for tests (seconds); waits are multiples of it.
+MS = 0.001
+#: Upper bound of any single wait for a client command or an event.
+WAIT = 5000 * MS
+#: Upper bound of a wait on Redis: a restart, a failover, a reconnection, a reroute.
+REDIS_WAIT = 10.0
+
+
+async def until(
+    check: Callable[[], bool] | Callable[[], Awaitable[bool]], timeout: float = REDIS_WAIT, what: str = "condition"
+) -> None:
+    """Poll ``check`` (plain or async) until it is true, for state no awaitable announces;
+    fail after ``timeout`` seconds, naming ``what`` was awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = check()
+        if inspect.isawaitable(done):
+            done = await done
+        if done:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(10 * MS)
+
+
+# --- hubs ------------------------------------------------------------------------
+
+#: The HS256 secret test hubs verify tokens with (see :func:`make_token`).
+TEST_SECRET = "test-secret-that-is-long-enough-for-hs256!!"
+#: Test hubs: anonymous clients allowed, and channels without a colon open to
+#: everyone for subscribing and publishing, so protocol tests need no tokens.
+OPEN_DEFAULT = Namespace(subscribe="anyone", publish="clients")
+
+
+def namespaces(*extra: Namespace) -> Namespaces:
+    """The open default namespace plus ``extra``."""
+    return Namespaces([OPEN_DEFAULT, *extra])
+
+
+def make_token(user: str, *, secret: str = TEST_SECRET, ttl: float | None = 3600, **claims: Any) -> str:
+    """An HS256 connection (or, with ``channel=``, subscription) token for ``user``."""
+    now = time.time()
+    payload: dict[str, Any] = {"sub": user, "iat": int(now), **claims}
+    if ttl is not None:
+        payload.setdefault("exp", int(now + ttl))
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+class RunningHub:
+    """A hub served in this process; ``stop``/``start`` restart it on the same port."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.server = HubServer(settings)
+        self.running = False
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}{WS_PATH}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def hub(self):  # type: ignore[no-untyped-def]
+        return self.server.hub
+
+    async def start(self) -> None:
+        if not self.running:
+            # A fresh app (and a fresh memory engine) each time, as after a process restart.
+            self.server = HubServer(dataclasses.replace(self.server.settings, port=self.port))
+            await self.server.start()
+            self.running = True
+
+    async def stop(self, drain_window: float = 0.0) -> None:
+        if self.running:
+            self.running = False
+            await self.server.stop(drain_window)
+
+
+#: The ``hub_factory`` fixture: ``await hub_factory(**settings)`` starts a hub.
+HubFactory = Callable[..., Awaitable[RunningHub]]
+
+
+# --- raw protocol clients (tests/wsclient.py) ----------------------------------
+
+
+async def user(hub: RunningHub, name: str, *channels: str, **kwargs: Any) -> RawClient:
+    """A connection of ``name`` ("" = anonymous) subscribed to ``channels``."""
+    client = await RawClient.open(hub.url, token=make_token(name) if name else None, **kwargs)
+    for channel in channels:
+        await client.subscribe(channel)
+    return client
+
+
+async def push(client: RawClient, cls: type[T], timeout: float = 2.0) -> T:
+    """The client's next push, which must be a ``cls``."""
+    msg = await client.next_push(timeout)
+    assert isinstance(msg, cls), msg
+    return msg
+
+
+def result(reply: Reply, cls: type[T]) -> T:
+    """The result of a successful reply, which must be a ``cls``."""
+    assert reply.error is None, reply.error
+    assert isinstance(reply.result, cls), reply.result
+    return reply.result
+
+
+def error(reply: Reply) -> int:
+    """The error code of a failed reply."""
+    assert reply.error is not None, reply.result
+    return reply.error.code
+
+
+async def closed_code(client: RawClient) -> int:
+    """Wait for the hub to close ``client`` and return the close code."""
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            await client.recv()
+    rcvd = info.value.rcvd
+    assert rcvd is not None, "closed without a close frame"
+    return rcvd.code
+
+
+def unpack(data: bytes) -> Any:
+    """A msgpack value as the hub holds it (``data``, state values), decoded."""
+    return msgpack.unpackb(data, strict_map_key=False)
+
+
+# --- the Python SDK (realtime.client) --------------------------------------------
+
+
+def fast(url: str, **options: Any) -> Client:
+    """A client that reconnects fast: tests restart hubs and expect clients back quickly."""
+    return Client(url, **{"min_backoff": 10 * MS, "max_backoff": 50 * MS, "command_timeout": WAIT, **options})
+
+
+class SpyCodec:
+    """The real codec, recording what the client sends and receives."""
+
+    def __init__(self, inner: Codec) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.binary = inner.binary
+        self.separator = inner.separator
+        self.sent: list[m.Command] = []
+        self.received: list[m.ServerMessage] = []
+
+    def decode_commands(self, frame: bytes) -> list[m.Command | ProtocolError]:
+        return self.inner.decode_commands(frame)
+
+    def encode(self, message: m.ServerMessage) -> bytes:
+        return self.inner.encode(message)
+
+    def encode_command(self, command: m.Command) -> bytes:
+        self.sent.append(command)
+        return self.inner.encode_command(command)
+
+    def decode_messages(self, frame: bytes, expected: Expected = NO_RESULTS) -> list[m.ServerMessage]:
+        messages = self.inner.decode_messages(frame, expected)
+        self.received.extend(messages)
+        return messages
+
+    def subscribes(self, channel: str) -> list[m.Subscribe]:
+        return [c for c in self.sent if isinstance(c, m.Subscribe) and c.channel == channel]
+
+    def subscribe_results(self) -> list[m.SubscribeResult]:
+        return [r.result for r in self.received if isinstance(r, m.Reply) and isinstance(r.result, m.SubscribeResult)]
+
+
+def spy(codec: str = "msgpack") -> SpyCodec:
+    return SpyCodec(codec_for(MSGPACK_SUBPROTOCOL if codec == "msgpack" else JSON_SUBPROTOCOL))
+
+
+async def take(sub: Subscription, n: int) -> list[Message]:
+    async with asyncio.timeout(WAIT):
+        return [await anext(sub) for _ in range(n)]
+
+
+def kick(hub: RunningHub, client: Client, code: CloseCode) -> None:
+    """Make the hub close ``client``'s connection with ``code`` (and its Disconnect push)."""
+    hub.hub.connections[client.client_id].close(DisconnectError(code))
+
+
+# --- Redis -----------------------------------------------------------------------
+
+
+class Proxy:
+    """A TCP proxy to ``127.0.0.1:target``; :meth:`silence` makes open connections go quiet.
+
+    Silenced connections stay open and swallow what either side sends, like a
+    peer that vanished without a FIN or RST. Until :meth:`heal`, new
+    connections are closed at once (the path to Redis is down); after it they
+    pass normally. Given several targets it is a small load balancer: each new
+    connection goes to the first target that accepts it. :attr:`rate` (bytes per
+    second, 0 = unlimited) slows what comes back from the targets.
+    """
+
+    def __init__(self, *targets: int) -> None:
+        self.targets = list(targets)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: list[dict[str, Any]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.connections = 0
+        self.refusing = False
+        self.rate = 0.0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def silence(self) -> None:
+        self.refusing = True
+        for pipe in self._pipes:
+            pipe["silent"] = True
+
+    def heal(self) -> None:
+        self.refusing = False
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.transport.abort()
+            return
+        self.connections += 1
+        for target in self.targets:
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target)
+                break
+            except OSError:
+                continue
+        else:
+            writer.close()
+            return
+        pipe: dict[str, Any] = {"silent": False, "writers": (writer, up_writer)}
+        self._pipes.append(pipe)
+        for src, dst, slowed in ((reader, up_writer, False), (up_reader, writer, True)):
+            task = asyncio.create_task(self._forward(pipe, src, dst, slowed))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _forward(
+        self, pipe: dict[str, Any], src: asyncio.StreamReader, dst: asyncio.StreamWriter, slowed: bool
+    ) -> None:
+        with contextlib.suppress(OSError):
+            while data := await src.read(65536):
+                if slowed and self.rate:  # a trickle: 1 kB at a time
+                    for i in range(0, len(data), 1024):
+                        if not pipe["silent"]:
+                            dst.write(data[i : i + 1024])
+                        await asyncio.sleep(min(1024, len(data) - i) / (self.rate or 1e9))
+                elif not pipe["silent"]:
+                    dst.write(data)
+        if not pipe["silent"]:
+            dst.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for pipe in self._pipes:
+            for w in pipe["writers"]:
+                w.transport.abort()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+# --- the worked examples of docs/protocol.md -----------------------------------------
 
 
 def pack(value: object) -> bytes:

@@ -1,9 +1,7 @@
 """A real Redis Cluster for tests: three masters, no replicas, on free ports.
 
-Tests that need one take the session-scoped ``redis_cluster`` fixture (import
-it into the test module); forming a cluster takes a few seconds, so the whole
-run shares one. Tests keep to their own channel and key prefix, and a
-test that moves slots puts them back.
+Tests that need one take the session-scoped ``redis_cluster`` fixture (tests/conftest.py);
+forming a cluster takes a few seconds, so the whole run shares one.
 """
 
 from __future__ import annotations
@@ -11,9 +9,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from .redis_server import RedisServer, free_port
 
@@ -135,32 +130,3 @@ class LocalCluster:
     def cleanup(self) -> None:
         for server in self.servers:
             server.cleanup()
-
-
-#: The cluster every test module shares: each module that imports the fixture holds a
-#: session-scoped instance of its own, so they count their users to start one cluster
-#: and stop it after the last.
-_shared: LocalCluster | None = None
-_users = 0
-
-
-@pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[LocalCluster]:
-    """A 3-master Redis Cluster shared by the session (``.url`` names one node)."""
-    global _shared, _users
-    if _shared is None:
-        cluster = LocalCluster()
-        try:
-            cluster.start()
-        except BaseException:
-            cluster.cleanup()
-            raise
-        _shared = cluster
-    _users += 1
-    try:
-        yield _shared
-    finally:
-        _users -= 1
-        if _users == 0:
-            _shared.cleanup()
-            _shared = None

@@ -16,6 +16,8 @@ from pathlib import Path
 
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 START_TIMEOUT = 10.0
+#: Whether the running test may start redis-server: only one marked ``redis`` (set by tests/conftest.py).
+allowed = True
 
 
 def free_port() -> int:
@@ -39,6 +41,7 @@ class RedisServer:
 
     def start(self) -> None:
         assert self.proc is None, "already running"
+        assert allowed, "this test starts a redis-server: mark it redis (pytest.mark.redis)"
         self.proc = subprocess.Popen(
             [
                 REDIS_SERVER,

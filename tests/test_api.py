@@ -25,7 +25,6 @@ import pytest
 import schemathesis
 from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
-from websockets.exceptions import ConnectionClosed
 
 from protocol.codes import CloseCode, ErrorCode
 from protocol.messages import Connect, Disconnect, Unsubscribed, UserStatus
@@ -43,7 +42,7 @@ from realtime.publisher import (
     StreamPosition,
 )
 
-from .conftest import HubFactory, RunningHub, make_token, namespaces
+from .helpers import HubFactory, RunningHub, closed_code, make_token, namespaces
 from .redis_server import RedisServer
 from .wsclient import RawClient, value
 
@@ -105,15 +104,6 @@ def assert_error(status: int, body: Any, want_status: int, want_code: ErrorCode)
     assert (status, body.get("code")) == (want_status, want_code), body
     assert isinstance(body["message"], str) and body["message"]
     assert set(body) == {"code", "message"}
-
-
-async def closed_code(client: RawClient) -> int:
-    """Wait for the hub to close ``client``; the close code."""
-    with pytest.raises(ConnectionClosed) as info:
-        while True:
-            await client.recv()
-    assert info.value.rcvd is not None
-    return info.value.rcvd.code
 
 
 # --- publishing ---------------------------------------------------------------------

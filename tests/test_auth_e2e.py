@@ -7,7 +7,6 @@ import time
 
 import jwt
 import pytest
-from websockets.exceptions import ConnectionClosed
 
 from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import DisconnectError
@@ -23,7 +22,7 @@ from protocol.messages import (
 )
 from realtime.namespaces import Namespace
 
-from .conftest import TEST_SECRET, HubFactory, RunningHub, make_token, namespaces
+from .helpers import TEST_SECRET, HubFactory, RunningHub, closed_code, make_token, namespaces
 from .wsclient import RawClient, value
 
 NAMESPACES = namespaces(
@@ -37,14 +36,6 @@ NAMESPACES = namespaces(
 @pytest.fixture
 async def hub(hub_factory: HubFactory) -> RunningHub:
     return await hub_factory(namespaces=NAMESPACES, allow_anonymous=False)
-
-
-async def close_code(client: RawClient) -> int:
-    with pytest.raises(ConnectionClosed) as info:
-        while True:
-            await client.recv()
-    assert info.value.rcvd is not None
-    return info.value.rcvd.code
 
 
 async def test_token_sets_user_and_expiry(hub: RunningHub) -> None:
@@ -71,14 +62,14 @@ async def test_missing_or_bad_token_closes_4501(hub: RunningHub, token: str | No
         await c.send(Connect(1, token=token))
         push = await c.disconnect_push()
         assert push.code == CloseCode.UNAUTHORIZED and not push.reconnect
-        assert await close_code(c) == CloseCode.UNAUTHORIZED
+        assert await closed_code(c) == CloseCode.UNAUTHORIZED
 
 
 async def test_a_time_claim_past_year_9999_is_refused(hub: RunningHub) -> None:
     """A well-signed token with an absurd ``exp`` is a bad token, not an internal error."""
     async with await RawClient.open(hub.url, connect_first=False) as c:
         await c.send(Connect(c.next_id(), token=make_token("alice", ttl=None, exp=2**64)))
-        assert await close_code(c) == CloseCode.UNAUTHORIZED
+        assert await closed_code(c) == CloseCode.UNAUTHORIZED
 
 
 async def test_expired_token_at_connect_is_an_error_and_a_fresh_one_works(hub: RunningHub) -> None:
@@ -96,7 +87,7 @@ async def test_unrefreshed_token_disconnects_after_grace(hub_factory: HubFactory
     async with await RawClient.open(hub.url, token=token) as c:
         push = await c.disconnect_push()
         assert push == Disconnect(CloseCode.TOKEN_EXPIRED, "token expired", True)
-        assert await close_code(c) == CloseCode.TOKEN_EXPIRED
+        assert await closed_code(c) == CloseCode.TOKEN_EXPIRED
 
 
 async def test_refresh_keeps_the_connection(hub_factory: HubFactory) -> None:
@@ -185,7 +176,7 @@ async def test_a_refresh_that_lands_after_the_close_sets_no_expiry_timer(hub: Ru
         conn.close(DisconnectError(CloseCode.FORCE_DISCONNECT))
         conn.authenticate(identity)  # what the refresh does once its check returns
         assert conn._expiry is None
-        assert await close_code(c) == CloseCode.FORCE_DISCONNECT
+        assert await closed_code(c) == CloseCode.FORCE_DISCONNECT
 
 
 async def test_a_revocation_during_the_connects_own_check_still_disconnects(
@@ -212,7 +203,7 @@ async def test_a_revocation_during_the_connects_own_check_still_disconnects(
         gate.set()
         push = await c.disconnect_push()
         assert push.code == CloseCode.UNAUTHORIZED
-        assert await close_code(c) == CloseCode.UNAUTHORIZED
+        assert await closed_code(c) == CloseCode.UNAUTHORIZED
     async with asyncio.timeout(5):
         while hub.hub.connections:
             await asyncio.sleep(0.01)

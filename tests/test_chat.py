@@ -27,7 +27,6 @@ from protocol.messages import (
     ReadResult,
     Receipts,
     ReceiptsResult,
-    Reply,
     StreamPosition,
     Typing,
     TypingNotice,
@@ -35,7 +34,7 @@ from protocol.messages import (
 )
 from realtime.namespaces import Namespace
 
-from .conftest import MS, HubFactory, RunningHub, make_token, namespaces
+from .helpers import MS, HubFactory, RunningHub, error, make_token, namespaces, push, result, user
 from .wsclient import RawClient, value
 
 CHAT = Namespace(name="chat", kind="chat", subscribe="anyone", publish="clients", history_size=100, history_ttl=300)
@@ -47,32 +46,6 @@ T = TypeVar("T")
 async def chat_hub(hub_factory: HubFactory, **options: Any) -> RunningHub:
     """A hub with the open default namespace and the chat namespace (``options`` override CHAT's)."""
     return await hub_factory(namespaces=namespaces(dataclasses.replace(CHAT, **options)))
-
-
-async def user(hub: RunningHub, name: str, *channels: str) -> RawClient:
-    """A connection of ``name`` ("" = anonymous) subscribed to ``channels``."""
-    client = await RawClient.open(hub.url, token=make_token(name) if name else None)
-    for channel in channels:
-        await client.subscribe(channel)
-    return client
-
-
-async def push(client: RawClient, cls: type[T], timeout: float = 2.0) -> T:
-    """The client's next push, which must be a ``cls``."""
-    msg = await client.next_push(timeout)
-    assert isinstance(msg, cls), msg
-    return msg
-
-
-def result(reply: Reply, cls: type[T]) -> T:
-    assert reply.error is None, reply.error
-    assert isinstance(reply.result, cls), reply.result
-    return reply.result
-
-
-def error(reply: Reply) -> int:
-    assert reply.error is not None, reply.result
-    return reply.error.code
 
 
 async def send(client: RawClient, data: Any, key: str | None = None, channel: str = ROOM) -> PublishResult:

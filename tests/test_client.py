@@ -10,82 +10,22 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
-from protocol import codec_for
 from protocol import messages as m
-from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, Codec
 from protocol.codes import CloseCode, ErrorCode
-from protocol.errors import DisconnectError, ProtocolError, RealtimeError
-from protocol.wire import NO_RESULTS, Expected
+from protocol.errors import RealtimeError
 from realtime.client import (
     Client,
     ClientError,
     CommandTimeout,
     ConnectionClosed,
-    Message,
     ReplyError,
     StreamPosition,
     Subscription,
 )
 
-from .conftest import MS, HubFactory, RunningHub, make_token
-
-#: Upper bound of any single wait in these tests.
-WAIT = 5000 * MS
-
-
-def fast(url: str, **options: Any) -> Client:
-    """A client that reconnects fast: tests restart hubs and expect clients back quickly."""
-    return Client(url, **{"min_backoff": 10 * MS, "max_backoff": 50 * MS, "command_timeout": WAIT, **options})
-
+from .helpers import MS, WAIT, HubFactory, RunningHub, fast, kick, make_token, spy, take
 
 CODECS = ["msgpack", "json"]
-
-
-class SpyCodec:
-    """The real codec, recording what the client sends and receives."""
-
-    def __init__(self, inner: Codec) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.binary = inner.binary
-        self.separator = inner.separator
-        self.sent: list[m.Command] = []
-        self.received: list[m.ServerMessage] = []
-
-    def decode_commands(self, frame: bytes) -> list[m.Command | ProtocolError]:
-        return self.inner.decode_commands(frame)
-
-    def encode(self, message: m.ServerMessage) -> bytes:
-        return self.inner.encode(message)
-
-    def encode_command(self, command: m.Command) -> bytes:
-        self.sent.append(command)
-        return self.inner.encode_command(command)
-
-    def decode_messages(self, frame: bytes, expected: Expected = NO_RESULTS) -> list[m.ServerMessage]:
-        messages = self.inner.decode_messages(frame, expected)
-        self.received.extend(messages)
-        return messages
-
-    def subscribes(self, channel: str) -> list[m.Subscribe]:
-        return [c for c in self.sent if isinstance(c, m.Subscribe) and c.channel == channel]
-
-    def subscribe_results(self) -> list[m.SubscribeResult]:
-        return [r.result for r in self.received if isinstance(r, m.Reply) and isinstance(r.result, m.SubscribeResult)]
-
-
-def spy(codec: str = "msgpack") -> SpyCodec:
-    return SpyCodec(codec_for(MSGPACK_SUBPROTOCOL if codec == "msgpack" else JSON_SUBPROTOCOL))
-
-
-async def take(sub: Subscription, n: int) -> list[Message]:
-    async with asyncio.timeout(WAIT):
-        return [await anext(sub) for _ in range(n)]
-
-
-def kick(hub: RunningHub, client: Client, code: CloseCode) -> None:
-    """Make the hub close ``client``'s connection with ``code`` (and its Disconnect push)."""
-    hub.hub.connections[client.client_id].close(DisconnectError(code))
 
 
 # --- subscribe, publish, receive --------------------------------------------

@@ -42,8 +42,21 @@ from realtime.client import (
 )
 from realtime.namespaces import Namespace
 
-from .conftest import MS, HubFactory, RunningHub, make_token, namespaces
-from .test_client import WAIT, SpyCodec, fast, kick, spy, take
+from .helpers import (
+    MS,
+    WAIT,
+    HubFactory,
+    RunningHub,
+    SpyCodec,
+    fast,
+    kick,
+    make_token,
+    namespaces,
+    spy,
+    take,
+    unpack,
+    until,
+)
 
 GRACE = 100 * MS
 CHAT = Namespace(
@@ -92,17 +105,6 @@ async def queued_events(sub: Subscription) -> list[Event]:
     """The events already queued, without waiting for more."""
     assert sub._events is not None
     return [await next_event(sub) for _ in range(len(sub._events))]
-
-
-async def until(check: Callable[[], bool]) -> None:
-    """Wait (bounded) for client-side state that no awaitable announces."""
-    async with asyncio.timeout(WAIT):
-        while not check():
-            await asyncio.sleep(MS)
-
-
-def unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, strict_map_key=False)
 
 
 async def truth(hub: RunningHub, channel: str) -> tuple[dict[str, Any], int]:

@@ -33,8 +33,7 @@ from protocol.codes import CloseCode
 from realtime.client import Client, CommandTimeout, ConnectionClosed, StatusChanged, UserStatus
 from realtime.namespaces import Namespace
 
-from .conftest import MS, HubFactory, RunningHub, make_token, namespaces
-from .test_client import WAIT, fast, kick, spy
+from .helpers import MS, WAIT, HubFactory, RunningHub, fast, kick, make_token, namespaces, spy
 
 CODEC = codec_for(MSGPACK_SUBPROTOCOL)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -18,7 +18,7 @@ from protocol.messages import Publication, StreamPosition, Subscribe, SubscribeR
 from realtime.client import Client
 from realtime.engines.memory import MemoryEngine
 
-from .conftest import HubFactory, RunningHub
+from .helpers import HubFactory, RunningHub
 from .wsclient import RawClient, value
 
 

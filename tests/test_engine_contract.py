@@ -27,13 +27,11 @@ from realtime.engines.base import Engine, HistoryOptions, PresenceEntry, Presenc
 from realtime.engines.memory import MemoryEngine
 from realtime.engines.redis import RedisEngine
 
-from .conftest import MS
-from .redis_cluster import LocalCluster, redis_cluster  # noqa: F401  (a fixture)
+from .helpers import MS, WAIT
+from .redis_cluster import LocalCluster
 from .redis_server import RedisServer
 
 KEEP = HistoryOptions(size=10, ttl=60)
-#: Longest wait for something another task or Redis delivers.
-WAIT = 5000 * MS
 
 
 class Recorder:
@@ -83,7 +81,13 @@ def unique_prefix() -> str:
     return "t" + uuid.uuid4().hex[:12]
 
 
-@pytest.fixture(params=["memory", "redis", "redis-cluster"])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", marks=pytest.mark.redis),
+    ]
+)
 async def engine(request: pytest.FixtureRequest, delivered: Recorder) -> AsyncIterator[Engine]:
     eng: Engine
     if request.param == "memory":

@@ -29,18 +29,8 @@ from protocol.messages import (
     Unsubscribe,
 )
 
-from .conftest import HubFactory, RunningHub, make_token
+from .helpers import HubFactory, RunningHub, closed_code, make_token
 from .wsclient import RawClient, value
-
-
-async def closed_code(client: RawClient) -> int:
-    """Wait for the server to close ``client`` and return the close code."""
-    with pytest.raises(ConnectionClosed) as info:
-        while True:
-            await client.recv()
-    rcvd = info.value.rcvd
-    assert rcvd is not None, "closed without a close frame"
-    return rcvd.code
 
 
 async def test_connect_result(hub: RunningHub) -> None:

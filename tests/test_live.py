@@ -31,16 +31,12 @@ from protocol.messages import (
 )
 from realtime.namespaces import Namespace
 
-from .conftest import MS, HubFactory, RunningHub, make_token, namespaces
+from .helpers import MS, HubFactory, Proxy, RunningHub, make_token, namespaces, unpack
 from .wsclient import TIMEOUT, RawClient
 
 LIVE = Namespace(name="live", kind="live", subscribe="anyone", client_write=True)
 FAST = Namespace(name="fast", kind="live", subscribe="anyone", client_write=True, max_rate=10)
 NIL = b"\xc0"
-
-
-def unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
 @pytest.fixture
@@ -445,8 +441,6 @@ async def test_a_state_change_lost_while_a_nodes_pubsub_reconnects(hub_factory: 
     """The same on two nodes over Redis: node B's pub/sub connection is cut and kept out
     while node A writes; once B is back, its subscriber resubscribes and gets the change."""
     from redis.asyncio import Redis
-
-    from .test_redis_pubsub import Proxy
 
     proxy = Proxy(redis_server.port)
     await proxy.start()

@@ -26,8 +26,8 @@ from realtime.engines.redis import RedisEngine
 from realtime.namespaces import Namespace
 from realtime.publisher import Publisher
 
-from .conftest import MS, HubFactory, RunningHub, make_token, namespaces
-from .redis_cluster import LocalCluster, redis_cluster  # noqa: F401  (a fixture)
+from .helpers import MS, HubFactory, RunningHub, make_token, namespaces
+from .redis_cluster import LocalCluster
 from .redis_server import RedisServer
 from .wsclient import RawClient, value
 
@@ -55,7 +55,9 @@ class Backend:
         return Redis.from_url(self.url)
 
 
-@pytest.fixture(params=["redis", "cluster"])
+@pytest.fixture(
+    params=[pytest.param("redis", marks=pytest.mark.redis), pytest.param("cluster", marks=pytest.mark.redis)]
+)
 def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "cluster":
         cluster: LocalCluster = request.getfixturevalue("redis_cluster")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgpack  # type: ignore[import-untyped]
 import pytest
@@ -27,7 +27,6 @@ from protocol.messages import (
     PresenceResult,
     PresenceStatsQuery,
     PresenceStatsResult,
-    Reply,
     StatusNotice,
     StatusQuery,
     StatusResult,
@@ -39,7 +38,7 @@ from protocol.messages import (
 from realtime.engines.base import PresenceEntry
 from realtime.namespaces import Namespace, SubscribeRule
 
-from .conftest import MS, HubFactory, RunningHub, make_token, namespaces
+from .helpers import MS, HubFactory, RunningHub, error, make_token, namespaces, push, result, until, user
 from .wsclient import RawClient, value
 
 GRACE = 150 * MS
@@ -60,45 +59,12 @@ def status_ns(grace: float = GRACE, subscribe: SubscribeRule = "authenticated") 
     return Namespace(name="status", kind="status", subscribe=subscribe, presence_grace=grace)
 
 
-async def user(hub: RunningHub, name: str, *channels: str, **kwargs: Any) -> RawClient:
-    """A connection of ``name`` ("" = anonymous) subscribed to ``channels``."""
-    client = await RawClient.open(hub.url, token=make_token(name) if name else None, **kwargs)
-    for channel in channels:
-        await client.subscribe(channel)
-    return client
-
-
-async def push(client: RawClient, cls: type[T], timeout: float = 2.0) -> T:
-    """The client's next push, which must be a ``cls``."""
-    msg = await client.next_push(timeout)
-    assert isinstance(msg, cls), msg
-    return msg
-
-
 async def marker(client: RawClient, channel: str = "m") -> None:
     """Publish to ``channel`` (which ``client`` is subscribed to) and see it come back next:
     whatever the hub sent the client before it has been read."""
     await client.publish(channel, "marker")
     pub = await client.publication()
     assert (pub.channel, value(pub)) == (channel, "marker")
-
-
-def result(reply: Reply, cls: type[T]) -> T:
-    assert reply.error is None, reply.error
-    assert isinstance(reply.result, cls), reply.result
-    return reply.result
-
-
-def error(reply: Reply) -> int:
-    assert reply.error is not None, reply.result
-    return reply.error.code
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float = 2.0) -> None:
-    """Wait for server-side state no client can see (bounded polling)."""
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(2 * MS)
 
 
 async def gone(hub: RunningHub, key: str, client: RawClient) -> None:

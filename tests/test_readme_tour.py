@@ -10,7 +10,7 @@ import pytest
 
 from realtime.config import load_settings
 
-from .conftest import HubFactory, RunningHub
+from .helpers import HubFactory, RunningHub
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"

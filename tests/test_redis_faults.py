@@ -37,10 +37,12 @@ from realtime.client import Client
 from realtime.engines.redis import RedisEngine
 from realtime.publisher import ApiError, Publisher
 
-from .conftest import TEST_SECRET, HubFactory, RunningHub, make_token
+from .helpers import REDIS_WAIT, TEST_SECRET, HubFactory, Proxy, RunningHub, make_token, until
 from .redis_server import RedisServer
-from .test_redis_pubsub import WAIT, Proxy, until
 from .wsclient import RawClient, value
+
+#: Every test here runs against real redis-server processes.
+pytestmark = pytest.mark.redis
 
 API = ApiKey("backend", "faults-api-secret", frozenset({"*"}))
 HISTORY = (100, 300)  # the default namespace's history: size, ttl (the Settings defaults)
@@ -56,7 +58,7 @@ async def readyz(hub_url: str) -> int:
 
 
 async def wait_ready(*hub_urls: str, ready: bool = True) -> None:
-    deadline = time.monotonic() + WAIT
+    deadline = time.monotonic() + REDIS_WAIT
     for url in hub_urls:
         while (await readyz(url) == 200) != ready:
             assert time.monotonic() < deadline, f"{url} /readyz did not turn {'ready' if ready else 'not ready'}"
@@ -339,11 +341,11 @@ async def test_a_killed_node(redis_server: RedisServer, config: Path, started: l
         assert await bob.next_push(timeout=4 * PRESENCE_TTL) == Leave(room, "dave")
         assert time.monotonic() - killed < PRESENCE_TTL * 4 / 3 + 1.0
         # alice reconnected through the balancer to node b and recovered 3 and 4.
-        async with asyncio.timeout(WAIT):
+        async with asyncio.timeout(REDIS_WAIT):
             assert [(await feed.__anext__()).data for _ in range(2)] == [3, 4]
         assert feed.recovered
         await bob.publish("feed", 5)
-        async with asyncio.timeout(WAIT):
+        async with asyncio.timeout(REDIS_WAIT):
             p = await feed.__anext__()
         assert (p.offset, p.data) == (5, 5)
         assert len(feed) == 0  # nothing twice

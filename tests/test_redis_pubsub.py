@@ -9,7 +9,6 @@ balancer), which only the liveness probe can notice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import shutil
@@ -28,20 +27,12 @@ from protocol.codes import ErrorCode
 from protocol.errors import CommandError
 from realtime.engines.redis_pubsub import RedisPubSub
 
-from .redis_cluster import LocalCluster, command, redis_cluster  # noqa: F401  (a fixture)
+from .helpers import REDIS_WAIT, Proxy, until
+from .redis_cluster import LocalCluster, command
 from .redis_server import RedisServer, free_port
 
-#: Seconds any single wait in these tests may take.
-WAIT = 10.0
-
-
-async def until(cond: Callable[[], bool], timeout: float = WAIT, what: str = "condition") -> None:
-    """Poll ``cond`` until true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+#: Every test here runs against real redis-server processes.
+pytestmark = pytest.mark.redis
 
 
 class Recorder:
@@ -65,88 +56,8 @@ class Recorder:
     def data(self, channel: str) -> list[bytes]:
         return [d for c, d in self.messages if c == channel]
 
-    async def ready(self, timeout: float = WAIT) -> None:
+    async def ready(self, timeout: float = REDIS_WAIT) -> None:
         await until(lambda: self.listener.ready, timeout, "the listener to be ready")
-
-
-class Proxy:
-    """A TCP proxy to ``127.0.0.1:target``; :meth:`silence` makes open connections go quiet.
-
-    Silenced connections stay open and swallow what either side sends, like a
-    peer that vanished without a FIN or RST. Until :meth:`heal`, new
-    connections are closed at once (the path to Redis is down); after it they
-    pass normally. Given several targets it is a small load balancer: each new
-    connection goes to the first target that accepts it. :attr:`rate` (bytes per
-    second, 0 = unlimited) slows what comes back from the targets.
-    """
-
-    def __init__(self, *targets: int) -> None:
-        self.targets = list(targets)
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._pipes: list[dict[str, Any]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.connections = 0
-        self.refusing = False
-        self.rate = 0.0
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def silence(self) -> None:
-        self.refusing = True
-        for pipe in self._pipes:
-            pipe["silent"] = True
-
-    def heal(self) -> None:
-        self.refusing = False
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.refusing:
-            writer.transport.abort()
-            return
-        self.connections += 1
-        for target in self.targets:
-            try:
-                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target)
-                break
-            except OSError:
-                continue
-        else:
-            writer.close()
-            return
-        pipe: dict[str, Any] = {"silent": False, "writers": (writer, up_writer)}
-        self._pipes.append(pipe)
-        for src, dst, slowed in ((reader, up_writer, False), (up_reader, writer, True)):
-            task = asyncio.create_task(self._forward(pipe, src, dst, slowed))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _forward(
-        self, pipe: dict[str, Any], src: asyncio.StreamReader, dst: asyncio.StreamWriter, slowed: bool
-    ) -> None:
-        with contextlib.suppress(OSError):
-            while data := await src.read(65536):
-                if slowed and self.rate:  # a trickle: 1 kB at a time
-                    for i in range(0, len(data), 1024):
-                        if not pipe["silent"]:
-                            dst.write(data[i : i + 1024])
-                        await asyncio.sleep(min(1024, len(data) - i) / (self.rate or 1e9))
-                elif not pipe["silent"]:
-                    dst.write(data)
-        if not pipe["silent"]:
-            dst.close()
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for pipe in self._pipes:
-            for w in pipe["writers"]:
-                w.transport.abort()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 @pytest.fixture
@@ -284,15 +195,6 @@ async def test_a_connection_killed_by_redis_is_reopened(client: Redis, recorders
     await until(lambda: rec.messages == [("k", b"1")])
 
 
-async def until_redis(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll Redis with ``check`` until true; fail after :data:`WAIT` seconds."""
-    deadline = time.monotonic() + WAIT
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 async def _numsub(client: Redis, channel: str, count: int) -> bool:
     return bool(await client.pubsub_numsub(channel) == [(channel.encode(), count)])
 
@@ -307,7 +209,7 @@ async def test_an_unsubscribe_during_a_reconnection_is_not_lost(client: Redis, r
     assert (await client.pubsub_numsub("dropped")) == [(b"dropped", 1)]
     await client.client_kill_filter(_type="pubsub")
     # The new connection is open and its subscriptions are sent, not yet confirmed...
-    deadline = time.monotonic() + WAIT
+    deadline = time.monotonic() + REDIS_WAIT
     while not (listener._links and not listener._connected):
         assert time.monotonic() < deadline, "the listener did not reconnect"
         await asyncio.sleep(0)
@@ -315,7 +217,7 @@ async def test_an_unsubscribe_during_a_reconnection_is_not_lost(client: Redis, r
     await listener.unsubscribe("dropped")
     await until(lambda: rec.reconnects == 1, what="on_reconnect")
     assert listener.channels == {"held"}
-    await until_redis(lambda: _numsub(client, "dropped", 0), "Redis to stop sending the channel unsubscribed meanwhile")
+    await until(lambda: _numsub(client, "dropped", 0), what="Redis to stop sending the channel unsubscribed meanwhile")
     assert await client.publish("held", b"1") == 1
     await until(lambda: rec.messages == [("held", b"1")])
     assert listener.ready
@@ -605,8 +507,8 @@ async def test_an_unsubscribe_while_a_moved_channel_is_rerouted_is_not_lost(
         await until(lambda: rec.reconnects == 1, what="the reroute")
         assert left.is_set()
         assert listener.channels == frozenset()
-        await until_redis(
-            lambda: _shardnumsub(elsewhere, channel, 0), "the channel left during the reroute to be unsubscribed"
+        await until(
+            lambda: _shardnumsub(elsewhere, channel, 0), what="the channel left during the reroute to be unsubscribed"
         )
         assert listener.ready
     finally:

@@ -24,7 +24,7 @@ from realtime.engines.memory import MemoryEngine
 from realtime.engines.redis import RedisEngine
 from realtime.namespaces import Namespace
 
-from .conftest import HubFactory, RunningHub, make_token, namespaces
+from .helpers import HubFactory, RunningHub, make_token, namespaces
 from .redis_server import RedisServer
 from .wsclient import RawClient
 

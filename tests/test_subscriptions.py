@@ -32,7 +32,7 @@ def connection() -> Connection:
     return conn
 
 
-def holder(subs: Subscriptions, conn: Connection, name: str) -> SubState | None:
+def holder(subs: Subscriptions[Connection], conn: Connection, name: str) -> SubState | None:
     """Which of the channel's collections holds ``conn``, as a state."""
     ch = subs.channels.get(name)
     if ch is None:
@@ -50,7 +50,7 @@ def holder(subs: Subscriptions, conn: Connection, name: str) -> SubState | None:
     return found[0] if found else None
 
 
-def reach(subs: Subscriptions, conn: Connection, state: SubState | None) -> None:
+def reach(subs: Subscriptions[Connection], conn: Connection, state: SubState | None) -> None:
     """Walk ``conn``'s subscription to "room" into ``state`` by legal moves."""
     path = {
         None: [],
@@ -64,7 +64,7 @@ def reach(subs: Subscriptions, conn: Connection, state: SubState | None) -> None
 
 @pytest.mark.parametrize(("state", "event"), list(TRANSITIONS))
 def test_every_listed_transition_moves_the_state(state: SubState | None, event: SubEvent) -> None:
-    subs, conn = Subscriptions(), connection()
+    subs, conn = Subscriptions[Connection](), connection()
     reach(subs, conn, state)
     subs.transition(conn, "room", event, POSITION)
     new = TRANSITIONS[state, event]
@@ -79,7 +79,7 @@ def test_every_listed_transition_moves_the_state(state: SubState | None, event: 
     [pair for pair in itertools.product([None, *SubState], SubEvent) if pair not in TRANSITIONS],
 )
 def test_an_unlisted_transition_raises_naming_the_state(state: SubState | None, event: SubEvent) -> None:
-    subs, conn = Subscriptions(), connection()
+    subs, conn = Subscriptions[Connection](), connection()
     reach(subs, conn, state)
     with pytest.raises(IllegalTransition) as info:
         subs.transition(conn, "room", event, POSITION)
@@ -89,7 +89,7 @@ def test_an_unlisted_transition_raises_naming_the_state(state: SubState | None, 
 
 
 def test_leaving_joining_hands_back_what_waited() -> None:
-    subs, conn = Subscriptions(), connection()
+    subs, conn = Subscriptions[Connection](), connection()
     subs.transition(conn, "room", SubEvent.BEGIN)
     ch = subs.channels["room"]
     for offset in (1, 2):
@@ -100,7 +100,7 @@ def test_leaving_joining_hands_back_what_waited() -> None:
 
 
 def test_ahead_goes_live_only_past_its_position() -> None:
-    subs, conn = Subscriptions(), connection()
+    subs, conn = Subscriptions[Connection](), connection()
     reach(subs, conn, SubState.AHEAD)
     ch = subs.channels["room"]
     subs.fan_out(ch, Publication("room", b"\x01", POSITION.offset, POSITION.epoch))  # carried by the reply
@@ -110,7 +110,7 @@ def test_ahead_goes_live_only_past_its_position() -> None:
 
 
 def test_the_last_leave_lets_the_channel_go() -> None:
-    subs, a, b = Subscriptions(), connection(), connection()
+    subs, a, b = Subscriptions[Connection](), connection(), connection()
     for conn in (a, b):
         reach(subs, conn, SubState.LIVE)
     ch = subs.channels["room"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from protocol import messages as m
 
@@ -13,13 +13,17 @@ from .events import Event, Joined, Left, ReadReceipt, StatusChanged, TypingChang
 from .live_state import LiveState
 from .values import Message, StreamPosition, UserStatus, message_of, unpack_info
 
-if TYPE_CHECKING:
-    from .client import Client
-    from .connection import Connection
-
-__all__ = ["Subscription"]
+__all__ = ["Subscription", "SubscriptionOwner"]
 
 _T = TypeVar("_T")
+
+
+class SubscriptionOwner(Protocol):
+    """What a subscription needs of the client that made it (the client's side of the seam)."""
+
+    async def _unsubscribe(self, sub: Subscription) -> None: ...
+
+    def _unrecovered(self, sub: Subscription, why: str) -> None: ...
 
 
 class _End:
@@ -87,7 +91,7 @@ class Subscription:
     when the hub refused a resubscribe.
     """
 
-    def __init__(self, client: Client, channel: str, *, events: bool = False) -> None:
+    def __init__(self, client: SubscriptionOwner, channel: str, *, events: bool = False) -> None:
         self.channel = channel
         self.position: StreamPosition | None = None
         self.recovered = True
@@ -102,8 +106,8 @@ class Subscription:
         self._ended = False
         #: Pushes of the channel that came while a (re)subscribe waited for its reply.
         self._held: list[m.Push] | None = None
-        #: The connection a gap resubscribe runs on, while it runs.
-        self._resyncing: Connection | None = None
+        #: The connection a gap resubscribe runs on, while it runs (compared by identity only).
+        self._resyncing: object | None = None
 
     def __repr__(self) -> str:
         return f"<Subscription {self.channel!r} position={self.position} version={self.version}>"
