@@ -70,7 +70,7 @@ from protocol.messages import (
     Subscribe,
 )
 from realtime.auth import check_subscribe
-from realtime.engines.base import VersionConflict
+from realtime.engines.errors import VersionConflict
 from realtime.hub import EVENTS
 
 from . import merge_patch

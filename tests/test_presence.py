@@ -36,7 +36,7 @@ from protocol.messages import (
     Unsubscribe,
     UserStatus,
 )
-from realtime.engines.base import PresenceEntry
+from realtime.engines.presence import PresenceEntry
 from realtime.namespaces import Namespace, SubscribeRule
 
 from .conftest import MS, HubFactory, RunningHub, make_token, namespaces
