@@ -24,19 +24,17 @@ Decisions, in one place:
   backend that posts on a user's behalf passes that user's ``ClientInfo``.
 * **Idempotent sends**: a ``key`` is scoped to the channel and the sender (the
   user; the connection id for anonymous senders, who thus cannot retry across
-  reconnects; "server" for ``info=None``), hashed into one engine kv key. The
-  first send claims it with ``kv_set(only_if_absent=True)`` (a pending marker,
-  :data:`CLAIM_TTL`), posts, then stores the result for
-  ``ns.idempotency_window`` seconds (0 turns idempotency off). A retry that
-  finds a result gets it; one that finds the claim still pending (the first
-  send in flight, e.g. from before a reconnect) waits for it, at most
-  :data:`IN_FLIGHT_WAIT` seconds, then gets NOT_AVAILABLE, a temporary error:
-  retry with the same key. Waiting hides the common race (a reconnect retries
-  at once) from the app; the bound keeps a stuck engine from holding commands.
-  A failed send releases its claim, so the retry posts. A node that dies
-  between posting and storing the result leaves a claim that lapses after
-  ``CLAIM_TTL``: a retry after that posts again (at-least-once, as with any
-  crash).
+  reconnects; "server" for ``info=None``), hashed into one engine idempotency
+  key of the channel. The engine's publish checks it and stores the result
+  (for ``ns.idempotency_window`` seconds; 0 turns idempotency off) in the same
+  atomic step: a retry that finds a result gets it and publishes nothing. A
+  retry on the node where the first send is still in flight (e.g. from before
+  a reconnect) waits for it, at most :data:`IN_FLIGHT_WAIT` seconds, then gets
+  NOT_AVAILABLE, a temporary error: retry with the same key. Waiting hides the
+  common race (a reconnect retries at once) from the app; the bound keeps a
+  stuck engine from holding commands. Across nodes the engine decides: the
+  first publish to reach it posts, the other gets its result. A failed send
+  stores nothing, so the retry posts.
 * **Commands outside chat namespaces** get BAD_REQUEST: the channel exists,
   the command does not apply to it (an unconfigured namespace is still
   UNKNOWN_CHANNEL). Anonymous connections get PERMISSION_DENIED (typing and
@@ -85,25 +83,20 @@ from protocol.messages import (
     Typing,
     TypingNotice,
 )
+from realtime.engines.broker import Idempotency
+from realtime.engines.errors import EngineUnavailable
 from realtime.logs import log_failure
 
 from .base import Feature, Handler, HubServices, PublishHook, namespace_of
 
 if TYPE_CHECKING:
     from realtime.connection import Connection
-    from realtime.engines.base import Engine
     from realtime.namespaces import Namespace
 
 log = logging.getLogger("realtime.chat")
 
-#: Seconds a retry waits for a send with the same key that is still in flight.
+#: Seconds a retry waits for a send with the same key that is still in flight on this node.
 IN_FLIGHT_WAIT = 2.0
-#: Seconds the claim of a send in flight lives if its node never stores the result.
-CLAIM_TTL = 30.0
-#: The value of a claim whose send is still in flight (msgpack nil).
-_PENDING = msgpack.packb(None)
-#: Polling of a claim held by another node: first and longest pause, seconds.
-_POLL_FIRST, _POLL_MAX = 0.005, 0.1
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -153,8 +146,8 @@ class Chat(Feature):
         self.ids = MessageIds()
         #: (channel, user) -> the indicator this node expires.
         self._typing: dict[tuple[str, str], _Typing] = {}
-        #: kv key -> result of a keyed send in flight on this node (retries here await it).
-        self._inflight: dict[str, asyncio.Future[PublishResult]] = {}
+        #: (channel, idempotency key) -> result of a keyed send in flight on this node (retries here await it).
+        self._inflight: dict[tuple[str, str], asyncio.Future[PublishResult]] = {}
 
     def commands(self) -> Mapping[type, Handler]:
         return {Typing: self.typing, Read: self.read, Receipts: self.receipts}
@@ -172,20 +165,17 @@ class Chat(Feature):
             return await self._post(channel, data, ns, info)
         if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
             raise CommandError(ErrorCode.BAD_REQUEST, f"key must have 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
-        slot = _idempotency_slot(channel, info, key)
+        idempotency = Idempotency(_idempotency_key(info, key), ns.idempotency_window)
+        slot = (channel, idempotency.key)
         local = self._inflight.get(slot)
         if local is not None:
             return await _await_inflight(local)
         fut: asyncio.Future[PublishResult] = asyncio.get_running_loop().create_future()
         self._inflight[slot] = fut
         try:
-            result = await self._publish_once(slot, channel, data, ns, info)
+            result = await self._post(channel, data, ns, info, idempotency)
         except BaseException as exc:
-            fut.set_exception(  # a fresh exception: waiters must not share the sender's traceback
-                CommandError(exc.code, exc.message)
-                if isinstance(exc, CommandError)
-                else CommandError(ErrorCode.NOT_AVAILABLE, "the first send failed: retry")
-            )
+            fut.set_exception(_for_waiters(exc))
             fut.exception()  # retrieved: waiters, if any, get it too
             raise
         else:
@@ -195,44 +185,24 @@ class Chat(Feature):
             if self._inflight.get(slot) is fut:
                 del self._inflight[slot]
 
-    async def _publish_once(
-        self, slot: str, channel: str, data: bytes, ns: Namespace, info: ClientInfo | None
+    async def _post(
+        self,
+        channel: str,
+        data: bytes,
+        ns: Namespace,
+        info: ClientInfo | None,
+        idempotency: Idempotency | None = None,
     ) -> PublishResult:
-        """Claim ``slot`` and post, or return the result of whoever claimed it first."""
-        engine = self.hub.engine
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + IN_FLIGHT_WAIT
-        pause = _POLL_FIRST
-        while True:
-            if await engine.kv_set(slot, _PENDING, ttl=CLAIM_TTL, only_if_absent=True):
-                break
-            stored = await engine.kv_get(slot)
-            if stored is not None and stored != _PENDING:
-                return _decode_result(stored)
-            if stored is None:
-                continue  # the claim was released or lapsed: claim it ourselves
-            if loop.time() + pause > deadline:
-                raise CommandError(ErrorCode.NOT_AVAILABLE, "a send with this key is in progress: retry")
-            await asyncio.sleep(pause)  # held by another node: no event to await
-            pause = min(pause * 2, _POLL_MAX)
-        try:
-            result = await self._post(channel, data, ns, info)
-        except BaseException:
-            await _release(engine, slot)
-            raise
-        try:
-            await engine.kv_set(slot, _encode_result(result), ttl=ns.idempotency_window)
-        except Exception:
-            # Posted: answer the sender. A retry finds the claim until CLAIM_TTL, then posts again.
-            log_failure(log, "storing the result of an idempotent send failed")
-        return result
-
-    async def _post(self, channel: str, data: bytes, ns: Namespace, info: ClientInfo | None) -> PublishResult:
         mid, ms = self.ids.new()
-        pos = await self.hub.engine.publish(
-            channel, data, info=info, history=self.hub.history_options(ns), mid=mid, time=ms
+        history = self.hub.history_options(ns)
+        if idempotency is None:
+            pos = await self.hub.engine.publish(channel, data, info=info, history=history, mid=mid, time=ms)
+            return PublishResult(pos.offset, pos.epoch, mid, ms)
+        # A replay carries the first send's offset, epoch, mid and time.
+        done = await self.hub.engine.publish(
+            channel, data, info=info, history=history, mid=mid, time=ms, idempotency=idempotency
         )
-        return PublishResult(pos.offset, pos.epoch, mid, ms)
+        return PublishResult(done.offset, done.epoch, done.mid, done.time)
 
     # --- commands ------------------------------------------------------------
 
@@ -311,34 +281,29 @@ class Chat(Feature):
         self._typing.clear()
 
 
-def _idempotency_slot(channel: str, info: ClientInfo | None, key: str) -> str:
-    """The kv key of a send's idempotency ``key``: per channel and per sender, fixed length."""
+def _idempotency_key(info: ClientInfo | None, key: str) -> str:
+    """The engine idempotency key of a send's ``key`` (within its channel): per sender, fixed length."""
     if info is None:
         sender = ["server", ""]
     elif info.user:
         sender = ["user", info.user]
     else:
         sender = ["client", info.client]
-    digest = hashlib.sha256(msgpack.packb([channel, *sender, key])).hexdigest()
-    return f"chat:idem:{digest}"
+    digest = hashlib.sha256(msgpack.packb([*sender, key])).hexdigest()
+    return f"chat:{digest}"
 
 
 def _typing_slot(channel: str, user: str) -> str:
     return "chat:typing:" + hashlib.sha256(msgpack.packb([channel, user])).hexdigest()
 
 
-def _encode_result(result: PublishResult) -> bytes:
-    data: bytes = msgpack.packb([result.offset, result.epoch, result.mid, result.time])
-    return data
-
-
-def _decode_result(raw: bytes) -> PublishResult:
-    try:
-        offset, epoch, mid, ms = msgpack.unpackb(raw)
-        return PublishResult(int(offset), str(epoch), str(mid), int(ms))
-    except Exception:
-        log.warning("malformed idempotency record ignored")
-        raise CommandError(ErrorCode.NOT_AVAILABLE, "retry later") from None
+def _for_waiters(exc: BaseException) -> BaseException:
+    """A fresh copy of the first send's failure for retries waiting on it (not its traceback)."""
+    if isinstance(exc, CommandError):
+        return CommandError(exc.code, exc.message)
+    if isinstance(exc, EngineUnavailable):
+        return EngineUnavailable(str(exc))
+    return CommandError(ErrorCode.NOT_AVAILABLE, "the first send failed: retry")
 
 
 async def _await_inflight(fut: asyncio.Future[PublishResult]) -> PublishResult:
@@ -347,11 +312,3 @@ async def _await_inflight(fut: asyncio.Future[PublishResult]) -> PublishResult:
         return await asyncio.wait_for(asyncio.shield(fut), IN_FLIGHT_WAIT)
     except TimeoutError:
         raise CommandError(ErrorCode.NOT_AVAILABLE, "a send with this key is in progress: retry") from None
-
-
-async def _release(engine: Engine, slot: str) -> None:
-    """Drop a claim whose send failed, so that a retry posts (kv has no delete: expire it now)."""
-    try:
-        await engine.kv_set(slot, _PENDING, ttl=0.001)
-    except Exception:
-        log_failure(log, "releasing an idempotency claim failed; it lapses by itself")

@@ -71,7 +71,7 @@ from protocol.messages import (
     Subscribe,
 )
 from realtime.auth import check_subscribe
-from realtime.engines.base import VersionConflict
+from realtime.engines.errors import VersionConflict
 
 from .base import EVENTS, EventHook, Feature, Handler, HubServices, namespace_of
 

@@ -64,7 +64,7 @@ from protocol.messages import (
     UserStatus,
 )
 from realtime.auth import check_subscribe
-from realtime.engines.base import PresenceEntry
+from realtime.engines.presence import PresenceEntry
 from realtime.logs import log_failure
 
 from .base import Feature, Handler, HubServices, namespace_of

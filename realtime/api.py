@@ -58,6 +58,7 @@ from protocol.messages import (
 from protocol.wire import check_channel, pack_data
 
 from .auth import ApiKey, find_api_key
+from .engines.errors import EngineUnavailable
 from .hub import Hub
 from .namespaces import Namespace
 
@@ -174,6 +175,16 @@ def _publish_map(result: PublishResult) -> dict[str, object]:
 
 def _error_map(exc: CommandError) -> dict[str, object]:
     return {"code": int(exc.code), "message": exc.message}
+
+
+def refusal(exc: Exception) -> CommandError:
+    """The client error for a request that failed with ``exc``: the one place the API
+    turns engine outages (503, NOT_AVAILABLE) and unexpected failures (INTERNAL) into them."""
+    if isinstance(exc, CommandError):
+        return exc
+    if isinstance(exc, EngineUnavailable):
+        return CommandError(ErrorCode.NOT_AVAILABLE, str(exc))
+    return CommandError(ErrorCode.INTERNAL)
 
 
 # --- reading requests ------------------------------------------------------------
@@ -420,11 +431,11 @@ class Api:
     async def _publish_one(self, channel: str, data: bytes) -> dict[str, object]:
         try:
             result = await self.hub.publish(channel, data, self.namespace(channel), info=None)
-        except CommandError as exc:
-            return {"channel": channel, "error": _error_map(exc)}
-        except Exception:
+        except (CommandError, EngineUnavailable) as exc:
+            return {"channel": channel, "error": _error_map(refusal(exc))}
+        except Exception as exc:
             log.exception("broadcast to a channel failed")
-            return {"channel": channel, "error": _error_map(CommandError(ErrorCode.INTERNAL))}
+            return {"channel": channel, "error": _error_map(refusal(exc))}
         return {"channel": channel, **_publish_map(result)}
 
     async def history(self, query: Query) -> object:
@@ -574,13 +585,13 @@ def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
             key = api.authenticate(request, route.scope)
             params = await _read_body(request, api.max_body) if route.method == "POST" else request.query
             payload = await route.handler(api, params)
-        except CommandError as exc:
-            if exc.code == ErrorCode.INTERNAL:
+        except (CommandError, EngineUnavailable) as exc:
+            if isinstance(exc, CommandError) and exc.code == ErrorCode.INTERNAL:
                 log.error("api %s %s failed: %s", route.method, route.path, exc.message)
-            return _refused(request, exc)
-        except Exception:
+            return _refused(request, refusal(exc))
+        except Exception as exc:
             log.exception("api %s %s failed", route.method, route.path)
-            return _refused(request, CommandError(ErrorCode.INTERNAL))
+            return _refused(request, refusal(exc))
         log.debug("api %s %s key=%s", route.method, route.path, key.name)
         return _respond(request, 200, payload)
 

@@ -10,9 +10,8 @@ import logging
 import sys
 import time
 
-from protocol.errors import CommandError
-
 from .config import LOG_LEVELS
+from .engines.errors import EngineUnavailable
 
 #: UTC time with milliseconds, level, logger name, message.
 FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s"
@@ -53,11 +52,11 @@ def setup_logging(level: str) -> None:
 
 
 def log_failure(logger: logging.Logger, message: str) -> None:
-    """Log the exception being handled as a warning: one line when it is a refusal or
-    an engine outage (:class:`CommandError`, e.g. Redis unreachable, which would
-    otherwise flood the log once per connection), a traceback for anything else."""
+    """Log the exception being handled as a warning: one line for an engine outage
+    (:class:`EngineUnavailable`, e.g. Redis unreachable, which would otherwise flood
+    the log once per connection), a traceback for anything else."""
     exc = sys.exc_info()[1]
-    if isinstance(exc, CommandError):
+    if isinstance(exc, EngineUnavailable):
         logger.warning("%s: %s", message, exc)
     else:
         logger.warning(message, exc_info=True)

@@ -15,9 +15,12 @@ from typing import Any
 import pytest
 
 from realtime.config import Settings
+from realtime.engines.base import Engine
+from realtime.engines.memory import MemoryEngine
+from realtime.engines.redis import RedisEngine
 
 from . import redis_server as redis_processes
-from .helpers import TEST_SECRET, HubFactory, RunningHub, namespaces
+from .helpers import RECORDERS, TEST_SECRET, HubFactory, Nodes, Recorder, RunningHub, namespaces, unique_prefix
 from .redis_cluster import LocalCluster
 from .redis_server import RedisServer
 
@@ -86,3 +89,51 @@ def redis_cluster() -> Iterator[LocalCluster]:
         yield cluster
     finally:
         cluster.cleanup()
+
+
+@pytest.fixture
+def delivered() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", marks=pytest.mark.redis),
+    ]
+)
+async def engine(request: pytest.FixtureRequest, delivered: Recorder) -> AsyncIterator[Engine]:
+    """Each engine under the contract: memory, Redis and Redis Cluster (a key prefix of its own per test)."""
+    eng: Engine
+    if request.param == "memory":
+        eng = MemoryEngine()
+    elif request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        eng = RedisEngine(server.url, prefix=unique_prefix())
+    else:
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        eng = RedisEngine(cluster.url, prefix=unique_prefix(), cluster=True)
+    await eng.start(delivered)
+    yield eng
+    await eng.close()
+
+
+@pytest.fixture
+async def nodes(redis_server: RedisServer) -> AsyncIterator[Nodes]:
+    """Make started Redis engines sharing one Redis and one prefix (nodes of one deployment);
+    ``recorder(engine)`` is what each delivered."""
+    prefix = unique_prefix()
+    made: list[RedisEngine] = []
+
+    async def start(**options: Any) -> RedisEngine:
+        eng = RedisEngine(redis_server.url, prefix=prefix, **options)
+        made.append(eng)
+        rec = RECORDERS[id(eng)] = Recorder()
+        await eng.start(rec)
+        return eng
+
+    yield start
+    for eng in made:
+        await eng.close()
+        RECORDERS.pop(id(eng), None)

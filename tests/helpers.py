@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import inspect
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -67,6 +68,8 @@ from protocol.errors import DisconnectError, ProtocolError
 from protocol.wire import NO_RESULTS, Expected
 from realtime.client import Client, Message, Subscription
 from realtime.config import Settings
+from realtime.engines.base import HistoryOptions
+from realtime.engines.redis import RedisEngine
 from realtime.namespaces import Namespace, Namespaces
 from realtime.server import WS_PATH, HubServer
 
@@ -437,3 +440,62 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- engines under test (the engine contract suites) ---------------------------------
+
+#: History kept in the engine contract tests.
+KEEP = HistoryOptions(size=10, ttl=60)
+
+
+class Recorder:
+    """The node side: collects what the engine delivers; :meth:`until` awaits a condition."""
+
+    def __init__(self) -> None:
+        self.pubs: list[Publication] = []
+        self.events: list[tuple[str, bytes]] = []
+        self.controls: list[bytes] = []
+        self.resyncs = 0
+        self.arrived = asyncio.Event()
+        self._changed = asyncio.Event()
+
+    def _note(self) -> None:
+        self._changed.set()
+
+    def on_publication(self, pub: Publication) -> None:
+        self.pubs.append(pub)
+        self.arrived.set()
+        self._note()
+
+    def on_event(self, channel: str, event: bytes) -> None:
+        self.events.append((channel, event))
+        self._note()
+
+    def on_control(self, message: bytes) -> None:
+        self.controls.append(message)
+        self._note()
+
+    def on_resync(self) -> None:
+        self.resyncs += 1
+        self._note()
+
+    async def until(self, condition: Callable[[], bool], timeout: float = WAIT) -> None:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
+
+
+def unique_prefix() -> str:
+    return "t" + uuid.uuid4().hex[:12]
+
+
+#: Makes started Redis engines of one deployment (the ``nodes`` fixture).
+Nodes = Callable[..., Awaitable[RedisEngine]]
+
+#: Engine -> what it delivered, for the engines the ``nodes`` fixture made.
+RECORDERS: dict[int, Recorder] = {}
+
+
+def recorder(eng: RedisEngine) -> Recorder:
+    return RECORDERS[id(eng)]

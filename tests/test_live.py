@@ -29,6 +29,7 @@ from protocol.messages import (
     Unsubscribe,
     Unsubscribed,
 )
+from realtime.engines.errors import EngineUnavailable
 from realtime.namespaces import Namespace
 
 from .helpers import MS, HubFactory, Proxy, RunningHub, make_token, namespaces, unpack
@@ -489,7 +490,7 @@ async def test_python_client_follows_live_state_after_redis_restarts_empty(
                 try:
                     await hub.hub.feature(Live).set_value(ch, "score", msgpack.packb(100))
                     break
-                except CommandError:
+                except EngineUnavailable:  # until the node reaches the new Redis
                     await asyncio.sleep(50 * MS)
             while dict(sub.state) != {"score": 100}:
                 await asyncio.sleep(10 * MS)

@@ -35,7 +35,7 @@ from protocol.messages import (
     Unsubscribe,
     UserStatus,
 )
-from realtime.engines.base import PresenceEntry
+from realtime.engines.presence import PresenceEntry
 from realtime.namespaces import Namespace, SubscribeRule
 
 from .helpers import MS, HubFactory, RunningHub, error, make_token, namespaces, push, result, until, user

@@ -19,15 +19,10 @@ from time import monotonic as _now
 
 from protocol.messages import ClientInfo, Publication, StateEntry, StreamPosition
 
-from .base import (
-    Engine,
-    HistoryOptions,
-    HistoryPage,
-    PresenceEntry,
-    PresenceStats,
-    PublicationHandler,
-    VersionConflict,
-)
+from .base import Engine
+from .broker import HistoryOptions, HistorySlice, Idempotency, PublicationHandler, Published
+from .errors import VersionConflict
+from .presence import PresenceCounts, PresenceEntry
 
 
 def new_epoch() -> str:
@@ -56,6 +51,8 @@ class MemoryEngine(Engine):
         self._presence: dict[str, _Presence] = {}
         self._leaves = itertools.count(1)  # pending leave tokens
         self._kv: dict[str, tuple[bytes, float]] = {}  # key -> (value, expiry or 0)
+        #: (channel, idempotency key) -> (the first publish's result, expiry)
+        self._done: dict[tuple[str, str], tuple[Published, float]] = {}
         self._receipts: dict[str, dict[str, int]] = {}
         self._state: dict[str, _State] = {}
 
@@ -78,7 +75,8 @@ class MemoryEngine(Engine):
             self.sweep()
 
     def sweep(self, now: float | None = None) -> None:
-        """Forget streams idle for longer than ``meta_ttl``; drop expired history and kv values."""
+        """Forget streams idle for longer than ``meta_ttl``; drop expired history, kv values
+        and idempotency records."""
         now = _now() if now is None else now
         for channel, stream in list(self._streams.items()):
             if stream.touched + self.meta_ttl < now:
@@ -90,6 +88,9 @@ class MemoryEngine(Engine):
         for key, (_, expires) in list(self._kv.items()):
             if expires and expires <= now:
                 del self._kv[key]
+        for done, (_, expires) in list(self._done.items()):
+            if expires <= now:
+                del self._done[done]
 
     def _stream(self, channel: str) -> _Stream:
         stream = self._streams.get(channel)
@@ -102,16 +103,21 @@ class MemoryEngine(Engine):
             stream.expires = 0.0
         return stream
 
-    async def publish(
+    async def _publish(
         self,
         channel: str,
         data: bytes,
-        *,
-        info: ClientInfo | None = None,
-        history: HistoryOptions = HistoryOptions(),
-        mid: str = "",
-        time: int = 0,
-    ) -> StreamPosition:
+        info: ClientInfo | None,
+        history: HistoryOptions,
+        mid: str,
+        time: int,
+        idempotency: Idempotency | None,
+    ) -> Published:
+        # No await in here: one step, as the Redis script is.
+        if idempotency is not None:
+            done = self._done.get((channel, idempotency.key))
+            if done is not None and done[1] > _now():
+                return done[0]
         stream = self._stream(channel)
         stream.offset += 1
         stream.touched = _now()
@@ -125,7 +131,10 @@ class MemoryEngine(Engine):
                 stream.expires = _now() + history.ttl
         if self._handler is not None and channel in self._subscribed:
             self._handler.on_publication(pub)
-        return StreamPosition(stream.offset, stream.epoch)
+        if idempotency is not None:
+            replay = Published(stream.offset, stream.epoch, mid, time, replayed=True)
+            self._done[channel, idempotency.key] = (replay, _now() + idempotency.ttl)
+        return Published(stream.offset, stream.epoch, mid, time)
 
     async def subscribe(self, channel: str) -> None:
         self._subscribed.add(channel)
@@ -141,11 +150,11 @@ class MemoryEngine(Engine):
         before: int | None = None,
         limit: int | None = None,
         reverse: bool = False,
-    ) -> HistoryPage:
+    ) -> HistorySlice:
         stream = self._stream(channel)
         position = StreamPosition(stream.offset, stream.epoch)
         if limit == 0:
-            return HistoryPage([], position)
+            return HistorySlice([], position)
         pubs: list[Publication] = list(stream.publications)
         if since is not None:
             if since.epoch != stream.epoch:
@@ -158,7 +167,7 @@ class MemoryEngine(Engine):
             pubs.reverse()
         if limit is not None:
             pubs = pubs[:limit]
-        return HistoryPage(pubs, position)
+        return HistorySlice(pubs, position)
 
     async def remove_history(self, channel: str) -> None:
         stream = self._streams.get(channel)
@@ -219,9 +228,9 @@ class MemoryEngine(Engine):
         p = self._presence.get(channel)
         return dict(p.clients) if p is not None else {}
 
-    async def presence_stats(self, channel: str) -> PresenceStats:
+    async def presence_stats(self, channel: str) -> PresenceCounts:
         p = self._presence.get(channel)
-        return PresenceStats(len(p.clients), len(p.users)) if p is not None else PresenceStats(0, 0)
+        return PresenceCounts(len(p.clients), len(p.users)) if p is not None else PresenceCounts(0, 0)
 
     # --- small values ----------------------------------------------------
 

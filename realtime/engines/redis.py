@@ -14,8 +14,8 @@ once and handed to the node's :class:`~.base.PublicationHandler`. When the
 listener reconnects, the node is told to resync (``on_resync``) and the
 Function library is loaded again (Redis may have restarted empty).
 
-Redis being unreachable makes data calls raise ``CommandError(NOT_AVAILABLE)``,
-a temporary error clients retry, with one short log line (at most one a second).
+Redis being unreachable makes data calls raise :class:`~.errors.EngineUnavailable`
+(temporary: clients are told to retry), with one short log line (at most one a second).
 """
 
 from __future__ import annotations
@@ -37,21 +37,14 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from protocol.codes import ErrorCode
-from protocol.errors import CommandError
 from protocol.messages import ClientInfo, Publication, StateEntry, StreamPosition
 from protocol.wire import MAX_OFFSET
 
 from . import redis_scripts as lua
-from .base import (
-    Engine,
-    HistoryOptions,
-    HistoryPage,
-    PresenceEntry,
-    PresenceStats,
-    PublicationHandler,
-    VersionConflict,
-)
+from .base import Engine
+from .broker import HistoryOptions, HistorySlice, Idempotency, PublicationHandler, Published
+from .errors import EngineUnavailable, VersionConflict
+from .presence import PresenceCounts, PresenceEntry
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -186,7 +179,7 @@ class RedisEngine(Engine):
         self._publish_cmd = "SPUBLISH" if cluster else "PUBLISH"
         self._control_channel = f"{prefix}:control"
         r = self.redis
-        self._publish = r.register_script(lua.PUBLISH)
+        self._publish_script = r.register_script(lua.PUBLISH)
         self._history = r.register_script(lua.HISTORY)
         self._receipt_set = r.register_script(lua.RECEIPT_SET)
         self._presence_add = r.register_script(lua.PRESENCE_ADD)
@@ -215,6 +208,10 @@ class RedisEngine(Engine):
 
     def pubsub_channel(self, channel: str) -> str:
         return self.base(channel) + ":p"
+
+    def idempotency_key(self, channel: str, key: str) -> str:
+        """The Redis key of a publish's idempotency ``key`` in ``channel``: in the channel's slot."""
+        return f"{self.base(channel)}:i:{key}"
 
     @property
     def _meta_ms(self) -> int:
@@ -337,12 +334,12 @@ class RedisEngine(Engine):
 
     @contextlib.contextmanager
     def _guard(self, op: str) -> Iterator[None]:
-        """Turn "Redis unreachable" into a temporary error for the client."""
+        """Turn "Redis unreachable" into the engine's temporary error."""
         try:
             yield
         except UNAVAILABLE as exc:
             self._warn(op, exc)
-            raise CommandError(ErrorCode.NOT_AVAILABLE, "temporarily unavailable: retry") from None
+            raise EngineUnavailable("temporarily unavailable: retry") from None
 
     def _warn(self, op: str, exc: BaseException) -> None:
         now = time.monotonic()
@@ -359,41 +356,43 @@ class RedisEngine(Engine):
 
     # --- publications ----------------------------------------------------
 
-    async def publish(
+    async def _publish(
         self,
         channel: str,
         data: bytes,
-        *,
-        info: ClientInfo | None = None,
-        history: HistoryOptions = HistoryOptions(),
-        mid: str = "",
-        time: int = 0,
-    ) -> StreamPosition:
+        info: ClientInfo | None,
+        history: HistoryOptions,
+        mid: str,
+        time: int,
+        idempotency: Idempotency | None,
+    ) -> Published:
         b = self.base(channel)
         history_ms = _ms(history.ttl)
         meta_ms = self._meta_ms
         if meta_ms and history_ms > meta_ms:
             meta_ms = history_ms
         user, client, extra = (info.user, info.client, info.info or b"") if info is not None else ("", "", b"")
-        offset, epoch = await self._run(
-            "publish",
-            self._publish,
-            (b + ":s", b + ":m", b + ":r", b + ":p"),
-            (
-                self._publish_cmd,
-                data,
-                max(0, history.size),
-                history_ms,
-                meta_ms,
-                user,
-                client,
-                extra,
-                mid,
-                time,
-                secrets.token_hex(4),
-            ),
-        )
-        return StreamPosition(int(offset), epoch.decode())
+        keys = [b + ":s", b + ":m", b + ":r", b + ":p"]
+        args: list[Any] = [
+            self._publish_cmd,
+            data,
+            max(0, history.size),
+            history_ms,
+            meta_ms,
+            user,
+            client,
+            extra,
+            mid,
+            time,
+            secrets.token_hex(4),
+        ]
+        if idempotency is not None:
+            keys.append(self.idempotency_key(channel, idempotency.key))
+            args.append(_ms(idempotency.ttl))
+        reply = await self._run("publish", self._publish_script, keys, args)
+        if len(reply) > 2:  # the key held a result: nothing was published
+            return Published(int(reply[0]), reply[1].decode(), reply[2].decode(), int(reply[3]), replayed=True)
+        return Published(int(reply[0]), reply[1].decode(), mid, time)
 
     async def subscribe(self, channel: str) -> None:
         assert self._pubsub is not None, "start the engine first"
@@ -401,7 +400,7 @@ class RedisEngine(Engine):
         self._channels[redis_channel] = channel
         try:
             with self._guard("subscribe"):
-                await self._pubsub.subscribe(redis_channel)  # raises NOT_AVAILABLE itself while down
+                await self._pubsub.subscribe(redis_channel)  # raises EngineUnavailable itself while down
         except BaseException:
             self._channels.pop(redis_channel, None)
             raise
@@ -423,7 +422,7 @@ class RedisEngine(Engine):
         before: int | None = None,
         limit: int | None = None,
         reverse: bool = False,
-    ) -> HistoryPage:
+    ) -> HistorySlice:
         b = self.base(channel)
         start = str(max(0, since.offset) + 1) if since is not None else "-"
         end = str(before - 1) if before is not None else "+"
@@ -451,7 +450,7 @@ class RedisEngine(Engine):
         if len(reply) > 2:
             for _id, fields in reply[2]:
                 pubs.append(decode_publication(channel, _field(fields, b"d")))
-        return HistoryPage(pubs, position)
+        return HistorySlice(pubs, position)
 
     async def remove_history(self, channel: str) -> None:
         with self._guard("remove history"):
@@ -509,10 +508,10 @@ class RedisEngine(Engine):
         flat = await self._run("read presence", self._presence_get, (pc, pe, pu, pg), ())
         return {flat[i].decode(): decode_presence_entry(flat[i + 1]) for i in range(0, len(flat), 2)}
 
-    async def presence_stats(self, channel: str) -> PresenceStats:
+    async def presence_stats(self, channel: str) -> PresenceCounts:
         pc, pe, pu, _, pg = self._presence_keys(channel)
         clients, users = await self._run("read presence stats", self._presence_stats, (pc, pe, pu, pg), ())
-        return PresenceStats(int(clients), int(users))
+        return PresenceCounts(int(clients), int(users))
 
     # --- small shared values -------------------------------------------
 

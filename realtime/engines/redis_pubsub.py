@@ -61,8 +61,8 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.retry import Retry
 
 from protocol.backoff import backoff
-from protocol.codes import ErrorCode
-from protocol.errors import CommandError
+
+from .errors import EngineUnavailable
 
 log = logging.getLogger("realtime.redis")
 
@@ -87,8 +87,8 @@ _CONFIRMATIONS = frozenset({b"subscribe", b"ssubscribe", b"unsubscribe", b"sunsu
 _TOPOLOGY_ERRORS = ("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN")
 
 
-def _unavailable(reason: str = "Redis is unavailable") -> CommandError:
-    return CommandError(ErrorCode.NOT_AVAILABLE, reason)
+def _unavailable(reason: str = "Redis is unavailable") -> EngineUnavailable:
+    return EngineUnavailable(reason)
 
 
 def _reason(exc: BaseException) -> str:
@@ -390,7 +390,7 @@ class RedisPubSub:
 
         Calls made while the loop runs other tasks join one batch: one
         (S)SUBSCRIBE per 512 channels (per slot in a cluster). Raises
-        :class:`CommandError` ``NOT_AVAILABLE`` while Redis cannot be reached
+        :class:`~.errors.EngineUnavailable` while Redis cannot be reached
         (the channels are not kept then). Channels given before :meth:`start`
         are subscribed with the first connection and the call returns at once.
         """
@@ -409,7 +409,7 @@ class RedisPubSub:
             await asyncio.shield(self._schedule())
         except BaseException as exc:
             self._drop(new)
-            if isinstance(exc, (CommandError, asyncio.CancelledError)):
+            if isinstance(exc, (EngineUnavailable, asyncio.CancelledError)):
                 raise
             raise _unavailable(f"Redis did not confirm the subscription: {_reason(exc)}") from None
 
@@ -420,7 +420,7 @@ class RedisPubSub:
         if not self._connected:
             return
         self._to_unsubscribe.update(channels)
-        with contextlib.suppress(CommandError, ConnectionError, hiredis.ReplyError):
+        with contextlib.suppress(EngineUnavailable, ConnectionError, hiredis.ReplyError):
             await asyncio.shield(self._schedule())
 
     # --- batching ----------------------------------------------------------

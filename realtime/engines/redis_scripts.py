@@ -43,11 +43,22 @@ end
 #: The publish step. The message it stores and sends is a msgpack array
 #: [0, offset, epoch, data, info, mid, time], info being false or
 #: [user, client, info-bytes or false] (docs/redis.md, "Pub/sub messages").
+#: With an idempotency key (``idem``, a key of the channel's slot): when it holds a
+#: result, nothing is published and that result comes back as
+#: {offset, epoch, mid, time, 1}; otherwise msgpack [offset, epoch, mid, time] is
+#: stored in it for ``idem_ms``.
 PUBLISH_CORE = (
     _EPOCH_CORE
     + """
 local function rt_publish(stream, meta, receipts, pubsub, publish_cmd, data, size, history_ms, meta_ms,
-                          user, client, info, mid, time, candidate)
+                          user, client, info, mid, time, candidate, idem, idem_ms)
+  if idem then
+    local done = redis.call('GET', idem)
+    if done then
+      local r = cmsgpack.unpack(done)
+      return {r[1], r[2], r[3], r[4], 1}
+    end
+  end
   local epoch = rt_epoch(meta, stream, receipts, candidate, meta_ms)
   local offset = redis.call('HINCRBY', meta, 'o', 1)
   if meta_ms > 0 then
@@ -70,18 +81,23 @@ local function rt_publish(stream, meta, receipts, pubsub, publish_cmd, data, siz
     end
   end
   redis.call(publish_cmd, pubsub, message)
+  if idem then
+    redis.call('SET', idem, cmsgpack.pack({offset, epoch, mid, time}), 'PX', idem_ms)
+  end
   return {offset, epoch}
 end
 """
 )
 
-#: KEYS stream, meta, receipts, pub/sub channel.
-#: ARGV publish command, data, history size, history ms, meta ms, user, client, info, mid, time, epoch if new.
+#: KEYS stream, meta, receipts, pub/sub channel[, idempotency key].
+#: ARGV publish command, data, history size, history ms, meta ms, user, client, info, mid, time, epoch if new,
+#: idempotency ms (with the idempotency key).
 PUBLISH = (
     PUBLISH_CORE
     + """
 return rt_publish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]),
-                  tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10]), ARGV[11])
+                  tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10]), ARGV[11],
+                  KEYS[5] or false, tonumber(ARGV[12] or '0'))
 """
 )
 
@@ -391,7 +407,7 @@ local function rt_fcall_publish(keys, args, json)
     meta_ms = history_ms
   end
   return rt_publish(base .. ':s', base .. ':m', base .. ':r', base .. ':p', PUBLISH_CMD, data, size,
-                    history_ms, meta_ms, args[4] or '', args[5] or '', info, args[7] or '', time, '')
+                    history_ms, meta_ms, args[4] or '', args[5] or '', info, args[7] or '', time, '', false, 0)
 end
 
 redis.register_function('realtime_publish', function(keys, args) return rt_fcall_publish(keys, args, false) end)

@@ -1,0 +1,15 @@
+"""The key-value role: small values every node shares (revocations, last seen, throttles)."""
+
+from __future__ import annotations
+
+import abc
+
+
+class KeyValueStore(abc.ABC):
+    @abc.abstractmethod
+    async def kv_get(self, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def kv_set(self, key: str, value: bytes, *, ttl: float = 0.0, only_if_absent: bool = False) -> bool:
+        """Store ``value`` (for ``ttl`` seconds; 0 = no expiry). With ``only_if_absent``,
+        store only when no live value exists. Returns whether it was stored."""

@@ -1,0 +1,89 @@
+"""Engine outages: while Redis is down every role raises :class:`EngineUnavailable`
+(``realtime.engines.errors``), logged in a line, and serves again once Redis is back."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from realtime.engines.base import EngineError, EngineUnavailable, Idempotency
+from realtime.engines.presence import PresenceEntry
+from realtime.engines.redis import RedisEngine
+
+from .helpers import MS, WAIT, Nodes, Recorder, unique_prefix
+from .redis_server import RedisServer
+
+# --- what only the Redis engine can get wrong ---------------------------------------------
+
+
+async def test_unreachable_redis_is_a_temporary_error(
+    nodes: Nodes, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    eng = await nodes(socket_timeout=0.5)
+    await eng.publish("up", b"\x00")
+    await asyncio.to_thread(redis_server.kill)
+    for call in (
+        eng.publish("up", b"\x00"),
+        eng.history("up"),
+        eng.kv_get("k"),
+        eng.presence_stats("up"),
+        eng.state_since("up"),
+    ):
+        with pytest.raises(EngineUnavailable):
+            await call
+    warnings = [r for r in caplog.records if r.name == "realtime.engines.redis"]
+    assert warnings and all(r.exc_info is None for r in warnings)
+    assert len(warnings) <= 2  # one line a second at most
+    await asyncio.to_thread(redis_server.start)
+    await eng.publish("up", b"\x00")  # and back once Redis is
+
+
+async def test_a_node_starts_while_redis_is_down(redis_server: RedisServer) -> None:
+    await asyncio.to_thread(redis_server.stop)
+    eng = RedisEngine(redis_server.url, prefix=unique_prefix(), connect_timeout=100 * MS)
+    rec = Recorder()
+    try:
+        async with asyncio.timeout(WAIT):
+            await eng.start(rec)  # gives up waiting after connect_timeout
+        assert not eng.ready
+        with pytest.raises(EngineUnavailable):
+            await eng.subscribe("later")
+        await asyncio.to_thread(redis_server.start)
+        async with asyncio.timeout(WAIT):
+            while not eng.ready:  # the listener has no event for its first connection
+                await asyncio.sleep(10 * MS)
+        await eng.library_loaded()
+        await eng.subscribe("later")
+        await eng.control(b"\x80")  # the control channel was subscribed with the first connection
+        await eng.publish("later", b"\x01")
+        await rec.until(lambda: len(rec.pubs) == 1 and len(rec.controls) == 1)
+        assert rec.resyncs == 0  # a first connection, nothing to resync
+    finally:
+        await eng.close()
+
+
+async def test_every_role_raises_engine_unavailable_while_redis_is_down(
+    nodes: Nodes, redis_server: RedisServer
+) -> None:
+    eng = await nodes(socket_timeout=0.5)
+    await eng.publish("up", b"\x00")
+    await asyncio.to_thread(redis_server.kill)
+    for call in (
+        eng.publish("up", b"\x00", idempotency=Idempotency("k", ttl=60)),  # broker
+        eng.broadcast("up", b"\x80"),
+        eng.control(b"\x80"),
+        eng.remove_history("up"),
+        eng.presence_add("up", "c1", PresenceEntry("u"), ttl=30),  # presence
+        eng.presence("up"),
+        eng.kv_set("k", b"1"),  # kv
+        eng.receipt_set("up", "u", 1),  # receipts
+        eng.receipts("up"),
+        eng.state_set("up", "k", b"\x01"),  # live state
+        eng.state_get("up", "k"),
+    ):
+        with pytest.raises(EngineUnavailable) as info:
+            await call
+        assert isinstance(info.value, EngineError)
+    await asyncio.to_thread(redis_server.start)
+    await eng.publish("up", b"\x00")
