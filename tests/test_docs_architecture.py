@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 from pathlib import Path
 
 from realtime import server
+from realtime.engines.base import Engine
+from realtime.engines.memory import MemoryEngine
+from realtime.engines.redis import RedisEngine
 from realtime.subscriptions import TRANSITIONS, SubEvent, SubState
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
@@ -42,3 +46,13 @@ def test_the_composition_root_is_the_code_s() -> None:
         code = line.split("#")[0].strip()
         if code:
             assert code in source, code
+
+
+def test_the_engine_roles_are_the_code_s() -> None:
+    rows = re.findall(r"^\| `(\w+)` \| `(\w+)\.py` \|", section("Engine roles"), re.M)
+    assert len(rows) == 5
+    for role, module in rows:
+        cls = getattr(importlib.import_module(f"realtime.engines.{module}"), role)
+        for engine in (MemoryEngine, RedisEngine):
+            assert issubclass(engine, cls), (engine, role)
+    assert set(Engine.__mro__) >= {getattr(importlib.import_module(f"realtime.engines.{m}"), r) for r, m in rows}
