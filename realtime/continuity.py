@@ -19,25 +19,25 @@ from typing import Any
 
 from protocol.messages import Publication, StreamPosition
 
-from .engines.base import Engine
+from .engines.broker import Broker
 from .subscriptions import Channel, Subscriptions
 
 log = logging.getLogger("realtime.hub")
 
 
 class Continuity:
-    """Created by the hub with its subscriptions, the engine, and how to ask a channel's
+    """Created by the hub with its subscriptions, the engine (its broker role), and how to ask a channel's
     subscribers to recover (True when it asked: the channel keeps history to recover from)."""
 
     def __init__(
         self,
         subscriptions: Subscriptions[Any],
-        engine: Engine,
+        broker: Broker,
         ask_to_recover: Callable[[str], bool],
         spawn: Callable[[Coroutine[Any, Any, None]], None],
     ) -> None:
         self.subscriptions = subscriptions
-        self.engine = engine
+        self.broker = broker
         self.ask_to_recover = ask_to_recover
         self.spawn = spawn
 
@@ -71,7 +71,7 @@ class Continuity:
         try:
             while True:
                 held, ch.repairing = ch.repairing or [], []
-                page = await self.engine.history(channel, since=StreamPosition(ch.offset, ch.epoch))
+                page = await self.broker.history(channel, since=StreamPosition(ch.offset, ch.epoch))
                 found = {p.offset: p for p in page.publications if p.epoch == ch.epoch}
                 for p in held:
                     found.setdefault(p.offset, p)
@@ -102,7 +102,7 @@ class Continuity:
         ch = self.subscriptions.channels.get(channel)
         if ch is None or not ch.epoch:
             return
-        position = (await self.engine.history(channel, limit=0)).position
+        position = (await self.broker.history(channel, limit=0)).position
         if position.epoch != ch.epoch:
             # The stream lost continuity (e.g. Redis restarted without its data).
             ch.epoch, ch.offset = position.epoch, position.offset
