@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Coroutine, Iterable
+from collections.abc import Awaitable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
 import msgpack  # type: ignore[import-untyped]
@@ -49,6 +49,8 @@ from .namespaces import Namespace, resolve
 from .subscriptions import Channel, SubEvent, Subscriptions, SubState
 
 F = TypeVar("F", bound=Feature)
+K = TypeVar("K")
+V = TypeVar("V")
 
 log = logging.getLogger("realtime.hub")
 
@@ -82,12 +84,16 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def use(self, *features: Feature) -> None:
-        """Plug features in: their commands, publish and event hooks, and lifecycle hooks."""
+        """Plug features in: their commands, publish and event hooks, and lifecycle hooks.
+
+        A command type, namespace kind or namespace name belongs to one feature: a second
+        claim is a wiring mistake, refused with ValueError rather than silently replacing it.
+        """
         for feature in features:
+            _claim(self.handlers, feature.commands(), feature, "command")
+            _claim(self._publishers, feature.publishers(), feature, "publish hook of namespace kind")
+            _claim(self._event_hooks, feature.event_hooks(), feature, "event hook of namespace")
             self.features.append(feature)
-            self.handlers.update(feature.commands())
-            self._publishers.update(feature.publishers())
-            self._event_hooks.update(feature.event_hooks())
 
     def feature(self, kind: type[F]) -> F:
         """The plugged-in feature of type ``kind`` (for tests and tools)."""
@@ -452,6 +458,15 @@ class Hub:
         for feature in self.features:
             await feature.close()
         await self.engine.close()
+
+
+def _claim(mine: dict[K, V], theirs: Mapping[K, V], feature: Feature, what: str) -> None:
+    """Add ``theirs`` to ``mine``, refusing a key another feature claimed first."""
+    for key in theirs:
+        if key in mine:
+            name = getattr(key, "__name__", key)
+            raise ValueError(f"{type(feature).__name__}: the {what} {name} is taken already")
+    mine.update(theirs)
 
 
 async def _wait_all(aws: Iterable[Awaitable[None]]) -> None:

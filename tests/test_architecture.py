@@ -8,7 +8,7 @@ Python runs on the way). The rules:
 (a) no import cycle among the modules;
 (b) ``protocol`` is pure: none of its modules imports ``realtime``, ``handlers`` or an I/O library;
 (c) in ``realtime``, only the composition root (:data:`COMPOSITION_ROOTS`) imports ``handlers``;
-(d) ``handlers`` depend on the narrow hub Protocol of ``handlers/base.py``, never on
+(d) ``handlers`` depend on the narrow hub Protocol ``HubServices`` of ``realtime/feature.py``, never on
     ``realtime.hub``, ``realtime.server`` or ``realtime.commands``;
 (e) the Python SDK (``realtime/client.py`` or the package ``realtime/client/``) imports nothing of
     ``realtime`` but itself and the package root, and nothing of ``handlers``.
@@ -243,7 +243,7 @@ def test_only_the_composition_root_imports_handlers() -> None:
 
 def test_handlers_depend_on_the_hub_protocol_not_the_hub() -> None:
     bad = [i for i in all_imports() if within(i.source, "handlers") and within(i.target, *HANDLERS_FORBIDDEN)]
-    check(f"(d) handlers/ import {', '.join(HANDLERS_FORBIDDEN)} (use handlers/base.py's hub Protocol)", bad)
+    check(f"(d) handlers/ import {', '.join(HANDLERS_FORBIDDEN)} (use the HubServices Protocol)", bad)
 
 
 def test_the_sdk_stands_alone() -> None:

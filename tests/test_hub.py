@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -11,6 +12,8 @@ import msgpack  # type: ignore[import-untyped]  # no stubs
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from handlers.chat import Chat
+from handlers.live import Live
 from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
 from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import CommandError
@@ -26,8 +29,14 @@ from protocol.messages import (
     StreamPosition,
     Subscribe,
     SubscribeResult,
+    Typing,
     Unsubscribe,
 )
+from realtime.config import Settings
+from realtime.engines.memory import MemoryEngine
+from realtime.feature import EventHook, Feature, PublishHook
+from realtime.hub import Hub
+from realtime.namespaces import Namespace
 
 from .helpers import HubFactory, RunningHub, closed_code, make_token
 from .wsclient import RawClient, value
@@ -392,3 +401,34 @@ async def test_connect_timeout_holds_after_a_refused_connect_that_ends_past_the_
                 await c.recv(timeout=2.0)
         assert info.value.rcvd is not None and info.value.rcvd.code == CloseCode.CONNECT_TIMEOUT
     assert hub.hub.connections == {} or all(not c.connected for c in hub.hub.connections.values())
+
+
+class _Claims(Feature):
+    """A feature that claims only a publish hook or an event hook (what ``Hub.use`` checks)."""
+
+    def __init__(self, hub: Hub, publish_kind: str = "", event_namespace: str = "") -> None:
+        self.hub, self.publish_kind, self.event_namespace = hub, publish_kind, event_namespace
+
+    def publishers(self) -> Mapping[str, PublishHook]:
+        return {self.publish_kind: Chat(self.hub).publish} if self.publish_kind else {}
+
+    def event_hooks(self) -> Mapping[str, EventHook]:
+        return {self.event_namespace: lambda channel, event: False} if self.event_namespace else {}
+
+
+def test_a_second_claim_on_a_command_kind_or_namespace_is_refused() -> None:
+    """Plugging in two features that both handle a command (or own a namespace kind's publishes,
+    or a namespace's events) is a wiring mistake: the second is refused, the first keeps it."""
+    settings = Settings(namespaces={"fast": Namespace("fast", kind="live", max_rate=10)})
+    hub = Hub(settings, MemoryEngine())
+    chat, live = Chat(hub), Live(hub)
+    hub.use(chat, live)
+    for twin, what in (
+        (Chat(hub), "command Typing"),
+        (Live(hub), "command StateSet"),
+        (_Claims(hub, publish_kind="chat"), "publish hook of namespace kind chat"),
+        (_Claims(hub, event_namespace="fast"), "event hook of namespace fast"),
+    ):
+        with pytest.raises(ValueError, match=what):
+            hub.use(twin)
+    assert hub.handlers[Typing] == chat.typing and hub.features == [chat, live]
