@@ -35,7 +35,8 @@ connection), so a crashed node's entries expire. A node that stops during a
 grace window announces none of its pending leaves.
 
 The HTTP API calls :meth:`Presence.status`, :meth:`Presence.members` and
-:meth:`Presence.stats` (``hub.presence``).
+:meth:`Presence.stats` (the composition root hands it this feature as its
+``PresenceQueries``).
 """
 
 from __future__ import annotations

@@ -58,7 +58,8 @@ from protocol.messages import (
 from protocol.wire import check_channel, pack_data
 
 from .auth import ApiKey, find_api_key
-from .engines.errors import EngineUnavailable
+from .engines.errors import EngineError, client_error
+from .feature import namespace_of
 from .hub import Hub
 from .namespaces import Namespace
 
@@ -179,11 +180,11 @@ def _error_map(exc: CommandError) -> dict[str, object]:
 
 def refusal(exc: Exception) -> CommandError:
     """The client error for a request that failed with ``exc``: the one place the API
-    turns engine outages (503, NOT_AVAILABLE) and unexpected failures (INTERNAL) into them."""
+    turns engine errors (an outage: 503, NOT_AVAILABLE) and unexpected failures (INTERNAL) into them."""
     if isinstance(exc, CommandError):
         return exc
-    if isinstance(exc, EngineUnavailable):
-        return CommandError(ErrorCode.NOT_AVAILABLE, str(exc))
+    if isinstance(exc, EngineError):
+        return client_error(exc)
     return CommandError(ErrorCode.INTERNAL)
 
 
@@ -383,10 +384,7 @@ class Api:
     # --- helpers ---------------------------------------------------------
 
     def namespace(self, channel: str) -> Namespace:
-        ns = self.hub.namespace(channel)
-        if ns is None:
-            raise CommandError(ErrorCode.UNKNOWN_CHANNEL, "unknown namespace")
-        return ns
+        return namespace_of(self.hub, channel)
 
     def pack(self, value: object, name: str) -> bytes:
         """Check depth and pack once; 413 past ``max_frame_size``."""
@@ -431,7 +429,7 @@ class Api:
     async def _publish_one(self, channel: str, data: bytes) -> dict[str, object]:
         try:
             result = await self.hub.publish(channel, data, self.namespace(channel), info=None)
-        except (CommandError, EngineUnavailable) as exc:
+        except (CommandError, EngineError) as exc:
             return {"channel": channel, "error": _error_map(refusal(exc))}
         except Exception as exc:
             log.exception("broadcast to a channel failed")
@@ -585,7 +583,7 @@ def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
             key = api.authenticate(request, route.scope)
             params = await _read_body(request, api.max_body) if route.method == "POST" else request.query
             payload = await route.handler(api, params)
-        except (CommandError, EngineUnavailable) as exc:
+        except (CommandError, EngineError) as exc:
             if isinstance(exc, CommandError) and exc.code == ErrorCode.INTERNAL:
                 log.error("api %s %s failed: %s", route.method, route.path, exc.message)
             return _refused(request, refusal(exc))

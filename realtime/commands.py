@@ -33,7 +33,7 @@ from protocol.messages import (
 
 from . import __version__
 from .auth import Identity, TokenExpired, TokenInvalid, check_publish, check_subscribe
-from .feature import Feature, Handler
+from .feature import Feature, Handler, namespace_of
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -110,10 +110,7 @@ class Commands(Feature):
     # --- channels ----------------------------------------------------------------
 
     def namespace(self, channel: str) -> Namespace:
-        ns = self.hub.namespace(channel)
-        if ns is None:
-            raise CommandError(ErrorCode.UNKNOWN_CHANNEL, "unknown namespace")
-        return ns
+        return namespace_of(self.hub, channel)
 
     async def subscribe(self, conn: Connection, cmd: Subscribe) -> None:
         hub = self.hub
@@ -166,7 +163,7 @@ class Commands(Feature):
     async def publish(self, conn: Connection, cmd: Publish) -> Result:
         ns = self.namespace(cmd.channel)
         check_publish(conn.identity, cmd.channel, ns, subscribed=cmd.channel in conn.channels)
-        return await self.hub.publish(cmd.channel, cmd.data, ns, info=conn.info, key=cmd.key, sender=conn)
+        return await self.hub.publish(cmd.channel, cmd.data, ns, info=conn.info, key=cmd.key)
 
     async def history(self, conn: Connection, cmd: History) -> Result:
         if cmd.channel not in conn.channels:  # subscribers may read; others need the right to

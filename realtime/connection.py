@@ -22,7 +22,7 @@ from protocol.errors import CommandError, DisconnectError, ProtocolError
 from protocol.messages import ClientInfo, Command, Connect, Error, Reply, Result
 
 from .auth import ANONYMOUS, Identity
-from .engines.errors import EngineUnavailable
+from .engines.errors import EngineError, EngineUnavailable, client_error
 from .frames import Outgoing, coalesce
 from .subscriptions import SubState
 
@@ -247,8 +247,10 @@ class Connection:
                 self.reply(command.id, result)
         except CommandError as exc:
             self.reply(command.id, error=exc.to_error())
-        except EngineUnavailable as exc:  # the one place engine outages become client errors
-            self.reply(command.id, error=Error(ErrorCode.NOT_AVAILABLE, str(exc)))
+        except EngineError as exc:  # the one place engine errors become client errors here
+            if not isinstance(exc, EngineUnavailable):
+                log.error("command %s failed on connection %s: %r", type(command).__name__, self.id, exc)
+            self.reply(command.id, error=client_error(exc).to_error())
         except DisconnectError as exc:
             self.close(exc)
         except Exception:

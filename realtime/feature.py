@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from protocol.codes import ErrorCode
+from protocol.errors import CommandError
 from protocol.messages import ClientInfo, PublishResult, Result, ServerMessage, Subscribe
 from protocol.msgpack_codec import MsgpackCodec
 
@@ -120,4 +122,15 @@ class Feature:
         """The hub is stopping: cancel timers."""
 
 
-__all__ = ["EVENTS", "EventHook", "Feature", "Handler", "HubServices", "PublishHook"]
+def namespace_of(hub: HubServices, channel: str, kind: str | None = None) -> Namespace:
+    """The namespace of ``channel``: UNKNOWN_CHANNEL when none is configured for it,
+    BAD_REQUEST when it is not of ``kind`` (the command does not apply to the channel)."""
+    ns = hub.namespace(channel)
+    if ns is None:
+        raise CommandError(ErrorCode.UNKNOWN_CHANNEL, "unknown namespace")
+    if kind is not None and ns.kind != kind:
+        raise CommandError(ErrorCode.BAD_REQUEST, f"not a {kind} channel")
+    return ns
+
+
+__all__ = ["EVENTS", "EventHook", "Feature", "Handler", "HubServices", "PublishHook", "namespace_of"]

@@ -305,7 +305,6 @@ class Hub:
         *,
         info: ClientInfo | None = None,
         key: str | None = None,
-        sender: Connection | None = None,
     ) -> PublishResult:
         """Publish from a client or the server API; a feature may own its namespace kind's publishes."""
         if ns.max_message_size is not None and len(data) > ns.max_message_size:

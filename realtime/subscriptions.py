@@ -127,7 +127,7 @@ class Subscriptions(Generic[C]):
         """The channel's node state, made on first use."""
         ch = self.channels.get(name)
         if ch is None:
-            ch = self.channels[name] = Channel[C]()
+            ch = self.channels[name] = Channel()
         return ch
 
     def drop_if_empty(self, name: str, ch: Channel[C]) -> bool:

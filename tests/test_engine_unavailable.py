@@ -7,7 +7,10 @@ import asyncio
 
 import pytest
 
-from realtime.engines.base import EngineError, EngineUnavailable, Idempotency
+from protocol.codes import ErrorCode
+from protocol.messages import StateEntry
+from realtime.engines.base import EngineError, EngineUnavailable, Idempotency, VersionConflict
+from realtime.engines.errors import client_error
 from realtime.engines.presence import PresenceEntry
 from realtime.engines.redis import RedisEngine
 
@@ -87,3 +90,16 @@ async def test_every_role_raises_engine_unavailable_while_redis_is_down(
         assert isinstance(info.value, EngineError)
     await asyncio.to_thread(redis_server.start)
     await eng.publish("up", b"\x00")
+
+
+def test_each_engine_error_has_one_client_error() -> None:
+    """What both boundaries (WebSocket commands, the HTTP API) tell a client of an engine error."""
+    outage = client_error(EngineUnavailable("Redis is unavailable"))
+    assert (outage.code, outage.message, outage.code.temporary) == (
+        ErrorCode.NOT_AVAILABLE,
+        "Redis is unavailable",
+        True,
+    )
+    conflict = client_error(VersionConflict(StateEntry("k", b"\x01", 7)))
+    assert (conflict.code, conflict.message) == (ErrorCode.CONFLICT, "version is 7")
+    assert client_error(EngineError("odd")).code == ErrorCode.INTERNAL
