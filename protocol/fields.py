@@ -99,7 +99,9 @@ CHANNEL_FORBIDDEN: tuple[tuple[int, int], ...] = (
     (0xFFF9, 0xFFFB),  # interlinear annotation controls
 )
 _CHANNEL_FORBIDDEN = re.compile(
-    "[" + "".join(re.escape(chr(lo)) + ("-" + re.escape(chr(hi)) if hi > lo else "") for lo, hi in CHANNEL_FORBIDDEN) + "]"
+    "["
+    + "".join(re.escape(chr(lo)) + ("-" + re.escape(chr(hi)) if hi > lo else "") for lo, hi in CHANNEL_FORBIDDEN)
+    + "]"
 )
 
 

@@ -202,4 +202,4 @@ class AuthenticatedHook(Feature):
         self._admission.authenticated(conn.transport)
 
 
-__all__ = ["Admission", "AuthenticatedHook", "Gate", "NODE_REFUSAL", "PER_ADDRESS_REFUSAL"]
+__all__ = ["NODE_REFUSAL", "PER_ADDRESS_REFUSAL", "Admission", "AuthenticatedHook", "Gate"]

@@ -16,7 +16,7 @@ import pytest
 from protocol.messages import Connect
 from realtime.server import ADMISSION, WS_PATH
 
-from .helpers import MS, WAIT, RunningHub, until
+from .helpers import MS, WAIT, HubFactory, RunningHub, until
 from .wsclient import RawClient
 
 HOST = "127.0.0.1"
@@ -82,7 +82,7 @@ def close(*streams: Stream) -> None:
 # --- handshake and idle timeouts ----------------------------------------------------
 
 
-async def test_half_a_request_head_is_closed_after_the_handshake_timeout(hub_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_half_a_request_head_is_closed_after_the_handshake_timeout(hub_factory: HubFactory) -> None:
     hub = await hub_factory(handshake_timeout=200 * MS, http_idle_timeout=60.0)
     reader, writer = await open_socket(hub)
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
@@ -92,7 +92,7 @@ async def test_half_a_request_head_is_closed_after_the_handshake_timeout(hub_fac
     writer.close()
 
 
-async def test_a_slowloris_trickling_its_head_is_closed_after_the_handshake_timeout(hub_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_a_slowloris_trickling_its_head_is_closed_after_the_handshake_timeout(hub_factory: HubFactory) -> None:
     hub = await hub_factory(handshake_timeout=300 * MS)
     reader, writer = await open_socket(hub)
     start = time.monotonic()
@@ -108,14 +108,14 @@ async def test_a_slowloris_trickling_its_head_is_closed_after_the_handshake_time
     writer.close()
 
 
-async def test_a_silent_socket_is_closed_after_the_handshake_timeout(hub_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_a_silent_socket_is_closed_after_the_handshake_timeout(hub_factory: HubFactory) -> None:
     hub = await hub_factory(handshake_timeout=200 * MS)
     reader, writer = await open_socket(hub)
     assert 150 * MS <= await closed_after(reader) < 3.0
     writer.close()
 
 
-async def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(hub_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(hub_factory: HubFactory) -> None:
     hub = await hub_factory(handshake_timeout=100 * MS, http_idle_timeout=500 * MS)
     reader, writer = await open_socket(hub)
     for _ in range(2):  # keep-alive: two requests on one connection
@@ -129,7 +129,7 @@ async def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(hu
     writer.close()
 
 
-async def test_a_websocket_open_longer_than_both_timeouts_stays_open(hub_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_a_websocket_open_longer_than_both_timeouts_stays_open(hub_factory: HubFactory) -> None:
     hub = await hub_factory(handshake_timeout=100 * MS, http_idle_timeout=100 * MS)
     async with await RawClient.open(hub.url) as client:
         await asyncio.sleep(500 * MS)
@@ -139,7 +139,7 @@ async def test_a_websocket_open_longer_than_both_timeouts_stays_open(hub_factory
         assert (await client.publication()).channel == "c"
 
 
-async def test_a_websocket_upgrade_stops_the_handshake_timer(hub_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_a_websocket_upgrade_stops_the_handshake_timer(hub_factory: HubFactory) -> None:
     hub = await hub_factory(handshake_timeout=100 * MS, connect_timeout=5.0)
     reader, writer = await open_socket(hub)
     writer.write(UPGRADE)
@@ -153,7 +153,7 @@ async def test_a_websocket_upgrade_stops_the_handshake_timer(hub_factory) -> Non
 # --- the pending caps ----------------------------------------------------------------
 
 
-async def test_the_per_address_cap_refuses_one_more_and_admits_after_a_close(hub_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_the_per_address_cap_refuses_one_more_and_admits_after_a_close(hub_factory: HubFactory) -> None:
     hub = await hub_factory(max_pending_per_address=2, handshake_timeout=10.0)
     assert hub.server.app is not None
     admission = hub.server.app[ADMISSION]
@@ -174,7 +174,7 @@ async def test_the_per_address_cap_refuses_one_more_and_admits_after_a_close(hub
     close(second, third)
 
 
-async def test_the_per_address_cap_admits_again_after_a_websocket_connects(hub_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_the_per_address_cap_admits_again_after_a_websocket_connects(hub_factory: HubFactory) -> None:
     hub = await hub_factory(max_pending_per_address=2, handshake_timeout=10.0, connect_timeout=10.0)
     assert hub.server.app is not None
     admission = hub.server.app[ADMISSION]
@@ -196,7 +196,7 @@ async def test_the_per_address_cap_admits_again_after_a_websocket_connects(hub_f
     await until(lambda: admission.pending == 0, WAIT, "no pending socket")
 
 
-async def test_the_node_cap_refuses_one_more(hub_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_the_node_cap_refuses_one_more(hub_factory: HubFactory) -> None:
     hub = await hub_factory(max_pending=2, max_pending_per_address=0)
     assert hub.server.app is not None
     admission = hub.server.app[ADMISSION]
@@ -210,7 +210,7 @@ async def test_the_node_cap_refuses_one_more(hub_factory) -> None:  # type: igno
     await until(lambda: admission.pending == 0, WAIT, "no pending socket")
 
 
-async def test_zero_turns_the_caps_off(hub_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_zero_turns_the_caps_off(hub_factory: HubFactory) -> None:
     hub = await hub_factory(max_pending=0, max_pending_per_address=0)
     assert hub.server.app is not None
     admission = hub.server.app[ADMISSION]
@@ -223,7 +223,7 @@ async def test_zero_turns_the_caps_off(hub_factory) -> None:  # type: ignore[no-
 # --- the drain -----------------------------------------------------------------------
 
 
-async def test_readyz_is_503_during_the_drain_and_upgrades_are_refused(hub_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_readyz_is_503_during_the_drain_and_upgrades_are_refused(hub_factory: HubFactory) -> None:
     hub = await hub_factory()
     clients = [await RawClient.open(hub.url) for _ in range(4)]
     assert (await get(hub, "/readyz"))[0] == 200
@@ -272,7 +272,7 @@ def _somaxconn() -> int:
 
 
 @pytest.mark.parametrize("backlog", [77, 2048])
-async def test_the_backlog_reaches_the_listening_socket(hub_factory, backlog: int) -> None:  # type: ignore[no-untyped-def]
+async def test_the_backlog_reaches_the_listening_socket(hub_factory: HubFactory, backlog: int) -> None:
     hub = await hub_factory(backlog=backlog)
     assert hub.server._site is not None and hub.server._site._backlog == backlog
     queue = _listen_queue(hub.port)

@@ -18,8 +18,8 @@ from protocol import fields
 from protocol.codes import ErrorCode
 from protocol.errors import ProtocolError
 from protocol.fields import CHANNEL_FORBIDDEN, check_channel
-from protocol.messages import Subscribe
 from protocol.limits import MAX_CHANNEL_LENGTH
+from protocol.messages import Subscribe
 
 from .helpers import RunningHub
 from .wsclient import RawClient
@@ -124,8 +124,8 @@ def test_the_documented_list_is_the_code_s() -> None:
     section = DOC[DOC.index("**Channel names**") :]
     section = section[: section.index("\n\n", section.index("| refused code points"))]
     documented = []
-    for row in re.findall(r"^\| (U\+[0-9A-F]{4,6}(?:–U\+[0-9A-F]{4,6})?) \|", section, re.M):
-        lo, _, hi = row.partition("–")
+    for row in re.findall(r"^\| (U\+[0-9A-F]{4,6}(?:\u2013U\+[0-9A-F]{4,6})?) \|", section, re.M):
+        lo, _, hi = row.partition("\u2013")
         documented.append((int(lo[2:], 16), int((hi or lo)[2:], 16)))
     assert tuple(documented) == CHANNEL_FORBIDDEN
 
