@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import subprocess
 import time
 
@@ -285,3 +286,43 @@ def test_the_default_backlog_is_sized_for_reconnect_storms() -> None:
     from realtime.config import Settings
 
     assert Settings().backlog == 2048 > 128
+
+
+# --- `realtime serve` as a process (uvloop where installed) ------------------------
+
+
+async def test_serve_process_times_out_a_silent_socket_and_answers_readyz_while_draining(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from .test_serve_process import QUICKSTART, start_serve
+
+    monkeypatch.setenv("REALTIME_HANDSHAKE_TIMEOUT", "0.3")
+    monkeypatch.setenv("REALTIME_BACKLOG", "99")
+    proc, port = await start_serve("--config", str(QUICKSTART), "--drain-window", "2")
+    try:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        assert 250 * MS <= await closed_after(reader) < 3.0  # silent: closed by the handshake timeout
+        writer.close()
+        queue = _listen_queue(port)
+        assert queue is None or queue == min(99, _somaxconn())
+
+        url = f"ws://{HOST}:{port}{WS_PATH}"
+        clients = [await RawClient.open(url) for _ in range(4)]
+        await asyncio.sleep(500 * MS)  # past the handshake timeout: connected WebSockets stay
+        await clients[0].subscribe("c")
+        proc.send_signal(signal.SIGTERM)
+        await clients[0].disconnect_push()  # the drain began: the first client is told to go
+
+        reader, writer = await asyncio.open_connection(HOST, port)  # not refused
+        writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        status, _, body = await http_response(reader)
+        assert status == 503 and json.loads(body)["reason"] == "shutting down"
+        writer.close()
+        async with asyncio.timeout(10):
+            assert await proc.wait() == 0
+        for c in clients:
+            await c.close()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
