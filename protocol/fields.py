@@ -12,6 +12,7 @@ side), never echoing the value.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -78,10 +79,38 @@ def pack_relayed(value: object, where: str, id: int = 0) -> bytes:
 # --- scalar readers ----------------------------------------------------------------
 
 
+#: The code points a channel name must not contain (inclusive ranges), the protocol's own list
+#: (docs/protocol.md, "Channel names"): fixed, so that every Python version (whatever its Unicode
+#: tables: private-use, unassigned and new emoji code points are allowed) and every SDK agree.
+CHANNEL_FORBIDDEN: tuple[tuple[int, int], ...] = (
+    (0x0000, 0x0020),  # C0 controls (tab, newlines...) and space
+    (0x007F, 0x00A0),  # DEL, C1 controls (NEL...), no-break space
+    (0x00AD, 0x00AD),  # soft hyphen
+    (0x061C, 0x061C),  # Arabic letter mark
+    (0x1680, 0x1680),  # Ogham space mark
+    (0x180E, 0x180E),  # Mongolian vowel separator
+    (0x2000, 0x200B),  # en quad .. hair space, zero-width space
+    (0x200E, 0x200F),  # left-to-right and right-to-left marks
+    (0x2028, 0x202F),  # line and paragraph separators, bidi embeddings and overrides, narrow no-break space
+    (0x205F, 0x206F),  # medium mathematical space, word joiner, invisible operators, bidi isolates
+    (0x3000, 0x3000),  # ideographic space
+    (0xD800, 0xDFFF),  # surrogates (not Unicode scalar values: a lone one reaches us from a JSON escape)
+    (0xFEFF, 0xFEFF),  # zero-width no-break space (BOM)
+    (0xFFF9, 0xFFFB),  # interlinear annotation controls
+)
+_CHANNEL_FORBIDDEN = re.compile(
+    "["
+    + "".join(re.escape(chr(lo)) + ("-" + re.escape(chr(hi)) if hi > lo else "") for lo, hi in CHANNEL_FORBIDDEN)
+    + "]"
+)
+
+
 def check_channel(channel: object, where: str = "channel", id: int = 0) -> str:
     """Return ``channel`` if it is a valid channel name, else raise ProtocolError (BAD_REQUEST).
 
-    1..MAX_CHANNEL_LENGTH characters, no whitespace, control or format characters.
+    1..MAX_CHANNEL_LENGTH code points, none of them in :data:`CHANNEL_FORBIDDEN`
+    (controls, whitespace, surrogates and a few invisible format characters).
+    No Unicode database is consulted, so the answer is the same on every Python.
     """
     if type(channel) is not str:
         raise ProtocolError(f"{where} must be a string", id=id)
@@ -89,9 +118,7 @@ def check_channel(channel: object, where: str = "channel", id: int = 0) -> str:
         raise ProtocolError(f"{where} must not be empty", id=id)
     if len(channel) > MAX_CHANNEL_LENGTH:
         raise ProtocolError(f"{where} is longer than {MAX_CHANNEL_LENGTH} characters", id=id)
-    # isprintable() is False for control, format and separator characters
-    # (every whitespace character but " "), so this forbids all whitespace.
-    if not channel.isprintable() or " " in channel:
+    if _CHANNEL_FORBIDDEN.search(channel) is not None:
         raise ProtocolError(f"{where} must not contain whitespace or control characters", id=id)
     return channel
 

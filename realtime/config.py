@@ -92,6 +92,22 @@ class Settings:
     allowed_origins: tuple[str, ...] = field(default_factory=tuple)
     #: Seconds over which shutdown spreads its disconnects, against reconnect storms.
     drain_window: float = 5.0
+    #: Seconds a new TCP connection has to send its first complete HTTP request head
+    #: (the WebSocket upgrade, or an HTTP API call); slower ones (slowloris) are closed.
+    handshake_timeout: float = 10.0
+    #: Seconds an HTTP keep-alive connection may wait idle for its next request before
+    #: it is closed. WebSocket connections are not affected (they have ping_interval).
+    http_idle_timeout: float = 60.0
+    #: Most unauthenticated sockets (plain HTTP connections, and WebSockets whose
+    #: connect command has not succeeded yet) from one remote address; over it a new
+    #: socket gets a 503 and is closed. 0: no limit (behind a proxy that is one address).
+    max_pending_per_address: int = 256
+    #: Most unauthenticated sockets on this node, from all addresses; 0: no limit.
+    #: Keep it well below the open-file limit (``ulimit -n``).
+    max_pending: int = 4096
+    #: Listen queue length (connections the kernel holds before the hub accepts
+    #: them), for reconnect storms; the kernel caps it at net.core.somaxconn.
+    backlog: int = 2048
     #: Publications kept per channel for recovery, and for how long (seconds); for
     #: namespaces that do not set their own history_size/history_ttl.
     history_size: int = 100
@@ -419,6 +435,12 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "allowed_origins": _origins,
     # 0 disconnects every client at once on shutdown (tests and single-client setups).
     "drain_window": _non_negative,
+    "handshake_timeout": _positive,
+    "http_idle_timeout": _positive,
+    # 0 turns the limit off.
+    "max_pending_per_address": _non_negative,
+    "max_pending": _non_negative,
+    "backlog": _positive,
     "history_size": _non_negative,
     "history_ttl": _positive,
     "token_secret": _secret,

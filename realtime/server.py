@@ -15,16 +15,18 @@ from fnmatch import fnmatchcase
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from handlers.chat import Chat
 from handlers.live import Live
 from handlers.presence import Presence
 from protocol import codec_for
 from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
-from protocol.codes import CloseCode
+from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import DisconnectError
 
 from . import __version__
+from .admission import Admission, AuthenticatedHook
 from .api import setup_api
 from .commands import Commands
 from .config import Settings
@@ -36,6 +38,7 @@ from .hub import Hub
 log = logging.getLogger("realtime.server")
 
 HUB = web.AppKey("hub", Hub)
+ADMISSION = web.AppKey("admission", Admission)
 WS_PATH = "/ws"
 
 
@@ -125,6 +128,25 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=503 if reason else 200)
 
 
+def shutting_down() -> web.Response:
+    """What an upgrade gets while the node drains: 503 with the JSON error map (NOT_AVAILABLE, retry)."""
+    body = {"code": int(ErrorCode.NOT_AVAILABLE), "message": "shutting down"}
+    return web.json_response(body, status=503, headers={"Connection": "close"})
+
+
+def admission_middleware(admission: Admission, hub: Hub) -> Middleware:
+    """Each request head stops its socket's handshake timer; upgrades are refused while draining."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        admission.request_started(request.transport)
+        if hub.closing and request.path == WS_PATH:
+            return shutting_down()
+        return await handler(request)
+
+    return middleware
+
+
 def create_app(settings: Settings, engine: Engine | None = None) -> web.Application:
     """The composition root: the engine, the hub, the features plugged into it, and the routes.
 
@@ -132,11 +154,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     :class:`~realtime.feature.Feature`, and the features know the hub only as
     :class:`~realtime.feature.HubServices`. Features plug in in hook order.
     """
-    app = web.Application()
     hub = Hub(settings, engine or create_engine(settings))
+    admission = Admission(settings)  # pending sockets; HubServer's site puts each socket through it
+    app = web.Application(middlewares=[admission_middleware(admission, hub)])
     presence, live = Presence(hub), Live(hub)
     hub.use(Commands(hub), Chat(hub), presence, live)
+    hub.use(AuthenticatedHook(admission))  # a connect succeeded: the socket is no longer pending
     app[HUB] = hub
+    app[ADMISSION] = admission
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         await hub.start()
@@ -149,6 +174,36 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     app.router.add_get("/readyz", readyz)
     setup_api(app, hub, presence=presence, live=live)
     return app
+
+
+class _GatedSite(web.TCPSite):
+    """A TCPSite whose accepted sockets pass through the app's :class:`Admission` before aiohttp sees them."""
+
+    def __init__(self, runner: web.AppRunner, admission: Admission, settings: Settings, port: int) -> None:
+        super().__init__(runner, settings.host, port, backlog=settings.backlog, reuse_address=True)
+        self._admission = admission
+
+    async def start(self) -> None:
+        # TCPSite.start, with the protocol factory wrapped; the attributes are TCPSite's own.
+        await web.BaseSite.start(self)  # registers the site with the runner
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            self._admission.protocol_factory(server),
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+        )
+
+
+def _open_file_limit() -> int | None:
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 class HubServer:
@@ -169,13 +224,25 @@ class HubServer:
 
     async def start(self) -> None:
         self.app = create_app(self.settings, self._engine)
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        settings = self.settings
+        # aiohttp's keep-alive timeout closes an HTTP connection idle between requests; a
+        # WebSocket turns it off. Before the first request, handshake_timeout (the Gate) applies.
+        self._runner = web.AppRunner(
+            self.app, handle_signals=False, access_log=None, keepalive_timeout=settings.http_idle_timeout
+        )
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.settings.host, self.port, reuse_address=True)
+        self._site = _GatedSite(self._runner, self.app[ADMISSION], settings, self.port)
         await self._site.start()
         if self.port == 0:  # learn the port the OS picked
             self.port = self._runner.addresses[0][1]
-        settings = self.settings
+        limit = _open_file_limit()
+        if limit is not None and settings.max_pending and settings.max_pending > limit // 2:
+            log.warning(
+                "max_pending (%d) is above half the open-file limit (%d): unauthenticated sockets can take "
+                "every descriptor; raise the limit (ulimit -n) or lower max_pending",
+                settings.max_pending,
+                limit,
+            )
         if not (settings.allow_anonymous or settings.token_secret or settings.token_public_key):
             log.warning(
                 "no token_secret or token_public_key is set and allow_anonymous is off: every "
@@ -191,14 +258,18 @@ class HubServer:
         )
 
     async def stop(self, drain_window: float | None = None) -> None:
-        """Stop accepting, disconnect clients spread over the drain window, then close."""
+        """Drain, then stop listening and close.
+
+        The drain turns the node unready at once (/readyz 503, upgrades 503) while the
+        listener stays open, so load balancers read "not ready" rather than a refused
+        connection; clients are disconnected spread over the drain window; then the site
+        stops and the remaining HTTP connections are closed.
+        """
         if self._runner is None:
             return
-        if self._site is not None:
-            await self._site.stop()
         window = self.settings.drain_window if drain_window is None else drain_window
         await self.hub.drain(window)
-        await self._runner.cleanup()
+        await self._runner.cleanup()  # stops the site first
         self._runner = self._site = None
         log.info("stopped")
 
