@@ -25,7 +25,7 @@ from protocol.codes import CloseCode
 from protocol.errors import DisconnectError
 
 from . import __version__
-from .api import setup_api
+from .api import HANDLER_ARGS, setup_api
 from .commands import Commands
 from .config import Settings
 from .connection import Connection
@@ -132,7 +132,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     :class:`~realtime.feature.Feature`, and the features know the hub only as
     :class:`~realtime.feature.HubServices`. Features plug in in hook order.
     """
-    app = web.Application()
+    app = web.Application(handler_args=HANDLER_ARGS)
     hub = Hub(settings, engine or create_engine(settings))
     presence, live = Presence(hub), Live(hub)
     hub.use(Commands(hub), Chat(hub), presence, live)
