@@ -333,8 +333,10 @@ async def _read_body(request: web.Request, limit: int) -> Body:
                 continue
             for piece in inflater.feed(chunk):
                 size += len(piece)
-                if size > limit:
-                    raise too_large
+                if size > limit:  # the rest is never expanded
+                    raise CommandError(
+                        ErrorCode.LIMIT_EXCEEDED, f"request body larger than {limit} bytes once decompressed"
+                    )
                 chunks.append(piece)
                 await asyncio.sleep(0)  # a piece at a time: other requests and sockets go between
         if inflater is not None and received:
