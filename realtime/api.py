@@ -14,6 +14,18 @@ client. realtime/openapi.json (installed with the package) describes every route
   larger), and ``data``/``value``/``patch``, packed to MessagePack, at most
   ``max_frame_size``: what the server publishes is never bigger than what a
   client may send.
+* Compression: a body may have ``Content-Encoding: gzip`` (or ``x-gzip``) or
+  ``deflate`` (zlib, or raw deflate); any other encoding, or more than one, is
+  415 with ``Accept-Encoding: gzip, deflate``. The body limit holds for the
+  body as sent and as expanded: expansion stops at the limit (413, the rest
+  never expanded); a body that does not decompress is 400. The API expands it
+  itself (:data:`HANDLER_ARGS` turns aiohttp's decompression off), after
+  authentication, :data:`INFLATE_CHUNK` bytes at a time with the event loop
+  running between.
+* Order: authentication (401, 403), then the body's type and encoding (415)
+  and Content-Length (413), then the body. A request refused before its body
+  is read to its end is answered with ``Connection: close`` and its connection
+  closed, the rest of the body left unread (aiohttp would otherwise drain it).
 * Responses: MessagePack when ``Accept`` asks for ``application/msgpack`` (or
   when the request body was MessagePack and ``Accept`` names no type), JSON
   otherwise. In JSON, MessagePack binary values inside data become base64.
@@ -23,7 +35,13 @@ client. realtime/openapi.json (installed with the package) describes every route
 * Errors: a 4xx/5xx status with ``{"code": int, "message": str}``, ``code``
   an :class:`~protocol.codes.ErrorCode` (:data:`STATUS` maps it to the HTTP
   status). Unexpected failures are logged and answered 500 INTERNAL, without
-  details.
+  details. aiohttp's own errors under ``/api`` (404, 405, 413...) are turned
+  into this map by :func:`api_middleware`; a request aiohttp cannot parse (a
+  malformed request line or header) is answered by aiohttp before any route
+  or middleware runs, in text (400, ``Connection: close``).
+* Logs: a client's fault is one INFO line without a traceback or a header
+  value: a body that does not decompress, a client that leaves mid-body, a
+  malformed request (:class:`realtime.logs.HttpClientErrors`).
 """
 
 from __future__ import annotations
