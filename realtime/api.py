@@ -14,6 +14,18 @@ client. realtime/openapi.json (installed with the package) describes every route
   larger), and ``data``/``value``/``patch``, packed to MessagePack, at most
   ``max_frame_size``: what the server publishes is never bigger than what a
   client may send.
+* Compression: a body may have ``Content-Encoding: gzip`` (or ``x-gzip``) or
+  ``deflate`` (zlib, or raw deflate); any other encoding, or more than one, is
+  415 with ``Accept-Encoding: gzip, deflate``. The body limit holds for the
+  body as sent and as expanded: expansion stops at the limit (413, the rest
+  never expanded); a body that does not decompress is 400. The API expands it
+  itself (:data:`HANDLER_ARGS` turns aiohttp's decompression off), after
+  authentication, :data:`INFLATE_CHUNK` bytes at a time with the event loop
+  running between.
+* Order: authentication (401, 403), then the body's type and encoding (415)
+  and Content-Length (413), then the body. A request refused before its body
+  is read to its end is answered with ``Connection: close`` and its connection
+  closed, the rest of the body left unread (aiohttp would otherwise drain it).
 * Responses: MessagePack when ``Accept`` asks for ``application/msgpack`` (or
   when the request body was MessagePack and ``Accept`` names no type), JSON
   otherwise. In JSON, MessagePack binary values inside data become base64.
@@ -23,7 +35,13 @@ client. realtime/openapi.json (installed with the package) describes every route
 * Errors: a 4xx/5xx status with ``{"code": int, "message": str}``, ``code``
   an :class:`~protocol.codes.ErrorCode` (:data:`STATUS` maps it to the HTTP
   status). Unexpected failures are logged and answered 500 INTERNAL, without
-  details.
+  details. aiohttp's own errors under ``/api`` (404, 405, 413...) are turned
+  into this map by :func:`api_middleware`; a request aiohttp cannot parse (a
+  malformed request line or header) is answered by aiohttp before any route
+  or middleware runs, in text (400, ``Connection: close``).
+* Logs: a client's fault is one INFO line without a traceback or a header
+  value: a body that does not decompress, a client that leaves mid-body, a
+  malformed request (:class:`realtime.logs.HttpClientErrors`).
 """
 
 from __future__ import annotations
@@ -33,7 +51,8 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import zlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -61,9 +80,21 @@ from .auth import ApiKey, find_api_key
 from .engines.errors import EngineError, client_error
 from .feature import namespace_of
 from .hub import Hub
+from .logs import install_http_log_filter
 from .namespaces import Namespace
 
-__all__ = ["API", "MAX_BODY", "MAX_BROADCAST_CHANNELS", "OPENAPI_FILE", "ROUTES", "STATUS", "Api", "setup_api"]
+__all__ = [
+    "API",
+    "ENCODINGS",
+    "HANDLER_ARGS",
+    "MAX_BODY",
+    "MAX_BROADCAST_CHANNELS",
+    "OPENAPI_FILE",
+    "ROUTES",
+    "STATUS",
+    "Api",
+    "setup_api",
+]
 
 log = logging.getLogger("realtime.api")
 
@@ -81,6 +112,16 @@ MAX_USER_LENGTH: Final = 255
 JSON: Final = "application/json"
 MSGPACK: Final = "application/msgpack"
 _MSGPACK_TYPES: Final = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
+#: The Content-Encodings a request body may have (besides none, or identity); others are 415.
+ENCODINGS: Final = ("gzip", "deflate")
+_ENCODINGS: Final[Mapping[str, str]] = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
+#: Most bytes a compressed body expands to in one step, before the limit is checked and the loop runs others.
+INFLATE_CHUNK: Final = 64 * 1024
+#: Options of aiohttp's request handler the API needs (``create_app`` passes them as the
+#: application's ``handler_args``): bodies reach :func:`_read_body` as sent, which decompresses
+#: them itself, after authentication and within the body limit, instead of aiohttp decompressing
+#: whatever arrives (a key or not) as it is read or drained.
+HANDLER_ARGS: Final[Mapping[str, object]] = {"auto_decompress": False}
 
 #: HTTP status of each error code (unlisted codes: 400).
 STATUS: Final[Mapping[ErrorCode, int]] = {
@@ -114,6 +155,14 @@ class ApiRefusal(CommandError):
 
 def _bad(message: str) -> CommandError:
     return CommandError(ErrorCode.BAD_REQUEST, message)
+
+
+class UnreadableBody(CommandError):
+    """A body that cannot be read as sent (does not decompress, a broken chunked encoding): 400, and
+    a line in the log at INFO, since it is the client's fault, not the hub's."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.BAD_REQUEST, message)
 
 
 # --- values in responses ---------------------------------------------------------
@@ -225,21 +274,98 @@ def response_format(request: web.Request) -> str:
     return JSON
 
 
+def _content_encoding(request: web.Request) -> str:
+    """The body's Content-Encoding: "identity", "gzip" or "deflate"; 415 for any other (or several)."""
+    names = [n.strip().lower() for n in request.headers.getall("Content-Encoding", []) for n in n.split(",")]
+    names = [n for n in names if n and n != "identity"]
+    if not names:
+        return "identity"
+    if len(names) == 1 and names[0] in _ENCODINGS:
+        return _ENCODINGS[names[0]]
+    raise ApiRefusal(
+        415,
+        ErrorCode.BAD_REQUEST,
+        "unsupported Content-Encoding: use gzip or deflate, or none",
+        {"Accept-Encoding": ", ".join(ENCODINGS)},
+    )
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its request body was complete: nobody to answer."""
+
+
+class _Inflater:
+    """Decompresses a gzip or deflate body a bounded piece at a time: :meth:`feed` yields at most
+    :data:`INFLATE_CHUNK` bytes per piece, so that the caller can count each piece against its
+    limit (stopping there, the rest never expanded) and give the loop a turn between pieces."""
+
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding
+        self._z: Any = None  # made on the first byte: deflate is zlib-wrapped (RFC 9110) or raw (seen in the wild)
+
+    def _start(self, first: int) -> Any:
+        if self.encoding == "gzip":
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        return zlib.decompressobj(zlib.MAX_WBITS if first & 0x0F == 8 else -zlib.MAX_WBITS)
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        pending = False  # a full piece came out: more output may wait inside zlib, with no input left
+        while data or pending:
+            if self._z is None:
+                self._z = self._start(data[0])
+            elif self._z.eof:
+                if self.encoding != "gzip":
+                    raise zlib.error("data after the end of the deflate stream")
+                self._z = self._start(data[0])  # gzip: another member follows
+            piece = self._z.decompress(data, INFLATE_CHUNK)
+            pending = len(piece) == INFLATE_CHUNK
+            data = self._z.unused_data if self._z.eof else self._z.unconsumed_tail
+            if piece:
+                yield piece
+
+    def finish(self) -> None:
+        """Raises ``zlib.error`` when the stream is truncated."""
+        if self._z is None or not self._z.eof:
+            raise zlib.error("truncated stream")
+
+
 async def _read_body(request: web.Request, limit: int) -> Body:
-    """The body as a map; 400 when it is not one, 413 past ``limit`` bytes, 415 of another type."""
+    """The body as a map; 400 when it is not one, 413 past ``limit`` bytes (compressed or
+    expanded), 415 of another type or Content-Encoding. Called after authentication: nothing of
+    the body is read, nor decompressed, before; the expanded size counts as it is produced."""
     ctype = _content_type(request)
+    encoding = _content_encoding(request)
+    too_large = CommandError(ErrorCode.LIMIT_EXCEEDED, f"request body larger than {limit} bytes")
     if request.content_length is not None and request.content_length > limit:
-        raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"request body larger than {limit} bytes")
+        raise too_large
+    inflater = None if encoding == "identity" else _Inflater(encoding)
     chunks: list[bytes] = []
-    size = 0
+    size = received = 0
     try:
         async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"request body larger than {limit} bytes")
-            chunks.append(chunk)
-    except web.RequestPayloadError:  # e.g. a Content-Encoding the data does not decode with
-        raise _bad("the body could not be decoded") from None
+            received += len(chunk)
+            if received > limit:
+                raise too_large
+            if inflater is None:
+                size += len(chunk)
+                chunks.append(chunk)
+                continue
+            for piece in inflater.feed(chunk):
+                size += len(piece)
+                if size > limit:  # the rest is never expanded
+                    raise CommandError(
+                        ErrorCode.LIMIT_EXCEEDED, f"request body larger than {limit} bytes once decompressed"
+                    )
+                chunks.append(piece)
+                await asyncio.sleep(0)  # a piece at a time: other requests and sockets go between
+        if inflater is not None and received:
+            inflater.finish()
+    except zlib.error:
+        raise UnreadableBody(f"the body could not be decompressed ({encoding})") from None
+    except ConnectionError:  # the client left mid-body (aiohttp sets this on the payload)
+        raise ClientGone(f"the client left after {received} bytes of the body") from None
+    except web.RequestPayloadError:  # e.g. a malformed chunked encoding
+        raise UnreadableBody("the body could not be read") from None
     raw = b"".join(chunks)
     if not raw.strip():
         raise _bad("a request body is required")
@@ -580,12 +706,17 @@ def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
     async def handle(request: web.Request) -> web.StreamResponse:
         api = request.app[API]
         try:
-            key = api.authenticate(request, route.scope)
+            key = api.authenticate(request, route.scope)  # before any byte of the body is read
             params = await _read_body(request, api.max_body) if route.method == "POST" else request.query
             payload = await route.handler(api, params)
+        except ClientGone as exc:  # no one to answer: the response below is not delivered
+            log.info("api %s %s: %s", route.method, route.path, exc)
+            return _refused(request, _bad(str(exc)))
         except (CommandError, EngineError) as exc:
             if isinstance(exc, CommandError) and exc.code == ErrorCode.INTERNAL:
                 log.error("api %s %s failed: %s", route.method, route.path, exc.message)
+            elif isinstance(exc, UnreadableBody):
+                log.info("api %s %s refused: %s", route.method, route.path, exc.message)
             return _refused(request, refusal(exc))
         except Exception as exc:
             log.exception("api %s %s failed", route.method, route.path)
@@ -594,6 +725,71 @@ def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
         return _respond(request, 200, payload)
 
     return handle
+
+
+#: The error code of aiohttp's own HTTP errors (a status not listed: BAD_REQUEST under 500, else INTERNAL).
+_HTTP_CODES: Final[Mapping[int, ErrorCode]] = {
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.PERMISSION_DENIED,
+    404: ErrorCode.UNKNOWN_COMMAND,
+    409: ErrorCode.CONFLICT,
+    413: ErrorCode.LIMIT_EXCEEDED,
+    429: ErrorCode.TOO_MANY_REQUESTS,
+    503: ErrorCode.NOT_AVAILABLE,
+}
+
+
+def _http_refusal(exc: web.HTTPException) -> ApiRefusal:
+    """aiohttp's own error (a text page) as the API's JSON error map, with its status and headers."""
+    code = _HTTP_CODES.get(exc.status, ErrorCode.BAD_REQUEST if exc.status < 500 else ErrorCode.INTERNAL)
+    headers = {name: exc.headers[name] for name in ("Allow", "Retry-After", "WWW-Authenticate") if name in exc.headers}
+    return ApiRefusal(exc.status, code, (exc.reason or "error").lower(), headers)
+
+
+def _is_api(path: str) -> bool:
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+async def _close_unread(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """Send ``response`` and close the connection, leaving the rest of the body unread.
+
+    aiohttp reads (drains) what a handler left of a body after the response, for up to
+    ``lingering_time`` seconds, to keep the connection alive; for a refused request that is work
+    for a client that has no right to it. The response says ``Connection: close``; once it is
+    written the protocol is force-closed, which aiohttp takes as "nothing more to read".
+    """
+    response.force_close()
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionError:  # the client left already
+        pass
+    request.protocol.force_close()
+    return response
+
+
+@web.middleware
+async def api_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """For ``/api`` and ``/api/*``: every error answer is the JSON error map (aiohttp's own 404, 405,
+    413... included), and a request whose body was not read to its end (refused before reading it,
+    or past the limit while reading) is answered and its connection closed, the body left unread."""
+    if not _is_api(request.path):
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = _refused(request, _http_refusal(exc))
+    except Exception:
+        log.exception("api %s %s failed", request.method, request.path)
+        response = _refused(request, CommandError(ErrorCode.INTERNAL))
+    if not request.content.is_eof() and not response.prepared:
+        return await _close_unread(request, response)
+    return response
 
 
 async def _openapi(request: web.Request) -> web.StreamResponse:
@@ -619,6 +815,8 @@ async def _fallback(request: web.Request) -> web.StreamResponse:
 def setup_api(app: web.Application, hub: Hub, *, presence: PresenceQueries, live: LiveStates) -> None:
     """Mount the API routes on ``app``, serving ``hub`` and the presence and live-data features."""
     app[API] = Api(hub, presence, live)
+    app.middlewares.append(api_middleware)
+    install_http_log_filter()
     for route in ROUTES:
         app.router.add_route(route.method, route.path, _handler(route))
     app.router.add_get(OPENAPI_PATH, _openapi, allow_head=False)

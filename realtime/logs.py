@@ -10,6 +10,8 @@ import logging
 import sys
 import time
 
+from aiohttp import http_exceptions as bad
+
 from .config import LOG_LEVELS
 from .engines.errors import EngineUnavailable
 
@@ -49,6 +51,51 @@ def setup_logging(level: str) -> None:
     handler.setFormatter(OneLineFormatter())
     root.addHandler(handler)
     root.setLevel(level.upper())
+    install_http_log_filter()
+
+
+#: What a malformed request aiohttp refuses before routing was, most specific first: the exception's
+#: message is never logged, as it may quote the request (a header line with an API key in it).
+_MALFORMED: tuple[tuple[type[Exception], str], ...] = (
+    (bad.BadHttpMethod, "a request line with an invalid method"),
+    (bad.BadStatusLine, "a malformed request line"),
+    (bad.InvalidHeader, "a malformed header line"),
+    (bad.LineTooLong, "a request line or header line too long"),
+    (bad.InvalidURLError, "an invalid request target"),
+    (bad.TransferEncodingError, "a malformed chunked body"),
+    (bad.ContentLengthError, "a body shorter than its Content-Length"),
+    (bad.ContentEncodingError, "a body that does not decompress"),
+    (bad.HttpProcessingError, "a malformed request"),
+)
+
+
+class HttpClientErrors(logging.Filter):
+    """On aiohttp's server logger: a client's fault (a malformed request line or header, a client
+    that leaves mid-request) becomes one INFO line naming the kind of fault and the peer, instead
+    of an ERROR with a traceback whose message quotes the request, header values included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        args = record.args if isinstance(record.args, tuple) else ()
+        peer = args[0] if len(args) == 1 and isinstance(args[0], str) else "-"
+        if isinstance(exc, bad.HttpProcessingError):
+            what = next(text for kind, text in _MALFORMED if isinstance(exc, kind))
+            record.msg, record.args = "http: refused %s from %s (%d)", (what, peer, exc.code)
+        elif isinstance(exc, ConnectionError):
+            record.msg, record.args = "http: the client %s left mid-request (%s)", (peer, type(exc).__name__)
+        else:
+            return True
+        record.levelno = min(record.levelno, logging.INFO)
+        record.levelname = logging.getLevelName(record.levelno)
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def install_http_log_filter() -> None:
+    """Put :class:`HttpClientErrors` on aiohttp's server logger, once (calling it again does nothing)."""
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, HttpClientErrors) for f in logger.filters):
+        logger.addFilter(HttpClientErrors())
 
 
 def log_failure(logger: logging.Logger, message: str) -> None:

@@ -27,7 +27,7 @@ from protocol.errors import DisconnectError
 
 from . import __version__
 from .admission import Admission, AuthenticatedHook
-from .api import setup_api
+from .api import HANDLER_ARGS, setup_api
 from .commands import Commands
 from .config import Settings
 from .connection import Connection
@@ -156,7 +156,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     """
     hub = Hub(settings, engine or create_engine(settings))
     admission = Admission(settings)  # pending sockets; HubServer's site puts each socket through it
-    app = web.Application(middlewares=[admission_middleware(admission, hub)])
+    app = web.Application(middlewares=[admission_middleware(admission, hub)], handler_args=HANDLER_ARGS)
     presence, live = Presence(hub), Live(hub)
     hub.use(Commands(hub), Chat(hub), presence, live)
     hub.use(AuthenticatedHook(admission))  # a connect succeeded: the socket is no longer pending
