@@ -190,7 +190,7 @@ class Connection:
         if not self._pending or self.closed:
             return
         transport = self.transport
-        if transport.is_closing():
+        if transport.is_closing() or self.ws.closed:  # no data after aiohttp's close frame (1002, 1009)
             self._pending.clear()
             self._pending_bytes = 0
             return
@@ -261,9 +261,8 @@ class Connection:
         self.close_reason = err.reason
         self._pending.clear()
         self._pending_bytes = 0
-        if self._drain_task is not None:
-            self._drain_task.cancel()
-            self._drain_task = None
+        # A drain task left running ends when the transport drains or is lost (cancelling it
+        # would cancel aiohttp's drain waiter, which the close below shares).
         if not self.transport.is_closing():
             self.transport.write(Outgoing(self.codec.encode(err.to_push()), self.codec.binary).frame())
         self._close_task = asyncio.ensure_future(self._close_socket(err))
@@ -306,6 +305,8 @@ class Connection:
                         await self.handle_frame(data if isinstance(data, bytes) else data.encode())
                     finally:
                         self._in_frame = False
+                    if self._pending:  # the replies leave before aiohttp may close (a bad next frame)
+                        self.flush()
                     if not self.connected and not self.closed and self._past_connect_deadline():
                         # The deadline passed while this frame ran (a slow, refused connect).
                         self.close(DisconnectError(CloseCode.CONNECT_TIMEOUT))
@@ -381,9 +382,6 @@ class Connection:
 
     def _note_end(self, code: int, reason: str) -> None:
         self._stop_clock()
-        if self._drain_task is not None:
-            self._drain_task.cancel()
-            self._drain_task = None
         if not self.close_code:
             self.close_code = code
             self.close_reason = reason
