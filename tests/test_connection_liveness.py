@@ -22,26 +22,23 @@ from aiohttp.http_websocket import WSMsgType
 from protocol import codec_for
 from protocol.codec import MSGPACK_SUBPROTOCOL
 from protocol.codes import CloseCode
-from protocol.messages import Connect, Disconnect, Ping, Publication, Publish, Subscribe
+from protocol.messages import Connect, ConnectResult, Disconnect, Ping, Publication, Publish, Subscribe
 from realtime.connection import WRITE_BUFFER, Connection
 from realtime.frames import ClientFrames
 
-from .helpers import MS, HubFactory, closed_code, until
+from .helpers import MS, HubFactory, RunningHub, closed_code, until
 from .wsclient import OP_BINARY, OP_PING, OP_PONG, RawClient, RawSocket, client_frame
 
 
-def hub_connection(hub: object, client_id: str) -> Connection:
-    conn = hub.hub.connections[client_id]  # type: ignore[attr-defined]
-    assert isinstance(conn, Connection)
-    return conn
-
-
-async def connected(hub: object, port: int, **options: object) -> tuple[RawSocket, Connection]:
-    peer = await RawSocket.open(port, **options)  # type: ignore[arg-type]
+async def connected(hub: RunningHub, port: int, *, rcvbuf: int = 0, limit: int = 2**16) -> tuple[RawSocket, Connection]:
+    """A raw peer that has connected, and the hub's side of it."""
+    peer = await RawSocket.open(port, rcvbuf=rcvbuf, limit=limit)
     peer.send(Connect(1))
     reply = await peer.reply()
-    assert reply.error is None and reply.result is not None
-    return peer, hub_connection(hub, reply.result.client)  # type: ignore[attr-defined]
+    assert reply.error is None and isinstance(reply.result, ConnectResult), reply
+    conn = hub.hub.connections[reply.result.client]
+    assert isinstance(conn, Connection)
+    return peer, conn
 
 
 # --- 4005: the connect deadline ------------------------------------------------------
