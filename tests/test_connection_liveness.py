@@ -47,7 +47,7 @@ async def connected(hub: RunningHub, port: int, *, rcvbuf: int = 0, limit: int =
 async def test_a_pinging_unauthenticated_socket_is_closed_at_the_connect_deadline(hub_factory: HubFactory) -> None:
     """Pings from the peer and its pongs to the hub's pings do not move the deadline: it counts
     from the upgrade, and the socket gets the Disconnect push, then a 4005 close frame."""
-    hub = await hub_factory(connect_timeout=0.5, ping_interval=0.1)  # the hub pings too, and is answered
+    hub = await hub_factory(connect_timeout=0.5, ping_interval=0.2)  # the hub pings too, and is answered
     started = time.monotonic()
     peer = await RawSocket.open(hub.port)
 
@@ -78,10 +78,10 @@ async def test_a_pinging_unauthenticated_socket_is_closed_at_the_connect_deadlin
 
 
 async def test_a_connect_in_time_stops_the_connect_deadline(hub_factory: HubFactory) -> None:
-    hub = await hub_factory(connect_timeout=0.2, ping_interval=0.1)
+    hub = await hub_factory(connect_timeout=0.2, ping_interval=0.25)
     peer, _conn = await connected(hub, hub.port)
     try:
-        for _ in range(5):  # 0.5 s: well past the connect deadline; pongs answer the hub's pings
+        for _ in range(3):  # 0.75 s: well past the connect deadline; pongs answer the hub's pings
             opcode, payload = await peer.frame()
             assert opcode == OP_PING
             peer.send_frame(OP_PONG, payload)
@@ -99,8 +99,8 @@ async def test_a_silent_peer_gets_the_stale_push_and_close_frame(hub_factory: Hu
     so at most about 1.5 intervals after the last thing it sent; then the socket is closed."""
     interval = 0.2
     hub = await hub_factory(ping_interval=interval)
+    upgraded = time.monotonic()  # at the latest: the hub's clock starts at the upgrade
     peer, _conn = await connected(hub, hub.port)
-    last_sent = time.monotonic()
     try:
         pings = 0
         while True:
@@ -108,12 +108,12 @@ async def test_a_silent_peer_gets_the_stale_push_and_close_frame(hub_factory: Hu
             if opcode != OP_PING:
                 break
             pings += 1  # never answered
-        elapsed = time.monotonic() - last_sent
+        elapsed = time.monotonic() - upgraded
         assert opcode == OP_BINARY
         assert peer.codec.decode_messages(payload) == [Disconnect(CloseCode.STALE, "no pong", True)]
         assert await peer.close_frame() == CloseCode.STALE
         assert pings == 1
-        assert interval * 1.5 - 50 * MS <= elapsed <= interval * 1.5 + 0.3, elapsed
+        assert interval * 1.5 <= elapsed <= interval * 1.5 + 0.5, elapsed
         await peer.eof()  # the peer never answers the close frame: the hub gives up after its close timeout
     finally:
         peer.close()
@@ -125,11 +125,11 @@ async def test_a_silent_peer_gets_the_stale_push_and_close_frame(hub_factory: Hu
 async def test_a_peer_that_answers_pings_stays(hub_factory: HubFactory, answer: str) -> None:
     """Anything the peer sends answers a ping: a pong, or a frame of commands (a client
     that cannot see WebSocket pings, sending the ping command)."""
-    hub = await hub_factory(ping_interval=0.1)
+    hub = await hub_factory(ping_interval=0.3)  # 0.15 s to answer, even on a busy machine
     peer, _conn = await connected(hub, hub.port)
     try:
         ids = iter(range(10, 100))
-        for _ in range(5):  # 0.5 s, many pong timeouts
+        for _ in range(3):  # 0.9 s, three pong deadlines
             opcode, payload = await peer.frame()
             if opcode == OP_BINARY:  # the reply to a ping command
                 continue
