@@ -177,6 +177,11 @@ class Gate(asyncio.Protocol):
             self._admission._release(self)
             self._inner.connection_lost(exc)
 
+    def __getattr__(self, name: str) -> object:
+        # Transparent to whoever asks the transport for its protocol (``transport.get_protocol()``):
+        # e.g. the connection reads aiohttp's ``writing_paused`` to bound what the transport holds.
+        return getattr(self._inner, name)
+
     def data_received(self, data: bytes) -> None:  # replaced per instance in __init__
         self._inner.data_received(data)
 

@@ -4,6 +4,18 @@ Only the aiohttp handler task reads from the socket (:meth:`Connection.run`);
 writes come from anywhere on the loop through :meth:`Connection.send`, which
 queues already-framed bytes and lets the hub flush every dirty connection once
 per loop iteration, so a burst of messages for one client leaves in one frame.
+
+The transport holds at most about :data:`WRITE_BUFFER` bytes of a connection's
+frames; what does not fit waits in the connection's own queue, which is what
+gets dropped when the client is too slow (4002), so the Disconnect push and the
+close frame follow at most that much.
+
+**Heartbeat and connect deadline.** One ``TimerHandle`` per connection, re-armed
+from its own callback, drives both (instead of aiohttp's ``heartbeat=``, whose
+pong timeout ends in 1006 without a Disconnect push, and whose receive timeout
+restarts on every ping or pong). Received bytes only store a float
+(``ClientFrames.last_seen``), so the timer is never cancelled or rescheduled per
+read; it fires twice per ``ping_interval`` (the ping, then the pong deadline).
 """
 
 from __future__ import annotations
@@ -15,6 +27,9 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import WSMsgType, web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import WebSocketError, WebSocketWriter
+from aiohttp.web_request import BaseRequest
 
 from protocol.codec import Codec
 from protocol.codes import CloseCode, ErrorCode
@@ -23,7 +38,7 @@ from protocol.messages import ClientInfo, Command, Connect, Error, Reply, Result
 
 from .auth import ANONYMOUS, Identity
 from .engines.errors import EngineError, EngineUnavailable, client_error
-from .frames import Outgoing, coalesce
+from .frames import PING_FRAME, ClientFrames, Outgoing, coalesce
 from .subscriptions import SubState
 
 if TYPE_CHECKING:
@@ -31,8 +46,41 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("realtime.connection")
 
-#: Seconds the closing handshake may take before the socket is aborted.
+#: Seconds the closing handshake may take before the socket is aborted (at most
+#: half a ping interval: as long as a peer has to answer a ping).
 CLOSE_TIMEOUT = 2.0
+#: Bytes of one connection's frames the transport may hold; the rest waits in the
+#: connection's queue (asyncio's default high-water mark, set explicitly).
+WRITE_BUFFER = 64 * 1024
+
+
+def close_timeout(ping_interval: float) -> float:
+    """Seconds the closing handshake may take before the socket is aborted."""
+    return min(CLOSE_TIMEOUT, ping_interval / 2)
+
+
+class HubWebSocket(web.WebSocketResponse):
+    """aiohttp's ``WebSocketResponse`` with its frame parser behind :class:`~realtime.frames.ClientFrames`.
+
+    The parser is wrapped where aiohttp installs it, before any byte reaches it
+    (bytes that came with the upgrade request included), so no unmasked frame
+    slips through and ``frames.last_seen`` counts from the upgrade.
+    """
+
+    frames: ClientFrames | None = None
+
+    def _post_start(self, request: BaseRequest, protocol: str | None, writer: WebSocketWriter) -> None:
+        handler = request.protocol
+        # Bytes that arrived with the upgrade: aiohttp feeds them to the parser it installs; we
+        # feed them through the guard instead.
+        tail, handler._message_tail = handler._message_tail, b""
+        super()._post_start(request, protocol, writer)
+        assert handler._payload_parser is not None and self._reader is not None
+        clock = asyncio.get_running_loop().time
+        frames = self.frames = ClientFrames(handler._payload_parser, self._reader, clock)
+        handler._payload_parser = frames
+        if tail:
+            frames.feed_data(tail)
 
 
 class ConnectionHost(Protocol):
@@ -58,12 +106,16 @@ class Connection:
         transport: asyncio.Transport,
         codec: Codec,
         remote: str,
+        writer: AbstractStreamWriter | None = None,
+        frames: ClientFrames | None = None,
     ) -> None:
         self.hub = hub
         self.ws = ws
         self.transport = transport
         self.codec = codec
         self.remote = remote
+        self._writer = writer  # its drain() waits until the transport has room again
+        self._frames = frames  # when the peer last sent anything
         self.id = secrets.token_urlsafe(12)
         self.identity = ANONYMOUS
         self.user = ""
@@ -82,6 +134,13 @@ class Connection:
         self._dirty = False
         self._max_queue = hub.settings.max_queue_bytes
         self._close_task: asyncio.Task[None] | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+        # The clock (see the module's docstring), started by run().
+        self._timer: asyncio.TimerHandle | None = None
+        self._connect_deadline = 0.0
+        self._next_ping = 0.0
+        self._ping_sent: float | None = None  # loop time of the ping not answered yet
+        self._in_frame = False  # run() is running a frame's commands
 
     def authenticate(self, identity: Identity) -> None:
         """Adopt a verified identity (connect or refresh) and watch its expiry.
@@ -121,59 +180,110 @@ class Connection:
         self.send(Outgoing(codec.encode(Reply(id, result, error)), codec.binary))
 
     def flush(self) -> None:
-        """Write what is queued, coalesced; disconnect the client if it cannot keep up."""
+        """Write what is queued, coalesced; disconnect the client if it cannot keep up.
+
+        The client's backlog is what the transport holds plus what waits here; over
+        ``max_queue_bytes`` it is closed as SLOW. The transport gets frames while it
+        holds less than :data:`WRITE_BUFFER`; the rest waits here until it drains.
+        """
         self._dirty = False
-        pending = self._pending
-        if not pending or self.closed:
+        if not self._pending or self.closed:
             return
         transport = self.transport
-        if transport.is_closing():
-            pending.clear()
+        if transport.is_closing() or self.ws.closed:  # no data after aiohttp's close frame (1002, 1009)
+            self._pending.clear()
+            self._pending_bytes = 0
             return
-        backlog = transport.get_write_buffer_size() + self._pending_bytes
-        if backlog > self._max_queue:
-            pending.clear()
+        if transport.get_write_buffer_size() + self._pending_bytes > self._max_queue:
+            # Drop the backlog: it stops counting against the hub, and the Disconnect push
+            # and the close frame are not stuck behind it.
+            self._pending.clear()
             self._pending_bytes = 0
             self.close(DisconnectError(CloseCode.SLOW))
             return
-        for frame in coalesce(pending, self.codec.separator):
-            transport.write(frame)
-        pending.clear()
-        self._pending_bytes = 0
+        if self._drain_task is None:
+            self._write(bounded=True)
+
+    def _write(self, bounded: bool) -> None:
+        """Hand queued messages to the transport: all of them, or (``bounded``) until it is full."""
+        pending, transport, separator = self._pending, self.transport, self.codec.separator
+        if not bounded or self._pending_bytes <= WRITE_BUFFER - transport.get_write_buffer_size():
+            for frame in coalesce(pending, separator):
+                transport.write(frame)
+            pending.clear()
+            self._pending_bytes = 0
+            return
+        protocol = transport.get_protocol()
+        start, count = 0, len(pending)
+        while start < count and not getattr(protocol, "writing_paused", False):
+            room = WRITE_BUFFER - transport.get_write_buffer_size()
+            stop, size = start, 0
+            while stop < count and (stop == start or size < room):  # at least one message
+                size += len(pending[stop].payload)
+                stop += 1
+            for frame in coalesce(pending[start:stop], separator):
+                transport.write(frame)
+            self._pending_bytes -= size
+            start = stop
+        del pending[:start]
+        if pending and self._writer is not None:
+            self._drain_task = asyncio.ensure_future(self._drain(self._writer))
+
+    async def _drain(self, writer: AbstractStreamWriter) -> None:
+        try:
+            await writer.drain()
+        except Exception:  # the connection is gone; run() ends and cleans up
+            return
+        finally:
+            self._drain_task = None
+        self.flush()
 
     # --- closing ---------------------------------------------------------
 
     def close(self, err: DisconnectError) -> None:
-        """Send a Disconnect push and close with its code; returns at once, idempotent."""
+        """Send a Disconnect push and close with its code; returns at once, idempotent.
+
+        What is queued goes first (e.g. the reply that caused this), unless the
+        close is SLOW: then the queue was dropped, and the push and the close
+        frame follow at most the :data:`WRITE_BUFFER` bytes the transport holds.
+        """
         if self.closed:
             return
-        if self._expiry is not None:
-            self._expiry.cancel()
-        # Whatever is queued goes first (e.g. the reply that caused this), unless slow.
+        self._stop_clock()
         if err.code != CloseCode.SLOW:
             self.flush()
             if self.closed:  # that flush overflowed the queue and closed us as SLOW
                 return
+            if self._pending:  # waiting for the transport to drain: hand it everything now
+                self._write(bounded=False)
         self.closed = True
         self.close_code = int(err.code)
         self.close_reason = err.reason
         self._pending.clear()
+        self._pending_bytes = 0
+        # A drain task left running ends when the transport drains or is lost (cancelling it
+        # would cancel aiohttp's drain waiter, which the close below shares).
         if not self.transport.is_closing():
             self.transport.write(Outgoing(self.codec.encode(err.to_push()), self.codec.binary).frame())
         self._close_task = asyncio.ensure_future(self._close_socket(err))
 
     async def _close_socket(self, err: DisconnectError) -> None:
+        transport = self.transport
         try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
+            async with asyncio.timeout(close_timeout(self.hub.settings.ping_interval)):
+                # No high-water mark: aiohttp's drain after the close frame then waits until every
+                # byte (the push and the close frame included) has left the transport.
+                if not transport.is_closing():
+                    transport.set_write_buffer_limits(high=0)
                 await self.ws.close(code=int(err.code), message=err.reason.encode()[:120])
         except (TimeoutError, ConnectionError):
             pass
         finally:
-            if not self.transport.is_closing():
-                self.transport.abort()
-            elif self.transport.get_write_buffer_size():
+            if not transport.is_closing():
+                transport.abort()
+            elif transport.get_write_buffer_size():
                 # A peer that does not read would keep the buffer (and us) forever.
-                self.transport.abort()
+                transport.abort()
 
     async def wait_closed(self) -> None:
         if self._close_task is not None:
@@ -184,33 +294,94 @@ class Connection:
     async def run(self) -> None:
         """Read frames until the socket closes; every frame's commands run in order."""
         ws = self.ws
-        # The connect timeout runs until a connect succeeds, not just until the first
-        # frame: a refused connect must not leave an unauthenticated socket open.
-        deadline = time.monotonic() + self.hub.settings.connect_timeout
-        while True:
-            try:
-                remaining = deadline - time.monotonic()
-                if not self.connected and remaining <= 0:
-                    raise TimeoutError
-                msg = await ws.receive(None if self.connected else remaining)
-            except TimeoutError:
-                self.close(DisconnectError(CloseCode.CONNECT_TIMEOUT))
-                return
-            if msg.type is WSMsgType.BINARY or msg.type is WSMsgType.TEXT:
-                data = msg.data
-                await self.handle_frame(data if isinstance(data, bytes) else data.encode())
-                if self.closed:
+        self._start_clock()
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg.type is WSMsgType.BINARY or msg.type is WSMsgType.TEXT:
+                    data = msg.data
+                    self._in_frame = True
+                    try:
+                        await self.handle_frame(data if isinstance(data, bytes) else data.encode())
+                    finally:
+                        self._in_frame = False
+                    if self._pending:  # the replies leave before aiohttp may close (a bad next frame)
+                        self.flush()
+                    if not self.connected and not self.closed and self._past_connect_deadline():
+                        # The deadline passed while this frame ran (a slow, refused connect).
+                        self.close(DisconnectError(CloseCode.CONNECT_TIMEOUT))
+                    if self.closed:
+                        return
+                elif msg.type is WSMsgType.ERROR:
+                    exc = msg.data
+                    code = exc.code if isinstance(exc, WebSocketError) else ws.close_code or 1006
+                    self._note_end(code, _describe(exc))
                     return
-            elif msg.type is WSMsgType.ERROR:
-                self._note_end(ws.close_code or 1006, _describe(ws.exception()))
-                return
-            else:  # CLOSE, CLOSING, CLOSED
-                self._note_end(ws.close_code or 1000, "client closed")
-                return
+                else:  # CLOSE, CLOSING, CLOSED
+                    self._note_end(ws.close_code or 1000, "client closed")
+                    return
+        finally:
+            self._stop_clock()
 
-    def _note_end(self, code: int, reason: str) -> None:
+    # --- the clock: connect deadline and heartbeat -----------------------------
+
+    def _start_clock(self) -> None:
+        settings = self.hub.settings
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        opened = now if self._frames is None else self._frames.opened  # the upgrade
+        self._connect_deadline = opened + settings.connect_timeout
+        self._next_ping = opened + settings.ping_interval
+        self.transport.set_write_buffer_limits(high=WRITE_BUFFER)
+        self._arm(loop, now)
+
+    def _stop_clock(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._expiry is not None:
             self._expiry.cancel()
+            self._expiry = None
+
+    def _past_connect_deadline(self) -> bool:
+        return asyncio.get_running_loop().time() >= self._connect_deadline
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+        when = self._next_ping
+        if self._ping_sent is not None:
+            when = min(when, self._ping_sent + self.hub.settings.ping_interval / 2)
+        if not self.connected and self._connect_deadline > now:  # once past, run() checks it
+            when = min(when, self._connect_deadline)
+        self._timer = loop.call_at(when, self._tick)
+
+    def _tick(self) -> None:
+        """The connection's one timer: connect deadline, pong deadline, next ping."""
+        self._timer = None
+        if self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if not self.connected and now >= self._connect_deadline and not self._in_frame:
+            # Whatever arrived meanwhile (pings, pongs, refused connects): no connect, no connection.
+            # (A frame being run is let finish: run() checks the deadline after it.)
+            self.close(DisconnectError(CloseCode.CONNECT_TIMEOUT))
+            return
+        interval = self.hub.settings.ping_interval
+        sent = self._ping_sent
+        if sent is not None:
+            if self._frames is None or self._frames.last_seen >= sent:
+                self._ping_sent = None  # answered: a pong, or any other bytes
+            elif now >= sent + interval / 2:
+                self.close(DisconnectError(CloseCode.STALE))
+                return
+        if now >= self._next_ping and not self.transport.is_closing():
+            self.transport.write(PING_FRAME)
+            self._ping_sent = now
+            self._next_ping = now + interval
+        self._arm(loop, now)
+
+    def _note_end(self, code: int, reason: str) -> None:
+        self._stop_clock()
         if not self.close_code:
             self.close_code = code
             self.close_reason = reason
@@ -258,9 +429,9 @@ class Connection:
             self.reply(command.id, error=Error(ErrorCode.INTERNAL, "internal error"))
 
 
-def _describe(exc: BaseException | None) -> str:
-    if exc is None:
-        return "connection error"
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return "no pong"
-    return type(exc).__name__
+def _describe(exc: object) -> str:
+    if isinstance(exc, WebSocketError):
+        return str(exc) or type(exc).__name__
+    if isinstance(exc, BaseException):
+        return type(exc).__name__
+    return "connection error"

@@ -7,14 +7,25 @@ to N subscribers is then one encode, one frame header, and N
 uncompressed (RFC 6455 section 5.2 server frames), so their bytes do not depend
 on the connection; the connection's permessage-deflate is off for this reason
 (compressing per subscriber would cost a deflate per recipient).
+
+The other way, :class:`ClientFrames` stands in front of aiohttp's frame parser:
+it refuses unmasked client frames (RFC 6455 section 5.1) and notes when the
+peer last sent anything, for the hub's own heartbeat.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import Protocol
+
+from aiohttp.http import WebSocketError, WSCloseCode
 
 OP_TEXT = 0x1
 OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
 
 #: Coalesced frames stay below this size (unless one message alone is larger),
 #: so clients with a 1 MiB default frame limit (websockets, OkHttp) accept them.
@@ -32,6 +43,10 @@ def frame_header(opcode: int, length: int) -> bytes:
     if length < 65536:
         return _H16.pack(first, 126, length)
     return _H64.pack(first, 127, length)
+
+
+#: The hub's heartbeat ping: final, unmasked, no payload (any bytes from the peer answer it).
+PING_FRAME = frame_header(OP_PING, 0)
 
 
 class Outgoing:
@@ -79,3 +94,104 @@ def coalesce(pending: list[Outgoing], separator: bytes) -> list[bytes]:
     body = separator.join(parts)
     frames.append(frame_header(opcode, len(body)) + body)
     return frames
+
+
+# --- client frames -----------------------------------------------------------------
+
+
+class FrameParser(Protocol):
+    """What aiohttp's web protocol calls on the parser of an upgraded connection."""
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]: ...
+
+    def feed_eof(self) -> None: ...
+
+
+class FrameQueue(Protocol):
+    """aiohttp's queue of parsed messages, which ``receive()`` reads."""
+
+    def set_exception(self, exc: BaseException) -> None: ...
+
+
+_UNPACK16 = struct.Struct("!H").unpack_from
+_UNPACK64 = struct.Struct("!Q").unpack_from
+
+
+class ClientFrames:
+    """aiohttp's WebSocket parser behind two cheap checks on the bytes a client sends.
+
+    * **Masks.** RFC 6455 section 5.1: a server must close the connection when a
+      client frame is not masked. aiohttp's reader reads the mask bit but has no
+      option to require it (its parser serves clients too, where frames must not
+      be masked), so this walks the frame *headers* of the byte stream: a slice
+      of at most 14 bytes and a few integer operations per frame, payloads are
+      skipped unread. The frames before an unmasked one are parsed as usual; then
+      aiohttp's queue gets a ``WebSocketError(1002)``, and ``receive()`` closes
+      the connection with 1002 the way it does for aiohttp's own protocol errors.
+    * **Activity.** ``last_seen`` is the loop time of the last bytes received (a
+      frame, a pong, part of either): the hub's heartbeat reads it instead of
+      rescheduling a timer per read.
+    """
+
+    __slots__ = ("_clock", "_failed", "_head", "_parser", "_queue", "_skip", "last_seen", "opened")
+
+    def __init__(self, parser: FrameParser, queue: FrameQueue, clock: Callable[[], float]) -> None:
+        self._parser = parser
+        self._queue = queue
+        self._clock = clock
+        self.opened = self.last_seen = clock()  # the upgrade
+        self._head = b""  # the start of a frame header split across reads
+        self._skip = 0  # payload bytes of the current frame not received yet
+        self._failed = False
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.last_seen = self._clock()
+        if self._failed:
+            return True, b""
+        if type(data) is not bytes:
+            data = bytes(data)
+        bad = self._unmasked_at(data)
+        if bad < 0:
+            return self._parser.feed_data(data)
+        self._failed = True
+        if bad and self._parser.feed_data(data[:bad])[0]:
+            return True, b""  # the parser failed first, on a frame before the unmasked one
+        self._queue.set_exception(WebSocketError(WSCloseCode.PROTOCOL_ERROR, "unmasked client frame"))
+        return True, b""
+
+    def feed_eof(self) -> None:
+        self._parser.feed_eof()
+
+    def _unmasked_at(self, data: bytes) -> int:
+        """Where in ``data`` the first unmasked frame starts (0 if it started earlier), or -1."""
+        pos, end = 0, len(data)
+        while True:
+            skip = self._skip
+            if skip:
+                if end - pos <= skip:
+                    self._skip = skip - (end - pos)
+                    return -1
+                pos += skip
+                self._skip = 0
+            if pos >= end:
+                return -1
+            held = len(self._head)
+            head = self._head + data[pos : pos + 14 - held] if held else data[pos : pos + 14]
+            if len(head) < 2:
+                self._head = head
+                return -1
+            second = head[1]
+            if not second & 0x80:
+                return max(0, pos - held)
+            n = second & 0x7F
+            size = 6 if n < 126 else 8 if n == 126 else 14  # header with its mask key
+            if len(head) < size:
+                self._head = head
+                return -1
+            if n == 126:
+                n = _UNPACK16(head, 2)[0]
+            elif n == 127:
+                n = _UNPACK64(head, 2)[0]
+            self._head = b""
+            pos += size - held
+            self._skip = n

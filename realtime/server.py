@@ -30,7 +30,7 @@ from .admission import Admission, AuthenticatedHook
 from .api import HANDLER_ARGS, setup_api
 from .commands import Commands
 from .config import Settings
-from .connection import Connection
+from .connection import Connection, HubWebSocket, close_timeout
 from .engines.base import Engine
 from .engines.memory import MemoryEngine
 from .hub import Hub
@@ -71,18 +71,23 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         raise web.HTTPServiceUnavailable(text="shutting down")
     if not origin_allowed(request.headers.get("Origin"), request.host, settings.allowed_origins):
         raise web.HTTPForbidden(text="origin not allowed")
-    ws = web.WebSocketResponse(
+    ws = HubWebSocket(
         protocols=(MSGPACK_SUBPROTOCOL, JSON_SUBPROTOCOL),
-        heartbeat=settings.ping_interval,
-        max_msg_size=settings.max_frame_size,
+        # No heartbeat=: the connection pings and drops silent peers itself (4003 with a
+        # Disconnect push; aiohttp's would end in 1006), see realtime.connection.
+        timeout=close_timeout(settings.ping_interval),  # aiohttp's wait for the client's close frame
+        # aiohttp refuses a message of max_msg_size bytes or more: + 1 makes max_frame_size
+        # the largest frame a client may send.
+        max_msg_size=settings.max_frame_size + 1,
         compress=False,  # frames are shared by all subscribers, see realtime.frames
         decode_text=False,
     )
-    await ws.prepare(request)
+    writer = await ws.prepare(request)
     transport = request.transport
     if transport is None:  # the peer left during the handshake
         return ws
-    conn = Connection(hub, ws, transport, codec_for(ws.ws_protocol), request.remote or "-")
+    codec = codec_for(ws.ws_protocol)
+    conn = Connection(hub, ws, transport, codec, request.remote or "-", writer=writer, frames=ws.frames)
     hub.add(conn)
     try:
         await conn.run()
