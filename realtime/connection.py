@@ -22,7 +22,7 @@ from protocol.errors import CommandError, DisconnectError, ProtocolError
 from protocol.messages import ClientInfo, Command, Connect, Error, Reply, Result
 
 from .auth import ANONYMOUS, Identity
-from .engines.errors import EngineUnavailable
+from .engines.errors import EngineUnavailable, outage_code
 from .frames import Outgoing, coalesce
 from .subscriptions import SubState
 
@@ -248,7 +248,7 @@ class Connection:
         except CommandError as exc:
             self.reply(command.id, error=exc.to_error())
         except EngineUnavailable as exc:  # the one place engine outages become client errors
-            self.reply(command.id, error=Error(ErrorCode.NOT_AVAILABLE, str(exc)))
+            self.reply(command.id, error=Error(outage_code(exc), str(exc)))
         except DisconnectError as exc:
             self.close(exc)
         except Exception:
