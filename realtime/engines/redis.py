@@ -88,6 +88,10 @@ PUBLISH_RETRY_TIME = 3.0
 #: Seconds before the second attempt of a publish; doubled for each next one.
 PUBLISH_BACKOFF = 0.05
 
+#: Exception types :func:`is_outage` may say yes to.
+_OUTAGE_TYPES: tuple[type[Exception], ...] = (*UNAVAILABLE, RuntimeError)
+
+
 def transport_closed(exc: BaseException) -> bool:
     """A pooled connection's transport closed under redis-py mid-call (asyncio's RuntimeError)."""
     return isinstance(exc, RuntimeError) and "unable to perform operation on" in str(exc)
@@ -381,7 +385,7 @@ class RedisEngine(Engine):
         """Turn "Redis unreachable" into the engine's temporary error."""
         try:
             yield
-        except (*UNAVAILABLE, RuntimeError) as exc:
+        except _OUTAGE_TYPES as exc:
             if not is_outage(exc):
                 raise
             self._warn(op, exc)
@@ -464,7 +468,7 @@ class RedisEngine(Engine):
                 return await self._evalsha(keys, args)
             except _NotSent as failed:
                 self._warn("publish" if attempt == 1 else f"publish (attempt {attempt})", failed.cause)
-            except (*UNAVAILABLE, RuntimeError) as exc:
+            except _OUTAGE_TYPES as exc:
                 if not is_outage(exc):
                     raise
                 unknown = True
@@ -485,15 +489,15 @@ class RedisEngine(Engine):
         assert isinstance(self.redis, Redis)
         pool = self.redis.connection_pool
         try:
-            conn = await pool.get_connection()
-        except (*UNAVAILABLE, RuntimeError) as exc:
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        except _OUTAGE_TYPES as exc:
             if not is_outage(exc):
                 raise
             raise _NotSent(exc) from None
         try:
             try:
                 stale = conn.is_connected and await conn.can_read()  # EOF, or a reply nobody read
-            except (*UNAVAILABLE, RuntimeError):
+            except _OUTAGE_TYPES:
                 stale = True
             if stale:
                 await conn.disconnect(nowait=True)
@@ -502,7 +506,7 @@ class RedisEngine(Engine):
                 try:
                     await conn.send_command("PING")
                     await conn.read_response()
-                except (*UNAVAILABLE, RuntimeError) as exc:
+                except _OUTAGE_TYPES as exc:
                     if not is_outage(exc):
                         raise
                     raise _NotSent(exc) from None
