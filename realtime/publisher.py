@@ -238,13 +238,20 @@ class Publisher:
     async def _post_retried(self, path: str, body: dict[str, Any]) -> Any:
         """POST a publish, resent with the same id after a temporary failure, ``retries`` times."""
         attempt = 0
+        uncertain = False  # an earlier send may have been stored
         while True:
             try:
                 return await self._post(path, body)
             except (ApiUnreachable, ApiError) as exc:
                 exc.key = body["key"]
+                if uncertain and isinstance(exc, ApiError) and exc.code == ErrorCode.NOT_AVAILABLE:
+                    # This send was not stored, but an earlier one may have been: not "failed".
+                    unknown = ApiError(503, ErrorCode.OUTCOME_UNKNOWN, "outcome unknown: retry with the same id")
+                    unknown.key = body["key"]
+                    exc = unknown
+                uncertain = uncertain or isinstance(exc, ApiUnreachable) or exc.code != ErrorCode.NOT_AVAILABLE
                 if attempt >= self.retries or (isinstance(exc, ApiError) and not exc.temporary):
-                    raise
+                    raise exc from None
             attempt += 1
             await asyncio.sleep(self.retry_delay * attempt)
 
