@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import sys
 import time
@@ -193,7 +194,7 @@ async def check(
         missing = sum(1 for i in counts if got[i] == 0)
         # Publishes run concurrently, so the channel's order is history's (offsets), not the numbers'.
         place = [rank.get(n, -1) for n in r.numbers]
-        out_of_order = sum(1 for a, b in zip(place, place[1:], strict=False) if b < a)
+        out_of_order = sum(1 for a, b in itertools.pairwise(place) if b < a)
         subs.append(
             SubscriberReport(
                 delivered=len(r.numbers),

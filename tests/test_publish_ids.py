@@ -316,3 +316,23 @@ class _Quiet:
 
     def on_resync(self) -> None:
         pass
+
+
+async def test_the_fcall_publish_id_example_of_redis_md_replays(redis_server: RedisServer) -> None:
+    import shlex
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "redis.md").read_text()
+    line = next(x for x in doc.splitlines() if x.startswith("$ redis-cli FCALL") and "order-42" in x)
+    args = shlex.split(line)[2:]
+    engine = RedisEngine(redis_server.url)  # the default prefix, as the example
+    direct = Redis.from_url(redis_server.url)
+    try:
+        await engine.load_library()
+        first = await direct.execute_command(*args)
+        again = await direct.execute_command(*args)
+        assert len(first) == 2 and again[:2] == first and again[-1] == 1
+        assert (await engine.history("news", limit=0)).position.offset == 1
+    finally:
+        await direct.aclose()
+        await engine.close()
