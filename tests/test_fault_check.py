@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 from realtime.auth import ApiKey
 from realtime.namespaces import Namespace
@@ -16,7 +17,7 @@ API = ApiKey("checker", "c" * 32, frozenset({"publish", "history"}))
 FAULT = Namespace("fault", subscribe="anyone", publish="clients", history_size=1000, history_ttl=600)
 
 
-def load_checker():  # type: ignore[no-untyped-def]
+def load_checker() -> Any:
     spec = importlib.util.spec_from_file_location("fault_check", ROOT / "scripts" / "fault_check.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

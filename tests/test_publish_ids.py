@@ -19,7 +19,7 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 from redis.asyncio import Redis
 
-from protocol import Publish
+from protocol import Publish, PublishResult
 from protocol.codes import ErrorCode
 from realtime.auth import ApiKey
 from realtime.config import Settings
@@ -31,7 +31,7 @@ from realtime.publish_ids import GENERATED_TTL, publish_idempotency, scoped_id
 from realtime.publisher import ApiError, ApiUnreachable, Publisher
 from realtime.server import WS_PATH, HubServer
 
-from .helpers import TEST_SECRET, HubFactory, Proxy, make_token, namespaces, unique_prefix
+from .helpers import TEST_SECRET, HubFactory, Proxy, make_token, namespaces, result, unique_prefix
 from .redis_server import RedisServer
 from .wsclient import RawClient
 
@@ -105,11 +105,11 @@ async def any_hub(request: pytest.FixtureRequest, hub_factory: HubFactory) -> An
 async def test_a_repeated_publish_id_returns_the_first_result(any_hub: Any, channel: str) -> None:
     alice = await RawClient.open(any_hub.url, token=make_token("alice"))
     async with alice, Publisher(any_hub.http_url, API.key) as pub:
-        first = (await alice.command(Publish(0, channel, msgpack.packb(1), "ws-1"))).result
-        again = (await alice.command(Publish(0, channel, msgpack.packb(2), "ws-1"))).result
-        assert first is not None and again == first
-        other = (await alice.command(Publish(0, channel, msgpack.packb(3), "ws-2"))).result
-        assert other is not None and other.offset == first.offset + 1
+        first = result(await alice.command(Publish(0, channel, msgpack.packb(1), "ws-1")), PublishResult)
+        again = result(await alice.command(Publish(0, channel, msgpack.packb(2), "ws-1")), PublishResult)
+        assert again == first
+        other = result(await alice.command(Publish(0, channel, msgpack.packb(3), "ws-2")), PublishResult)
+        assert other.offset == first.offset + 1
         sent = await pub.publish(channel, "a", key="api-1")
         assert await pub.publish(channel, "b", key="api-1") == sent
         assert sent.offset == other.offset + 1
@@ -329,8 +329,8 @@ async def test_the_fcall_publish_id_example_of_redis_md_replays(redis_server: Re
     direct = Redis.from_url(redis_server.url)
     try:
         await engine.load_library()
-        first = await direct.execute_command(*args)
-        again = await direct.execute_command(*args)
+        first = await direct.execute_command(*args)  # type: ignore[no-untyped-call]
+        again = await direct.execute_command(*args)  # type: ignore[no-untyped-call]
         assert len(first) == 2 and again[:2] == first and again[-1] == 1
         assert (await engine.history("news", limit=0)).position.offset == 1
     finally:
