@@ -336,3 +336,20 @@ async def test_the_fcall_publish_id_example_of_redis_md_replays(redis_server: Re
     finally:
         await direct.aclose()
         await engine.close()
+
+
+async def test_the_sdk_sends_a_fresh_publish_id_with_every_publish(hub_factory: HubFactory) -> None:
+    from protocol import messages as pm
+    from realtime.client import Client
+
+    from .helpers import spy
+
+    hub = await hub_factory()
+    codec = spy()
+    async with Client(hub.url, token=make_token("alice"), codec=codec) as alice:  # type: ignore[arg-type]
+        one, two = await alice.publish("plain", 1), await alice.publish("plain", 1)
+        again = await alice.publish("plain", 2, key="mine")
+        assert await alice.publish("plain", 3, key="mine") == again and two.offset == one.offset + 1
+    keys = [c.key for c in codec.sent if isinstance(c, pm.Publish)]
+    assert keys[2:] == ["mine", "mine"] and len(set(keys[:2])) == 2
+    assert all(k and 1 <= len(k) <= 64 for k in keys)

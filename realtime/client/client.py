@@ -618,18 +618,19 @@ class Client:
         (``publish_id_window``; chat: the namespace's ``idempotency_window``)
         with the first publish's result.
 
-        A signed-in client retries on its own with the same id: on the next
-        connection when the connection drops before the reply, and, up to
-        :data:`PUBLISH_ATTEMPTS` times, when the hub answers OUTCOME_UNKNOWN
-        (it could not learn whether the publish was stored). An anonymous
-        client's ids do not outlive the connection, so it does not: a drop
-        raises :class:`ConnectionLost` and the publication may or may not
-        exist. Either error carries the id as ``error.key``: publish again with
-        it to make sure the message is stored once.
+        With a ``key`` of the app's, a signed-in client resends on its own with
+        it: on the next connection when the connection drops before the reply,
+        and, up to :data:`PUBLISH_ATTEMPTS` times, when the hub answers
+        OUTCOME_UNKNOWN (it could not learn whether the publish was stored).
+        Without one (or as an anonymous user, whose ids do not outlive the
+        connection) a drop raises :class:`ConnectionLost` and the publication
+        may or may not exist. Every error of a publish carries its id as
+        ``error.key``: publish again with ``key=error.key`` to make sure the
+        message is stored once.
         """
         payload = msgpack.packb(data)
+        signed_in = key is not None and bool(self.user)
         key = key or new_publish_id()
-        signed_in = bool(self.user)
         attempt = 1
         while True:
             try:
