@@ -22,12 +22,11 @@ Decisions, in one place:
   so a client cannot forge it. Server API publishes pass ``info=None``: a
   message without sender is a message from the server (a system message); a
   backend that posts on a user's behalf passes that user's ``ClientInfo``.
-* **Idempotent sends**: a ``key`` is scoped to the channel and the sender (the
-  user; the connection id for anonymous senders, who thus cannot retry across
-  reconnects; "server" for ``info=None``), hashed into one engine idempotency
-  key of the channel. The engine's publish checks it and stores the result
-  (for ``ns.idempotency_window`` seconds; 0 turns idempotency off) in the same
-  atomic step: a retry that finds a result gets it and publishes nothing. A
+* **Idempotent sends**: the hub gives every send a publish id
+  (``realtime.publish_ids``: the client's ``key`` scoped to the channel and the
+  sender, or one it makes) as one engine idempotency key of the channel. The
+  engine's publish checks it and stores the result (a ``key``'s for
+  ``ns.idempotency_window`` seconds; 0 turns ids off) in the same atomic step: a retry that finds a result gets it and publishes nothing. A
   retry on the node where the first send is still in flight (e.g. from before
   a reconnect) waits for it, at most :data:`IN_FLIGHT_WAIT` seconds, then gets
   NOT_AVAILABLE, a temporary error: retry with the same key. Waiting hides the
@@ -69,7 +68,6 @@ import msgpack  # type: ignore[import-untyped]
 
 from protocol.codes import ErrorCode
 from protocol.errors import CommandError
-from protocol.limits import MAX_IDEMPOTENCY_KEY_LENGTH
 from protocol.messages import (
     ClientInfo,
     EmptyResult,
@@ -86,6 +84,7 @@ from protocol.messages import (
 from realtime.engines.broker import Idempotency
 from realtime.engines.errors import EngineUnavailable
 from realtime.logs import log_failure
+from realtime.publish_ids import publish_idempotency
 
 from .base import Feature, Handler, HubServices, PublishHook, namespace_of
 
@@ -160,12 +159,10 @@ class Chat(Feature):
     async def publish(
         self, channel: str, data: bytes, ns: Namespace, *, info: ClientInfo | None, key: str | None
     ) -> PublishResult:
-        """Post ``data`` with an id, the server time and ``info`` as sender; once per ``key``."""
-        if key is None or ns.idempotency_window <= 0:
+        """Post ``data`` with an id, the server time and ``info`` as sender; once per publish id."""
+        idempotency = publish_idempotency(info, key, ns.idempotency_window)
+        if idempotency is None:  # ids are off in this namespace (idempotency_window = 0)
             return await self._post(channel, data, ns, info)
-        if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-            raise CommandError(ErrorCode.BAD_REQUEST, f"key must have 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
-        idempotency = Idempotency(_idempotency_key(info, key), ns.idempotency_window)
         slot = (channel, idempotency.key)
         local = self._inflight.get(slot)
         if local is not None:
@@ -281,18 +278,6 @@ class Chat(Feature):
         self._typing.clear()
 
 
-def _idempotency_key(info: ClientInfo | None, key: str) -> str:
-    """The engine idempotency key of a send's ``key`` (within its channel): per sender, fixed length."""
-    if info is None:
-        sender = ["server", ""]
-    elif info.user:
-        sender = ["user", info.user]
-    else:
-        sender = ["client", info.client]
-    digest = hashlib.sha256(msgpack.packb([*sender, key])).hexdigest()
-    return f"chat:{digest}"
-
-
 def _typing_slot(channel: str, user: str) -> str:
     return "chat:typing:" + hashlib.sha256(msgpack.packb([channel, user])).hexdigest()
 
@@ -302,7 +287,7 @@ def _for_waiters(exc: BaseException) -> BaseException:
     if isinstance(exc, CommandError):
         return CommandError(exc.code, exc.message)
     if isinstance(exc, EngineUnavailable):
-        return EngineUnavailable(str(exc))
+        return type(exc)(str(exc))  # OutcomeUnknown stays OutcomeUnknown
     return CommandError(ErrorCode.NOT_AVAILABLE, "the first send failed: retry")
 
 

@@ -36,6 +36,7 @@ class ErrorCode(IntEnum):
     DUPLICATE_ID = 113
     ALREADY_CONNECTED = 114
     CONFLICT = 115  # the write conflicts with stored state: a stale version, a receipt moving backwards
+    OUTCOME_UNKNOWN = 116  # temporary: the publish may or may not have happened; retry with the same id
 
     @property
     def temporary(self) -> bool:
@@ -43,7 +44,9 @@ class ErrorCode(IntEnum):
         return self in _TEMPORARY
 
 
-_TEMPORARY = frozenset({ErrorCode.INTERNAL, ErrorCode.NOT_AVAILABLE, ErrorCode.TOO_MANY_REQUESTS})
+_TEMPORARY = frozenset(
+    {ErrorCode.INTERNAL, ErrorCode.NOT_AVAILABLE, ErrorCode.TOO_MANY_REQUESTS, ErrorCode.OUTCOME_UNKNOWN}
+)
 
 
 class CloseCode(IntEnum):

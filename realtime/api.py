@@ -141,6 +141,7 @@ STATUS: Final[Mapping[ErrorCode, int]] = {
     ErrorCode.DUPLICATE_ID: 409,
     ErrorCode.ALREADY_CONNECTED: 409,
     ErrorCode.CONFLICT: 409,
+    ErrorCode.OUTCOME_UNKNOWN: 503,
 }
 
 
@@ -229,7 +230,8 @@ def _error_map(exc: CommandError) -> dict[str, object]:
 
 def refusal(exc: Exception) -> CommandError:
     """The client error for a request that failed with ``exc``: the one place the API
-    turns engine errors (an outage: 503, NOT_AVAILABLE) and unexpected failures (INTERNAL) into them."""
+    turns engine errors (an outage: 503, NOT_AVAILABLE, or OUTCOME_UNKNOWN when a publish may have
+    happened) and unexpected failures (INTERNAL) into them."""
     if isinstance(exc, CommandError):
         return exc
     if isinstance(exc, EngineError):
@@ -427,6 +429,11 @@ def _bool(body: Body, name: str, default: bool) -> bool:
     return value
 
 
+def _publish_id(body: Body) -> str | None:
+    """The publish id (``key``) of a publish or broadcast body, if given: 1..64 characters."""
+    return _text(body["key"], "key", MAX_IDEMPOTENCY_KEY_LENGTH) if _present(body, "key") else None
+
+
 def _query_value(query: Query, name: str, *, required: bool = True) -> str | None:
     values = query.getall(name, [])
     if len(values) > 1:
@@ -536,7 +543,7 @@ class Api:
     async def publish(self, body: Body) -> object:
         channel = _channel(body)
         data = self.pack(_required(body, "data"), "data")
-        key = _text(body["key"], "key", MAX_IDEMPOTENCY_KEY_LENGTH) if _present(body, "key") else None
+        key = _publish_id(body)
         ns = self.namespace(channel)
         return _publish_map(await self.hub.publish(channel, data, ns, info=None, key=key))
 
@@ -549,12 +556,13 @@ class Api:
         if len(set(channels)) != len(channels):
             raise _bad("channels must not repeat")
         data = self.pack(_required(body, "data"), "data")
-        results = await asyncio.gather(*(self._publish_one(c, data) for c in channels))
+        key = _publish_id(body)
+        results = await asyncio.gather(*(self._publish_one(c, data, key) for c in channels))
         return {"results": results}
 
-    async def _publish_one(self, channel: str, data: bytes) -> dict[str, object]:
+    async def _publish_one(self, channel: str, data: bytes, key: str | None) -> dict[str, object]:
         try:
-            result = await self.hub.publish(channel, data, self.namespace(channel), info=None)
+            result = await self.hub.publish(channel, data, self.namespace(channel), info=None, key=key)
         except (CommandError, EngineError) as exc:
             return {"channel": channel, "error": _error_map(refusal(exc))}
         except Exception as exc:

@@ -112,6 +112,10 @@ class Settings:
     #: namespaces that do not set their own history_size/history_ttl.
     history_size: int = 100
     history_ttl: float = 300.0
+    #: Seconds a publish id (a publish's ``key``) is remembered per channel and sender: a
+    #: repeat within it gets the first result and publishes nothing. Chat namespaces use
+    #: their own idempotency_window. 0 turns publish ids off (outside chat).
+    publish_id_window: float = 300.0
     #: Whether connections without a token are accepted (as user ""). Leave off in
     #: production unless anonymous access is intended.
     allow_anonymous: bool = False
@@ -443,6 +447,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "backlog": _positive,
     "history_size": _non_negative,
     "history_ttl": _positive,
+    "publish_id_window": _non_negative,
     "token_secret": _secret,
     "token_public_key": _public_key,
     "token_grace": _non_negative,

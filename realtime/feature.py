@@ -43,7 +43,11 @@ EventHook = Callable[[str, bytes], bool]
 
 
 class PublishHook(Protocol):
-    """Publishes to the channels of one namespace kind instead of the plain engine publish."""
+    """Publishes to the channels of one namespace kind instead of the plain engine publish.
+
+    ``key`` is the client's publish id, if any: make the engine's idempotency key with
+    ``realtime.publish_ids.publish_idempotency`` (which makes one when there is none), so
+    that the engine stores the publish at most once whatever retries it."""
 
     def __call__(
         self, channel: str, data: bytes, ns: Namespace, *, info: ClientInfo | None, key: str | None

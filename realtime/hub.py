@@ -46,6 +46,7 @@ from .feature import EVENTS, EventHook, Feature, Handler, PublishHook
 from .frames import Outgoing
 from .logs import log_failure
 from .namespaces import Namespace, resolve
+from .publish_ids import publish_idempotency
 from .subscriptions import Channel, SubEvent, Subscriptions, SubState
 
 F = TypeVar("F", bound=Feature)
@@ -306,14 +307,26 @@ class Hub:
         info: ClientInfo | None = None,
         key: str | None = None,
     ) -> PublishResult:
-        """Publish from a client or the server API; a feature may own its namespace kind's publishes."""
+        """Publish from a client or the server API; a feature may own its namespace kind's publishes.
+
+        Every publish reaches the engine with an id (``key``, scoped to the sender, or one made
+        here; :mod:`realtime.publish_ids`): a repeat of ``key`` gets the first result, and the
+        engine's own retries never store a publish twice. An engine that lost the answer
+        raises :class:`~realtime.engines.errors.OutcomeUnknown` (OUTCOME_UNKNOWN: repeat with
+        the same key), never EngineUnavailable, which means "not published".
+        """
         if ns.max_message_size is not None and len(data) > ns.max_message_size:
             raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"data is larger than {ns.max_message_size} bytes")
         hook = self._publishers.get(ns.kind)
         if hook is not None:
             return await hook(channel, data, ns, info=info, key=key)
-        pos = await self.engine.publish(channel, data, info=info, history=self.history_options(ns))
-        return PublishResult(pos.offset, pos.epoch)
+        idempotency = publish_idempotency(info, key, self.settings.publish_id_window)
+        history = self.history_options(ns)
+        if idempotency is None:
+            pos = await self.engine.publish(channel, data, info=info, history=history)
+            return PublishResult(pos.offset, pos.epoch)
+        done = await self.engine.publish(channel, data, info=info, history=history, idempotency=idempotency)
+        return PublishResult(done.offset, done.epoch)
 
     async def history_page(
         self, channel: str, limit: int | None, before: int | None, after: int | None

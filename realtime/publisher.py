@@ -12,13 +12,19 @@ Bodies travel as MessagePack by default (``format="json"`` for JSON); values
 come back unpacked, in the :mod:`realtime.client.values` types that
 :mod:`realtime.client` returns too. A refusal raises :class:`ApiError` with
 the HTTP status and the hub's :class:`~protocol.codes.ErrorCode`; a network
-failure or a timeout raises :class:`ApiUnreachable`. Nothing is retried: call
-again when ``error.temporary`` says so (give ``publish`` a ``key`` on chat
-channels to make the resend safe).
+failure or a timeout raises :class:`ApiUnreachable`.
+
+Every ``publish`` and ``broadcast`` carries a publish id (``key``; a fresh
+random one when none is given), so a resend is safe: the hub answers a repeat
+of the id with the first result. With ``retries`` the publisher resends a
+publish itself, with the same id, after ApiUnreachable or a temporary error
+(OUTCOME_UNKNOWN, NOT_AVAILABLE...); other calls are never retried. When a
+publish still fails, the error's ``key`` is the id to send it again with.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -41,6 +47,7 @@ from .client.values import (
     Sent,
     StreamPosition,
     UserStatus,
+    new_publish_id,
 )
 
 __all__ = [
@@ -59,6 +66,7 @@ __all__ = [
     "StateSnapshot",
     "StreamPosition",
     "UserStatus",
+    "new_publish_id",
 ]
 
 _JSON: Final = "application/json"
@@ -69,7 +77,13 @@ _MSGPACK: Final = "application/msgpack"
 
 
 class PublisherError(RealtimeError):
-    """Root of the errors :class:`Publisher` raises."""
+    """Root of the errors :class:`Publisher` raises.
+
+    ``key``: for a failed ``publish`` or ``broadcast``, the publish id it was sent with;
+    publish again with it (``key=error.key``) to make sure it is stored once.
+    """
+
+    key: str | None = None
 
 
 class ApiError(PublisherError):
@@ -155,7 +169,13 @@ class Publisher:
         format: Literal["msgpack", "json"] = "msgpack",
         timeout: float = 10.0,
         session: aiohttp.ClientSession | None = None,
+        retries: int = 0,
+        retry_delay: float = 0.2,
     ) -> None:
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        self.retries = retries
+        self.retry_delay = retry_delay
         if format not in ("msgpack", "json"):
             raise ValueError("format must be 'msgpack' or 'json'")
         self.url = url.rstrip("/")
@@ -185,23 +205,55 @@ class Publisher:
     # --- publications ----------------------------------------------------
 
     async def publish(self, channel: str, data: Any, *, key: str | None = None) -> Sent:
-        """Publish ``data`` to ``channel``; returns its offset and epoch (and mid/time on chat channels)."""
-        body: dict[str, Any] = {"channel": channel, "data": data}
-        if key is not None:
-            body["key"] = key
-        return _publish_result(await self._post("/api/publish", body))
+        """Publish ``data`` to ``channel``; returns its offset and epoch (and mid/time on chat channels).
 
-    async def broadcast(self, channels: Sequence[str], data: Any) -> dict[str, Sent | ApiError]:
-        """Publish ``data`` to each channel (1..100); each gets its result or its own error."""
-        m = await self._post("/api/broadcast", {"channels": list(channels), "data": data})
+        ``key`` is the publish id (1..64 characters), a fresh random one when None: the hub
+        stores the publish at most once per id (within its ``publish_id_window``) and answers a
+        repeat with the first result. Resent with the same id up to ``retries`` times.
+        """
+        body: dict[str, Any] = {"channel": channel, "data": data, "key": key or new_publish_id()}
+        return _publish_result(await self._post_retried("/api/publish", body))
+
+    async def broadcast(
+        self, channels: Sequence[str], data: Any, *, key: str | None = None
+    ) -> dict[str, Sent | ApiError]:
+        """Publish ``data`` to each channel (1..100); each gets its result or its own error.
+
+        ``key`` is the publish id of every one of these publishes (each channel keeps its own),
+        a fresh one when None; resending the broadcast with it publishes only what is missing.
+        """
+        body = {"channels": list(channels), "data": data, "key": key or new_publish_id()}
+        m = await self._post_retried("/api/broadcast", body)
         out: dict[str, Sent | ApiError] = {}
         for item in m["results"]:
             error = item.get("error")
             if error is None:
                 out[item["channel"]] = _publish_result(item)
             else:
-                out[item["channel"]] = ApiError(200, error["code"], error["message"])
+                failed = ApiError(200, error["code"], error["message"])
+                failed.key = body["key"]
+                out[item["channel"]] = failed
         return out
+
+    async def _post_retried(self, path: str, body: dict[str, Any]) -> Any:
+        """POST a publish, resent with the same id after a temporary failure, ``retries`` times."""
+        attempt = 0
+        uncertain = False  # an earlier send may have been stored
+        while True:
+            try:
+                return await self._post(path, body)
+            except (ApiUnreachable, ApiError) as exc:
+                exc.key = body["key"]
+                if uncertain and isinstance(exc, ApiError) and exc.code == ErrorCode.NOT_AVAILABLE:
+                    # This send was not stored, but an earlier one may have been: not "failed".
+                    unknown = ApiError(503, ErrorCode.OUTCOME_UNKNOWN, "outcome unknown: retry with the same id")
+                    unknown.key = body["key"]
+                    exc = unknown
+                uncertain = uncertain or isinstance(exc, ApiUnreachable) or exc.code != ErrorCode.NOT_AVAILABLE
+                if attempt >= self.retries or (isinstance(exc, ApiError) and not exc.temporary):
+                    raise exc from None
+            attempt += 1
+            await asyncio.sleep(self.retry_delay * attempt)
 
     async def history(
         self, channel: str, *, limit: int | None = None, before: int | None = None, after: int | None = None

@@ -304,6 +304,13 @@ class Proxy:
     def heal(self) -> None:
         self.refusing = False
 
+    def drop(self) -> None:
+        """Cut every open connection at once (an RST both ways); new ones pass as before."""
+        pipes, self._pipes = self._pipes, []
+        for pipe in pipes:
+            for w in pipe["writers"]:
+                w.transport.abort()
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.refusing:
             writer.transport.abort()

@@ -118,6 +118,7 @@ TEXT_VALUES: dict[str, tuple[str, object]] = {
     "backlog": ("512", 512),
     "history_size": ("0", 0),
     "history_ttl": ("1e3", 1000.0),
+    "publish_id_window": ("0", 0.0),
     "allow_anonymous": (" Yes ", True),
     "token_secret": (SECRET, SECRET),
     "token_public_key": (EC_PEM, EC_PEM),

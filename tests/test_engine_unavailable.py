@@ -10,7 +10,7 @@ import pytest
 from protocol.codes import ErrorCode
 from protocol.messages import StateEntry
 from realtime.engines.base import EngineError, EngineUnavailable, Idempotency, VersionConflict
-from realtime.engines.errors import client_error
+from realtime.engines.errors import OutcomeUnknown, client_error
 from realtime.engines.presence import PresenceEntry
 from realtime.engines.redis import RedisEngine
 
@@ -103,3 +103,8 @@ def test_each_engine_error_has_one_client_error() -> None:
     conflict = client_error(VersionConflict(StateEntry("k", b"\x01", 7)))
     assert (conflict.code, conflict.message) == (ErrorCode.CONFLICT, "version is 7")
     assert client_error(EngineError("odd")).code == ErrorCode.INTERNAL
+
+
+def test_an_unknown_outcome_is_told_apart_from_an_outage() -> None:
+    unknown = client_error(OutcomeUnknown("the publish may have happened"))
+    assert (unknown.code, unknown.code.temporary) == (ErrorCode.OUTCOME_UNKNOWN, True)

@@ -39,6 +39,7 @@ from .values import (
     StreamPosition,
     UserStatus,
     message_of,
+    new_publish_id,
     unpack_info,
 )
 
@@ -53,6 +54,10 @@ _AUTH_ERRORS: Final = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED
 #: headway back off from it up to ``_REFRESH_MAX_BACKOFF``.
 _REFRESH_GAP: Final = 1.0
 _REFRESH_MAX_BACKOFF: Final = 60.0
+#: Sends of one publish a signed-in client makes while the hub answers OUTCOME_UNKNOWN,
+#: and the seconds it waits before the second one (growing by as much each time).
+PUBLISH_ATTEMPTS: Final = 3
+PUBLISH_RETRY_DELAY: Final = 0.2
 
 _R = TypeVar("_R", bound=m.Result)
 _T = TypeVar("_T")
@@ -607,24 +612,39 @@ class Client:
         """Publish ``data`` (any MessagePack-serializable value); returns its position.
 
         The result is a :class:`StreamPosition` with, in chat channels, the
-        message id and time (:class:`Sent`). ``key`` (1..64
-        characters) makes the send idempotent in chat channels: the hub answers
-        a repeat within the namespace's ``idempotency_window`` with the first
-        send's result and posts nothing.
+        message id and time (:class:`Sent`). ``key`` (1..64 characters) is the
+        publish id, a fresh random one when None: the hub stores a publish at
+        most once per id and sender, and answers a repeat within its window
+        (``publish_id_window``; chat: the namespace's ``idempotency_window``)
+        with the first publish's result.
 
-        Without a key (or as an anonymous user, whose keys do not outlive the
-        connection) it is not retried across reconnects: if the connection
-        drops before the reply, it raises :class:`ConnectionLost` and the
-        publication may or may not exist. With a key, the client sends it again
-        on the next connection and returns the hub's answer; should the first
-        send still be in flight on the hub after its wait, that answer is
-        :class:`ReplyError` NOT_AVAILABLE (temporary): publish again with the
-        same key. Keys are ignored outside chat channels: pass one only there.
+        With a ``key`` of the app's, a signed-in client resends on its own with
+        it: on the next connection when the connection drops before the reply,
+        and, up to :data:`PUBLISH_ATTEMPTS` times, when the hub answers
+        OUTCOME_UNKNOWN (it could not learn whether the publish was stored).
+        Without one (or as an anonymous user, whose ids do not outlive the
+        connection) a drop raises :class:`ConnectionLost` and the publication
+        may or may not exist. Every error of a publish carries its id as
+        ``error.key``: publish again with ``key=error.key`` to make sure the
+        message is stored once.
         """
         payload = msgpack.packb(data)
-        retry = key is not None and bool(self.user)
-        result = await self._request(lambda id: m.Publish(id, channel, payload, key), m.PublishResult, retry=retry)
-        return Sent(result.offset, result.epoch, result.mid, result.time)
+        signed_in = key is not None and bool(self.user)
+        key = key or new_publish_id()
+        attempt = 1
+        while True:
+            try:
+                result = await self._request(
+                    lambda id: m.Publish(id, channel, payload, key), m.PublishResult, retry=signed_in
+                )
+                return Sent(result.offset, result.epoch, result.mid, result.time)
+            except ClientError as exc:
+                exc.key = key
+                unknown = isinstance(exc, ReplyError) and exc.code == ErrorCode.OUTCOME_UNKNOWN
+                if not (unknown and signed_in) or attempt >= PUBLISH_ATTEMPTS:
+                    raise
+            await asyncio.sleep(PUBLISH_RETRY_DELAY * attempt)
+            attempt += 1
 
     async def history(
         self, channel: str, *, limit: int | None = None, before: int | None = None, after: int | None = None

@@ -9,7 +9,13 @@ __all__ = ["ClientError", "CommandTimeout", "ConnectionClosed", "ConnectionLost"
 
 
 class ClientError(RealtimeError):
-    """Root of the errors the client SDK raises."""
+    """Root of the errors the client SDK raises.
+
+    ``key``: for a failed ``publish``, the publish id it was sent with; publish again with
+    it (``key=error.key``) to make sure it is stored once.
+    """
+
+    key: str | None = None
 
 
 class ReplyError(ClientError):

@@ -12,6 +12,7 @@ MessagePack bytes. Pure values and conversions: no I/O here.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
     "StreamPosition",
     "UserStatus",
     "message_of",
+    "new_publish_id",
     "unpack",
     "unpack_info",
 ]
@@ -153,3 +155,8 @@ def message_of(pub: m.Publication) -> Message | None:
         return None
     sender = None if pub.info is None else Sender(pub.info.user, pub.info.client, unpack_info(pub.info.info))
     return Message(pub.channel, data, pub.offset, pub.epoch, sender, pub.mid, pub.time)
+
+
+def new_publish_id() -> str:
+    """A fresh publish id (the wire's ``key``): 128 random bits, 22 URL-safe characters."""
+    return secrets.token_urlsafe(16)

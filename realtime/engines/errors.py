@@ -22,6 +22,12 @@ class EngineUnavailable(EngineError):
     """The engine cannot serve now (Redis unreachable, loading, failing over): temporary, retry."""
 
 
+class OutcomeUnknown(EngineUnavailable):
+    """A write may or may not have happened: the engine lost its answer (the connection dropped
+    after the command was sent, a timeout) and could not find out in time. Temporary: repeat it
+    with the same idempotency key, which makes the repeat safe."""
+
+
 class VersionConflict(EngineError):
     """A conditional state update found another version than expected."""
 
@@ -31,8 +37,11 @@ class VersionConflict(EngineError):
 
 
 def client_error(exc: EngineError) -> CommandError:
-    """What a client is told of an engine error: NOT_AVAILABLE (temporary) for an outage,
-    CONFLICT for a version conflict, INTERNAL for anything else."""
+    """What a client is told of an engine error: OUTCOME_UNKNOWN when a write may have
+    happened and NOT_AVAILABLE when it certainly did not (both temporary), CONFLICT for a
+    version conflict, INTERNAL for anything else."""
+    if isinstance(exc, OutcomeUnknown):
+        return CommandError(ErrorCode.OUTCOME_UNKNOWN, str(exc))
     if isinstance(exc, EngineUnavailable):
         return CommandError(ErrorCode.NOT_AVAILABLE, str(exc))
     if isinstance(exc, VersionConflict):

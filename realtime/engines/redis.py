@@ -27,6 +27,7 @@ import logging
 import math
 import secrets
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,7 @@ from protocol.wire import MAX_OFFSET
 from . import redis_scripts as lua
 from .base import Engine
 from .broker import HistoryOptions, HistorySlice, Idempotency, PublicationHandler, Published
-from .errors import EngineUnavailable, VersionConflict
+from .errors import EngineUnavailable, OutcomeUnknown, VersionConflict
 from .presence import PresenceCounts, PresenceEntry
 
 if TYPE_CHECKING:
@@ -68,6 +69,46 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     rex.MaxConnectionsError,
     OSError,
 )
+
+#: Errors Redis answers instead of running a command: it certainly did not run.
+REFUSED: tuple[type[Exception], ...] = (
+    rex.BusyLoadingError,
+    rex.ClusterDownError,
+    rex.TryAgainError,
+    rex.ReadOnlyError,
+    rex.OutOfMemoryError,
+    rex.MaxConnectionsError,
+    ConnectionRefusedError,
+)
+#: Attempts of one publish whose answer is lost, and seconds after which no new one starts
+#: (each attempt may take up to the socket timeout): the engine finds out what happened by
+#: repeating the publish with the same id, which the publish script makes safe.
+PUBLISH_ATTEMPTS = 4
+PUBLISH_RETRY_TIME = 3.0
+#: Seconds before the second attempt of a publish; doubled for each next one.
+PUBLISH_BACKOFF = 0.05
+
+#: Exception types :func:`is_outage` may say yes to.
+_OUTAGE_TYPES: tuple[type[Exception], ...] = (*UNAVAILABLE, RuntimeError)
+
+
+def transport_closed(exc: BaseException) -> bool:
+    """A pooled connection's transport closed under redis-py mid-call (asyncio's RuntimeError)."""
+    return isinstance(exc, RuntimeError) and "unable to perform operation on" in str(exc)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` means "Redis is not reachable or not serving now"."""
+    return isinstance(exc, UNAVAILABLE) or transport_closed(exc)
+
+
+class _NotSent(Exception):
+    """A publish attempt failed before its script reached Redis (or Redis refused to run it)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
 
 #: Seconds between attempts to load the Function library while Redis is unreachable.
 LOAD_RETRY = 2.0
@@ -146,6 +187,8 @@ class RedisEngine(Engine):
         socket_timeout: float = 5.0,
         connect_timeout: float = 5.0,
         max_connections: int = 64,
+        publish_retry_time: float = PUBLISH_RETRY_TIME,
+        publish_id_window: float = 300.0,
     ) -> None:
         if not prefix or "{" in prefix or "}" in prefix:
             raise ValueError("the key prefix must be non-empty and contain no braces")
@@ -153,8 +196,11 @@ class RedisEngine(Engine):
         self.cluster = cluster
         self.meta_ttl = meta_ttl
         self.connect_timeout = connect_timeout
-        # One quick retry for a pooled connection that died (Redis restarted); no retry
-        # on timeouts: the command may have run, and publishing twice is worse.
+        self.publish_retry_time = publish_retry_time
+        #: Seconds ``FCALL realtime_publish`` remembers a publish id when the call names none.
+        self.publish_id_window = publish_id_window
+        # One quick retry for a pooled connection that died (Redis restarted); no retry on
+        # timeouts. A publish may run twice this way: its publish id makes the second a replay.
         retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), 1, supported_errors=(rex.ConnectionError,))
         options: dict[str, Any] = {
             "decode_responses": False,
@@ -199,6 +245,8 @@ class RedisEngine(Engine):
         self._closed = False
         self._warned_at = 0.0
         self._suppressed = 0
+        #: Command connection -> the stream it answered a PING on (see :meth:`_evalsha`).
+        self._proven: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
     # --- keys ------------------------------------------------------------
 
@@ -266,7 +314,7 @@ class RedisEngine(Engine):
 
     async def load_library(self) -> None:
         """``FUNCTION LOAD REPLACE`` the direct-publish functions (every primary in a cluster)."""
-        code = lua.function_library(self._publish_cmd, self._meta_ms)
+        code = lua.function_library(self._publish_cmd, self._meta_ms, _ms(self.publish_id_window))
         await self.redis.function_load(code, replace=True)
 
     async def library_loaded(self) -> None:
@@ -337,7 +385,9 @@ class RedisEngine(Engine):
         """Turn "Redis unreachable" into the engine's temporary error."""
         try:
             yield
-        except UNAVAILABLE as exc:
+        except _OUTAGE_TYPES as exc:
+            if not is_outage(exc):
+                raise
             self._warn(op, exc)
             raise EngineUnavailable("temporarily unavailable: retry") from None
 
@@ -389,10 +439,92 @@ class RedisEngine(Engine):
         if idempotency is not None:
             keys.append(self.idempotency_key(channel, idempotency.key))
             args.append(_ms(idempotency.ttl))
-        reply = await self._run("publish", self._publish_script, keys, args)
+        reply = await self._publish_once(keys, args, retry=idempotency is not None)
         if len(reply) > 2:  # the key held a result: nothing was published
             return Published(int(reply[0]), reply[1].decode(), reply[2].decode(), int(reply[3]), replayed=True)
         return Published(int(reply[0]), reply[1].decode(), mid, time)
+
+    async def _publish_once(self, keys: list[str], args: list[Any], *, retry: bool) -> Any:
+        """Run the publish script and learn its true outcome, or say it is unknown.
+
+        A failure before the script was sent (no connection, Redis refusing it) raises
+        EngineUnavailable: nothing was published. A failure after (the connection dropped,
+        a timeout) leaves the outcome unknown; with an idempotency key (``retry``) the script
+        runs again with the same key, which publishes or replays the first result, at most
+        :data:`PUBLISH_ATTEMPTS` times and not past ``publish_retry_time`` seconds. Still
+        unknown (or without a key): :class:`OutcomeUnknown`. On one Redis each attempt is one
+        command on one connection (:meth:`_evalsha`), so where it failed is known; on a
+        cluster redis-py's own retries cannot be seen, so any failure leaves it unknown.
+        """
+        deadline = time.monotonic() + self.publish_retry_time
+        unknown = False
+        delay = PUBLISH_BACKOFF
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                if self.cluster:
+                    return await self._publish_script(keys=keys, args=args)
+                return await self._evalsha(keys, args)
+            except _NotSent as failed:
+                self._warn("publish" if attempt == 1 else f"publish (attempt {attempt})", failed.cause)
+            except _OUTAGE_TYPES as exc:
+                if not is_outage(exc):
+                    raise
+                unknown = True
+                self._warn("publish" if attempt == 1 else f"publish (attempt {attempt})", exc)
+            if not retry or attempt >= PUBLISH_ATTEMPTS or time.monotonic() + delay >= deadline:
+                break
+            await asyncio.sleep(delay)
+            delay *= 2
+        if unknown:
+            raise OutcomeUnknown("outcome unknown: retry with the same id") from None
+        raise EngineUnavailable("temporarily unavailable: retry") from None
+
+    async def _evalsha(self, keys: list[str], args: list[Any]) -> Any:
+        """One attempt of the publish script on one pooled connection, without redis-py's
+        retry, so that what failed is known: :class:`_NotSent` when nothing reached Redis
+        (no connection; a new connection that did not answer a PING, which it sends first)
+        or Redis refused to run it; any other failure may follow the run."""
+        assert isinstance(self.redis, Redis)
+        pool = self.redis.connection_pool
+        try:
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        except _OUTAGE_TYPES as exc:
+            if not is_outage(exc):
+                raise
+            raise _NotSent(exc) from None
+        try:
+            try:
+                stale = conn.is_connected and await conn.can_read()  # EOF, or a reply nobody read
+            except _OUTAGE_TYPES:
+                stale = True
+            if stale:
+                await conn.disconnect(nowait=True)
+            if not conn.is_connected or self._proven.get(conn) is not conn._reader:
+                # A new connection proves itself first: a failure here is before the script.
+                try:
+                    await conn.send_command("PING")
+                    await conn.read_response()
+                except _OUTAGE_TYPES as exc:
+                    if not is_outage(exc):
+                        raise
+                    raise _NotSent(exc) from None
+                self._proven[conn] = conn._reader
+            script = self._publish_script
+            try:
+                await conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return await conn.read_response()
+            except rex.NoScriptError:  # Redis restarted empty: the script did not run
+                await conn.send_command("EVAL", script.script, len(keys), *keys, *args)
+                return await conn.read_response()
+            except REFUSED as exc:  # answered without running it
+                raise _NotSent(exc) from None
+        except BaseException:
+            await conn.disconnect(nowait=True)  # never hand a connection with a reply due back to the pool
+            raise
+        finally:
+            await pool.release(conn)
 
     async def subscribe(self, channel: str) -> None:
         assert self._pubsub is not None, "start the engine first"

@@ -385,7 +385,7 @@ local function rt_fcall_publish(keys, args, json)
   local base = keys[1]
   if base == nil or args[1] == nil then
     return redis.error_reply('ERR usage: FCALL <function> 1 <channel key> <data> [history size] '
-      .. '[history ttl seconds] [user] [client] [info] [mid] [time ms]')
+      .. '[history ttl seconds] [user] [client] [info] [mid] [time ms] [publish id] [id window seconds]')
   end
   local data = args[1]
   local info = args[6] or ''
@@ -401,13 +401,30 @@ local function rt_fcall_publish(keys, args, json)
   if size == nil or size < 0 or size ~= math.floor(size) or ttl == nil or ttl < 0 or time == nil then
     return redis.error_reply('ERR history size, history ttl and time must be non-negative numbers')
   end
+  local idem = false
+  local idem_ms = 0
+  local id = args[9] or ''
+  if id ~= '' then
+    if #id > 64 then
+      return redis.error_reply('ERR the publish id must have 1 to 64 characters')
+    end
+    local window = tonumber(args[10] or '')
+    if args[10] ~= nil and args[10] ~= '' and (window == nil or window <= 0) then
+      return redis.error_reply('ERR the id window must be a number of seconds > 0')
+    end
+    idem = base .. ':i:f:' .. id
+    idem_ms = ID_MS
+    if window ~= nil then
+      idem_ms = math.ceil(window * 1000)
+    end
+  end
   local history_ms = math.ceil(ttl * 1000)
   local meta_ms = META_MS
   if meta_ms > 0 and history_ms > meta_ms then
     meta_ms = history_ms
   end
   return rt_publish(base .. ':s', base .. ':m', base .. ':r', base .. ':p', PUBLISH_CMD, data, size,
-                    history_ms, meta_ms, args[4] or '', args[5] or '', info, args[7] or '', time, '', false, 0)
+                    history_ms, meta_ms, args[4] or '', args[5] or '', info, args[7] or '', time, '', idem, idem_ms)
 end
 
 redis.register_function('realtime_publish', function(keys, args) return rt_fcall_publish(keys, args, false) end)
@@ -415,13 +432,21 @@ redis.register_function('realtime_publish_json', function(keys, args) return rt_
 """
 
 
-def function_library(publish_command: str, meta_ms: int) -> str:
+def function_library(publish_command: str, meta_ms: int, id_ms: int = 300_000) -> str:
     """The ``realtime`` Function library for ``FUNCTION LOAD REPLACE``, with this
-    deployment's pub/sub command (PUBLISH or SPUBLISH) and meta TTL baked in."""
+    deployment's pub/sub command (PUBLISH or SPUBLISH), meta TTL and default publish id
+    window (``id_ms``, for calls that give an id but no window) baked in.
+
+    A call with a publish id (argument 9) publishes at most once per id in the channel
+    within the window (argument 10, seconds): a repeat gets the first result,
+    ``{offset, epoch, mid, time, 1}``. Its ids are a scope of their own (key
+    ``<stem>:i:f:<id>``), apart from the ids of the hub's clients and HTTP API.
+    """
     if publish_command not in ("PUBLISH", "SPUBLISH"):
         raise ValueError(f"unexpected publish command {publish_command!r}")
     return (
         f"#!lua name={LIBRARY}\n"
         f"local PUBLISH_CMD = '{publish_command}'\n"
-        f"local META_MS = {int(meta_ms)}\n" + PUBLISH_CORE + _LIBRARY_BODY
+        f"local META_MS = {int(meta_ms)}\n"
+        f"local ID_MS = {max(1, int(id_ms))}\n" + PUBLISH_CORE + _LIBRARY_BODY
     )

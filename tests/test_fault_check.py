@@ -1,0 +1,44 @@
+"""scripts/fault_check.py runs against a hub and reports all zero when nothing goes wrong."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from realtime.auth import ApiKey
+from realtime.namespaces import Namespace
+
+from .helpers import HubFactory, namespaces
+
+ROOT = Path(__file__).resolve().parent.parent
+API = ApiKey("checker", "c" * 32, frozenset({"publish", "history"}))
+FAULT = Namespace("fault", subscribe="anyone", publish="clients", history_size=1000, history_ttl=600)
+
+
+def load_checker() -> Any:
+    spec = importlib.util.spec_from_file_location("fault_check", ROOT / "scripts" / "fault_check.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fault_check"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_the_fault_checker_reports_all_zero_without_faults(hub_factory: HubFactory) -> None:
+    checker = load_checker()
+    hub = await hub_factory(namespaces=namespaces(FAULT), api_keys=(API,))
+    report = await checker.check(
+        [hub.url], [hub.http_url], API.key, channel="fault:t", subscribers=2, count=40, rate=400, settle=0.3
+    )
+    assert report.clean, report.as_dict()
+    p = report.publisher
+    assert (p.sent, p.ok, p.failed, p.unknown, p.stored_twice, p.stored_after_failure) == (40, 40, 0, 0, 0, 0)
+    for s in report.subscribers:
+        assert (s.delivered, s.lost, s.gaps, s.duplicated, s.reordered) == (40, 0, 0, 0, 0)
+
+
+def test_the_fault_checker_has_a_command_line() -> None:
+    checker = load_checker()
+    assert "--api-key" in checker.main.__code__.co_consts or checker.__doc__.count("--api-key")
