@@ -2,7 +2,7 @@
 
 Usage::
 
-    python scripts/fault_check.py --ws ws://127.0.0.1:8000/connection/websocket \\
+    python scripts/fault_check.py --ws ws://127.0.0.1:8000/ws \\
         --api http://127.0.0.1:8000 --api-key KEY [--channel fault:check] \\
         [--subscribers 3] [--count 500] [--rate 200] [--settle 3] [--json]
 
