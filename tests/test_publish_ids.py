@@ -12,6 +12,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -353,3 +354,23 @@ async def test_the_sdk_sends_a_fresh_publish_id_with_every_publish(hub_factory: 
     keys = [c.key for c in codec.sent if isinstance(c, pm.Publish)]
     assert keys[2:] == ["mine", "mine"] and len(set(keys[:2])) == 2
     assert all(k and 1 <= len(k) <= 64 for k in keys)
+
+
+async def test_the_publisher_example_of_guide_md_publishes_once(hub_factory: HubFactory) -> None:
+    """docs/guide.md "Publishing exactly once": its example, run twice, stores one publication."""
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "guide.md").read_text()
+    section = guide[guide.index("## Publishing exactly once") :]
+    code = section[
+        section.index("```python\n") + len("```python\n") : section.index("```\n", section.index("```python"))
+    ]
+    hub = await hub_factory(
+        namespaces=namespaces(Namespace("news", subscribe="anyone", history_size=10, history_ttl=60)), api_keys=(API,)
+    )
+    body = "".join(f"    {line}\n" for line in code.splitlines())
+    scope: dict[str, Any] = {"Publisher": Publisher, "ApiError": ApiError, "url": hub.http_url, "api_key": API.key}
+    exec(f"async def example():\n{body}", scope)  # the documented lines, as written
+    for _ in range(2):
+        await scope["example"]()
+    async with Publisher(hub.http_url, API.key) as pub:
+        page = await pub.history("news", limit=10)
+    assert [p.data for p in page] == [{"title": "hello"}]
