@@ -17,6 +17,7 @@ import pytest
 from protocol.messages import Publication, StreamPosition, Subscribe, SubscribeResult, Unsubscribe, Unsubscribed
 from realtime.client import Client
 from realtime.engines.memory import MemoryEngine
+from realtime.frames import Outgoing
 
 from .helpers import HubFactory, RunningHub
 from .wsclient import RawClient, value
@@ -239,3 +240,23 @@ async def test_unfillable_gap_does_not_drop_publications_a_joining_subscriber_ne
             await pub.publish("feed", 5)
             assert (await bob.publication()).offset == 4
             assert (await bob.publication()).offset == 5
+
+
+async def test_python_client_heals_a_gap_it_is_handed(hub: RunningHub) -> None:
+    """protocol.md recovery step 4: a publication past the next offset is not delivered; the client
+    resubscribes from its position and gets what it missed, in order, recovered."""
+    async with Client(hub.url) as client, await RawClient.open(hub.url) as pub:
+        sub = await client.subscribe("feed")
+        await pub.publish("feed", 1)
+        async with asyncio.timeout(5):
+            first = await anext(aiter(sub))
+        await publish_unseen(hub, "feed", 2)
+        await publish_unseen(hub, "feed", 3)
+        conn = hub.hub.connections[client.client_id]
+        codec = conn.codec
+        gap = Publication("feed", msgpack.packb(3), 3, first.epoch)  # as if the node had lost offset 2
+        conn.send(Outgoing(codec.encode(gap), codec.binary, gap.offset, gap.epoch))
+        async with asyncio.timeout(5):
+            rest = [await anext(aiter(sub)), await anext(aiter(sub))]
+        assert [(p.offset, p.data) for p in [first, *rest]] == [(1, 1), (2, 2), (3, 3)]
+        assert sub.recovered

@@ -436,7 +436,8 @@ class Client:
         task.add_done_callback(self._tasks.discard)
 
     def _start_resync(self, conn: Connection, sub: Subscription) -> None:
-        """A live channel missed a change on ``conn``: resubscribe it there with its version."""
+        """A channel missed a publication or a live state change on ``conn``: resubscribe it
+        there from its position and version."""
         if sub._resyncing is conn or sub._ended:
             return
         sub._resyncing = conn
@@ -444,11 +445,11 @@ class Client:
         self._spawn(self._resync(conn, sub), "realtime-client-resync")
 
     async def _resync(self, conn: Connection, sub: Subscription) -> None:
-        """Unsubscribe, then subscribe with ``version`` = what ``sub`` holds, until the state has no gap.
+        """Unsubscribe, then subscribe from ``sub``'s position and version, until it has no gap.
 
         If ``conn`` drops meanwhile, the reconnect resubscribes ``sub`` the same way.
         """
-        log.info("channel %r: a state change was missed at version %d, resubscribing", sub.channel, sub.version)
+        log.info("channel %r: resubscribing from %s, version %d", sub.channel, sub.position, sub.version)
         delays: Iterator[float] | None = None
         try:
             while self._subs.get(sub.channel) is sub:

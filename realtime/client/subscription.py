@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -14,6 +15,8 @@ from .live_state import LiveState
 from .values import Message, StreamPosition, UserStatus, message_of, unpack_info
 
 __all__ = ["Subscription", "SubscriptionOwner"]
+
+log = logging.getLogger("realtime.client")
 
 _T = TypeVar("_T")
 
@@ -157,7 +160,8 @@ class Subscription:
             self._held = []
 
     def _on_push(self, push: m.Push) -> bool:
-        """Take one push of this channel; True when the live state has a gap to heal."""
+        """Take one push of this channel; True when it shows a gap to heal (a publication
+        past the next offset, or a live state change past the next version)."""
         if self._held is not None:
             self._held.append(push)
             return False
@@ -168,12 +172,14 @@ class Subscription:
     ) -> bool:
         """Deliver recovered publications, apply the state, then what was held; go live.
 
-        ``version`` is what the subscribe asked for. Returns True when the
-        live state has a gap to heal (a held patch beyond the snapshot).
+        ``version`` is what the subscribe asked for. Returns True when there is
+        a gap to heal (a held publication past the next offset, a held patch
+        beyond the snapshot).
         """
         first = not self._live
+        gap = False
         for pub in result.publications:
-            self._deliver(pub)
+            gap |= not self._deliver(pub)
         top = StreamPosition(result.offset, result.epoch)
         pos = self.position
         if pos is None or pos.epoch != top.epoch or pos.offset < top.offset:
@@ -185,11 +191,10 @@ class Subscription:
                 self._emit(StatusChanged(self.channel, result.status))
             self.status = result.status
         held, self._held = self._held or [], None
-        gap = False
-        for push in held:
+        for push in held:  # after a gap, publications are not delivered: the resubscribe brings them
             if isinstance(push, m.Publication):
                 if push.epoch == top.epoch:  # pushes from before an epoch change are stale
-                    self._deliver(push)
+                    gap |= not self._deliver(push)
             elif self._handle(push):
                 gap = True
         self._live = True
@@ -199,7 +204,7 @@ class Subscription:
 
     def _handle(self, push: m.Push) -> bool:
         if isinstance(push, m.Publication):
-            self._deliver(push)
+            return not self._deliver(push)
         elif isinstance(push, m.StateChange):
             changes = self._live_state.apply(push)
             if changes is None:
@@ -220,10 +225,17 @@ class Subscription:
             self._emit(ReadReceipt(push.channel, push.user, push.offset))
         return False
 
-    def _deliver(self, pub: m.Publication) -> None:
+    def _deliver(self, pub: m.Publication) -> bool:
+        """Hand ``pub`` to the app unless it was delivered already; False when it comes after a gap
+        (an offset beyond the next one of the same epoch): it is not delivered, and the caller
+        resubscribes from the position, which recovers what was missed or says it cannot."""
         pos = self.position
-        if pos is not None and pub.epoch == pos.epoch and pub.offset <= pos.offset:
-            return  # already delivered
+        if pos is not None and pub.epoch == pos.epoch:
+            if pub.offset <= pos.offset:
+                return True  # already delivered
+            if pub.offset != pos.offset + 1:
+                log.info("channel %r: offset %d after %d, resubscribing", self.channel, pub.offset, pos.offset)
+                return False
         self.position = StreamPosition(pub.offset, pub.epoch)
         if pos is not None and pub.epoch != pos.epoch:  # the stream restarted: what it held is gone
             self.recovered = False
@@ -231,6 +243,7 @@ class Subscription:
         publication = message_of(pub)
         if publication is not None:
             self._pubs.put(publication)
+        return True
 
     def _emit(self, event: Event) -> None:
         if self._events is not None:
