@@ -72,9 +72,12 @@ class Continuity:
             while True:
                 held, ch.repairing = ch.repairing or [], []
                 page = await self.broker.history(channel, since=StreamPosition(ch.offset, ch.epoch))
-                found = {p.offset: p for p in page.publications if p.epoch == ch.epoch}
+                # Only what is past the position counts: a publication held while the read ran may
+                # be a copy of one a previous round delivered from history (not a sign of loss).
+                found = {p.offset: p for p in page.publications if p.epoch == ch.epoch and p.offset > ch.offset}
                 for p in held:
-                    found.setdefault(p.offset, p)
+                    if p.epoch == ch.epoch and p.offset > ch.offset:
+                        found.setdefault(p.offset, p)
                 if found and min(found) != ch.offset + 1:
                     log.warning("channel %s: publications after offset %d are lost", channel, ch.offset)
                     if self.ask_to_recover(channel):

@@ -260,3 +260,35 @@ async def test_python_client_heals_a_gap_it_is_handed(hub: RunningHub) -> None:
             rest = [await anext(aiter(sub)), await anext(aiter(sub))]
         assert [(p.offset, p.data) for p in [first, *rest]] == [(1, 1), (2, 2), (3, 3)]
         assert sub.recovered
+
+
+async def test_a_late_copy_held_during_a_repair_is_no_gap(
+    hub: RunningHub, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A publication that arrives (again) while the repair reads history, and that the repair then
+    delivers from history, is a copy when the repair looks at what it held: not a sign of loss.
+    (It used to make the node declare a loss and ask every subscriber to recover.)"""
+    engine = hub.hub.engine
+    original = engine.history
+    repairing, gate = asyncio.Event(), asyncio.Event()
+
+    async def history(channel: str, **kwargs: Any) -> Any:
+        if kwargs.get("since") is not None and not repairing.is_set():  # the node's first repair read
+            repairing.set()
+            await gate.wait()
+        return await original(channel, **kwargs)
+
+    async with await RawClient.open(hub.url) as alice, await RawClient.open(hub.url) as pub:
+        await alice.subscribe("feed")
+        await pub.publish("feed", 1)
+        first = await alice.publication()
+        monkeypatch.setattr(engine, "history", history)
+        await publish_unseen(hub, "feed", 2)
+        await pub.publish("feed", 3)  # a gap at 2: the repair starts and waits on the engine
+        await asyncio.wait_for(repairing.wait(), 5)
+        hub.hub.on_publication(Publication("feed", msgpack.packb(3), 3, first.epoch))  # a late copy of 3
+        gate.set()
+        assert [(await alice.publication()).offset for _ in range(2)] == [2, 3]
+        await pub.publish("feed", 4)
+        assert (await alice.publication()).offset == 4  # not an unsub asking it to recover
+    assert not [r for r in caplog.records if "are lost" in r.getMessage()]
