@@ -160,8 +160,8 @@ class Chat(Feature):
         self, channel: str, data: bytes, ns: Namespace, *, info: ClientInfo | None, key: str | None
     ) -> PublishResult:
         """Post ``data`` with an id, the server time and ``info`` as sender; once per publish id."""
-        idempotency = publish_idempotency(info, key, ns.idempotency_window)
-        if idempotency is None:  # ids are off in this namespace (idempotency_window = 0)
+        idempotency = publish_idempotency(info, key, ns.idempotency_window, generate=self.hub.engine.retries_publishes)
+        if idempotency is None:  # ids are off here (idempotency_window = 0), or none given and none needed
             return await self._post(channel, data, ns, info)
         slot = (channel, idempotency.key)
         local = self._inflight.get(slot)

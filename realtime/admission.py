@@ -30,7 +30,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from protocol.codes import ErrorCode
 
@@ -150,9 +150,12 @@ class Gate(asyncio.Protocol):
         refusal = self._admission._admit(self)
         if refusal is not None:
             log.debug("refused a connection from %s: too many pending", self.address)
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(refusal)
-            transport.close()
+            # uvloop's transports are not asyncio.WriteTransport subclasses, but write like one.
+            writer = cast(asyncio.WriteTransport, transport)
+            try:
+                writer.write(refusal)
+            finally:
+                writer.close()
             return
         self._admitted = True
         loop = asyncio.get_running_loop()

@@ -316,14 +316,15 @@ class _Inflater:
             if self._z is None:
                 self._z = self._start(data[0])
             elif self._z.eof:
+                if not data:
+                    return  # the stream ended exactly at a full piece
                 if self.encoding != "gzip":
                     raise zlib.error("data after the end of the deflate stream")
                 self._z = self._start(data[0])  # gzip: another member follows
             piece = self._z.decompress(data, INFLATE_CHUNK)
             pending = len(piece) == INFLATE_CHUNK
             data = self._z.unused_data if self._z.eof else self._z.unconsumed_tail
-            if piece:
-                yield piece
+            yield piece  # even empty (a gzip member ended): the caller gives the loop a turn per piece
 
     def finish(self) -> None:
         """Raises ``zlib.error`` when the stream is truncated."""

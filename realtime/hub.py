@@ -320,7 +320,9 @@ class Hub:
         hook = self._publishers.get(ns.kind)
         if hook is not None:
             return await hook(channel, data, ns, info=info, key=key)
-        idempotency = publish_idempotency(info, key, self.settings.publish_id_window)
+        idempotency = publish_idempotency(
+            info, key, self.settings.publish_id_window, generate=self.engine.retries_publishes
+        )
         history = self.history_options(ns)
         if idempotency is None:
             pos = await self.engine.publish(channel, data, info=info, history=history)

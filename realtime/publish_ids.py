@@ -64,13 +64,18 @@ def scoped_id(info: ClientInfo | None, key: str) -> str:
     return PREFIX + digest
 
 
-def publish_idempotency(info: ClientInfo | None, key: str | None, window: float) -> Idempotency | None:
-    """What the engine gets with a publish: the scoped given id for ``window`` seconds, or a
-    generated one for :data:`GENERATED_TTL` (at most the window); None when ``window`` is 0."""
+def publish_idempotency(
+    info: ClientInfo | None, key: str | None, window: float, *, generate: bool = True
+) -> Idempotency | None:
+    """What the engine gets with a publish: the scoped given id for ``window`` seconds, or (with
+    ``generate``: the engine may retry a publish) a generated one for :data:`GENERATED_TTL` (at
+    most the window); None when ``window`` is 0, or without an id to give or to generate."""
     if window <= 0:
         return None
     if key is not None:
         return Idempotency(scoped_id(info, check_id(key)), window)
+    if not generate:
+        return None
     return Idempotency(PREFIX + "hub:" + secrets.token_hex(16), min(window, GENERATED_TTL))
 
 

@@ -326,3 +326,28 @@ async def test_serve_process_times_out_a_silent_socket_and_answers_readyz_while_
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_serve_process_refuses_one_more_pending_socket_under_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``realtime serve`` runs uvloop, whose transports are not ``asyncio.WriteTransport``s:
+    the over-cap socket still gets its 503, and nothing is logged at ERROR."""
+    from .test_serve_process import QUICKSTART, start_serve
+
+    monkeypatch.setenv("REALTIME_MAX_PENDING_PER_ADDRESS", "2")
+    proc, port = await start_serve("--config", str(QUICKSTART))
+    try:
+        held = [await asyncio.open_connection(HOST, port) for _ in range(2)]
+        await asyncio.sleep(200 * MS)  # both accepted and counted (no event to await across processes)
+        reader, writer = await asyncio.open_connection(HOST, port)
+        status, _, body = await http_response(reader)
+        assert status == 503 and json.loads(body)["code"] == 110
+        writer.close()
+        for _, w in held:
+            w.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            await proc.wait()
+    assert proc.stderr is not None
+    log = (await proc.stderr.read()).decode()
+    assert " ERROR " not in log and "Traceback" not in log, log

@@ -27,7 +27,7 @@ import orjson
 import pytest
 
 from protocol.codes import ErrorCode
-from realtime.api import API, ENCODINGS
+from realtime.api import API, ENCODINGS, INFLATE_CHUNK
 
 from .helpers import HubFactory, RunningHub, until
 from .test_api import ALL, MAX_FRAME, NAMESPACES, PUBLISH_ONLY, assert_error, auth
@@ -503,3 +503,24 @@ async def test_a_malformed_request_line_is_answered_by_aiohttp_in_text(api: Runn
         answer = await reader.read()
     writer.close()
     assert answer.startswith(b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain")
+
+
+@pytest.mark.parametrize("pieces_of_inflate_chunk", [1, 2])
+@pytest.mark.parametrize(
+    ("encoding", "compress"), [("gzip", gzip.compress), ("deflate", zlib.compress)], ids=["gzip", "deflate"]
+)
+async def test_a_body_expanding_to_a_whole_number_of_pieces_is_read(
+    api: RunningHub, encoding: str, compress: Callable[[bytes], bytes], pieces_of_inflate_chunk: int
+) -> None:
+    """The expanded body ends exactly at a piece boundary (INFLATE_CHUNK): it is read whole
+    (it was a 500 for gzip, a 400 for deflate)."""
+    prefix, suffix = b'{"channel": "news", "data": "', b'"}'
+    body = prefix + b"x" * (pieces_of_inflate_chunk * INFLATE_CHUNK - len(prefix) - len(suffix)) + suffix
+    headers = {**auth(), "Content-Type": "application/json", "Content-Encoding": encoding}
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.post(api.http_url + "/api/publish", data=compress(body), headers=headers) as r:
+            answer = await r.json()
+    if len(body) - len(prefix) - len(suffix) + 5 <= MAX_FRAME:  # the data, packed, fits a frame
+        assert r.status == 200 and answer["offset"] >= 1, answer
+    else:  # read whole, then refused for the data's size, as without compression
+        assert_error(r.status, answer, 413, ErrorCode.LIMIT_EXCEEDED)

@@ -26,6 +26,7 @@ from realtime.auth import ApiKey
 from realtime.config import Settings
 from realtime.engines.broker import Idempotency
 from realtime.engines.errors import EngineUnavailable, OutcomeUnknown
+from realtime.engines.memory import MemoryEngine
 from realtime.engines.redis import RedisEngine
 from realtime.namespaces import Namespace
 from realtime.publish_ids import GENERATED_TTL, publish_idempotency, scoped_id
@@ -374,3 +375,18 @@ async def test_the_publisher_example_of_guide_md_publishes_once(hub_factory: Hub
     async with Publisher(hub.http_url, API.key) as pub:
         page = await pub.history("news", limit=10)
     assert [p.data for p in page] == [{"title": "hello"}]
+
+
+async def test_the_memory_engine_keeps_no_generated_ids(hub_factory: HubFactory) -> None:
+    """It never sends a publish twice, so a publish without an id costs it no id record
+    (one anonymous client publishing fast would otherwise grow the hub by ~500 B a publish)."""
+    hub = await hub_factory(namespaces=namespaces(CHAT, PLAIN))
+    engine = hub.hub.engine
+    assert isinstance(engine, MemoryEngine) and not engine.retries_publishes
+    async with await RawClient.open(hub.url) as client:
+        for channel in ("feed:a", "chat:a"):
+            for n in range(3):
+                result(await client.command(Publish(0, channel, msgpack.packb(n))), PublishResult)
+        assert engine._done == {}
+        result(await client.command(Publish(0, "feed:a", msgpack.packb(9), "mine")), PublishResult)
+        assert len(engine._done) == 1  # a given id is kept: the client may repeat it

@@ -101,6 +101,10 @@ class Broker(abc.ABC):
         """Whether the engine can serve now (``/readyz``); the memory engine always can."""
         return True
 
+    #: Whether the engine may send one publish more than once (it retries after a lost answer):
+    #: then a publish without an id needs one (``realtime.publish_ids``). The memory engine never does.
+    retries_publishes = True
+
     @abc.abstractmethod
     async def start(self, handler: PublicationHandler) -> None:
         """Begin delivering publications of subscribed channels to ``handler``."""

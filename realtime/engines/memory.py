@@ -40,6 +40,7 @@ class _Stream:
 
 class MemoryEngine(Engine):
     name = "memory"
+    retries_publishes = False  # one process, no connection to lose: a publish runs once
 
     def __init__(self, *, meta_ttl: float = 86400.0, sweep_interval: float = 60.0) -> None:
         self.meta_ttl = meta_ttl
