@@ -16,9 +16,10 @@ publication; one publisher sends ``--count`` numbered messages over the HTTP
 API, each with its own publish id, resending on a temporary failure with the
 same id. At the end it reads the channel's history and reports:
 
-* per subscriber: ``lost`` (stored, not delivered, and no gap reported),
-  ``gaps`` (stored, not delivered, to a subscriber the SDK told it could not
-  recover: ``on_unrecovered``), ``duplicated`` and ``reordered`` deliveries;
+* per subscriber: ``gaps`` (stored, not delivered, in no more runs of the
+  channel's order than the SDK reported it could not recover:
+  ``on_unrecovered``), else ``lost``; ``duplicated`` and ``reordered``
+  deliveries;
 * for the publisher: ``ok``, ``failed`` (an answer that says not stored),
   ``unknown`` (OUTCOME_UNKNOWN or no answer, after the resends), and
   ``stored_twice`` (numbers found more than once in history: the bug publish
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import itertools
 import json
 import sys
@@ -195,16 +197,29 @@ async def check(
         # Publishes run concurrently, so the channel's order is history's (offsets), not the numbers'.
         place = [rank.get(n, -1) for n in r.numbers]
         out_of_order = sum(1 for a, b in itertools.pairwise(place) if b < a)
+        # Each run of missed publications is one jump in what the subscriber got; the SDK reports
+        # each jump it knows of (on_unrecovered). More jumps than reports: some went unreported.
+        reported = _jumps(place, [rank[n] for n in counts if got[n] == 0]) <= r.unrecovered
         subs.append(
             SubscriberReport(
                 delivered=len(r.numbers),
-                lost=0 if r.unrecovered else missing,
-                gaps=missing if r.unrecovered else 0,
+                lost=0 if reported else missing,
+                gaps=missing if reported else 0,
                 duplicated=sum(n - 1 for n in got.values() if n > 1),
                 reordered=out_of_order,
             )
         )
     return Report(subs, report)
+
+
+def _jumps(delivered: list[int], missed: list[int]) -> int:
+    """How many runs of ``missed`` places (in the channel's order) lie between places ``delivered``."""
+    seen = sorted(set(delivered))
+    runs = set()
+    for q in missed:
+        i = bisect.bisect_left(seen, q)
+        runs.add((seen[i - 1] if i else None, seen[i] if i < len(seen) else None))
+    return len(runs)
 
 
 async def _stored(pub: Publisher, channel: str, run: str) -> list[int]:

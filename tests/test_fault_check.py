@@ -42,3 +42,14 @@ async def test_the_fault_checker_reports_all_zero_without_faults(hub_factory: Hu
 def test_the_fault_checker_has_a_command_line() -> None:
     checker = load_checker()
     assert "--api-key" in checker.main.__code__.co_consts or checker.__doc__.count("--api-key")
+
+
+def test_missed_publications_count_in_runs_of_the_channel_order() -> None:
+    """A subscriber's misses are gaps only in as many runs as the SDK reported; one run more
+    (a silent skip) makes them all lost."""
+    jumps = load_checker()._jumps
+    assert jumps([0, 1, 4, 5, 8], []) == 0
+    assert jumps([0, 1, 4, 5, 8], [2, 3]) == 1
+    assert jumps([0, 1, 4, 5, 8], [2, 3, 6, 7]) == 2
+    assert jumps([0, 1, 4, 5, 8], [9, 10]) == 1  # the tail: nothing came after
+    assert jumps([], [0, 1]) == 1
