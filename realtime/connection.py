@@ -187,22 +187,34 @@ class Connection:
         holds less than :data:`WRITE_BUFFER`; the rest waits here until it drains.
         """
         self._dirty = False
-        if not self._pending or self.closed:
+        pending = self._pending
+        if not pending or self.closed:
             return
         transport = self.transport
         if transport.is_closing() or self.ws.closed:  # no data after aiohttp's close frame (1002, 1009)
-            self._pending.clear()
+            pending.clear()
             self._pending_bytes = 0
             return
-        if transport.get_write_buffer_size() + self._pending_bytes > self._max_queue:
+        buffered = transport.get_write_buffer_size()
+        if buffered + self._pending_bytes > self._max_queue:
             # Drop the backlog: it stops counting against the hub, and the Disconnect push
             # and the close frame are not stuck behind it.
-            self._pending.clear()
+            pending.clear()
             self._pending_bytes = 0
             self.close(DisconnectError(CloseCode.SLOW))
             return
-        if self._drain_task is None:
-            self._write(bounded=True)
+        if self._drain_task is not None:
+            return  # the transport is full: the drain flushes again
+        if self._pending_bytes <= WRITE_BUFFER - buffered:  # the hot path, once per subscriber: all fits
+            if len(pending) == 1:
+                transport.write(pending[0].frame())
+            else:
+                for frame in coalesce(pending, self.codec.separator):
+                    transport.write(frame)
+            pending.clear()
+            self._pending_bytes = 0
+            return
+        self._write(bounded=True)
 
     def _write(self, bounded: bool) -> None:
         """Hand queued messages to the transport: all of them, or (``bounded``) until it is full."""
