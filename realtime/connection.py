@@ -317,7 +317,9 @@ class Connection:
                         await self.handle_frame(data if isinstance(data, bytes) else data.encode())
                     finally:
                         self._in_frame = False
-                    if self._pending:  # the replies leave before aiohttp may close (a bad next frame)
+                    if self._pending and self._frames is not None and self._frames.failing:
+                        # aiohttp closes at the bad frame that follows: the replies leave first. (Not
+                        # after every frame: replies leave with the loop's one flush, coalesced.)
                         self.flush()
                     if not self.connected and not self.closed and self._past_connect_deadline():
                         # The deadline passed while this frame ran (a slow, refused connect).

@@ -112,6 +112,8 @@ class FrameQueue(Protocol):
 
     def set_exception(self, exc: BaseException) -> None: ...
 
+    def exception(self) -> BaseException | None: ...
+
 
 _UNPACK16 = struct.Struct("!H").unpack_from
 _UNPACK64 = struct.Struct("!Q").unpack_from
@@ -158,6 +160,12 @@ class ClientFrames:
             return True, b""  # the parser failed first, on a frame before the unmasked one
         self._queue.set_exception(WebSocketError(WSCloseCode.PROTOCOL_ERROR, "unmasked client frame"))
         return True, b""
+
+    @property
+    def failing(self) -> bool:
+        """The client's bytes hold a protocol error (an unmasked frame, or one the parser
+        refused: 1009...): aiohttp closes the connection when ``receive()`` reaches it."""
+        return self._failed or self._queue.exception() is not None
 
     def feed_eof(self) -> None:
         self._parser.feed_eof()
