@@ -35,6 +35,23 @@ async def publish_unseen(hub: RunningHub, channel: str, data: object) -> None:
         engine._handler = handler
 
 
+def hold_the_first_repair_read(hub: RunningHub, monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make the node's first repair read of history wait (a slow engine read, as with Redis):
+    returns (repairing: the read began, gate: set it to let the read go on)."""
+    engine = hub.hub.engine
+    original = engine.history
+    repairing, gate = asyncio.Event(), asyncio.Event()
+
+    async def history(channel: str, **kwargs: Any) -> Any:
+        if kwargs.get("since") is not None and not repairing.is_set():  # the node's repair read
+            repairing.set()
+            await gate.wait()
+        return await original(channel, **kwargs)
+
+    monkeypatch.setattr(engine, "history", history)
+    return repairing, gate
+
+
 async def test_a_lost_delivery_is_filled_from_history(hub: RunningHub) -> None:
     async with await RawClient.open(hub.url) as sub, await RawClient.open(hub.url) as pub:
         await sub.subscribe("feed")
@@ -117,21 +134,12 @@ async def test_python_client_resubscribes_when_asked_to_recover(hub: RunningHub)
 async def test_recovery_during_a_gap_repair_repeats_nothing(hub: RunningHub, monkeypatch: pytest.MonkeyPatch) -> None:
     """A client recovers while the node is still filling a gap from history (a slow engine
     read, as with Redis): its reply carries the gap; the repair must not send it again."""
-    engine = hub.hub.engine
-    original = engine.history
-    repairing, gate = asyncio.Event(), asyncio.Event()
-
-    async def history(channel: str, **kwargs: Any) -> Any:
-        if kwargs.get("since") is not None and not repairing.is_set():  # the node's repair read
-            repairing.set()
-            await gate.wait()
-        return await original(channel, **kwargs)
 
     async with await RawClient.open(hub.url) as alice, await RawClient.open(hub.url) as pub:
         await alice.subscribe("feed")
         await pub.publish("feed", 1)
         first = await alice.publication()
-        monkeypatch.setattr(engine, "history", history)
+        repairing, gate = hold_the_first_repair_read(hub, monkeypatch)
         await publish_unseen(hub, "feed", 2)
         await pub.publish("feed", 3)  # a gap at 2: the repair starts and waits on the engine
         await asyncio.wait_for(repairing.wait(), 5)
@@ -268,21 +276,12 @@ async def test_a_late_copy_held_during_a_repair_is_no_gap(
     """A publication that arrives (again) while the repair reads history, and that the repair then
     delivers from history, is a copy when the repair looks at what it held: not a sign of loss.
     (It used to make the node declare a loss and ask every subscriber to recover.)"""
-    engine = hub.hub.engine
-    original = engine.history
-    repairing, gate = asyncio.Event(), asyncio.Event()
-
-    async def history(channel: str, **kwargs: Any) -> Any:
-        if kwargs.get("since") is not None and not repairing.is_set():  # the node's first repair read
-            repairing.set()
-            await gate.wait()
-        return await original(channel, **kwargs)
 
     async with await RawClient.open(hub.url) as alice, await RawClient.open(hub.url) as pub:
         await alice.subscribe("feed")
         await pub.publish("feed", 1)
         first = await alice.publication()
-        monkeypatch.setattr(engine, "history", history)
+        repairing, gate = hold_the_first_repair_read(hub, monkeypatch)
         await publish_unseen(hub, "feed", 2)
         await pub.publish("feed", 3)  # a gap at 2: the repair starts and waits on the engine
         await asyncio.wait_for(repairing.wait(), 5)
