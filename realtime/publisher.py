@@ -38,6 +38,7 @@ from protocol.codes import ErrorCode
 from protocol.errors import RealtimeError
 from protocol.limits import MAX_STATUS_USERS
 
+from .client.errors import CodedError
 from .client.values import (
     HistoryPage,
     Message,
@@ -86,25 +87,13 @@ class PublisherError(RealtimeError):
     key: str | None = None
 
 
-class ApiError(PublisherError):
-    """The API answered with an error: ``status`` (HTTP), ``code`` (an ErrorCode, or a plain int if unknown)."""
+class ApiError(PublisherError, CodedError):
+    """The API answered with an error: ``status`` (HTTP), ``code`` (an ErrorCode, or a plain int if unknown).
+    ``temporary``: the same call may succeed later (500, 503, 429)."""
 
     def __init__(self, status: int, code: int, message: str) -> None:
-        try:
-            self.code: ErrorCode | int = ErrorCode(code)
-        except ValueError:
-            self.code = code
-        super().__init__(message or f"HTTP {status}")
+        super().__init__(code, message or f"HTTP {status}")
         self.status = status
-
-    @property
-    def message(self) -> str:
-        return str(self)
-
-    @property
-    def temporary(self) -> bool:
-        """True when the same call may succeed later (500, 503, 429)."""
-        return isinstance(self.code, ErrorCode) and self.code.temporary
 
     def __repr__(self) -> str:
         return f"ApiError({self.status}, {int(self.code)}, {self.message!r})"

@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib.util
 import inspect
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import jwt
@@ -80,6 +83,8 @@ T = TypeVar("T")
 # --- time ----------------------------------------------------------------------
 
 #: One unit of time for tests (seconds); waits are multiples of it.
+#: The repository's root.
+ROOT = Path(__file__).resolve().parent.parent
 MS = 0.001
 #: Upper bound of any single wait for a client command or an event.
 WAIT = 5000 * MS
@@ -506,3 +511,13 @@ RECORDERS: dict[int, Recorder] = {}
 
 def recorder(eng: RedisEngine) -> Recorder:
     return RECORDERS[id(eng)]
+
+
+def load_script(name: str) -> Any:
+    """A module of ``scripts/`` (not a package), loaded by file name, e.g. ``load_script("fault_check")``."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the script runs
+    spec.loader.exec_module(module)
+    return module

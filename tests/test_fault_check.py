@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from typing import Any
-
 from realtime.auth import ApiKey
 from realtime.namespaces import Namespace
 
-from .helpers import HubFactory, namespaces
+from .helpers import HubFactory, load_script, namespaces
 
-ROOT = Path(__file__).resolve().parent.parent
 API = ApiKey("checker", "c" * 32, frozenset({"publish", "history"}))
 FAULT = Namespace("fault", subscribe="anyone", publish="clients", history_size=1000, history_ttl=600)
 
 
-def load_checker() -> Any:
-    spec = importlib.util.spec_from_file_location("fault_check", ROOT / "scripts" / "fault_check.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fault_check"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 async def test_the_fault_checker_reports_all_zero_without_faults(hub_factory: HubFactory) -> None:
-    checker = load_checker()
+    checker = load_script("fault_check")
     hub = await hub_factory(namespaces=namespaces(FAULT), api_keys=(API,))
     report = await checker.check(
         [hub.url], [hub.http_url], API.key, channel="fault:t", subscribers=2, count=40, rate=400, settle=0.3
@@ -40,14 +25,14 @@ async def test_the_fault_checker_reports_all_zero_without_faults(hub_factory: Hu
 
 
 def test_the_fault_checker_has_a_command_line() -> None:
-    checker = load_checker()
+    checker = load_script("fault_check")
     assert "--api-key" in checker.main.__code__.co_consts or checker.__doc__.count("--api-key")
 
 
 def test_missed_publications_count_in_runs_of_the_channel_order() -> None:
     """A subscriber's misses are gaps only in as many runs as the SDK reported; one run more
     (a silent skip) makes them all lost."""
-    jumps = load_checker()._jumps
+    jumps = load_script("fault_check")._jumps
     assert jumps([0, 1, 4, 5, 8], []) == 0
     assert jumps([0, 1, 4, 5, 8], [2, 3]) == 1
     assert jumps([0, 1, 4, 5, 8], [2, 3, 6, 7]) == 2

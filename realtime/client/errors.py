@@ -5,7 +5,15 @@ from __future__ import annotations
 from protocol.codes import ErrorCode
 from protocol.errors import RealtimeError
 
-__all__ = ["ClientError", "CommandTimeout", "ConnectionClosed", "ConnectionLost", "ReplyError", "Unsubscribed"]
+__all__ = [
+    "ClientError",
+    "CodedError",
+    "CommandTimeout",
+    "ConnectionClosed",
+    "ConnectionLost",
+    "ReplyError",
+    "Unsubscribed",
+]
 
 
 class ClientError(RealtimeError):
@@ -18,16 +26,16 @@ class ClientError(RealtimeError):
     key: str | None = None
 
 
-class ReplyError(ClientError):
-    """The hub refused a command; ``code`` is an :class:`ErrorCode` (a plain int if unknown)."""
+class CodedError(RealtimeError):
+    """A refusal with an :class:`ErrorCode` ``code`` (a plain int when this SDK does not know it);
+    shared by the client's :class:`ReplyError` and the publisher's ``ApiError``."""
 
-    def __init__(self, code: int, message: str = "") -> None:
+    def __init__(self, code: int, message: str) -> None:
         try:
             self.code: ErrorCode | int = ErrorCode(code)
         except ValueError:
             self.code = code
-        name = self.code.name.lower().replace("_", " ") if isinstance(self.code, ErrorCode) else ""
-        super().__init__(message or name or f"error {code}")
+        super().__init__(message)
 
     @property
     def message(self) -> str:
@@ -35,8 +43,18 @@ class ReplyError(ClientError):
 
     @property
     def temporary(self) -> bool:
-        """True when the same command may succeed if retried later."""
+        """True when the same request may succeed if retried later."""
         return isinstance(self.code, ErrorCode) and self.code.temporary
+
+
+class ReplyError(ClientError, CodedError):
+    """The hub refused a command; ``code`` is an :class:`ErrorCode` (a plain int if unknown)."""
+
+    def __init__(self, code: int, message: str = "") -> None:
+        super().__init__(code, message)
+        if not message:  # the code's name, or its number when this SDK does not know it
+            name = self.code.name.lower().replace("_", " ") if isinstance(self.code, ErrorCode) else f"error {code}"
+            self.args = (name,)
 
 
 class ConnectionClosed(ClientError):
