@@ -332,10 +332,21 @@ class _Inflater:
             raise zlib.error("truncated stream")
 
 
-async def _read_body(request: web.Request, limit: int) -> Body:
+async def _read_body(request: web.Request, limit: int, timeout: float) -> Body:
     """The body as a map; 400 when it is not one, 413 past ``limit`` bytes (compressed or
-    expanded), 415 of another type or Content-Encoding. Called after authentication: nothing of
-    the body is read, nor decompressed, before; the expanded size counts as it is produced."""
+    expanded), 415 of another type or Content-Encoding, 408 when it is not all there within
+    ``timeout`` seconds. Called after authentication: nothing of the body is read, nor
+    decompressed, before; the expanded size counts as it is produced."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_body_in_time(request, limit)
+    except TimeoutError:
+        # A body that trickles or stalls would hold the request (and its memory) until the
+        # client gave up: aiohttp's own timeouts do not cover a request whose head has arrived.
+        raise ApiRefusal(408, ErrorCode.BAD_REQUEST, f"the body was not complete within {timeout:g} s") from None
+
+
+async def _read_body_in_time(request: web.Request, limit: int) -> Body:
     ctype = _content_type(request)
     encoding = _content_encoding(request)
     too_large = CommandError(ErrorCode.LIMIT_EXCEEDED, f"request body larger than {limit} bytes")
@@ -716,7 +727,7 @@ def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
         api = request.app[API]
         try:
             key = api.authenticate(request, route.scope)  # before any byte of the body is read
-            params = await _read_body(request, api.max_body) if route.method == "POST" else request.query
+            params = await _read_body(request, api.max_body, api.settings.http_body_timeout) if route.method == "POST" else request.query
             payload = await route.handler(api, params)
         except ClientGone as exc:  # no one to answer: the response below is not delivered
             log.info("api %s %s: %s", route.method, route.path, exc)

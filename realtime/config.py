@@ -98,6 +98,9 @@ class Settings:
     #: Seconds an HTTP keep-alive connection may wait idle for its next request before
     #: it is closed. WebSocket connections are not affected (they have ping_interval).
     http_idle_timeout: float = 60.0
+    #: Seconds an HTTP API request has, from its head, to send its whole body; a slower
+    #: body (a stalled or trickling client) is answered 408 and its connection closed.
+    http_body_timeout: float = 30.0
     #: Most unauthenticated sockets (plain HTTP connections, and WebSockets whose
     #: connect command has not succeeded yet) from one remote address; over it a new
     #: socket gets a 503 and is closed. 0: no limit (behind a proxy that is one address).
@@ -441,6 +444,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "drain_window": _non_negative,
     "handshake_timeout": _positive,
     "http_idle_timeout": _positive,
+    "http_body_timeout": _positive,
     # 0 turns the limit off.
     "max_pending_per_address": _non_negative,
     "max_pending": _non_negative,

@@ -524,3 +524,28 @@ async def test_a_body_expanding_to_a_whole_number_of_pieces_is_read(
         assert r.status == 200 and answer["offset"] >= 1, answer
     else:  # read whole, then refused for the data's size, as without compression
         assert_error(r.status, answer, 413, ErrorCode.LIMIT_EXCEEDED)
+
+
+async def test_a_body_that_stalls_is_408_and_closed(hub_factory: HubFactory) -> None:
+    """A key holder that sends its head and part of the body, then nothing, is answered 408 (the
+    JSON error map) once http_body_timeout has passed, and its connection closed; /healthz answers
+    meanwhile. (Before, the request waited for the client as long as the client cared to.)"""
+    hub = await hub_factory(api_keys=(ALL,), namespaces=NAMESPACES, http_body_timeout=0.3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
+    head = (
+        "POST /api/publish HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\n"
+        f"Authorization: apikey {ALL.key}\r\nContent-Length: {len(PUBLISH) + 100}\r\n\r\n"
+    )
+    writer.write(head.encode() + PUBLISH)
+    await writer.drain()
+    async with aiohttp.ClientSession() as session, session.get(hub.http_url + "/healthz") as r:
+        assert r.status == 200
+    async with asyncio.timeout(5):
+        answer = await reader.read()  # to EOF: the hub closed the connection
+    writer.close()
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 408 Request Timeout", answer
+    head_part, _, body = rest.partition(b"\r\n\r\n")
+    assert b"Connection: close" in head_part
+    assert_error(408, orjson.loads(body), 408, ErrorCode.BAD_REQUEST)
+    assert b"0.3 s" in body

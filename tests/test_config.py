@@ -113,6 +113,7 @@ TEXT_VALUES: dict[str, tuple[str, object]] = {
     "drain_window": ("0", 0.0),
     "handshake_timeout": ("2.5", 2.5),
     "http_idle_timeout": ("30", 30.0),
+    "http_body_timeout": ("5", 5.0),
     "max_pending_per_address": ("0", 0),
     "max_pending": ("100", 100),
     "backlog": ("512", 512),
