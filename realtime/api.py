@@ -727,7 +727,11 @@ def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
         api = request.app[API]
         try:
             key = api.authenticate(request, route.scope)  # before any byte of the body is read
-            params = await _read_body(request, api.max_body, api.settings.http_body_timeout) if route.method == "POST" else request.query
+            params = (
+                await _read_body(request, api.max_body, api.settings.http_body_timeout)
+                if route.method == "POST"
+                else request.query
+            )
             payload = await route.handler(api, params)
         except ClientGone as exc:  # no one to answer: the response below is not delivered
             log.info("api %s %s: %s", route.method, route.path, exc)

@@ -140,6 +140,18 @@ async def test_raw_publish(api: RunningHub, session: aiohttp.ClientSession, fmt:
     assert (status, again) == (200, first)
 
 
+async def test_every_api_key_shares_one_publish_id_scope(api: RunningHub, session: aiohttp.ClientSession) -> None:
+    """docs/guide.md: a backend that resends with the same id under another API key (a rotated key,
+    another of its services) still publishes once."""
+    body = {"channel": "news", "data": "once", "key": "rotated-1"}
+    status, first = await call(session, api, "POST", "/api/publish", body)
+    assert status == 200
+    status, again = await call(session, api, "POST", "/api/publish", body, headers=auth(PUBLISH_ONLY))
+    assert (status, again) == (200, first)
+    status, page = await call(session, api, "GET", "/api/history", params={"channel": "news"})
+    assert status == 200 and [p["data"] for p in page["publications"]] == ["once"]
+
+
 async def test_response_type_follows_accept(api: RunningHub, session: aiohttp.ClientSession) -> None:
     body = orjson.dumps({"channel": "news", "data": 1})
     headers = {**auth(), "Content-Type": "application/json", "Accept": "application/msgpack"}
