@@ -55,7 +55,7 @@ async def test_a_history_page_stops_at_the_byte_budget_and_pages_on(hub: Running
     """Twenty 60 kB publications: the default page (100) would be 1.2 MB, over the client's
     queue; it stops at the budget instead, says so, and paging with ``before`` gets the rest."""
     await poison(hub, "poisoned")
-    budget = hub.hub.reply_budget
+    budget = hub.hub.settings.max_queue_bytes // 4  # the default budget: a quarter of the queue
     async with await RawClient.open(hub.url, subprotocol=codec) as honest:
         got: list[Publication] = []
         before: int | None = None
