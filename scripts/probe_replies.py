@@ -164,7 +164,7 @@ async def probe(url: str, pid: int, step: str, publications: int, size: int) -> 
             while got < 100:
                 raw = await ws.recv()
                 unpacker = msgpack.Unpacker(raw=False)
-                unpacker.feed(raw)  # type: ignore[arg-type]
+                unpacker.feed(raw)
                 got += sum(1 for _ in unpacker)
         await ws.close()
         after = memory(pid)

@@ -107,15 +107,21 @@ async def test_recovery_too_large_for_one_reply_is_not_recovered(hub: RunningHub
         assert (await honest.command(Unsubscribe(0, "poisoned"))).error is None
         await poison(hub, "poisoned")
         since = StreamPosition(start.offset, start.epoch)
+        epoch = ""
         for _ in range(3):  # every recovery from there, not only the first
             result = (await honest.command(Subscribe(0, "poisoned", since=since))).result
             assert isinstance(result, SubscribeResult)
             assert not result.recovered and result.publications == () and result.offset == 20
             assert (await honest.command(Unsubscribe(0, "poisoned"))).error is None
-        near = StreamPosition(17, result.epoch)
-        result = (await honest.command(Subscribe(0, "poisoned", since=near))).result
-        assert isinstance(result, SubscribeResult) and result.recovered
-        assert [p.offset for p in result.publications] == [18, 19, 20]
+            epoch = result.epoch
+        # History holds offsets 4..20 (its 1 MiB): all of them are still there, but too large for one reply.
+        kept = (await honest.command(Subscribe(0, "poisoned", since=StreamPosition(KEPT - 1, epoch)))).result
+        assert isinstance(kept, SubscribeResult)
+        assert not kept.recovered and kept.publications == () and kept.offset == 20
+        assert (await honest.command(Unsubscribe(0, "poisoned"))).error is None
+        near = (await honest.command(Subscribe(0, "poisoned", since=StreamPosition(17, epoch)))).result
+        assert isinstance(near, SubscribeResult) and near.recovered
+        assert [p.offset for p in near.publications] == [18, 19, 20]
         assert (await honest.command(Ping(0))).error is None
 
 

@@ -120,7 +120,7 @@ async def _stored(engine: Engine) -> int:
         return len(engine._streams) + len(engine._state) + len(engine._receipts) + len(engine._presence)
     assert isinstance(engine, RedisEngine)
     if engine.cluster:
-        return len([k async for k in engine.redis.scan_iter(match=engine.prefix + ":*")])  # type: ignore[union-attr]
+        return len([k async for k in engine.redis.scan_iter(match=engine.prefix + ":*")])
     return len(await engine.redis.keys(engine.prefix + ":*"))
 
 

@@ -665,7 +665,7 @@ class Client:
         pubs: list[m.Publication] = []
         while True:
             command = functools.partial(m.History, channel=channel, limit=want - len(pubs), before=before, after=after)
-            result = await self._request(lambda id: command(id), m.HistoryResult)
+            result = await self._request(command, m.HistoryResult)
             got = result.publications
             if after is None:
                 pubs[:0] = got
