@@ -265,3 +265,37 @@ async def test_channels_per_namespace_are_limited_per_node(hub_factory: HubFacto
         assert (await a.command(Unsubscribe(0, "few:1"))).error is None
         await b.subscribe("few:3")  # one closed: room again
         assert hub.hub.subscriptions.per_namespace["few"] == 2
+
+
+async def test_first_publications_lost_on_the_way_to_an_unstarted_stream_are_repaired(hub: RunningHub) -> None:
+    """Subscribers of a never-published channel stand at offset 0 of epoch "": if the node's
+    first delivery is offset 3 (1 and 2 lost between engine and node), the node fills 1 and 2
+    from history first, and the Python client gets 1, 2, 3 in order."""
+    engine = hub.hub.engine
+    assert isinstance(engine, MemoryEngine)
+    real = engine._handler
+    assert real is not None
+    lost: list[Publication] = []
+
+    class Lossy:
+        def on_publication(self, pub: Publication) -> None:
+            lost.append(pub)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    async with await RawClient.open(hub.url) as raw, fast(hub.url) as client:
+        start = (await raw.subscribe("fresh")).result
+        assert isinstance(start, SubscribeResult) and (start.offset, start.epoch) == (0, "")
+        sub = await client.subscribe("fresh")
+        engine._handler = Lossy()
+        try:
+            await raw.publish("fresh", 1)
+            await raw.publish("fresh", 2)
+        finally:
+            engine._handler = real
+        await raw.publish("fresh", 3)
+        assert [(await raw.publication()).offset for _ in range(3)] == [1, 2, 3]
+        async with asyncio.timeout(WAIT):
+            assert [(await anext(sub)).data for _ in range(3)] == [1, 2, 3]
+        assert sub.recovered

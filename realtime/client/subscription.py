@@ -231,10 +231,10 @@ class Subscription:
         (an offset beyond the next one of the same epoch): it is not delivered, and the caller
         resubscribes from the position, which recovers what was missed or says it cannot."""
         pos = self.position
-        if pos is not None and pub.epoch == pos.epoch:
-            if pub.offset <= pos.offset:
+        if pos is not None and (pub.epoch == pos.epoch or _unstarted(pos)):
+            if pub.epoch == pos.epoch and pub.offset <= pos.offset:
                 return True  # already delivered
-            if pub.offset != pos.offset + 1:
+            if pub.offset != pos.offset + 1:  # (a stream that had not started begins at 1)
                 log.info("channel %r: offset %d after %d, resubscribing", self.channel, pub.offset, pos.offset)
                 return False
         self.position = StreamPosition(pub.offset, pub.epoch)
