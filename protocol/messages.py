@@ -395,6 +395,9 @@ class HistoryResult:
     publications: tuple[Publication, ...]
     offset: int  # the stream's current position
     epoch: str
+    #: The page stopped at the hub's byte budget before ``limit``: more publications follow
+    #: in the direction of travel (page on from the page's oldest, or with ``after``, newest).
+    truncated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

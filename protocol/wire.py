@@ -405,7 +405,13 @@ RESULTS: dict[type[Result], Spec[Result]] = {
         ),
     ),
     HistoryResult: Spec(
-        HistoryResult, (Field("publications", _PUBLICATIONS), Field("offset", UINT), Field("epoch", STR))
+        HistoryResult,
+        (
+            Field("publications", _PUBLICATIONS),
+            Field("offset", UINT),
+            Field("epoch", STR),
+            opt("truncated", BOOL),
+        ),
     ),
     PublishResult: Spec(PublishResult, (Field("offset", UINT), Field("epoch", STR), opt("mid", STR), opt("time", INT))),
     RefreshResult: Spec(RefreshResult, (Field("expires", INT),)),
@@ -475,11 +481,14 @@ def _publish_result_to_map(result: PublishResult, data: DataOut, pub: PubOut | N
 
 
 def _history_result_to_map(result: HistoryResult, data: DataOut, pub: PubOut | None) -> Map:
-    return {
+    m: Map = {
         "publications": _publications(result.publications, data, pub),
         "offset": result.offset,
         "epoch": result.epoch,
     }
+    if result.truncated:
+        m["truncated"] = True
+    return m
 
 
 _ResultWriter = Callable[[Any, DataOut, "PubOut | None"], Map]

@@ -34,6 +34,7 @@ from protocol.messages import (
 from . import __version__
 from .auth import Identity, TokenExpired, TokenInvalid, check_publish, check_subscribe
 from .feature import Feature, Handler, namespace_of
+from .hub import fit
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -121,18 +122,28 @@ class Commands(Feature):
             raise CommandError(ErrorCode.ALREADY_SUBSCRIBED)
         if len(conn.channels) >= hub.settings.max_subscriptions:
             raise CommandError(ErrorCode.LIMIT_EXCEEDED, "too many subscriptions")
+        subs = hub.subscriptions
+        if channel not in subs.channels and subs.per_namespace[ns.name] >= ns.max_channels:
+            raise CommandError(ErrorCode.LIMIT_EXCEEDED, "too many channels in this namespace")
         history = hub.history_options(ns)
         recoverable = history.size > 0 and ns.recovery
         fields: dict[str, Any] = {}
         await hub.begin_subscribe(conn, channel)
         try:
             if cmd.since is not None and recoverable:
-                page = await hub.engine.history(channel, since=cmd.since)
+                since = cmd.since
+                # Offset 0 of epoch "": nothing seen yet, not even the stream's epoch (it had none).
+                start = since.offset == 0 and not since.epoch
+                budget = hub.reply_budget
+                page = await hub.engine.history(channel, since=since, max_bytes=budget)
                 position = page.position
-                pubs = page.publications
-                # Complete only if history still holds the publication right after `since`.
-                recovered = cmd.since.epoch == position.epoch and (
-                    cmd.since.offset == position.offset or (bool(pubs) and pubs[0].offset == cmd.since.offset + 1)
+                pubs, cut = fit(page.publications, conn.codec, budget)
+                # Complete only if history still holds the publication right after `since`, and
+                # all of what follows fits in one reply (else the client reloads: protocol.md).
+                recovered = (
+                    (start or since.epoch == position.epoch)
+                    and (since.offset == position.offset or (bool(pubs) and pubs[0].offset == since.offset + 1))
+                    and not (page.truncated or cut)
                 )
                 if not recovered:
                     pubs = []
@@ -169,7 +180,7 @@ class Commands(Feature):
         if cmd.channel not in conn.channels:  # subscribers may read; others need the right to
             ns = self.namespace(cmd.channel)
             check_subscribe(conn.identity, cmd.channel, ns, None, self.hub.verifier)
-        return await self.hub.history_page(cmd.channel, cmd.limit, cmd.before, cmd.after)
+        return await self.hub.history_page(cmd.channel, cmd.limit, cmd.before, cmd.after, conn.codec)
 
     async def ping(self, conn: Connection, cmd: Ping) -> Result:
         return EmptyResult()

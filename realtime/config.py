@@ -84,6 +84,10 @@ class Settings:
     max_frame_size: int = 65536
     #: Bytes that may wait for one client before it is disconnected as slow.
     max_queue_bytes: int = 1024 * 1024
+    #: Most bytes of publications one history reply (a history page, or the publications a
+    #: recovering subscribe brings back) may carry, as encoded for the client; at most a
+    #: quarter of max_queue_bytes is used, so that one reply never makes an honest client slow.
+    history_reply_bytes: int = 256 * 1024
     #: Most channels one connection may subscribe to.
     max_subscriptions: int = 128
     #: Allowed values of the Origin header ("*" allows any, "https://*.example.com"
@@ -438,6 +442,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "connect_timeout": _positive,
     "max_frame_size": _positive,
     "max_queue_bytes": _positive,
+    "history_reply_bytes": _positive,
     "max_subscriptions": _positive,
     "allowed_origins": _origins,
     # 0 disconnects every client at once on shutdown (tests and single-client setups).

@@ -52,6 +52,9 @@ CLOSE_TIMEOUT = 2.0
 #: Bytes of one connection's frames the transport may hold; the rest waits in the
 #: connection's queue (asyncio's default high-water mark, set explicitly).
 WRITE_BUFFER = 64 * 1024
+#: A frame's commands give the loop a turn at least this often (other clients' pings,
+#: publications); more often when their replies fill the transport.
+YIELD_EVERY = 8
 
 
 def close_timeout(ping_interval: float) -> float:
@@ -169,8 +172,15 @@ class Connection:
         """
         if self.closed:
             return
+        size = len(out.payload)
+        if self._pending_bytes + size > self._max_queue:
+            # Over the bound now, not at the next flush: the backlog never grows past it.
+            self._pending.clear()
+            self._pending_bytes = 0
+            self.close(DisconnectError(CloseCode.SLOW))
+            return
         self._pending.append(out)
-        self._pending_bytes += len(out.payload)
+        self._pending_bytes += size
         if not self._dirty:
             self._dirty = True
             self.hub.mark_dirty(self)
@@ -410,9 +420,13 @@ class Connection:
             else:
                 self.reply(0, error=exc.to_error())
             return
-        for item in items:
+        for n, item in enumerate(items):
             if self.closed:
                 return
+            if n:
+                await self._between_commands(n)
+                if self.closed:
+                    return
             if isinstance(item, ProtocolError):
                 if not self.connected:
                     self.close(DisconnectError(CloseCode.BAD_REQUEST, item.message))
@@ -420,6 +434,21 @@ class Connection:
                 self.reply(item.id, error=item.to_error())
                 continue
             await self.execute(item)
+
+    async def _between_commands(self, n: int) -> None:
+        """Let the loop run between a frame's commands, so that one frame cannot hold it.
+
+        Replies that filled the transport are waited out first: a frame's next command
+        runs only once the client has read its earlier replies (memory stays bounded,
+        and a reading client is never made SLOW by its own frame). Otherwise the loop
+        gets a turn every :data:`YIELD_EVERY` commands (so replies still coalesce).
+        """
+        if self._pending_bytes > WRITE_BUFFER:
+            self.flush()
+        while self._drain_task is not None and not self.closed:
+            await asyncio.shield(self._drain_task)
+        if n % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
 
     async def execute(self, command: Command) -> None:
         """Run one command and send its one reply."""

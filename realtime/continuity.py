@@ -52,6 +52,12 @@ class Continuity:
             if pub.offset != ch.offset + 1 or ch.repairing is not None:
                 self._hold_for_repair(ch, pub)
                 return
+        elif not ch.epoch and pub.offset != 1 and ch.members():
+            # Its subscribers hold a stream that had not started (offset 0 of epoch ""): a first
+            # publication past 1 means the ones before it were lost on the way.
+            ch.epoch = pub.epoch
+            self._hold_for_repair(ch, pub)
+            return
         ch.epoch, ch.offset = pub.epoch, pub.offset
         self.subscriptions.fan_out(ch, pub)
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import msgpack  # type: ignore[import-untyped]
 
+from protocol.codec import Codec
 from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import CommandError, DisconnectError
 from protocol.limits import MAX_HISTORY_PAGE, RECOVER
@@ -295,8 +296,14 @@ class Hub:
         options = self._history.get(ns.name)
         if options is None:
             size, ttl = ns.history(self.settings.history_size, self.settings.history_ttl)
-            options = self._history[ns.name] = HistoryOptions(size, ttl)
+            options = self._history[ns.name] = HistoryOptions(size, ttl, ns.history_max_bytes)
         return options
+
+    @property
+    def reply_budget(self) -> int:
+        """Most bytes of publications one history page or recovery reply carries: never more
+        than a quarter of the client's queue, so that one reply cannot make it SLOW."""
+        return min(self.settings.history_reply_bytes, self.settings.max_queue_bytes // 4)
 
     async def publish(
         self,
@@ -331,18 +338,26 @@ class Hub:
         return PublishResult(done.offset, done.epoch)
 
     async def history_page(
-        self, channel: str, limit: int | None, before: int | None, after: int | None
+        self, channel: str, limit: int | None, before: int | None, after: int | None, codec: Codec | None = None
     ) -> HistoryResult:
-        """A page of history, oldest first: the newest, or just before/after an offset."""
+        """A page of history, oldest first: the newest, or just before/after an offset.
+
+        For a client (``codec``), the page also stops at :attr:`reply_budget` bytes as
+        that codec encodes them (``truncated``): it holds the newest publications that
+        fit, or with ``after`` the oldest, and the client pages on from there.
+        """
         n = MAX_HISTORY_PAGE if limit is None or limit <= 0 else min(limit, MAX_HISTORY_PAGE)
+        budget = self.reply_budget if codec is not None else 0
         if after is not None:
             position = (await self.engine.history(channel, limit=0)).position
-            page = await self.engine.history(channel, since=StreamPosition(after, position.epoch), limit=n)
-            pubs = page.publications
+            since = StreamPosition(after, position.epoch)
+            page = await self.engine.history(channel, since=since, limit=n, max_bytes=budget)
+            pubs, cut = fit(page.publications, codec, budget)
         else:
-            page = await self.engine.history(channel, before=before, limit=n, reverse=True)
-            pubs = page.publications[::-1]
-        return HistoryResult(tuple(pubs), page.position.offset, page.position.epoch)
+            page = await self.engine.history(channel, before=before, limit=n, reverse=True, max_bytes=budget)
+            pubs, cut = fit(page.publications, codec, budget)
+            pubs.reverse()
+        return HistoryResult(tuple(pubs), page.position.offset, page.position.epoch, page.truncated or cut)
 
     # --- revocation ------------------------------------------------------
 
@@ -402,14 +417,21 @@ class Hub:
             return  # left meanwhile
         ch = self.subscriptions.channels[channel]
         ahead = position is not None and bool(ch.epoch) and position.epoch == ch.epoch and position.offset > ch.offset
-        if position is not None and not ch.epoch:
-            ch.epoch, ch.offset = position.epoch, position.offset  # continuity starts here
+        if position is not None and not ch.epoch and position.epoch:
+            if ch.members():
+                # They hold a stream that had not started (offset 0 of epoch ""): they need
+                # every publication of this epoch, and this reply may be ahead of them.
+                ch.epoch = position.epoch
+                ahead = position.offset > ch.offset
+            else:
+                ch.epoch, ch.offset = position.epoch, position.offset  # continuity starts here
         # The reply may have read history ahead of this node's live delivery: the
         # publications up to ``position`` would reach the client twice.
         event = SubEvent.REPLIED_AHEAD if ahead else SubEvent.REPLIED
         waiting = self.subscriptions.transition(conn, channel, event, position)
         for out in waiting:
-            if position is None or out.epoch != position.epoch or out.offset > position.offset:
+            # (Events carry no epoch; the reply's may be "", a stream that has not started.)
+            if not out.epoch or position is None or out.epoch != position.epoch or out.offset > position.offset:
                 conn.send(out)
 
     async def unsubscribe(self, conn: Connection, channel: str) -> None:
@@ -472,6 +494,20 @@ class Hub:
         for feature in self.features:
             await feature.close()
         await self.engine.close()
+
+
+def fit(pubs: list[Publication], codec: Codec | None, budget: int) -> tuple[list[Publication], bool]:
+    """The first of ``pubs`` whose encodings by ``codec`` fit in ``budget`` bytes (at least one),
+    and whether any was left out. The engine read them bounded by their stored size; a
+    JSON encoding may be larger (base64, escapes), so the reply is measured as it will be sent."""
+    if codec is None or not budget:
+        return pubs, False
+    total = 0
+    for i, pub in enumerate(pubs):
+        total += len(codec.encode(pub))
+        if i and total > budget:
+            return pubs[:i], True
+    return pubs, False
 
 
 def _claim(mine: dict[K, V], theirs: Mapping[K, V], feature: Feature, what: str) -> None:

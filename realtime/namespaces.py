@@ -74,6 +74,14 @@ class Namespace:
     history_size: int | None = None
     #: Seconds publications are kept; None = the global history_ttl.
     history_ttl: float | None = None
+    #: Most bytes of publications a channel's history keeps (data and publisher info; the
+    #: oldest go first, the newest is always kept): a few large publications cannot crowd
+    #: out everything else, nor make every recovery too large to answer.
+    history_max_bytes: int = 1024 * 1024
+    #: Most channels of this namespace with subscribers on one node at once; a subscribe
+    #: that would open one more is refused with LIMIT_EXCEEDED. (Per node: what a node can
+    #: count without a round trip; channels nobody subscribes to hold no node state.)
+    max_channels: int = 100_000
     #: Whether a resubscribing client may recover missed publications from history.
     recovery: bool = True
     #: Whether the channel keeps presence (who is subscribed).
@@ -185,6 +193,8 @@ _NUMBERS: dict[str, tuple[bool, bool, float, bool]] = {
     "typing_timeout": (False, False, 0, True),
     "idempotency_window": (False, False, 0, False),
     "max_message_size": (True, True, 0, True),
+    "history_max_bytes": (True, False, 0, True),
+    "max_channels": (True, False, 0, True),
     "max_rate": (False, False, 0, False),
 }
 

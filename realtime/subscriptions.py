@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections import Counter
 from collections.abc import Mapping
 from typing import Final, Generic, Protocol, TypeVar
 
@@ -33,6 +34,7 @@ from protocol.codec import Codec
 from protocol.messages import Publication, StreamPosition
 
 from .frames import Outgoing
+from .namespaces import namespace_of
 
 
 class SubState(enum.Enum):
@@ -122,18 +124,25 @@ class Subscriptions(Generic[C]):
 
     def __init__(self) -> None:
         self.channels: dict[str, Channel[C]] = {}
+        #: Namespace name -> how many of ``channels`` are in it (the namespace's max_channels quota).
+        self.per_namespace: Counter[str] = Counter()
 
     def channel(self, name: str) -> Channel[C]:
         """The channel's node state, made on first use."""
         ch = self.channels.get(name)
         if ch is None:
             ch = self.channels[name] = Channel()
+            self.per_namespace[namespace_of(name)] += 1
         return ch
 
     def drop_if_empty(self, name: str, ch: Channel[C]) -> bool:
         """Forget ``ch`` when nobody is subscribed to it; True if it was forgotten."""
         if ch.empty() and self.channels.get(name) is ch:
             del self.channels[name]
+            ns = namespace_of(name)
+            self.per_namespace[ns] -= 1
+            if not self.per_namespace[ns]:
+                del self.per_namespace[ns]
             return True
         return False
 

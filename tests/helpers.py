@@ -415,6 +415,8 @@ EXAMPLES: dict[str, Command | ServerMessage] = {
     "refresh-reply": Reply(7, RefreshResult(1767229200)),
     "history": History(8, "chat:lobby", limit=1, before=43),
     "history-reply": Reply(8, HistoryResult((_CHAT_PUB,), 43, "Xq3v")),
+    "history-newest": History(13, "chat:lobby"),
+    "history-truncated-reply": Reply(13, HistoryResult((_CHAT_PUB,), 43, "Xq3v", truncated=True)),
     "typing": Typing(9, "chat:lobby"),
     "typing-push": TypingNotice("chat:lobby", "alice", True, 6.0),
     "read": Read(10, "chat:lobby", 42),

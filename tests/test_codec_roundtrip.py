@@ -154,6 +154,7 @@ SERVER_MESSAGES: list[ServerMessage] = [
     Reply(4, RefreshResult(0)),
     Reply(5, HistoryResult((), 0, "")),
     Reply(5, HistoryResult((PUB, CHAT_PUB), 43, "Xq3v")),
+    Reply(5, HistoryResult((PUB,), 43, "Xq3v", truncated=True)),
     Reply(6, ReadResult(0)),
     Reply(6, ReadResult(MAX_OFFSET)),
     Reply(7, ReceiptsResult({})),

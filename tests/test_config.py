@@ -108,6 +108,7 @@ TEXT_VALUES: dict[str, tuple[str, object]] = {
     "connect_timeout": ("3", 3.0),
     "max_frame_size": ("1024", 1024),
     "max_queue_bytes": ("2048", 2048),
+    "history_reply_bytes": ("4096", 4096),
     "max_subscriptions": ("5", 5),
     "allowed_origins": ("https://a.example, https://*.b.example,,*", ("https://a.example", "https://*.b.example", "*")),
     "drain_window": ("0", 0.0),

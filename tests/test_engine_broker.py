@@ -70,6 +70,60 @@ async def test_history_is_bounded_by_size(engine: Engine) -> None:
     assert [p.offset for p in page.publications] == list(range(6, 16))
 
 
+async def test_history_is_bounded_by_bytes_keeping_the_newest(engine: Engine) -> None:
+    bounded = HistoryOptions(size=10, ttl=60, max_bytes=3500)
+    for i in range(6):
+        await engine.publish("kb", bytes([i]) * 1000, history=bounded)
+    page = await engine.history("kb")
+    assert [p.offset for p in page.publications] == [4, 5, 6]  # 3 x ~1000 bytes fit in 3500
+    await engine.publish("kb", b"\x07" * 5000, history=bounded)  # alone over the bound: still kept
+    assert [p.offset for p in (await engine.history("kb")).publications] == [7]
+    for i in range(3):
+        await engine.publish("kb", bytes([i]) * 1000, history=bounded)
+    assert [p.offset for p in (await engine.history("kb")).publications] == [8, 9, 10]
+
+
+async def test_a_history_read_is_bounded_by_bytes(engine: Engine) -> None:
+    for i in range(8):
+        await engine.publish("rb", bytes([i]) * 1000, history=KEEP)
+    epoch = (await engine.history("rb", limit=0)).position.epoch
+    forward = await engine.history("rb", since=StreamPosition(0, epoch), max_bytes=3500)
+    assert [p.offset for p in forward.publications] == [1, 2, 3] and forward.truncated
+    backward = await engine.history("rb", before=8, reverse=True, max_bytes=3500)
+    assert [p.offset for p in backward.publications] == [7, 6, 5] and backward.truncated
+    one = await engine.history("rb", since=StreamPosition(7, epoch), max_bytes=10)  # the first is always read
+    assert [p.offset for p in one.publications] == [8] and not one.truncated
+    first = await engine.history("rb", max_bytes=10)
+    assert [p.offset for p in first.publications] == [1] and first.truncated
+    whole = await engine.history("rb", since=StreamPosition(2, epoch), max_bytes=100_000)
+    assert [p.offset for p in whole.publications] == [3, 4, 5, 6, 7, 8] and not whole.truncated
+    counted = await engine.history("rb", limit=2, max_bytes=100_000)
+    assert len(counted.publications) == 2 and not counted.truncated  # a limit reached is no truncation
+
+
+async def test_reads_of_an_unknown_channel_create_no_state(engine: Engine) -> None:
+    """history, recovery and position reads of never-published channels leave the engine as it was."""
+    before = await _stored(engine)
+    for i in range(50):
+        name = f"never:{i}"
+        assert (await engine.history(name, limit=0)).position == StreamPosition(0, "")
+        assert (await engine.history(name, since=StreamPosition(0, ""))).publications == []
+        assert (await engine.history(name, limit=10, reverse=True, max_bytes=100)).publications == []
+    assert await _stored(engine) == before
+    pos = await engine.publish("never:0", b"\x00", history=KEEP)
+    assert pos.offset == 1 and pos.epoch  # the first publish starts the stream
+
+
+async def _stored(engine: Engine) -> int:
+    """How many things the engine holds: streams (memory), keys under the prefix (Redis)."""
+    if isinstance(engine, MemoryEngine):
+        return len(engine._streams) + len(engine._state) + len(engine._receipts) + len(engine._presence)
+    assert isinstance(engine, RedisEngine)
+    if engine.cluster:
+        return len([k async for k in engine.redis.scan_iter(match=engine.prefix + ":*")])
+    return len(await engine.redis.keys(engine.prefix + ":*"))
+
+
 async def test_no_history_still_assigns_offsets(engine: Engine) -> None:
     await engine.publish("n", b"\x00")
     pos = await engine.publish("n", b"\x00")
@@ -224,11 +278,13 @@ async def test_epoch_changes_when_the_position_is_lost(nodes: Nodes) -> None:
     assert await eng.receipts("lost") == {}  # receipts counted offsets of the lost epoch
 
 
-async def test_reading_a_new_channel_fixes_its_epoch(nodes: Nodes) -> None:
+async def test_reads_of_a_new_channel_write_no_key(nodes: Nodes) -> None:
     eng = await nodes()
-    read = (await eng.history("fresh", limit=0)).position
+    assert (await eng.history("fresh", limit=0)).position == StreamPosition(0, "")
+    assert (await eng.history("fresh", since=StreamPosition(0, ""))).publications == []
+    assert await eng.redis.keys(eng.prefix + "*") == []
     pos = await eng.publish("fresh", b"\x00", history=KEEP)
-    assert read.offset == 0 and pos == StreamPosition(1, read.epoch)
+    assert pos.offset == 1 and pos.epoch
 
 
 async def test_keys_of_a_channel_share_a_slot_and_expire(nodes: Nodes) -> None:

@@ -25,7 +25,7 @@ from protocol.backoff import backoff
 from protocol.codec import Codec
 from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import RealtimeError
-from protocol.limits import JSON_SUBPROTOCOL, MAX_ID, MAX_STATUS_USERS, MSGPACK_SUBPROTOCOL, RECOVER
+from protocol.limits import JSON_SUBPROTOCOL, MAX_HISTORY_PAGE, MAX_ID, MAX_STATUS_USERS, MSGPACK_SUBPROTOCOL, RECOVER
 from realtime import __version__  # the package root holds only the version
 
 from .connection import ABNORMAL, Connection
@@ -655,13 +655,30 @@ class Client:
         Without ``before``/``after``: the newest ``limit`` publications; with
         ``before`` (an offset): the ``limit`` just before it; with ``after``:
         the ``limit`` just after it. The hub caps a page at 100. Subscribers
-        may read; others need the right to subscribe.
+        may read; others need the right to subscribe. A hub reply that stopped at
+        its byte budget (``truncated``) is followed by the next one here, until
+        ``limit`` publications are in or history ends, so each reply stays small.
         """
         if before is not None and after is not None:
             raise ValueError("pass before or after, not both")
-        result = await self._request(lambda id: m.History(id, channel, limit, before, after), m.HistoryResult)
-        pubs = (message_of(pub) for pub in result.publications)
-        return HistoryPage((p for p in pubs if p is not None), StreamPosition(result.offset, result.epoch))
+        want = MAX_HISTORY_PAGE if limit is None or limit <= 0 else min(limit, MAX_HISTORY_PAGE)
+        pubs: list[m.Publication] = []
+        while True:
+            command = functools.partial(m.History, channel=channel, limit=want - len(pubs), before=before, after=after)
+            result = await self._request(command, m.HistoryResult)
+            got = result.publications
+            if after is None:
+                pubs[:0] = got
+            else:
+                pubs.extend(got)
+            if not (result.truncated and got and len(pubs) < want):
+                break
+            if after is None:  # the newest came first: page on towards older ones
+                before = got[0].offset
+            else:
+                after = got[-1].offset
+        messages = (message_of(pub) for pub in pubs)
+        return HistoryPage((p for p in messages if p is not None), StreamPosition(result.offset, result.epoch))
 
     async def typing(self, channel: str, typing: bool = True) -> None:
         """Tell a chat channel's subscribers that this user is typing (or, ``typing=False``, stopped).

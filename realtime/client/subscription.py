@@ -193,7 +193,8 @@ class Subscription:
         held, self._held = self._held or [], None
         for push in held:  # after a gap, publications are not delivered: the resubscribe brings them
             if isinstance(push, m.Publication):
-                if push.epoch == top.epoch:  # pushes from before an epoch change are stale
+                # Pushes from before an epoch change are stale; a stream that had not started gets its first.
+                if push.epoch == top.epoch or _unstarted(top):
                     gap |= not self._deliver(push)
             elif self._handle(push):
                 gap = True
@@ -230,14 +231,16 @@ class Subscription:
         (an offset beyond the next one of the same epoch): it is not delivered, and the caller
         resubscribes from the position, which recovers what was missed or says it cannot."""
         pos = self.position
-        if pos is not None and pub.epoch == pos.epoch:
-            if pub.offset <= pos.offset:
+        if pos is not None and (pub.epoch == pos.epoch or _unstarted(pos)):
+            if pub.epoch == pos.epoch and pub.offset <= pos.offset:
                 return True  # already delivered
-            if pub.offset != pos.offset + 1:
+            if pub.offset != pos.offset + 1:  # (a stream that had not started begins at 1)
                 log.info("channel %r: offset %d after %d, resubscribing", self.channel, pub.offset, pos.offset)
                 return False
         self.position = StreamPosition(pub.offset, pub.epoch)
-        if pos is not None and pub.epoch != pos.epoch:  # the stream restarted: what it held is gone
+        if pos is not None and pub.epoch != pos.epoch and not _unstarted(pos):
+            # The stream restarted: what it held is gone. (Offset 0 of epoch "": the stream
+            # had not started, and its first publication brings its epoch.)
             self.recovered = False
             self._client._unrecovered(self, f"the stream restarted (epoch {pos.epoch} -> {pub.epoch})")
         publication = message_of(pub)
@@ -256,3 +259,8 @@ class Subscription:
             self._pubs.end(error)
             if self._events is not None:
                 self._events.end(error)
+
+
+def _unstarted(pos: StreamPosition) -> bool:
+    """Offset 0 of epoch "": a stream nothing was published to yet (protocol.md, recovery)."""
+    return pos.offset == 0 and not pos.epoch

@@ -39,21 +39,36 @@ class PublicationHandler(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class HistoryOptions:
-    """How much of a channel's stream to keep: ``size`` publications for ``ttl`` seconds.
+    """How much of a channel's stream to keep: ``size`` publications for ``ttl`` seconds,
+    and (``max_bytes`` > 0) at most that many bytes of them, the newest one always kept.
 
-    ``size == 0`` keeps no history; offsets are still assigned.
+    ``size == 0`` keeps no history; offsets are still assigned. Bytes are counted by
+    :func:`stored_size` (the Redis engine counts its stored message, a few bytes more).
     """
 
     size: int = 0
     ttl: float = 0.0
+    max_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class HistorySlice:
-    """Publications read from history, and the stream's current position."""
+    """Publications read from history, and the stream's current position.
+
+    ``truncated``: the read stopped at its ``max_bytes`` while more publications
+    matched (a ``limit`` reached is not a truncation). A channel nothing was ever
+    published to (or whose position was forgotten) stands at offset 0 of epoch ``""``.
+    """
 
     publications: list[Publication]
     position: StreamPosition
+    truncated: bool = False
+
+
+def stored_size(pub: Publication) -> int:
+    """The bytes a publication weighs against history byte bounds: its data and info."""
+    info = pub.info
+    return len(pub.data) + (len(info.info or b"") + len(info.user) + len(info.client) if info is not None else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,12 +210,18 @@ class Broker(abc.ABC):
         before: int | None = None,
         limit: int | None = None,
         reverse: bool = False,
+        max_bytes: int = 0,
     ) -> HistorySlice:
         """Read history: with ``since``, the publications after it (same epoch only);
         with ``before``, those with a smaller offset.
 
         ``reverse`` walks from the newest, so ``limit`` keeps the newest ones; the
         slice is returned newest first then. ``limit=0`` returns only the position.
+        ``max_bytes`` > 0 stops the read before the publication that would take the
+        slice's :func:`stored_size` total over it (the first one is always read), and
+        marks the slice ``truncated``: a read costs memory in proportion to it, not
+        to the history. A read never creates state: an unknown channel stands at
+        offset 0 of epoch ``""``.
         """
 
     @abc.abstractmethod

@@ -20,7 +20,7 @@ from time import monotonic as _now
 from protocol.messages import ClientInfo, Publication, StateEntry, StreamPosition
 
 from .base import Engine
-from .broker import HistoryOptions, HistorySlice, Idempotency, PublicationHandler, Published
+from .broker import HistoryOptions, HistorySlice, Idempotency, PublicationHandler, Published, stored_size
 from .errors import VersionConflict
 from .presence import PresenceCounts, PresenceEntry
 
@@ -34,6 +34,7 @@ class _Stream:
     epoch: str
     offset: int = 0
     publications: deque[Publication] = field(default_factory=deque)
+    bytes: int = 0  # stored_size() of the publications
     expires: float = 0.0  # monotonic time the history expires at, 0 = never
     touched: float = 0.0  # monotonic time of the last publish
 
@@ -85,6 +86,7 @@ class MemoryEngine(Engine):
                 self._receipts.pop(channel, None)  # offsets of a forgotten epoch
             elif stream.expires and stream.expires < now:
                 stream.publications.clear()
+                stream.bytes = 0
                 stream.expires = 0.0
         for key, (_, expires) in list(self._kv.items()):
             if expires and expires <= now:
@@ -94,13 +96,19 @@ class MemoryEngine(Engine):
                 del self._done[done]
 
     def _stream(self, channel: str) -> _Stream:
-        stream = self._streams.get(channel)
+        """The channel's stream, made by a publish (never by a read: see :meth:`_existing`)."""
+        stream = self._existing(channel)
         if stream is None:
             # A new epoch: offsets start again, and receipts of the old ones mean nothing (as on Redis).
             stream = self._streams[channel] = _Stream(new_epoch(), touched=_now())
             self._receipts.pop(channel, None)
-        elif stream.expires and stream.expires < _now():
+        return stream
+
+    def _existing(self, channel: str) -> _Stream | None:
+        stream = self._streams.get(channel)
+        if stream is not None and stream.expires and stream.expires < _now():
             stream.publications.clear()
+            stream.bytes = 0
             stream.expires = 0.0
         return stream
 
@@ -126,8 +134,10 @@ class MemoryEngine(Engine):
         if history.size > 0:
             pubs = stream.publications
             pubs.append(pub)
-            while len(pubs) > history.size:
-                pubs.popleft()
+            stream.bytes += stored_size(pub)
+            limit = history.max_bytes
+            while len(pubs) > history.size or (limit and stream.bytes > limit and len(pubs) > 1):
+                stream.bytes -= stored_size(pubs.popleft())
             if history.ttl > 0:
                 stream.expires = _now() + history.ttl
         if self._handler is not None and channel in self._subscribed:
@@ -151,29 +161,41 @@ class MemoryEngine(Engine):
         before: int | None = None,
         limit: int | None = None,
         reverse: bool = False,
+        max_bytes: int = 0,
     ) -> HistorySlice:
-        stream = self._stream(channel)
+        stream = self._existing(channel)
+        if stream is None:
+            return HistorySlice([], StreamPosition(0, ""))
         position = StreamPosition(stream.offset, stream.epoch)
-        if limit == 0:
+        if limit == 0 or (since is not None and since.epoch and since.epoch != stream.epoch):
             return HistorySlice([], position)
-        pubs: list[Publication] = list(stream.publications)
-        if since is not None:
-            if since.epoch != stream.epoch:
-                pubs = []
-            else:
-                pubs = [p for p in pubs if p.offset > since.offset]
-        if before is not None:
-            pubs = [p for p in pubs if p.offset < before]
-        if reverse:
-            pubs.reverse()
-        if limit is not None:
-            pubs = pubs[:limit]
-        return HistorySlice(pubs, position)
+        stored = stream.publications
+        walk = reversed(stored) if reverse else iter(stored)
+        pubs: list[Publication] = []
+        size, truncated = 0, False
+        for p in walk:  # references only: what the slice holds is bounded by limit and max_bytes
+            if since is not None and p.offset <= since.offset:
+                if reverse:
+                    break
+                continue
+            if before is not None and p.offset >= before:
+                if reverse:
+                    continue
+                break
+            if limit is not None and len(pubs) >= limit:
+                break
+            size += stored_size(p)
+            if max_bytes and pubs and size > max_bytes:
+                truncated = True
+                break
+            pubs.append(p)
+        return HistorySlice(pubs, position, truncated)
 
     async def remove_history(self, channel: str) -> None:
         stream = self._streams.get(channel)
         if stream is not None:
             stream.publications.clear()
+            stream.bytes = 0
 
     # --- events ----------------------------------------------------------
 

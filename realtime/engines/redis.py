@@ -435,6 +435,7 @@ class RedisEngine(Engine):
             mid,
             time,
             secrets.token_hex(4),
+            max(0, history.max_bytes),
         ]
         if idempotency is not None:
             keys.append(self.idempotency_key(channel, idempotency.key))
@@ -554,6 +555,7 @@ class RedisEngine(Engine):
         before: int | None = None,
         limit: int | None = None,
         reverse: bool = False,
+        max_bytes: int = 0,
     ) -> HistorySlice:
         b = self.base(channel)
         start = str(max(0, since.offset) + 1) if since is not None else "-"
@@ -566,15 +568,14 @@ class RedisEngine(Engine):
         reply = await self._run(
             "read history",
             self._history,
-            (b + ":s", b + ":m", b + ":r"),
+            (b + ":s", b + ":m"),
             (
-                secrets.token_hex(4),
-                self._meta_ms,
                 since.epoch if since is not None else "",
                 start,
                 end,
                 "1" if reverse else "0",
                 count,
+                max(0, max_bytes),
             ),
         )
         position = StreamPosition(int(reply[0]), reply[1].decode())
@@ -582,7 +583,7 @@ class RedisEngine(Engine):
         if len(reply) > 2:
             for _id, fields in reply[2]:
                 pubs.append(decode_publication(channel, _field(fields, b"d")))
-        return HistorySlice(pubs, position)
+        return HistorySlice(pubs, position, len(reply) > 3 and int(reply[3]) == 1)
 
     async def remove_history(self, channel: str) -> None:
         with self._guard("remove history"):

@@ -51,7 +51,7 @@ PUBLISH_CORE = (
     _EPOCH_CORE
     + """
 local function rt_publish(stream, meta, receipts, pubsub, publish_cmd, data, size, history_ms, meta_ms,
-                          user, client, info, mid, time, candidate, idem, idem_ms)
+                          user, client, info, mid, time, candidate, idem, idem_ms, max_bytes)
   if idem then
     local done = redis.call('GET', idem)
     if done then
@@ -73,7 +73,22 @@ local function rt_publish(stream, meta, receipts, pubsub, publish_cmd, data, siz
   end
   local message = cmsgpack.pack({0, offset, epoch, data, who, mid, time})
   if size > 0 then
-    redis.call('XADD', stream, 'MAXLEN', size, offset, 'd', message)
+    -- The meta field b counts the bytes of the stream's messages (reset when the stream is
+    -- gone: expired or removed); trimming by hand keeps it right, by count and by bytes.
+    local bytes = 0
+    if redis.call('EXISTS', stream) == 1 then
+      bytes = tonumber(redis.call('HGET', meta, 'b') or '0')
+    end
+    redis.call('XADD', stream, offset, 'd', message)
+    bytes = bytes + #message
+    local length = redis.call('XLEN', stream)
+    while length > size or (max_bytes > 0 and bytes > max_bytes and length > 1) do
+      local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+      redis.call('XDEL', stream, oldest[1])
+      bytes = bytes - #oldest[2][2]
+      length = length - 1
+    end
+    redis.call('HSET', meta, 'b', bytes)
     local keep = history_ms
     if keep <= 0 then keep = meta_ms end
     if keep > 0 then
@@ -91,42 +106,63 @@ end
 
 #: KEYS stream, meta, receipts, pub/sub channel[, idempotency key].
 #: ARGV publish command, data, history size, history ms, meta ms, user, client, info, mid, time, epoch if new,
-#: idempotency ms (with the idempotency key).
+#: history max bytes (0 = no bound), idempotency ms (with the idempotency key).
 PUBLISH = (
     PUBLISH_CORE
     + """
 return rt_publish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]),
                   tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10]), ARGV[11],
-                  KEYS[5] or false, tonumber(ARGV[12] or '0'))
+                  KEYS[5] or false, tonumber(ARGV[13] or '0'), tonumber(ARGV[12]))
 """
 )
 
-#: KEYS stream, meta, receipts. ARGV epoch if new, meta ms, since epoch ('' = any), start id, end id,
-#: reverse ('1'/'0'), count ('' = all, '0' = position only).
-#: Returns {offset, epoch, entries or nothing}.
-HISTORY = (
-    _EPOCH_CORE
-    + """
-local epoch, fresh = rt_epoch(KEYS[2], KEYS[1], KEYS[3], ARGV[1], tonumber(ARGV[2]))
+#: KEYS stream, meta. ARGV since epoch ('' = any), start id, end id, reverse ('1'/'0'),
+#: count ('' = all, '0' = position only), max bytes ('0' = no bound).
+#: Returns {offset, epoch, entries, truncated} or, for the position only, {offset, epoch}.
+#: A read creates nothing: a channel without meta stands at {0, ''}. Entries are read in
+#: batches and the read stops before the one that would take their bytes over max bytes
+#: (the first is always read: truncated = 1), so a reply is bounded however large history is.
+HISTORY = """
+local epoch = redis.call('HGET', KEYS[2], 'e')
+if not epoch then
+  return {0, ''}
+end
 local offset = tonumber(redis.call('HGET', KEYS[2], 'o'))
-if fresh or ARGV[7] == '0' or (ARGV[3] ~= '' and ARGV[3] ~= epoch) then
+if ARGV[5] == '0' or (ARGV[1] ~= '' and ARGV[1] ~= epoch) then
   return {offset, epoch}
 end
-local entries
-if ARGV[6] == '1' then
-  if ARGV[7] == '' then
-    entries = redis.call('XREVRANGE', KEYS[1], ARGV[5], ARGV[4])
+local want = tonumber(ARGV[5])
+local budget = tonumber(ARGV[6])
+local first, last, reverse = ARGV[2], ARGV[3], ARGV[4] == '1'
+local out, bytes, truncated = {}, 0, 0
+while true do
+  local n = 32
+  if want then n = math.min(n, want - #out) end
+  if n <= 0 then break end
+  local batch
+  if reverse then
+    batch = redis.call('XREVRANGE', KEYS[1], last, first, 'COUNT', n)
   else
-    entries = redis.call('XREVRANGE', KEYS[1], ARGV[5], ARGV[4], 'COUNT', ARGV[7])
+    batch = redis.call('XRANGE', KEYS[1], first, last, 'COUNT', n)
   end
-elseif ARGV[7] == '' then
-  entries = redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[5])
-else
-  entries = redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[5], 'COUNT', ARGV[7])
+  for _, entry in ipairs(batch) do
+    local size = #entry[2][2]
+    if budget > 0 and #out > 0 and bytes + size > budget then
+      truncated = 1
+      break
+    end
+    out[#out + 1] = entry
+    bytes = bytes + size
+  end
+  if truncated == 1 or #batch < n then break end
+  if reverse then
+    last = '(' .. batch[#batch][1]
+  else
+    first = '(' .. batch[#batch][1]
+  end
 end
-return {offset, epoch, entries}
+return {offset, epoch, out, truncated}
 """
-)
 
 #: KEYS receipts, meta. ARGV user, offset, meta ms. Receipts live as long as the channel's position.
 RECEIPT_SET = """
@@ -424,7 +460,7 @@ local function rt_fcall_publish(keys, args, json)
     meta_ms = history_ms
   end
   return rt_publish(base .. ':s', base .. ':m', base .. ':r', base .. ':p', PUBLISH_CMD, data, size,
-                    history_ms, meta_ms, args[4] or '', args[5] or '', info, args[7] or '', time, '', idem, idem_ms)
+                    history_ms, meta_ms, args[4] or '', args[5] or '', info, args[7] or '', time, '', idem, idem_ms, 0)
 end
 
 redis.register_function('realtime_publish', function(keys, args) return rt_fcall_publish(keys, args, false) end)
