@@ -76,11 +76,12 @@ from protocol.messages import (
 )
 from protocol.wire import check_channel, pack_data
 
+from . import audit
 from .auth import ApiKey, find_api_key
 from .engines.errors import EngineError, client_error
 from .feature import namespace_of
 from .hub import Hub
-from .logs import install_http_log_filter
+from .logs import ApiCaller, bound, install_http_log_filter, safe
 from .namespaces import Namespace
 
 __all__ = [
@@ -621,6 +622,7 @@ class Api:
     async def disconnect(self, body: Body) -> object:
         user = _text(_required(body, "user"), "user", MAX_USER_LENGTH)
         code = CloseCode.FORCE_RECONNECT if _bool(body, "reconnect", False) else CloseCode.FORCE_DISCONNECT
+        audit.target(user=user, code=int(code))
         await self.hub.control("disconnect", user=user, code=int(code), reason=CLOSE_REASONS[code])
         return {}
 
@@ -628,6 +630,7 @@ class Api:
         user = _text(_required(body, "user"), "user", MAX_USER_LENGTH)
         channel = _channel(body)
         self.namespace(channel)
+        audit.target(user=user, channel=channel)
         await self.hub.control("unsubscribe", user=user, channel=channel)
         return {}
 
@@ -639,7 +642,9 @@ class Api:
             if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
                 raise _bad("before must be a number of seconds since the epoch, >= 0")
             before = float(value)
+        audit.target(user=user)
         await self.hub.revoke(user, before)
+        audit.revoked(user, before)
         return {}
 
     # --- live state ------------------------------------------------------
@@ -705,35 +710,52 @@ def _respond(
     return web.Response(status=status, body=render(payload, fmt), content_type=fmt, headers=headers)
 
 
+def _status(exc: CommandError) -> int:
+    return exc.status if isinstance(exc, ApiRefusal) else STATUS.get(exc.code, 400)
+
+
 def _refused(request: web.Request, exc: CommandError) -> web.Response:
-    if isinstance(exc, ApiRefusal):
-        return _respond(request, exc.status, _error_map(exc), exc.headers)
-    return _respond(request, STATUS.get(exc.code, 400), _error_map(exc))
+    headers = exc.headers if isinstance(exc, ApiRefusal) else None
+    return _respond(request, _status(exc), _error_map(exc), headers)
 
 
 def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        api = request.app[API]
-        try:
-            key = api.authenticate(request, route.scope)  # before any byte of the body is read
-            params = await _read_body(request, api.max_body) if route.method == "POST" else request.query
-            payload = await route.handler(api, params)
-        except ClientGone as exc:  # no one to answer: the response below is not delivered
-            log.info("api %s %s: %s", route.method, route.path, exc)
-            return _refused(request, _bad(str(exc)))
-        except (CommandError, EngineError) as exc:
-            if isinstance(exc, CommandError) and exc.code == ErrorCode.INTERNAL:
-                log.error("api %s %s failed: %s", route.method, route.path, exc.message)
-            elif isinstance(exc, UnreadableBody):
-                log.info("api %s %s refused: %s", route.method, route.path, exc.message)
-            return _refused(request, refusal(exc))
-        except Exception as exc:
-            log.exception("api %s %s failed", route.method, route.path)
-            return _refused(request, refusal(exc))
-        log.debug("api %s %s key=%s", route.method, route.path, key.name)
-        return _respond(request, 200, payload)
+        caller = ApiCaller(request.remote or "-")
+        with bound(caller):  # records logged while it runs name its remote address and key
+            response = await _handle(route, request, caller)
+        if caller.key:
+            audit.api_call(caller, route.method, route.path, response.status)
+        return response
 
     return handle
+
+
+async def _handle(route: Route, request: web.Request, caller: ApiCaller) -> web.Response:
+    api = request.app[API]
+    try:
+        try:
+            key = api.authenticate(request, route.scope)  # before any byte of the body is read
+        except CommandError as exc:
+            audit.api_refused(caller, route.method, route.path, _status(exc), exc.message)
+            raise
+        caller.key = key.name
+        params = await _read_body(request, api.max_body) if route.method == "POST" else request.query
+        payload = await route.handler(api, params)
+    except ClientGone as exc:  # no one to answer: the response below is not delivered
+        log.info("api %s %s: %s", route.method, route.path, exc)
+        return _refused(request, _bad(str(exc)))
+    except (CommandError, EngineError) as exc:
+        if isinstance(exc, CommandError) and exc.code == ErrorCode.INTERNAL:
+            log.error("api %s %s failed: %s", route.method, route.path, exc.message)
+        elif isinstance(exc, UnreadableBody):
+            log.info("api %s %s refused: %s", route.method, route.path, exc.message)
+        return _refused(request, refusal(exc))
+    except Exception as exc:
+        log.exception("api %s %s failed", route.method, route.path)
+        return _refused(request, refusal(exc))
+    log.debug("api %s %s key=%s", route.method, route.path, safe(key.name))
+    return _respond(request, 200, payload)
 
 
 #: The error code of aiohttp's own HTTP errors (a status not listed: BAD_REQUEST under 500, else INTERNAL).
@@ -794,7 +816,7 @@ async def api_middleware(
             raise
         response = _refused(request, _http_refusal(exc))
     except Exception:
-        log.exception("api %s %s failed", request.method, request.path)
+        log.exception("api %s %s failed", safe(request.method), safe(request.path))
         response = _refused(request, CommandError(ErrorCode.INTERNAL))
     if not request.content.is_eof() and not response.prepared:
         return await _close_unread(request, response)
