@@ -536,6 +536,7 @@ class Api:
         key = find_api_key(self.settings.api_keys, secret)
         if key is None:
             raise ApiRefusal(401, ErrorCode.UNAUTHORIZED, "invalid API key", {"WWW-Authenticate": "apikey"})
+        audit.key_used(key.name)  # named in what is logged from now on, a refusal of its scope included
         if not key.allows(scope):
             raise CommandError(ErrorCode.PERMISSION_DENIED, f"the API key does not allow {scope}")
         return key
@@ -724,7 +725,7 @@ def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
         caller = ApiCaller(request.remote or "-")
         with bound(caller):  # records logged while it runs name its remote address and key
             response = await _handle(route, request, caller)
-        if caller.key:
+        if caller.authorized:
             audit.api_call(caller, route.method, route.path, response.status)
         return response
 
@@ -739,7 +740,7 @@ async def _handle(route: Route, request: web.Request, caller: ApiCaller) -> web.
         except CommandError as exc:
             audit.api_refused(caller, route.method, route.path, _status(exc), exc.message)
             raise
-        caller.key = key.name
+        caller.authorized = True
         params = await _read_body(request, api.max_body) if route.method == "POST" else request.query
         payload = await route.handler(api, params)
     except ClientGone as exc:  # no one to answer: the response below is not delivered

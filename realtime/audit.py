@@ -171,6 +171,13 @@ def api_call(caller: ApiCaller, method: str, path: str, status: int) -> None:
     event("api_call", caller, method=method, path=path, status=status, **caller.target)
 
 
+def key_used(name: str) -> None:
+    """The API request being served presented the key named ``name`` (allowed the route or not)."""
+    caller = current()
+    if isinstance(caller, ApiCaller):
+        caller.key = name
+
+
 def target(**fields: object) -> None:
     """Name what the API request being served acts on (``user``, ``channel``), for its ``api_call`` record."""
     caller = current()

@@ -108,8 +108,10 @@ class ApiCaller:
     """An HTTP API request, as records logged while it runs see it."""
 
     remote: str
-    #: The name of the API key it authenticated with; "" until then.
+    #: The name of the API key it presented, once found; "" until then.
     key: str = ""
+    #: Whether the key allows the route (the request is then an ``api_call`` in the audit log).
+    authorized: bool = False
     #: What the route acted on (the user of /api/disconnect...), for its audit record.
     target: dict[str, object] = field(default_factory=dict)
     id: str = ""
