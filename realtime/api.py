@@ -623,7 +623,7 @@ class Api:
     async def disconnect(self, body: Body) -> object:
         user = _text(_required(body, "user"), "user", MAX_USER_LENGTH)
         code = CloseCode.FORCE_RECONNECT if _bool(body, "reconnect", False) else CloseCode.FORCE_DISCONNECT
-        audit.target(user=user, code=int(code))
+        audit.target(user=user, reconnect=code == CloseCode.FORCE_RECONNECT)
         await self.hub.control("disconnect", user=user, code=int(code), reason=CLOSE_REASONS[code])
         return {}
 

@@ -1,8 +1,10 @@
 """The audit log: one record per security event, on the logger ``realtime.audit``.
 
 Each event is one function here, called at the point where the hub refuses or ends
-something; a new refusal point is wired with one line (``audit.event("rate_limited",
-conn, reason=...)`` for a kind not listed below). Records carry their own fields (the
+something; a new refusal point is wired with one line: ``audit.connection_event("rate_limited",
+conn, reason=...)`` for a refusal a connection can repeat (capped per connection), or
+``audit.event(name, subject, **details)``. Add the new name to :data:`EVENTS` and to
+docs/deploy.md. Records carry their own fields (the
 connection, user, remote address or API key they are about, and the event's details),
 never a payload or a token; every client-provided string goes through
 :func:`realtime.logs.safe`.
@@ -13,8 +15,9 @@ Events (``event`` field; docs/deploy.md shows an example line of each):
   one is required (``reason``, ``code``).
 * ``refresh_refused``: a ``refresh`` refused (``reason``, ``code``).
 * ``forbidden``: any other command refused for want of a right: subscribe, publish,
-  history, presence, live state... (``command``, ``channel``, ``reason``, ``code``). At most
-  :data:`MAX_PER_CONNECTION` such records per connection, then one ``audit_suppressed``.
+  history, presence, live state... (``command``, ``channel``, ``reason``, ``code``).
+* ``audit_suppressed``: the connection's refusals (the three above) passed
+  :data:`MAX_PER_CONNECTION`; later ones are not written.
 * ``disconnect``: the server closed an authenticated connection with a code of
   :data:`AUDITED_CLOSES` (forced by the API, a revocation, a slow client, a 4500-range code).
 * ``upgrade_refused``: a WebSocket upgrade refused before any connection exists (an Origin
@@ -56,6 +59,18 @@ REFUSALS = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.PERMISSION_DENIED, Error
 #: are the hub's routine, in the main log only.
 AUDITED_CLOSES = frozenset(
     {CloseCode.SLOW, CloseCode.FORCE_RECONNECT, *(code for code in CloseCode if 4500 <= code <= 4999)}
+)
+#: Every event name (docs/deploy.md lists them; a test keeps the two in step).
+EVENTS = (
+    "auth_failed",
+    "refresh_refused",
+    "forbidden",
+    "audit_suppressed",
+    "disconnect",
+    "upgrade_refused",
+    "api_refused",
+    "api_call",
+    "revoke",
 )
 #: The level of every audit record; the audit logger's own level lets it through whatever ``log_level`` is.
 LEVEL = logging.INFO
@@ -121,21 +136,23 @@ def refused(conn: Connection, command: Command, error: CommandError | Disconnect
             return
         code, reason = int(error.code), error.message
     if isinstance(command, Connect):
-        event("auth_failed", conn, reason=reason, code=code)
+        connection_event("auth_failed", conn, reason=reason, code=code)
     elif isinstance(command, Refresh):
-        event("refresh_refused", conn, reason=reason, code=code)
+        connection_event("refresh_refused", conn, reason=reason, code=code)
     else:
-        forbidden(
-            conn,
-            _COMMAND_NAMES.get(type(command), type(command).__name__),
-            reason,
-            code,
-            getattr(command, "channel", None),
-        )
+        name = _COMMAND_NAMES.get(type(command), type(command).__name__)
+        forbidden(conn, name, reason, code, getattr(command, "channel", None))
 
 
 def forbidden(conn: Connection, command: str, reason: str, code: int, channel: str | None = None) -> None:
-    """``conn`` was refused ``command`` (on ``channel``) for want of a right; capped per connection."""
+    """``conn`` was refused ``command`` (on ``channel``) for want of a right."""
+    connection_event("forbidden", conn, command=command, channel=channel, reason=reason, code=code)
+
+
+def connection_event(name: str, conn: Connection, **details: object) -> None:
+    """:func:`event` about ``conn``, for refusals a client can repeat on one connection (a
+    connect with an expired token can be sent again, a forbidden subscribe a hundred times a
+    frame): at most :data:`MAX_PER_CONNECTION` of them, then one ``audit_suppressed``."""
     if not log.isEnabledFor(LEVEL):
         return
     conn.audit_records += 1
@@ -143,7 +160,7 @@ def forbidden(conn: Connection, command: str, reason: str, code: int, channel: s
         if conn.audit_records == MAX_PER_CONNECTION + 1:
             event("audit_suppressed", conn, reason=f"more than {MAX_PER_CONNECTION} refusals on this connection")
         return
-    event("forbidden", conn, command=command, channel=channel, reason=reason, code=code)
+    event(name, conn, **details)
 
 
 def disconnected(conn: Connection, error: DisconnectError) -> None:

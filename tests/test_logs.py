@@ -272,15 +272,25 @@ async def test_refusals_of_rights_are_audited(audited: RunningHub, audit_file: P
 
 
 async def test_refusal_records_are_capped_per_connection(audited: RunningHub, audit_file: Path) -> None:
-    async with await RawClient.open(audited.url) as client:
-        for _ in range(3):  # 150 forbidden subscribes, in frames of 50
-            commands = [Subscribe(client.next_id(), "dm:#alice") for _ in range(50)]
-            await client.send(*commands)
-            for command in commands:
-                assert error(await client.reply(command.id)) == ErrorCode.PERMISSION_DENIED
-    assert len(audit_records(audit_file, "forbidden")) == audit.MAX_PER_CONNECTION
+    """A client repeating refusals on one connection (connects with an expired token, then
+    forbidden subscribes, a frame of each) gets MAX_PER_CONNECTION records, then one more saying so."""
+    client = await RawClient.open(audited.url, connect_first=False)
+    expired = make_token("alice", ttl=-10)
+    connects = [Connect(client.next_id(), token=expired) for _ in range(60)]
+    await client.send(*connects)
+    for command in connects:
+        assert error(await client.reply(command.id)) == ErrorCode.TOKEN_EXPIRED
+    assert (await client.command(Connect(0, token=make_token("alice")))).error is None
+    subscribes = [Subscribe(client.next_id(), "dm:#bob") for _ in range(90)]
+    await client.send(*subscribes)
+    for command in subscribes:
+        assert error(await client.reply(command.id)) == ErrorCode.PERMISSION_DENIED
+    await client.close()
+    assert len(audit_records(audit_file, "auth_failed")) == 60
+    assert len(audit_records(audit_file, "forbidden")) == audit.MAX_PER_CONNECTION - 60
     [suppressed] = audit_records(audit_file, "audit_suppressed")
-    assert suppressed["conn"] == client.client_id
+    assert suppressed["conn"] == audit_records(audit_file, "auth_failed")[0]["conn"]
+    assert suppressed["user"] == "alice"
 
 
 async def test_api_calls_and_refusals_are_audited(audited: RunningHub, audit_file: Path) -> None:
@@ -331,7 +341,11 @@ async def test_server_side_disconnects_are_audited(hub_factory: HubFactory, audi
         (bob.client_id, "bob", 4006),
         (slow.client_id, "carol", 4002),
     ]
-    assert [r["user"] for r in audit_records(audit_file, "api_call")] == ["alice", "bob"]
+    calls = audit_records(audit_file, "api_call")
+    assert [(r["path"], r["user"], r["reconnect"]) for r in calls] == [
+        ("/api/disconnect", "alice", False),
+        ("/api/disconnect", "bob", True),
+    ]
 
 
 async def test_a_refused_origin_is_audited_escaped(hub_factory: HubFactory, audit_file: Path) -> None:
