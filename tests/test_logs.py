@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,10 +24,18 @@ from protocol.codes import CloseCode, ErrorCode
 from protocol.messages import Connect, Publish, Refresh, Subscribe
 from realtime import audit
 from realtime.config import ConfigError, load_settings
-from realtime.logs import MAX_MESSAGE, MAX_VALUE, JsonFormatter, OneLineFormatter, safe, setup_logging
+from realtime.logs import (
+    CLIENT_NAME_LIMIT,
+    MAX_MESSAGE,
+    MAX_VALUE,
+    JsonFormatter,
+    OneLineFormatter,
+    safe,
+    setup_logging,
+)
 from realtime.namespaces import Namespace
 
-from .helpers import HubFactory, RunningHub, closed_code, error, make_token, namespaces, until
+from .helpers import ROOT, HubFactory, RunningHub, closed_code, error, make_token, namespaces, until
 from .test_api import ALL, PUBLISH_ONLY, auth
 from .wsclient import RawClient
 
@@ -111,6 +120,8 @@ def test_json_lines_escape_what_json_keeps() -> None:
     assert (entry["level"], entry["logger"], entry["node"]) == ("WARNING", "realtime.test", NODE)
     assert entry["time"].endswith("Z") and "conn" not in entry  # no connection here
     assert "ValueError: bad\\u2028value" in entry["exc"]
+    long = orjson.loads(JsonFormatter(NODE).format(_record("%s", "x" * 10_000)))["message"]
+    assert long == "x" * MAX_MESSAGE + f"...[{10_000 - MAX_MESSAGE} more characters]"
 
 
 # --- the main log of a running hub ---------------------------------------------------------------
@@ -161,7 +172,7 @@ async def test_the_client_name_is_logged_escaped_and_capped(
     assert len(line) < 1000  # not 60 kB
     message = orjson.loads(line)["message"] if fmt == "json" else line
     assert "client=\\x1b]0;pwned\\x07\\x1b[2J\\u2028INFO realtime.hub: forged\\u202egnp.exe" in message
-    assert "more characters]/1.0\\u2028\\x1b[A" in message
+    assert f"...[{len(EVIL_NAME) - CLIENT_NAME_LIMIT} more characters]/1.0\\u2028\\x1b[A" in message
 
 
 async def test_json_records_of_a_connection_carry_its_id_user_and_node(
@@ -348,6 +359,30 @@ async def test_server_side_disconnects_are_audited(hub_factory: HubFactory, audi
     ]
 
 
+async def test_routine_ends_are_not_audited(hub_factory: HubFactory, audit_file: Path) -> None:
+    """A client closing, an expired token and a shutdown are in the main log only."""
+    hub = await hub_factory(audit_log=str(audit_file), token_grace=0.0)
+    async with await RawClient.open(hub.url, token=make_token("alice")):
+        pass
+    expiring = await RawClient.open(hub.url, token=make_token("bob", ttl=2))
+    assert await closed_code(expiring) == CloseCode.TOKEN_EXPIRED
+    staying = await RawClient.open(hub.url, token=make_token("carol"))
+    await hub.stop()
+    assert await closed_code(staying) == CloseCode.SHUTDOWN
+    assert audit_records(audit_file) == []
+
+
+async def test_an_audit_file_moved_away_is_reopened(audited: RunningHub, audit_file: Path) -> None:
+    """logrotate moves the file and the node goes on in a new one at the same path."""
+    for expected in (1, 1):
+        client = await RawClient.open(audited.url, connect_first=False)
+        await client.send(Connect(client.next_id(), token="not-a-token"))
+        assert await closed_code(client) == CloseCode.UNAUTHORIZED
+        assert len(audit_records(audit_file, "auth_failed")) == expected
+        audit_file.rename(audit_file.with_suffix(".1"))
+    assert len(audit_records(audit_file.with_suffix(".1"), "auth_failed")) == 1
+
+
 async def test_a_refused_origin_is_audited_escaped(hub_factory: HubFactory, audit_file: Path) -> None:
     hub = await hub_factory(audit_log=str(audit_file), allowed_origins=("https://app.example",))
     reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
@@ -443,6 +478,32 @@ async def test_audit_off_writes_nothing(hub_factory: HubFactory, caplog: pytest.
     assert not [r for r in caplog.records if r.name == "realtime.audit"]
 
 
+# --- docs/deploy.md ---------------------------------------------------------------------------------
+
+
+def deploy_section() -> str:
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    start = doc.index("## Logs and audit\n")
+    return doc[start : doc.index("\n## ", start + 1)]
+
+
+def test_the_documented_events_are_the_code_s() -> None:
+    documented = re.findall(r"^\| `(\w+)` \| ", deploy_section().split("### The audit log")[1], re.M)
+    assert documented == ["event", *audit.EVENTS]  # the header, then one row per event
+
+
+def test_the_documented_example_lines_are_records() -> None:
+    lines = [line for line in deploy_section().splitlines() if line.startswith('{"time"')]
+    events = set()
+    for line in lines:
+        entry = orjson.loads(line)
+        assert list(entry)[:5] == ["time", "level", "logger", "message", "node"]
+        if entry["logger"] == "realtime.audit":
+            assert entry["message"].startswith(entry["event"] + " ")
+            events.add(entry["event"])
+    assert len(events) >= 6
+
+
 # --- settings ------------------------------------------------------------------------------------
 
 
@@ -456,5 +517,5 @@ def test_audit_log_must_be_a_writable_file(tmp_path: Path) -> None:
 
 def test_log_format_is_text_or_json() -> None:
     assert load_settings(env={}).log_format == "text"
-    with pytest.raises(ConfigError, match="log_format=xml .*expected one of text, json"):
+    with pytest.raises(ConfigError, match=r"log_format=xml .*expected one of text, json"):
         load_settings(env={"REALTIME_LOG_FORMAT": "xml"})
