@@ -8,8 +8,8 @@ events go to ``realtime.audit`` (:mod:`realtime.audit`), configured by the hub i
   :func:`safe`: characters that could forge or hide log lines are escaped and the value is
   cut at a length. Both formatters also escape the whole message and cap it, in case a
   value slipped through.
-* **Context.** The WebSocket handler :func:`bind`\\ s its connection (an API request its
-  :class:`ApiCaller`) for the task that serves it, so every record logged there carries the
+* **Context.** The WebSocket handler binds its connection (an API request its
+  :class:`ApiCaller`) to the task that serves it (:func:`bind`), so every record logged there carries the
   connection id, user and remote address without passing them by hand; the JSON format
   writes them as fields (:func:`context_fields`).
 * **Formats.** ``text`` (:class:`OneLineFormatter`): ``time level logger: message``, one

@@ -289,13 +289,13 @@ async def test_refusal_records_are_capped_per_connection(audited: RunningHub, au
     expired = make_token("alice", ttl=-10)
     connects = [Connect(client.next_id(), token=expired) for _ in range(60)]
     await client.send(*connects)
-    for command in connects:
-        assert error(await client.reply(command.id)) == ErrorCode.TOKEN_EXPIRED
+    for connect in connects:
+        assert error(await client.reply(connect.id)) == ErrorCode.TOKEN_EXPIRED
     assert (await client.command(Connect(0, token=make_token("alice")))).error is None
     subscribes = [Subscribe(client.next_id(), "dm:#bob") for _ in range(90)]
     await client.send(*subscribes)
-    for command in subscribes:
-        assert error(await client.reply(command.id)) == ErrorCode.PERMISSION_DENIED
+    for subscribe in subscribes:
+        assert error(await client.reply(subscribe.id)) == ErrorCode.PERMISSION_DENIED
     await client.close()
     assert len(audit_records(audit_file, "auth_failed")) == 60
     assert len(audit_records(audit_file, "forbidden")) == audit.MAX_PER_CONNECTION - 60
