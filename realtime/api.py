@@ -76,11 +76,12 @@ from protocol.messages import (
 )
 from protocol.wire import check_channel, pack_data
 
+from . import audit
 from .auth import ApiKey, find_api_key
 from .engines.errors import EngineError, client_error
 from .feature import namespace_of
 from .hub import Hub
-from .logs import install_http_log_filter
+from .logs import ApiCaller, bound, install_http_log_filter, safe
 from .namespaces import Namespace
 
 __all__ = [
@@ -546,6 +547,7 @@ class Api:
         key = find_api_key(self.settings.api_keys, secret)
         if key is None:
             raise ApiRefusal(401, ErrorCode.UNAUTHORIZED, "invalid API key", {"WWW-Authenticate": "apikey"})
+        audit.key_used(key.name)  # named in what is logged from now on, a refusal of its scope included
         if not key.allows(scope):
             raise CommandError(ErrorCode.PERMISSION_DENIED, f"the API key does not allow {scope}")
         return key
@@ -632,6 +634,7 @@ class Api:
     async def disconnect(self, body: Body) -> object:
         user = _text(_required(body, "user"), "user", MAX_USER_LENGTH)
         code = CloseCode.FORCE_RECONNECT if _bool(body, "reconnect", False) else CloseCode.FORCE_DISCONNECT
+        audit.target(user=user, reconnect=code == CloseCode.FORCE_RECONNECT)
         await self.hub.control("disconnect", user=user, code=int(code), reason=CLOSE_REASONS[code])
         return {}
 
@@ -639,6 +642,7 @@ class Api:
         user = _text(_required(body, "user"), "user", MAX_USER_LENGTH)
         channel = _channel(body)
         self.namespace(channel)
+        audit.target(user=user, channel=channel)
         await self.hub.control("unsubscribe", user=user, channel=channel)
         return {}
 
@@ -650,7 +654,9 @@ class Api:
             if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
                 raise _bad("before must be a number of seconds since the epoch, >= 0")
             before = float(value)
+        audit.target(user=user)
         await self.hub.revoke(user, before)
+        audit.revoked(user, before)
         return {}
 
     # --- live state ------------------------------------------------------
@@ -716,39 +722,56 @@ def _respond(
     return web.Response(status=status, body=render(payload, fmt), content_type=fmt, headers=headers)
 
 
+def _status(exc: CommandError) -> int:
+    return exc.status if isinstance(exc, ApiRefusal) else STATUS.get(exc.code, 400)
+
+
 def _refused(request: web.Request, exc: CommandError) -> web.Response:
-    if isinstance(exc, ApiRefusal):
-        return _respond(request, exc.status, _error_map(exc), exc.headers)
-    return _respond(request, STATUS.get(exc.code, 400), _error_map(exc))
+    headers = exc.headers if isinstance(exc, ApiRefusal) else None
+    return _respond(request, _status(exc), _error_map(exc), headers)
 
 
 def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        api = request.app[API]
-        try:
-            key = api.authenticate(request, route.scope)  # before any byte of the body is read
-            params = (
-                await _read_body(request, api.max_body, api.settings.http_body_timeout)
-                if route.method == "POST"
-                else request.query
-            )
-            payload = await route.handler(api, params)
-        except ClientGone as exc:  # no one to answer: the response below is not delivered
-            log.info("api %s %s: %s", route.method, route.path, exc)
-            return _refused(request, _bad(str(exc)))
-        except (CommandError, EngineError) as exc:
-            if isinstance(exc, CommandError) and exc.code == ErrorCode.INTERNAL:
-                log.error("api %s %s failed: %s", route.method, route.path, exc.message)
-            elif isinstance(exc, UnreadableBody):
-                log.info("api %s %s refused: %s", route.method, route.path, exc.message)
-            return _refused(request, refusal(exc))
-        except Exception as exc:
-            log.exception("api %s %s failed", route.method, route.path)
-            return _refused(request, refusal(exc))
-        log.debug("api %s %s key=%s", route.method, route.path, key.name)
-        return _respond(request, 200, payload)
+        caller = ApiCaller(request.remote or "-")
+        with bound(caller):  # records logged while it runs name its remote address and key
+            response = await _handle(route, request, caller)
+        if caller.authorized:
+            audit.api_call(caller, route.method, route.path, response.status)
+        return response
 
     return handle
+
+
+async def _handle(route: Route, request: web.Request, caller: ApiCaller) -> web.Response:
+    api = request.app[API]
+    try:
+        try:
+            key = api.authenticate(request, route.scope)  # before any byte of the body is read
+        except CommandError as exc:
+            audit.api_refused(caller, route.method, route.path, _status(exc), exc.message)
+            raise
+        caller.authorized = True
+        params = (
+            await _read_body(request, api.max_body, api.settings.http_body_timeout)
+            if route.method == "POST"
+            else request.query
+        )
+        payload = await route.handler(api, params)
+    except ClientGone as exc:  # no one to answer: the response below is not delivered
+        log.info("api %s %s: %s", route.method, route.path, exc)
+        return _refused(request, _bad(str(exc)))
+    except (CommandError, EngineError) as exc:
+        if isinstance(exc, CommandError) and exc.code == ErrorCode.INTERNAL:
+            log.error("api %s %s failed: %s", route.method, route.path, exc.message)
+        elif isinstance(exc, UnreadableBody):
+            log.info("api %s %s refused: %s", route.method, route.path, exc.message)
+        return _refused(request, refusal(exc))
+    except Exception as exc:
+        log.exception("api %s %s failed", route.method, route.path)
+        return _refused(request, refusal(exc))
+    log.debug("api %s %s key=%s", route.method, route.path, safe(key.name))
+    return _respond(request, 200, payload)
 
 
 #: The error code of aiohttp's own HTTP errors (a status not listed: BAD_REQUEST under 500, else INTERNAL).
@@ -809,7 +832,7 @@ async def api_middleware(
             raise
         response = _refused(request, _http_refusal(exc))
     except Exception:
-        log.exception("api %s %s failed", request.method, request.path)
+        log.exception("api %s %s failed", safe(request.method), safe(request.path))
         response = _refused(request, CommandError(ErrorCode.INTERNAL))
     if not request.content.is_eof() and not response.prepared:
         return await _close_unread(request, response)

@@ -23,6 +23,8 @@ _FLAGS = {
     "host": ("HOST", "address to listen on"),
     "port": ("PORT", "TCP port to listen on; 0 picks a free one"),
     "log_level": ("LEVEL", "debug, info, warning or error"),
+    "log_format": ("FORMAT", "text, or json for one JSON object per line"),
+    "audit_log": ("FILE", "security events: a file (JSON lines), - for the main log, or empty for none"),
     "redis": ("URL", "redis://, rediss:// or unix:// URL: use the Redis engine, so that many hub nodes share it"),
     "redis_cluster": ("", "--redis names a node of a Redis Cluster"),
     "ping_interval": ("SECONDS", "seconds between pings; a peer silent for ~1.5x this is dropped"),
@@ -150,11 +152,14 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"realtime: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, settings.node_name)
     try:
         from realtime.server import run  # imports aiohttp; not needed for --help or errors
 
         run(settings)
     except KeyboardInterrupt:  # ^C before the server installed its signal handlers
         return 130
+    except ConfigError as exc:  # found only when the hub starts (the audit log cannot be opened)
+        print(f"realtime: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -40,6 +40,10 @@ ENV_PREFIX = "REALTIME_"
 #: The environment variable naming the TOML file (the ``--config`` flag beats it).
 CONFIG_ENV = "REALTIME_CONFIG"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+#: The main log's line formats: "text" (``time level logger: message``) or "json" (one object per line).
+LOG_FORMATS = ("text", "json")
+#: The ``audit_log`` values that are not a file: off, and into the main log stream.
+AUDIT_OFF, AUDIT_MAIN = "", "-"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 #: The environment variable holding one more API key (name "env", all scopes).
 API_KEY_ENV = "REALTIME_API_KEY"
@@ -68,6 +72,15 @@ class Settings:
     port: int = 8000
     #: Lowest level logged: "debug", "info", "warning" or "error".
     log_level: str = "info"
+    #: Format of the main log on stderr: "text" (one ``time level logger: message`` line per
+    #: record) or "json" (one JSON object per line, with the connection id, user and node).
+    log_format: str = "text"
+    #: Where security events (``realtime.audit``: auth failures, refusals, revocations, API
+    #: calls, server-side disconnects) go: "" nowhere, "-" into the main log on stderr, or a
+    #: file path (appended to, JSON lines whatever ``log_format`` says).
+    audit_log: str = ""
+    #: This node's name in JSON log and audit records; "" uses the host name.
+    node_name: str = ""
     #: Redis URL for the Redis engine; None runs the in-memory engine (one process).
     redis: str | None = None
     #: Whether ``redis`` names a node of a Redis Cluster (the others are discovered);
@@ -373,6 +386,32 @@ def _log_level(value: str) -> str:
     return value.lower()
 
 
+def _log_format(value: str) -> str:
+    if value.lower() not in LOG_FORMATS:
+        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}")
+    return value.lower()
+
+
+def _audit_log(value: str) -> str:
+    """ "", "-", or a file the hub can append to (checked now, opened when the hub starts)."""
+    if value in (AUDIT_OFF, AUDIT_MAIN):
+        return value
+    path = Path(value)
+    if path.is_dir():
+        raise ValueError("expected a file path, '-' (the main log) or '' (off); this is a directory")
+    if not path.exists() and not path.parent.is_dir():
+        raise ValueError(f"no directory {str(path.parent)!r} to create the file in")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise ValueError("the file cannot be written")
+    return value
+
+
+def _node_name(value: str) -> str:
+    if not value.isprintable() or len(value) > 255:
+        raise ValueError("expected a printable name of at most 255 characters")
+    return value
+
+
 def _redis(value: str | None) -> str | None:
     if value is None:
         return value
@@ -436,6 +475,9 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "host": _host,
     "port": _port,
     "log_level": _log_level,
+    "log_format": _log_format,
+    "audit_log": _audit_log,
+    "node_name": _node_name,
     "redis": _redis,
     "redis_prefix": _redis_prefix,
     "ping_interval": _positive,

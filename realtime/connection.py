@@ -36,6 +36,7 @@ from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import CommandError, DisconnectError, ProtocolError
 from protocol.messages import ClientInfo, Command, Connect, Error, Reply, Result
 
+from . import audit
 from .auth import ANONYMOUS, Identity
 from .engines.errors import EngineError, EngineUnavailable, client_error
 from .frames import PING_FRAME, ClientFrames, Outgoing, coalesce
@@ -144,6 +145,8 @@ class Connection:
         self._next_ping = 0.0
         self._ping_sent: float | None = None  # loop time of the ping not answered yet
         self._in_frame = False  # run() is running a frame's commands
+        #: Refusals written to the audit log for it (realtime.audit caps them per connection).
+        self.audit_records = 0
 
     def authenticate(self, identity: Identity) -> None:
         """Adopt a verified identity (connect or refresh) and watch its expiry.
@@ -281,6 +284,7 @@ class Connection:
         self.closed = True
         self.close_code = int(err.code)
         self.close_reason = err.reason
+        audit.disconnected(self, err)
         self._pending.clear()
         self._pending_bytes = 0
         # A drain task left running ends when the transport drains or is lost (cancelling it
@@ -461,11 +465,14 @@ class Connection:
                 self.reply(command.id, result)
         except CommandError as exc:
             self.reply(command.id, error=exc.to_error())
+            if exc.code in audit.REFUSALS:
+                audit.refused(self, command, exc)
         except EngineError as exc:  # the one place engine errors become client errors here
             if not isinstance(exc, EngineUnavailable):
                 log.error("command %s failed on connection %s: %r", type(command).__name__, self.id, exc)
             self.reply(command.id, error=client_error(exc).to_error())
         except DisconnectError as exc:
+            audit.refused(self, command, exc)
             self.close(exc)
         except Exception:
             log.exception("command %s failed on connection %s", type(command).__name__, self.id)

@@ -20,6 +20,7 @@ from typing import Any
 from protocol.messages import Publication, StreamPosition
 
 from .engines.broker import Broker
+from .logs import safe
 from .subscriptions import Channel, Subscriptions
 
 log = logging.getLogger("realtime.hub")
@@ -85,7 +86,7 @@ class Continuity:
                     if p.epoch == ch.epoch and p.offset > ch.offset:
                         found.setdefault(p.offset, p)
                 if found and min(found) != ch.offset + 1:
-                    log.warning("channel %s: publications after offset %d are lost", channel, ch.offset)
+                    log.warning("channel %s: publications after offset %d are lost", safe(channel), ch.offset)
                     if self.ask_to_recover(channel):
                         # Delivering what follows the gap would move the subscribers'
                         # positions past it, and their resubscribe would look complete.

@@ -45,7 +45,7 @@ from .continuity import Continuity
 from .engines.base import Engine, HistoryOptions
 from .feature import EVENTS, EventHook, Feature, Handler, PublishHook
 from .frames import Outgoing
-from .logs import log_failure
+from .logs import CLIENT_NAME_LIMIT, log_failure, safe
 from .namespaces import Namespace, resolve
 from .publish_ids import publish_idempotency
 from .subscriptions import Channel, SubEvent, Subscriptions, SubState
@@ -131,11 +131,11 @@ class Hub:
         log.info(
             "connection open id=%s user=%s remote=%s codec=%s client=%s/%s",
             conn.id,
-            conn.user or "-",
-            conn.remote,
+            safe(conn.user or "-"),
+            safe(conn.remote),
             conn.codec.name,
-            cmd.name or "-",
-            cmd.version or "-",
+            safe(cmd.name or "-", CLIENT_NAME_LIMIT),  # the client's own words: escaped, cut short
+            safe(cmd.version or "-", CLIENT_NAME_LIMIT),
         )
 
     async def remove(self, conn: Connection) -> None:
@@ -148,9 +148,9 @@ class Hub:
         log.info(
             "connection closed id=%s user=%s code=%s reason=%s",
             conn.id,
-            conn.user or "-",
+            safe(conn.user or "-"),
             conn.close_code,
-            conn.close_reason,
+            safe(conn.close_reason),
         )
         for channel in list(conn.channels):
             await self.unsubscribe(conn, channel)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 from urllib.parse import urlsplit
 
@@ -25,7 +26,7 @@ from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
 from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import DisconnectError
 
-from . import __version__
+from . import __version__, audit
 from .admission import Admission, AuthenticatedHook
 from .api import HANDLER_ARGS, setup_api
 from .commands import Commands
@@ -34,6 +35,7 @@ from .connection import Connection, HubWebSocket, close_timeout
 from .engines.base import Engine
 from .engines.memory import MemoryEngine
 from .hub import Hub
+from .logs import bind, node_name, unbind
 
 log = logging.getLogger("realtime.server")
 
@@ -69,7 +71,11 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     settings = hub.settings
     if hub.closing:
         raise web.HTTPServiceUnavailable(text="shutting down")
-    if not origin_allowed(request.headers.get("Origin"), request.host, settings.allowed_origins):
+    origin = request.headers.get("Origin")
+    if not origin_allowed(origin, request.host, settings.allowed_origins):
+        audit.upgrade_refused(
+            request.remote or "-", "origin not allowed", origin=origin, user_agent=request.headers.get("User-Agent")
+        )
         raise web.HTTPForbidden(text="origin not allowed")
     ws = HubWebSocket(
         protocols=(MSGPACK_SUBPROTOCOL, JSON_SUBPROTOCOL),
@@ -89,6 +95,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     codec = codec_for(ws.ws_protocol)
     conn = Connection(hub, ws, transport, codec, request.remote or "-", writer=writer, frames=ws.frames)
     hub.add(conn)
+    context = bind(conn)  # what is logged while serving it names it (and tasks it starts)
     try:
         await conn.run()
     except Exception:
@@ -97,6 +104,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     finally:
         await hub.remove(conn)
         await conn.wait_closed()
+        unbind(context)
     return ws
 
 
@@ -221,6 +229,7 @@ class HubServer:
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        self._close_audit: Callable[[], None] | None = None
 
     @property
     def hub(self) -> Hub:
@@ -228,8 +237,10 @@ class HubServer:
         return self.app[HUB]
 
     async def start(self) -> None:
-        self.app = create_app(self.settings, self._engine)
         settings = self.settings
+        # Before anything can be refused; raises ConfigError when the file cannot be opened.
+        self._close_audit = audit.configure(settings.audit_log, node_name(settings.node_name))
+        self.app = create_app(self.settings, self._engine)
         # aiohttp's keep-alive timeout closes an HTTP connection idle between requests; a
         # WebSocket turns it off. Before the first request, handshake_timeout (the Gate) applies.
         self._runner = web.AppRunner(
@@ -277,6 +288,9 @@ class HubServer:
         await self._runner.cleanup()  # stops the site first
         self._runner = self._site = None
         log.info("stopped")
+        if self._close_audit is not None:
+            self._close_audit()
+            self._close_audit = None
 
 
 async def serve(settings: Settings) -> None:

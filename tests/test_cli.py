@@ -17,6 +17,7 @@ import types
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from realtime.cli import main
@@ -210,6 +211,25 @@ def test_serve_sets_up_logging_at_the_configured_level(fake_run: list[Settings],
     assert root_logger.level == logging.DEBUG
 
 
+def test_serve_sets_up_the_json_log_format(
+    fake_run: list[Settings],
+    root_logger: logging.Logger,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REALTIME_NODE_NAME", "node-7")
+    assert main(["serve", "--log-format", "json", "--audit-log", "-"]) == 0
+    assert (fake_run[0].log_format, fake_run[0].audit_log) == ("json", "-")
+    logging.getLogger("realtime.test").warning("hello %s", "world")
+    entry = orjson.loads(capsys.readouterr().err.splitlines()[-1])
+    assert {k: entry[k] for k in ("level", "logger", "message", "node")} == {
+        "level": "WARNING",
+        "logger": "realtime.test",
+        "message": "hello world",
+        "node": "node-7",
+    }
+
+
 # As a real process
 
 
@@ -230,6 +250,12 @@ def test_module_bad_flag_value_prints_one_line_and_exits_2() -> None:
     assert proc.returncode == 2
     assert proc.stderr == "realtime: invalid setting port=abc (from --port): expected an integer\n"
     assert proc.stdout == ""
+
+
+def test_module_audit_log_in_a_missing_directory_exits_2(tmp_path: Path) -> None:
+    proc = run_module("serve", "--audit-log", str(tmp_path / "missing" / "audit.log"))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("realtime: invalid setting audit_log=") and "no directory" in proc.stderr
 
 
 def test_module_bad_environment_value_exits_2() -> None:
