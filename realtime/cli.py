@@ -29,6 +29,7 @@ _FLAGS = {
     "drain_window": ("SECONDS", "seconds over which shutdown spreads its disconnects"),
     "max_frame_size": ("BYTES", "largest WebSocket frame accepted from a client"),
     "allowed_origins": ("ORIGIN", "allowed Origin header, e.g. https://*.example.com or *; repeat for more"),
+    "allowed_hosts": ("HOST", "allowed Host header, e.g. hub.example.com, *.example.com or *; repeat for more"),
 }
 
 
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
             flag_name(name),
             dest=name,
             metavar=metavar,
-            action="append" if name == "allowed_origins" else "store",
+            action="append" if name in ("allowed_origins", "allowed_hosts") else "store",
             default=argparse.SUPPRESS,  # only flags given reach load_settings
             help=help,
         )
