@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--config", metavar="FILE", help="TOML file of settings")
     token.add_argument("--ttl", type=_seconds, default=3600.0, help="seconds until it expires (default 3600)")
     token.add_argument("--info", metavar="JSON", help="the info claim, a JSON value shown to others")
-    token.add_argument("--channel", action="append", default=[], help="a channel grant (repeatable)")
+    token.add_argument(
+        "--channel", action="append", default=[], help="a channel grant: a name, or a prefix ending in * (repeatable)"
+    )
     return parser
 
 
