@@ -170,9 +170,18 @@ def disconnected(conn: Connection, error: DisconnectError) -> None:
         event("disconnect", conn, code=int(error.code), reason=error.reason)
 
 
-def upgrade_refused(remote: str, reason: str, *, origin: str | None = None, user_agent: str | None = None) -> None:
+def upgrade_refused(
+    remote: str, reason: str, *, origin: str | None = None, user_agent: str | None = None, host: str | None = None
+) -> None:
     """A WebSocket upgrade from ``remote`` was refused before a connection existed."""
-    event("upgrade_refused", None, remote=remote, reason=reason, origin=origin, user_agent=user_agent)
+    event("upgrade_refused", None, remote=remote, reason=reason, origin=origin, user_agent=user_agent, host=host)
+
+
+def host_refused(remote: str, method: str, path: str, host: str | None) -> None:
+    """An HTTP API request named a Host that ``allowed_hosts`` does not allow (421)."""
+    event(
+        "api_refused", None, remote=remote, method=method, path=path, status=421, reason="host not allowed", host=host
+    )
 
 
 # --- the HTTP API -------------------------------------------------------------------------

@@ -16,12 +16,17 @@ Tokens are JWTs signed with HS256 (``token_secret``) or RS256/ES256
 (``token_public_key``). Connection token claims: ``sub`` (the user, required,
 non-empty), ``exp`` (optional: without it the token never expires), ``iat``,
 ``nbf`` (Unix times up to year 9999), ``info`` (any JSON value, kept as msgpack bytes), ``channels`` (grants:
-channel names or fnmatch patterns such as ``live:*``), and ``aud``/``iss``,
+exact channel names, or a prefix ending in ``*`` such as ``live:*``, see
+:func:`grant_matches`), and ``aud``/``iss``,
 checked when ``token_audience``/``token_issuer`` are set (a token carrying
-``aud`` is refused when no audience is configured). Subscription tokens carry
-``sub`` (the connection's user) and ``channel`` (the exact channel), plus the
-same ``exp``/``iat``/``nbf``/``aud``/``iss``. No leeway: hub and token issuer
-need synchronised clocks. Error messages never echo a token.
+``aud`` is refused when no audience is configured). ``sub`` must be a user id
+that user-limited channels can name (:func:`realtime.namespaces.user_id_problem`).
+Subscription tokens carry ``sub`` (the connection's user) and ``channel`` (the
+exact channel), plus the same ``exp``/``iat``/``nbf``/``aud``/``iss``. The
+``channel`` claim is what makes a token a subscription token: a token carrying
+it never connects (or refreshes), and one without it never subscribes, so one
+kind cannot stand in for the other. No leeway: hub and token issuer need
+synchronised clocks. Error messages never echo a token.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any, ClassVar, Protocol
 
 import jwt
@@ -44,7 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import CommandError, RealtimeError
 
-from .namespaces import Namespace, OptionError, channel_users
+from .namespaces import Namespace, OptionError, channel_users, user_id_problem
 
 
 class TokenSettings(Protocol):
@@ -115,7 +119,7 @@ class Identity:
     user: str
     #: The token's ``info`` claim (any JSON value) as msgpack bytes; None without one.
     info: bytes | None = None
-    #: Channels granted by the ``channels`` claim: exact names or fnmatch patterns ("live:*").
+    #: Channels granted by the ``channels`` claim: exact names, or prefixes ending in "*" ("live:*").
     channels: tuple[str, ...] = ()
     #: The token's ``exp`` (Unix time); None: it never expires.
     expires: float | None = None
@@ -128,7 +132,21 @@ class Identity:
 
     def grants(self, channel: str) -> bool:
         """Whether the token's ``channels`` claim grants ``channel`` (never for anonymous identities)."""
-        return bool(self.user) and any(fnmatchcase(channel, grant) for grant in self.channels)
+        return bool(self.user) and any(grant_matches(grant, channel) for grant in self.channels)
+
+
+def grant_matches(grant: str, channel: str) -> bool:
+    """Whether one grant of a ``channels`` claim covers ``channel``.
+
+    The one syntax of grants: a grant ending in ``*`` covers every channel that
+    starts with the text before that last ``*`` (``live:*``; ``*`` alone covers
+    all); any other grant covers exactly the channel of that name. No other
+    character is special (``?``, ``[``, ``]`` and a ``*`` before the end are
+    literal), so a channel name is always its own grant.
+    """
+    if grant.endswith("*"):
+        return channel.startswith(grant[:-1])
+    return channel == grant
 
 
 ANONYMOUS = Identity("")
@@ -229,9 +247,14 @@ class TokenVerifier:
                 return ANONYMOUS
             raise TokenInvalid("token required")
         claims = self._decode(token, ("sub",), now)
+        if "channel" in claims:  # the mark of a subscription token: it never connects
+            raise TokenInvalid("a subscription token cannot connect")
         user = claims["sub"]
         if not user:
             raise TokenInvalid("sub must not be empty")
+        problem = user_id_problem(user)
+        if problem:
+            raise TokenInvalid(f"sub is not a usable user id: {problem}")
         info = claims.get("info")
         if info is not None:
             try:

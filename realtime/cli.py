@@ -31,6 +31,7 @@ _FLAGS = {
     "drain_window": ("SECONDS", "seconds over which shutdown spreads its disconnects"),
     "max_frame_size": ("BYTES", "largest WebSocket frame accepted from a client"),
     "allowed_origins": ("ORIGIN", "allowed Origin header, e.g. https://*.example.com or *; repeat for more"),
+    "allowed_hosts": ("HOST", "allowed Host header, e.g. hub.example.com, *.example.com or *; repeat for more"),
 }
 
 
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
             flag_name(name),
             dest=name,
             metavar=metavar,
-            action="append" if name == "allowed_origins" else "store",
+            action="append" if name in ("allowed_origins", "allowed_hosts") else "store",
             default=argparse.SUPPRESS,  # only flags given reach load_settings
             help=help,
         )
@@ -81,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--config", metavar="FILE", help="TOML file of settings")
     token.add_argument("--ttl", type=_seconds, default=3600.0, help="seconds until it expires (default 3600)")
     token.add_argument("--info", metavar="JSON", help="the info claim, a JSON value shown to others")
-    token.add_argument("--channel", action="append", default=[], help="a channel grant (repeatable)")
+    token.add_argument(
+        "--channel", action="append", default=[], help="a channel grant: a name, or a prefix ending in * (repeatable)"
+    )
     return parser
 
 

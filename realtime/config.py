@@ -33,6 +33,8 @@ from typing import Any
 from protocol.errors import RealtimeError
 
 from .auth import ALL_SCOPES, ApiKey, load_public_key, secret_bytes
+from .hosts import ENTRY as HOST_ENTRY
+from .hosts import LOOPBACK_HOSTS, effective_allowed_hosts
 from .namespaces import OPTIONS as NAMESPACE_OPTIONS
 from .namespaces import Namespace, Namespaces, OptionError, default_namespaces
 
@@ -49,6 +51,10 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 API_KEY_ENV = "REALTIME_API_KEY"
 #: The TOML table of the namespace for channels without a colon (stored under "").
 DEFAULT_NAMESPACE = "default"
+#: The demo secret and API key published in quickstart.toml: anyone can use them, so the hub
+#: warns at startup when either is in use (a test keeps them in step with the file).
+DEMO_TOKEN_SECRET = "quickstart-demo-secret-for-trying-the-hub-only"
+DEMO_API_KEY = "quickstart-key"
 
 
 class ConfigError(RealtimeError, ValueError):
@@ -107,6 +113,11 @@ class Settings:
     #: a wildcard); requests without Origin (native apps) are always allowed, and an
     #: empty list allows only the hub's own host.
     allowed_origins: tuple[str, ...] = field(default_factory=tuple)
+    #: Host header values answered on WebSocket upgrades and API requests (others get 421),
+    #: against DNS rebinding: names or addresses without a port ("[::1]" for IPv6),
+    #: "*.example.com", or "*" for any. Empty: the loopback names (localhost, 127.0.0.1,
+    #: [::1]) when ``host`` is a loopback address, else any Host, with a startup warning.
+    allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
     #: Seconds over which shutdown spreads its disconnects, against reconnect storms.
     drain_window: float = 5.0
     #: Seconds a new TCP connection has to send its first complete HTTP request head
@@ -151,6 +162,11 @@ class Settings:
     token_audience: str | None = None
     #: When set, tokens must name this issuer (iss).
     token_issuer: str | None = None
+    #: A file where the memory engine keeps revocations (POST /api/revoke) across restarts:
+    #: read at start, rewritten (atomically) on each revocation. Unset: they live in memory
+    #: only (a startup warning says so when an API key may revoke). Not with ``redis``: Redis
+    #: keeps them.
+    revocations_file: str | None = None
     #: Seconds after a connection token's exp during which the connection may still
     #: refresh it; after that it is disconnected.
     token_grace: float = 30.0
@@ -169,6 +185,10 @@ class Settings:
     api_keys: tuple[ApiKey, ...] = ()
 
 
+#: List settings whose flag is singular and repeated.
+_REPEATED_FLAGS = {"allowed_origins": "--allowed-origin", "allowed_hosts": "--allowed-host"}
+
+
 def env_name(name: str) -> str:
     """The environment variable of setting ``name``: ``port`` -> ``REALTIME_PORT``."""
     return ENV_PREFIX + name.upper()
@@ -177,10 +197,11 @@ def env_name(name: str) -> str:
 def flag_name(name: str) -> str:
     """The command-line flag of setting ``name``: ``ping_interval`` -> ``--ping-interval``.
 
-    ``allowed_origins`` is ``--allowed-origin``, given once per origin.
+    ``allowed_origins`` is ``--allowed-origin`` and ``allowed_hosts`` ``--allowed-host``,
+    given once per value.
     """
-    if name == "allowed_origins":
-        return "--allowed-origin"
+    if name in _REPEATED_FLAGS:
+        return _REPEATED_FLAGS[name]
     return "--" + name.replace("_", "-")
 
 
@@ -241,6 +262,11 @@ def load_settings(
         source = given["redis_cluster"][1]
         raise ConfigError(
             f"invalid setting redis_cluster=true (from {source}): a Redis Cluster is not reached by a unix:// socket"
+        )
+    if values.get("revocations_file") and values.get("redis"):
+        source = given["revocations_file"][1]
+        raise ConfigError(
+            f"invalid setting revocations_file (from {source}): it is for the memory engine; Redis keeps revocations"
         )
     return Settings(**values)
 
@@ -444,6 +470,17 @@ def _origins(value: tuple[str, ...]) -> tuple[str, ...]:
     return value
 
 
+def _hosts(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Host names are compared case-insensitively, so they are kept lower-cased."""
+    value = tuple(host.lower() for host in value)
+    for host in value:
+        if not HOST_ENTRY.fullmatch(host):
+            raise ValueError(
+                f"expected '*', '*.example.com', a host name or an address ('[::1]'), no port; got {host!r}"
+            )
+    return value
+
+
 def _secret(value: str | None) -> str | None:
     if value is not None:
         secret_bytes(value)
@@ -487,6 +524,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "history_reply_bytes": _positive,
     "max_subscriptions": _positive,
     "allowed_origins": _origins,
+    "allowed_hosts": _hosts,
     # 0 disconnects every client at once on shutdown (tests and single-client setups).
     "drain_window": _non_negative,
     "handshake_timeout": _positive,
@@ -598,3 +636,32 @@ def _show(raw: object) -> str:
     if not text or not text.isprintable() or text != text.strip():
         text = repr(text)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def startup_warnings(settings: Settings) -> list[str]:
+    """What the hub logs at WARNING when it starts with these settings (one line each): settings
+    that leave it open to anyone, or that will surprise the operator later."""
+    warnings = []
+    if settings.token_secret == DEMO_TOKEN_SECRET:
+        warnings.append(
+            "token_secret is the demo secret published in quickstart.toml: anyone can sign tokens for this hub; "
+            "set your own (openssl rand -hex 32)"
+        )
+    for key in settings.api_keys:
+        if key.key == DEMO_API_KEY:
+            warnings.append(
+                f"API key {key.name!r} is the demo key published in quickstart.toml: anyone can call the server "
+                "API with it; set your own keys"
+            )
+    if effective_allowed_hosts(settings.host, settings.allowed_hosts) == ("*",):
+        warnings.append(
+            f"allowed_hosts is not set and host {settings.host} is not a loopback address: any Host header is "
+            "answered, so a page whose name points at this hub (DNS rebinding) can use it; set allowed_hosts "
+            f"to the names clients use (on loopback it defaults to {', '.join(LOOPBACK_HOSTS)})"
+        )
+    if not settings.redis and not settings.revocations_file and any(k.allows("users") for k in settings.api_keys):
+        warnings.append(
+            "revocations (POST /api/revoke) are kept in memory only and a restart forgets them; "
+            "set revocations_file to keep them"
+        )
+    return warnings

@@ -48,6 +48,7 @@ from .frames import Outgoing
 from .logs import CLIENT_NAME_LIMIT, log_failure, safe
 from .namespaces import Namespace, resolve
 from .publish_ids import publish_idempotency
+from .revocations import RevocationFile, RevocationFileError
 from .subscriptions import Channel, SubEvent, Subscriptions, SubState
 
 F = TypeVar("F", bound=Feature)
@@ -55,6 +56,11 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 log = logging.getLogger("realtime.hub")
+
+
+def revoked_key(user: str) -> str:
+    """The key-value key of ``user``'s revocation time."""
+    return f"revoked:{user}"
 
 
 class Hub:
@@ -65,6 +71,8 @@ class Hub:
         self.settings = settings
         self.engine = engine
         self.verifier = TokenVerifier.from_settings(settings)
+        #: Where revocations outlive the process on the memory engine (``revocations_file``), or None.
+        self.revocation_file = RevocationFile(settings.revocations_file) if settings.revocations_file else None
         #: In the order they were plugged in: the order of their hooks.
         self.features: list[Feature] = []
         #: Command type -> handler, from every feature.
@@ -107,6 +115,9 @@ class Hub:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.engine.start(self)
+        if self.revocation_file is not None:  # before serving: no revoked token may slip in meanwhile
+            for user, before in (await self.revocation_file.load()).items():
+                await self.engine.kv_set_max(revoked_key(user), before)
 
     # --- connections -----------------------------------------------------
 
@@ -363,15 +374,27 @@ class Hub:
 
     async def revoked(self, identity: Identity) -> bool:
         """Whether the user's tokens issued before a revocation time include this one."""
-        raw = await self.engine.kv_get(f"revoked:{identity.user}")
+        raw = await self.engine.kv_get(revoked_key(identity.user))
         if raw is None:
             return False
         return identity.issued_at is None or identity.issued_at < float(raw)
 
-    async def revoke(self, user: str, before: float, ttl: float = 0.0) -> None:
-        """Refuse the user's tokens issued before ``before`` (Unix seconds) and disconnect them."""
-        await self.engine.kv_set(f"revoked:{user}", repr(before).encode(), ttl=ttl)
+    async def revoke(self, user: str, before: float) -> None:
+        """Refuse the user's tokens issued before ``before`` (Unix seconds) and disconnect them.
+
+        The revocation time only grows: a revoke with an earlier ``before`` than one already
+        in force changes nothing (``kv_set_max``, atomic across nodes). With ``revocations_file``
+        the time is on disk before this returns; when it cannot be written the revocation is in
+        force on this process but this raises NOT_AVAILABLE, so the caller retries.
+        """
+        stored = await self.engine.kv_set_max(revoked_key(user), before)
         await self.control("disconnect", user=user, code=int(CloseCode.UNAUTHORIZED), reason="token revoked")
+        if self.revocation_file is not None:
+            try:
+                await self.revocation_file.record(user, stored)
+            except RevocationFileError as exc:
+                log.error("%s", exc)
+                raise CommandError(ErrorCode.NOT_AVAILABLE, "the revocation could not be stored: retry") from None
 
     # --- subscriptions ---------------------------------------------------
 

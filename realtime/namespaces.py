@@ -20,6 +20,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Literal
 
+from protocol.errors import ProtocolError
+from protocol.fields import check_channel
+from protocol.limits import MAX_CHANNEL_LENGTH
+
 Kind = Literal["plain", "chat", "live", "status"]
 SubscribeRule = Literal["anyone", "authenticated", "user", "token"]
 PublishRule = Literal["clients", "server"]
@@ -178,6 +182,33 @@ def channel_users(channel: str) -> tuple[str, ...] | None:
     if not hash_:
         return None
     return tuple(user for user in users.split(",") if user)
+
+
+#: The separator of users in a user-limited channel name ("dm:#alice,bob").
+USER_SEPARATOR = ","
+#: Longest user id: one that fits the shortest user-limited channel name, "#" + the id.
+MAX_USER_ID_LENGTH = MAX_CHANNEL_LENGTH - 1
+
+
+def user_id_problem(user: str) -> str:
+    """Why ``user`` cannot be a connection's user id, or "" when it can.
+
+    Every user id must be nameable in a user-limited channel: "#" + the id must
+    be a valid channel name (protocol.fields.check_channel: at most
+    :data:`MAX_USER_ID_LENGTH` characters, none of the code points channel
+    names forbid) and the id must not hold the separator ",". Otherwise the
+    user could never have a channel of her own, and ``carol,eve``'s channel
+    would be read as carol's and eve's.
+    """
+    if USER_SEPARATOR in user:
+        return f"it contains {USER_SEPARATOR!r}, the separator of users in channel names"
+    try:
+        check_channel("#" + user)
+    except ProtocolError:
+        if len(user) > MAX_USER_ID_LENGTH:
+            return f"longer than {MAX_USER_ID_LENGTH} characters"
+        return "it contains a character channel names forbid"
+    return ""
 
 
 # --- validation ---------------------------------------------------------------

@@ -30,12 +30,14 @@ from . import __version__, audit
 from .admission import Admission, AuthenticatedHook
 from .api import HANDLER_ARGS, setup_api
 from .commands import Commands
-from .config import Settings
+from .config import Settings, startup_warnings
 from .connection import Connection, HubWebSocket, close_timeout
 from .engines.base import Engine
 from .engines.memory import MemoryEngine
+from .hosts import effective_allowed_hosts, host_allowed
 from .hub import Hub
 from .logs import bind, node_name, unbind
+from .revocations import RevocationFileError
 
 log = logging.getLogger("realtime.server")
 
@@ -147,6 +149,37 @@ def shutting_down() -> web.Response:
     return web.json_response(body, status=503, headers={"Connection": "close"})
 
 
+def host_not_allowed() -> web.Response:
+    """What a WebSocket upgrade or an API request gets when its Host is not in ``allowed_hosts``:
+    421 Misdirected Request with the JSON error map (BAD_REQUEST), the one answer of both."""
+    body = {"code": int(ErrorCode.BAD_REQUEST), "message": "host not allowed"}
+    return web.json_response(body, status=421, headers={"Connection": "close"})
+
+
+def host_middleware(settings: Settings) -> Middleware:
+    """Refuses upgrades (/ws) and API requests (/api) whose Host header ``allowed_hosts`` does not
+    allow: a DNS-rebinding page names its own host. /healthz and /readyz answer any Host (load
+    balancers probe by address); they tell nothing a client could use."""
+    allowed = effective_allowed_hosts(settings.host, settings.allowed_hosts)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        guarded = path == WS_PATH or path == "/api" or path.startswith("/api/")
+        if guarded and not host_allowed(host := request.headers.get("Host"), allowed):
+            remote = request.remote or "-"
+            if path == WS_PATH:
+                agent = request.headers.get("User-Agent")
+                origin = request.headers.get("Origin")
+                audit.upgrade_refused(remote, "host not allowed", origin=origin, user_agent=agent, host=host)
+            else:
+                audit.host_refused(remote, request.method, path, host)
+            return host_not_allowed()
+        return await handler(request)
+
+    return middleware
+
+
 def admission_middleware(admission: Admission, hub: Hub) -> Middleware:
     """Each request head stops its socket's handshake timer; upgrades are refused while draining."""
 
@@ -169,7 +202,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     """
     hub = Hub(settings, engine or create_engine(settings))
     admission = Admission(settings)  # pending sockets; HubServer's site puts each socket through it
-    app = web.Application(middlewares=[admission_middleware(admission, hub)], handler_args=HANDLER_ARGS)
+    app = web.Application(
+        middlewares=[admission_middleware(admission, hub), host_middleware(settings)], handler_args=HANDLER_ARGS
+    )
     presence, live = Presence(hub), Live(hub)
     hub.use(Commands(hub), Chat(hub), presence, live)
     hub.use(AuthenticatedHook(admission))  # a connect succeeded: the socket is no longer pending
@@ -259,6 +294,8 @@ class HubServer:
                 settings.max_pending,
                 limit,
             )
+        for warning in startup_warnings(settings):
+            log.warning("%s", warning)
         if not (settings.allow_anonymous or settings.token_secret or settings.token_public_key):
             log.warning(
                 "no token_secret or token_public_key is set and allow_anonymous is off: every "
@@ -324,4 +361,7 @@ def run(settings: Settings) -> None:
             runner.run(serve(settings))
     except OSError as exc:
         print(f"realtime: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except RevocationFileError as exc:  # read at start: the hub does not serve without its revocations
+        print(f"realtime: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

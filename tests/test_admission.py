@@ -22,7 +22,7 @@ from .wsclient import RawClient
 
 HOST = "127.0.0.1"
 UPGRADE = (
-    f"GET {WS_PATH} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    f"GET {WS_PATH} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
     "Sec-WebSocket-Protocol: realtime.json\r\n\r\n"
 ).encode()
@@ -69,7 +69,7 @@ async def http_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
 
 async def get(hub: RunningHub, path: str) -> tuple[int, dict[str, object]]:
     reader, writer = await open_socket(hub)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
     status, _, body = await http_response(reader)
     writer.close()
     return status, json.loads(body)

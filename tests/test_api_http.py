@@ -93,7 +93,7 @@ class Answer:
 
 
 def request_head(method: str, path: str, headers: dict[str, str]) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: hub", *(f"{k}: {v}" for k, v in headers.items())]
+    lines = [f"{method} {path} HTTP/1.1", "Host: localhost", *(f"{k}: {v}" for k, v in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -417,11 +417,20 @@ async def test_a_client_that_leaves_mid_body_logs_no_traceback(
 
 MALFORMED = [
     # (what is sent, what the log line names)
-    (b"POST /api/publish HTTP/1.1\r\nHost: hub\r\nAuthorization apikey all-scopes-secret\r\n\r\n", "malformed request"),
-    (b"POST /api/publish HTTP/1.1\r\nHost: hub\r\nAuthorization: apikey all-scopes-secret\x01\r\n\r\n", "malformed"),
-    (b"POST /api/publish HTTP/1.1\r\nHost: hub\r\nX-Key: " + b"all-scopes-secret" * 600 + b"\r\n\r\n", "too long"),
-    (b"POST /api/pub lish?key=all-scopes-secret HTTP/1.1\r\nHost: hub\r\n\r\n", "request"),
-    (b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\nall-scopes-secret garbage\r\n\r\n", "request line"),
+    (
+        b"POST /api/publish HTTP/1.1\r\nHost: localhost\r\nAuthorization apikey all-scopes-secret\r\n\r\n",
+        "malformed request",
+    ),
+    (
+        b"POST /api/publish HTTP/1.1\r\nHost: localhost\r\nAuthorization: apikey all-scopes-secret\x01\r\n\r\n",
+        "malformed",
+    ),
+    (
+        b"POST /api/publish HTTP/1.1\r\nHost: localhost\r\nX-Key: " + b"all-scopes-secret" * 600 + b"\r\n\r\n",
+        "too long",
+    ),
+    (b"POST /api/pub lish?key=all-scopes-secret HTTP/1.1\r\nHost: localhost\r\n\r\n", "request"),
+    (b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\nall-scopes-secret garbage\r\n\r\n", "request line"),
     (b"\x16\x03\x01all-scopes-secret\r\n\r\n", "invalid method"),  # TLS to the HTTP port: first request
 ]
 
@@ -498,7 +507,7 @@ async def test_every_error_status_of_the_api_is_the_json_error_map(api: RunningH
 async def test_a_malformed_request_line_is_answered_by_aiohttp_in_text(api: RunningHub) -> None:
     """Before routing: aiohttp answers it itself (documented: not the JSON error map), and closes."""
     reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
-    writer.write(b"POST /api/pub lish HTTP/1.1\r\nHost: hub\r\n\r\n")
+    writer.write(b"POST /api/pub lish HTTP/1.1\r\nHost: localhost\r\n\r\n")
     async with asyncio.timeout(5):
         answer = await reader.read()
     writer.close()
@@ -533,7 +542,7 @@ async def test_a_body_that_stalls_is_408_and_closed(hub_factory: HubFactory) -> 
     hub = await hub_factory(api_keys=(ALL,), namespaces=NAMESPACES, http_body_timeout=0.3)
     reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
     head = (
-        "POST /api/publish HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\n"
+        "POST /api/publish HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         f"Authorization: apikey {ALL.key}\r\nContent-Length: {len(PUBLISH) + 100}\r\n\r\n"
     )
     writer.write(head.encode() + PUBLISH)

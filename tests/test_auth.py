@@ -28,10 +28,11 @@ from realtime.auth import (
     check_publish,
     check_subscribe,
     find_api_key,
+    grant_matches,
     load_public_key,
 )
 from realtime.config import Settings
-from realtime.namespaces import Namespace, OptionError
+from realtime.namespaces import Namespace, OptionError, channel_users
 
 NOW = 1_700_000_000.0
 SECRET = "s" * 32
@@ -375,6 +376,51 @@ def test_subscription_token_for_an_anonymous_connection() -> None:
     assert invalid(verify) == "token is for another user"
 
 
+def test_a_subscription_token_cannot_connect() -> None:
+    """The ``channel`` claim marks a subscription token: it never stands in for a connection token
+    (nor on refresh, which verifies the same way)."""
+    verifier = hs256_verifier()
+    assert invalid(lambda: verifier.verify_connection(sub_token({}), now=NOW)) == "a subscription token cannot connect"
+    marked = hs256({"sub": "alice", "channel": None, "channels": ["vip:*"]})
+    assert invalid(lambda: verifier.verify_connection(marked, now=NOW)) == "a subscription token cannot connect"
+
+
+def test_a_connection_token_cannot_subscribe() -> None:
+    """The reverse: a connection token, grants and all, has no ``channel``, so it is no subscription token."""
+    token = hs256({"sub": "alice", "channels": ["vip:room"], "iat": NOW})
+    assert hs256_verifier().verify_connection(token, now=NOW).user == "alice"
+    verify = lambda: hs256_verifier().verify_subscription(token, user="alice", channel="vip:room")  # noqa: E731
+    assert invalid(verify) == "missing claim channel"
+
+
+# User ids
+
+
+@pytest.mark.parametrize(
+    ("user", "reason"),
+    [
+        ("carol,eve", "it contains ',', the separator of users in channel names"),
+        (",", "it contains ',', the separator of users in channel names"),
+        ("carol eve", "it contains a character channel names forbid"),
+        ("carol\u2028", "it contains a character channel names forbid"),
+        ("carol\u200b", "it contains a character channel names forbid"),
+        ("carol\x00", "it contains a character channel names forbid"),
+        ("x" * 255, "longer than 254 characters"),
+    ],
+)
+def test_user_ids_no_channel_can_name_are_refused(user: str, reason: str) -> None:
+    token = hs256({"sub": user})
+    assert (
+        invalid(lambda: hs256_verifier().verify_connection(token, now=NOW)) == f"sub is not a usable user id: {reason}"
+    )
+
+
+@pytest.mark.parametrize("user", ["x" * 254, "a#b", "a:b", "émile", "user@example.com", "[a]*?"])
+def test_user_ids_that_fit_a_channel_name_are_accepted(user: str) -> None:
+    assert hs256_verifier().verify_connection(hs256({"sub": user}), now=NOW).user == user
+    assert Identity(user).user in (channel_users(f"user:#{user}") or ())
+
+
 # Subscribe rules
 
 ALICE = Identity("alice")
@@ -452,13 +498,33 @@ def test_grants_allow_regardless_of_the_rule(rule: Any) -> None:
 
 
 def test_grant_patterns() -> None:
-    identity = Identity("carol", channels=("news", "live:*", "room:[ab]", "dm:?"))
+    """Grants are exact names, or a prefix and a trailing "*"; nothing else is special."""
+    identity = Identity("carol", channels=("news", "live:*"))
     assert identity.grants("news")
     assert not identity.grants("news2")
     assert identity.grants("live:scores") and identity.grants("live:")
     assert not identity.grants("LIVE:scores")  # case-sensitive
-    assert identity.grants("room:a") and not identity.grants("room:c")
-    assert identity.grants("dm:x") and not identity.grants("dm:xy")
+    assert not identity.grants("live")
+    assert Identity("carol", channels=("*",)).grants("anything:at#all")
+
+
+@pytest.mark.parametrize(
+    ("grant", "literal", "not_granted"),
+    [
+        ("files:q?", "files:q?", ["files:qX", "files:q"]),  # ? is not "any one character"
+        ("report[1]", "report[1]", ["report1"]),  # [seq] is not a set, and the name grants itself
+        ("room:[ab]", "room:[ab]", ["room:a", "room:b"]),
+        ("room:[!a]", "room:[!a]", ["room:b", "room:!"]),  # [!seq] is not a negated set
+        ("a*b", "a*b", ["aXb", "ab"]),  # * before the end is literal
+        ("live:**", "live:*x", ["live:x", "live:"]),  # only the last * is special: the prefix is "live:*"
+    ],
+)
+def test_grant_metacharacters_are_literal(grant: str, literal: str, not_granted: list[str]) -> None:
+    identity = Identity("carol", channels=(grant,))
+    assert identity.grants(literal)
+    for channel in not_granted:
+        assert not identity.grants(channel), channel
+    assert grant_matches(grant, literal)
 
 
 def test_grants_never_apply_to_anonymous_identities() -> None:

@@ -114,6 +114,7 @@ TEXT_VALUES: dict[str, tuple[str, object]] = {
     "history_reply_bytes": ("4096", 4096),
     "max_subscriptions": ("5", 5),
     "allowed_origins": ("https://a.example, https://*.b.example,,*", ("https://a.example", "https://*.b.example", "*")),
+    "allowed_hosts": ("Hub.example, *.b.example,,[::1]", ("hub.example", "*.b.example", "[::1]")),
     "drain_window": ("0", 0.0),
     "handshake_timeout": ("2.5", 2.5),
     "http_idle_timeout": ("30", 30.0),
@@ -129,6 +130,7 @@ TEXT_VALUES: dict[str, tuple[str, object]] = {
     "token_public_key": (EC_PEM, EC_PEM),
     "token_audience": ("hub", "hub"),
     "token_issuer": ("https://auth.example", "https://auth.example"),
+    "revocations_file": (" /var/lib/realtime/revoked.json ", "/var/lib/realtime/revoked.json"),
     "token_grace": ("0", 0.0),
     "presence_ttl": ("2.5", 2.5),
 }
@@ -158,6 +160,7 @@ def test_names_of_variables_and_flags() -> None:
     assert env_name("ping_interval") == "REALTIME_PING_INTERVAL"
     assert flag_name("ping_interval") == "--ping-interval"
     assert flag_name("allowed_origins") == "--allowed-origin"
+    assert flag_name("allowed_hosts") == "--allowed-host"
 
 
 def test_typed_values_from_toml(tmp_path: Path) -> None:

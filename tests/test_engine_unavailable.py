@@ -80,6 +80,7 @@ async def test_every_role_raises_engine_unavailable_while_redis_is_down(
         eng.presence_add("up", "c1", PresenceEntry("u"), ttl=30),  # presence
         eng.presence("up"),
         eng.kv_set("k", b"1"),  # kv
+        eng.kv_set_max("m", 1.0),
         eng.receipt_set("up", "u", 1),  # receipts
         eng.receipts("up"),
         eng.state_set("up", "k", b"\x01"),  # live state

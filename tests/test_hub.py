@@ -278,7 +278,7 @@ async def test_silent_peer_is_dropped(hub_factory: HubFactory) -> None:
     # A raw TCP peer that completes the handshake, connects, then never answers pings.
     reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
     writer.write(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
     await reader.readuntil(b"\r\n\r\n")

@@ -388,7 +388,7 @@ async def test_a_refused_origin_is_audited_escaped(hub_factory: HubFactory, audi
     reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
     agent = "evil\u2028agent\u202e" + "y" * 5000
     writer.write(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
         b"Origin: https://evil.example\r\nUser-Agent: " + agent.encode() + b"\r\n\r\n"
     )
@@ -403,6 +403,35 @@ async def test_a_refused_origin_is_audited_escaped(hub_factory: HubFactory, audi
     )
     assert record["user_agent"].startswith("evil\\u2028agent\\u202eyyy")
     assert record["user_agent"].endswith(f"...[{len(agent) - MAX_VALUE} more characters]")
+
+
+async def test_a_refused_host_is_audited(hub_factory: HubFactory, audit_file: Path) -> None:
+    """allowed_hosts refusals (421): an upgrade is upgrade_refused, an API request api_refused, each
+    naming the Host."""
+    hub = await hub_factory(audit_log=str(audit_file), api_keys=(ALL,))
+    for request in (
+        b"GET /ws HTTP/1.1\r\nHost: evil.example:8000\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Origin: http://evil.example\r\n\r\n",
+        b"GET /api/presence?channel=x HTTP/1.1\r\nHost: evil.example\r\nAuthorization: apikey "
+        + ALL.key.encode()
+        + b"\r\n\r\n",
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 421"), head
+        writer.close()
+    await until(lambda: len(audit_records(audit_file, "api_refused")) == 1)
+    [upgrade] = audit_records(audit_file, "upgrade_refused")
+    assert (upgrade["reason"], upgrade["host"], upgrade["origin"]) == (
+        "host not allowed",
+        "evil.example:8000",
+        "http://evil.example",
+    )
+    [api] = audit_records(audit_file, "api_refused")
+    assert (api["status"], api["host"], api["path"], api["method"]) == (421, "evil.example", "/api/presence", "GET")
+    assert ALL.key not in audit_file.read_text()
 
 
 async def test_no_token_key_or_payload_reaches_any_log(

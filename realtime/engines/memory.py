@@ -258,6 +258,9 @@ class MemoryEngine(Engine):
     # --- small values ----------------------------------------------------
 
     async def kv_get(self, key: str) -> bytes | None:
+        return self._kv_value(key)
+
+    def _kv_value(self, key: str) -> bytes | None:
         item = self._kv.get(key)
         if item is None:
             return None
@@ -268,10 +271,17 @@ class MemoryEngine(Engine):
         return value
 
     async def kv_set(self, key: str, value: bytes, *, ttl: float = 0.0, only_if_absent: bool = False) -> bool:
-        if only_if_absent and await self.kv_get(key) is not None:
+        if only_if_absent and self._kv_value(key) is not None:
             return False
         self._kv[key] = (value, _now() + ttl if ttl > 0 else 0.0)
         return True
+
+    async def kv_set_max(self, key: str, value: float) -> float:
+        stored = self._kv_value(key)  # read and write in one step: no await between them
+        if stored is not None and float(stored) >= value:
+            return float(stored)
+        self._kv[key] = (repr(value).encode(), 0.0)
+        return value
 
     # --- receipts ----------------------------------------------------------
 

@@ -228,6 +228,7 @@ class RedisEngine(Engine):
         self._publish_script = r.register_script(lua.PUBLISH)
         self._history = r.register_script(lua.HISTORY)
         self._receipt_set = r.register_script(lua.RECEIPT_SET)
+        self._kv_set_max = r.register_script(lua.KV_SET_MAX)
         self._presence_add = r.register_script(lua.PRESENCE_ADD)
         self._presence_remove = r.register_script(lua.PRESENCE_REMOVE)
         self._presence_settle = r.register_script(lua.PRESENCE_SETTLE)
@@ -660,6 +661,10 @@ class RedisEngine(Engine):
         with self._guard("store a value"):
             stored = await self.redis.set(self._kv_key(key), value, px=_ms(ttl) or None, nx=only_if_absent)
         return bool(stored)
+
+    async def kv_set_max(self, key: str, value: float) -> float:
+        stored = await self._run("store a value", self._kv_set_max, (self._kv_key(key),), (repr(value),))
+        return float(stored)
 
     # --- read receipts ---------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 Every script touches the keys of one hub channel only, all hash-tagged alike
 (``<prefix>:{<channel>}:...``, see :func:`realtime.engines.redis.channel_base`),
-so each runs on one Redis Cluster shard. docs/redis.md describes the keys.
+or a single key (:data:`KV_SET_MAX`), so each runs on one Redis Cluster shard. docs/redis.md describes the keys.
 
 The publish logic is written once (:data:`PUBLISH_CORE`) and used twice: by
 :data:`PUBLISH` (EVALSHA, what the hub runs) and by the function library
@@ -165,6 +165,17 @@ return {offset, epoch, out, truncated}
 """
 
 #: KEYS receipts, meta. ARGV user, offset, meta ms. Receipts live as long as the channel's position.
+#: kv_set_max: KEYS[1] the value's key, ARGV[1] the number (Python repr text). Returns the
+#: number stored after, as text (a Lua number would come back truncated to an integer).
+KV_SET_MAX = """
+local stored = redis.call('GET', KEYS[1])
+if stored and tonumber(stored) >= tonumber(ARGV[1]) then
+  return stored
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"""
+
 RECEIPT_SET = """
 local stored = redis.call('HGET', KEYS[1], ARGV[1])
 local offset = tonumber(ARGV[2])
