@@ -536,7 +536,11 @@ def message_to_map(message: ServerMessage, data: DataOut, pub: PubOut | None = N
         if (message.result is None) == (message.error is None):
             raise ValueError("a Reply needs exactly one of result and error")
         if message.error is not None:
-            return {"id": message.id, "error": {"code": message.error.code, "message": message.error.message}}
+            err = message.error
+            em: Map = {"code": err.code, "message": err.message}
+            if err.retry_after:
+                em["retry_after"] = err.retry_after
+            return {"id": message.id, "error": em}
         assert message.result is not None
         return {"id": message.id, "result": result_to_map(message.result, data, pub)}
     if type(message) is StatusNotice:
@@ -566,9 +570,9 @@ def message_from_map(m: Map, expected: Expected = NO_RESULTS) -> ServerMessage |
         raise ProtocolError("reply.id is out of range")
     if "error" in m:
         em = read_map(m["error"], "reply.error", 0)
-        return Reply(
-            id, error=Error(INT.read(em.get("code"), "error.code", 0), read_str(em.get("message"), "error.message", 0))
-        )
+        code, message = INT.read(em.get("code"), "error.code", 0), read_str(em.get("message"), "error.message", 0)
+        retry = em.get("retry_after")
+        return Reply(id, error=Error(code, message, 0 if retry is None else read_uint(retry, "error.retry_after", 0)))
     result = read_map(m.get("result"), "reply.result", 0)
     kind = expected.get(id)
     if kind is None:

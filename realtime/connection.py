@@ -83,6 +83,39 @@ class HubWebSocket(web.WebSocketResponse):
             frames.feed_data(tail)
 
 
+class CommandBudget:
+    """A token bucket over one connection's commands: ``rate`` a second on average, ``burst`` at once.
+
+    O(1) float math per command, nothing allocated. A refused command costs a token
+    too (the count goes below zero), so a client that ignores the advice only pushes
+    its next allowed command further away; one that runs ``burst`` tokens into debt
+    is flooding (:meth:`flooding`).
+    """
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = now
+
+    def take(self, now: float) -> float:
+        """Spend one token: 0.0 when the command may run, else the seconds until one would."""
+        tokens = self.tokens + (now - self.stamp) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
+        tokens -= 1.0
+        self.tokens, self.stamp = tokens, now
+        if tokens >= 0.0:
+            return 0.0
+        return (1.0 - tokens) / self.rate
+
+    def flooding(self) -> bool:
+        """A burst's worth of commands sent while refused: close the connection (4010)."""
+        return self.tokens < -self.burst
+
+
 class ConnectionHost(Protocol):
     """What a connection needs of the node that owns it (the hub)."""
 
@@ -141,6 +174,12 @@ class Connection:
         self._next_ping = 0.0
         self._ping_sent: float | None = None  # loop time of the ping not answered yet
         self._in_frame = False  # run() is running a frame's commands
+        settings = hub.settings
+        self._budget = (
+            CommandBudget(settings.command_rate, settings.command_burst, time.monotonic())
+            if settings.command_rate > 0
+            else None
+        )
 
     def authenticate(self, identity: Identity) -> None:
         """Adopt a verified identity (connect or refresh) and watch its expiry.
@@ -410,9 +449,13 @@ class Connection:
             else:
                 self.reply(0, error=exc.to_error())
             return
+        budget = self._budget
         for item in items:
             if self.closed:
                 return
+            if budget is not None and (wait := budget.take(time.monotonic())):
+                self._refuse(item, budget, wait)
+                continue
             if isinstance(item, ProtocolError):
                 if not self.connected:
                     self.close(DisconnectError(CloseCode.BAD_REQUEST, item.message))
@@ -420,6 +463,14 @@ class Connection:
                 self.reply(item.id, error=item.to_error())
                 continue
             await self.execute(item)
+
+    def _refuse(self, item: Command | ProtocolError, budget: CommandBudget, wait: float) -> None:
+        """Over the command budget: TOO_MANY_REQUESTS with the wait, or 4010 for a flood."""
+        if budget.flooding():
+            self.close(DisconnectError(CloseCode.TOO_MANY_REQUESTS))
+            return
+        error = CommandError(ErrorCode.TOO_MANY_REQUESTS, "too many commands", retry_after=wait)
+        self.reply(item.id, error=error.to_error())
 
     async def execute(self, command: Command) -> None:
         """Run one command and send its one reply."""

@@ -109,6 +109,8 @@ TEXT_VALUES: dict[str, tuple[str, object]] = {
     "max_frame_size": ("1024", 1024),
     "max_queue_bytes": ("2048", 2048),
     "max_subscriptions": ("5", 5),
+    "command_rate": ("2.5", 2.5),
+    "command_burst": ("7", 7),
     "allowed_origins": ("https://a.example, https://*.b.example,,*", ("https://a.example", "https://*.b.example", "*")),
     "drain_window": ("0", 0.0),
     "handshake_timeout": ("2.5", 2.5),

@@ -253,11 +253,13 @@ class MemoryEngine(Engine):
 
     # --- receipts ----------------------------------------------------------
 
-    async def receipt_set(self, channel: str, user: str, offset: int) -> int:
+    async def receipt_raise(self, channel: str, user: str, offset: int) -> tuple[int, bool]:
         receipts = self._receipts.setdefault(channel, {})
-        stored = max(receipts.get(user, 0), offset)
-        receipts[user] = stored
-        return stored
+        had = receipts.get(user)
+        if had is not None and had >= offset:
+            return had, False
+        receipts[user] = offset
+        return offset, True
 
     async def receipts(self, channel: str) -> dict[str, int]:
         return dict(self._receipts.get(channel, {}))

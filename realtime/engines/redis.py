@@ -662,12 +662,12 @@ class RedisEngine(Engine):
 
     # --- read receipts ---------------------------------------------------
 
-    async def receipt_set(self, channel: str, user: str, offset: int) -> int:
+    async def receipt_raise(self, channel: str, user: str, offset: int) -> tuple[int, bool]:
         b = self.base(channel)
-        stored = await self._run(
+        stored, moved = await self._run(
             "store a receipt", self._receipt_set, (b + ":r", b + ":m"), (user, offset, self._meta_ms)
         )
-        return int(stored)
+        return int(stored), bool(moved)
 
     async def receipts(self, channel: str) -> dict[str, int]:
         with self._guard("read receipts"):

@@ -129,15 +129,18 @@ return {offset, epoch, entries}
 )
 
 #: KEYS receipts, meta. ARGV user, offset, meta ms. Receipts live as long as the channel's position.
+#: Returns {stored offset, 1 if this call moved it else 0}.
 RECEIPT_SET = """
 local stored = redis.call('HGET', KEYS[1], ARGV[1])
 local offset = tonumber(ARGV[2])
+local moved = 0
 if stored then
   stored = tonumber(stored)
 end
 if not stored or offset > stored then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
   stored = offset
+  moved = 1
 end
 local ttl = redis.call('PTTL', KEYS[2])
 if ttl <= 0 then
@@ -146,7 +149,7 @@ end
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
-return stored
+return {stored, moved}
 """
 
 # --- presence -----------------------------------------------------------------
