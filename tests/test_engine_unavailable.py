@@ -81,6 +81,7 @@ async def test_every_role_raises_engine_unavailable_while_redis_is_down(
         eng.presence("up"),
         eng.kv_set("k", b"1"),  # kv
         eng.receipt_set("up", "u", 1),  # receipts
+        eng.receipt_raise("up", "u", 1),
         eng.receipts("up"),
         eng.state_set("up", "k", b"\x01"),  # live state
         eng.state_get("up", "k"),
