@@ -71,7 +71,8 @@ from protocol.messages import (
     Subscribe,
 )
 from realtime.auth import check_subscribe
-from realtime.engines.errors import VersionConflict
+from realtime.engines.errors import StateLimitExceeded, VersionConflict
+from realtime.engines.state import StateLimits
 
 from .base import EVENTS, EventHook, Feature, Handler, HubServices, namespace_of
 
@@ -89,6 +90,10 @@ MAX_ATTEMPTS = 5
 DIFF_MIN_BYTES = 32
 #: Above any channel version: ``state_since(channel, ABOVE_ALL)`` returns only the version.
 ABOVE_ALL = 2**63
+#: A channel's state is at most ``max_queue_bytes`` divided by this by default: a snapshot's
+#: JSON may be up to six times its MessagePack bytes (``false`` -> ``false,``, control
+#: characters -> ``\u0001``), plus each entry's framing, and must still fit a client's queue.
+STATE_SHARE_OF_QUEUE = 8
 
 _unpack: Callable[[bytes], Any] = partial(msgpack.unpackb, raw=False, strict_map_key=False)
 _pack: Callable[[object], bytes] = msgpack.Packer().pack
@@ -144,11 +149,13 @@ class Live(Feature):
         if ns.kind != "live":
             return
         engine = self.hub.engine
-        entries, version = await engine.state_since(cmd.channel, cmd.version or 0)
-        if cmd.version and version < cmd.version:  # state reset: a full snapshot instead
-            entries, version = await engine.state_since(cmd.channel, 0)
-        fields["version"] = version
-        fields["state"] = tuple(entries)
+        read = await engine.state_read(cmd.channel, cmd.version or 0)
+        if cmd.version and read.version < cmd.version:  # state reset: a full snapshot instead
+            read = await engine.state_read(cmd.channel, 0)
+        fields["version"] = read.version
+        fields["state"] = tuple(read.entries)
+        if cmd.version and read.full:
+            fields["full"] = True
 
     # --- client commands ---------------------------------------------------------
 
@@ -207,11 +214,11 @@ class Live(Feature):
     # --- writes ----------------------------------------------------------------------
 
     async def _set(self, ns: Namespace, channel: str, key: str, value: bytes | None, expected: int | None) -> int:
-        _check_size(ns, value)
+        self._check_size(ns, value)
         engine = self.hub.engine
         if value is None or ns.max_rate > 0 or len(value) < DIFF_MIN_BYTES or value[0] not in _MAP_HEADS:
             try:
-                entry = await engine.state_set(channel, key, value, expected_version=expected)
+                entry = await self._write(ns, channel, key, value, expected)
             except VersionConflict as exc:
                 raise _conflict(exc.current) from None
             await self.hub.broadcast(channel, _full(channel, entry))
@@ -223,7 +230,7 @@ class Live(Feature):
             if expected is not None and have != expected:
                 raise _conflict(old)
             try:
-                entry = await engine.state_set(channel, key, value, expected_version=have)
+                entry = await self._write(ns, channel, key, value, have)
             except VersionConflict as exc:
                 if expected is not None:
                     raise _conflict(exc.current) from None
@@ -231,7 +238,7 @@ class Live(Feature):
             await self.hub.broadcast(channel, _delta(channel, entry, old.value))
             return entry.version
         # The key changes too fast to diff against: write it, and send it whole.
-        entry = await engine.state_set(channel, key, value)
+        entry = await self._write(ns, channel, key, value, None)
         await self.hub.broadcast(channel, _full(channel, entry))
         return entry.version
 
@@ -245,9 +252,9 @@ class Live(Feature):
                 raise _conflict(old)
             new = merge_patch.apply(None if old.value is None else _unpack(old.value), patch)
             value = None if new is None else _pack(new)
-            _check_size(ns, value)
+            self._check_size(ns, value)
             try:
-                entry = await engine.state_set(channel, key, value, expected_version=have)
+                entry = await self._write(ns, channel, key, value, have)
             except VersionConflict as exc:
                 if expected is not None:
                     raise _conflict(exc.current) from None
@@ -260,10 +267,31 @@ class Live(Feature):
             return entry.version
         raise CommandError(ErrorCode.CONFLICT, "the key changed during every attempt to patch it: retry")
 
+    async def _write(self, ns: Namespace, channel: str, key: str, value: bytes | None, expected: int | None) -> StateEntry:
+        """One engine write under the namespace's limits; tells subscribers of the keys it expired."""
+        try:
+            write = await self.hub.engine.state_write(
+                channel, key, value, expected_version=expected, limits=self._limits(ns)
+            )
+        except StateLimitExceeded as exc:
+            raise CommandError(ErrorCode.LIMIT_EXCEEDED, str(exc)) from None
+        for gone in write.expired:  # their versions come before the write's
+            await self.hub.broadcast(channel, _full(channel, gone))
+        return write.entry
 
-def _check_size(ns: Namespace, value: bytes | None) -> None:
-    if value is not None and ns.max_message_size is not None and len(value) > ns.max_message_size:
-        raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"value larger than {ns.max_message_size} bytes")
+    def _limits(self, ns: Namespace) -> StateLimits:
+        max_bytes = ns.max_state_bytes
+        if max_bytes is None:
+            max_bytes = self.hub.settings.max_queue_bytes // STATE_SHARE_OF_QUEUE
+        return StateLimits(max_bytes, ns.max_state_keys, ns.state_ttl)
+
+    def _check_size(self, ns: Namespace, value: bytes | None) -> None:
+        """A value (or a patch's result) is at most ``max_message_size``, by default ``max_frame_size``:
+        what one frame can carry, so that no key grows without bound patch by patch."""
+        limit = ns.max_message_size if ns.max_message_size is not None else self.hub.settings.max_frame_size
+        if value is not None and len(value) > limit:
+            raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"value larger than {limit} bytes")
+
 
 
 def _full(channel: str, entry: StateEntry) -> StateChange:

@@ -370,6 +370,9 @@ class SubscribeResult:
     state: tuple[StateEntry, ...] = field(default_factory=tuple)
     #: Status channels: the user's current status.
     status: UserStatus | None = None
+    #: Live channels: ``state`` is every key although a version was asked for (the changes
+    #: since it cannot be told): the client replaces what it holds.
+    full: bool = False
 
 
 @dataclass(frozen=True, slots=True)

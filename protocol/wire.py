@@ -401,6 +401,7 @@ RESULTS: dict[type[Result], Spec[Result]] = {
             opt("publications", _PUBLICATIONS),
             opt("version", UINT),
             opt("state", list_of(map_of(STATE_ENTRY))),
+            opt("full", BOOL),
             opt("status", map_of(USER_STATUS)),
         ),
     ),
@@ -461,6 +462,8 @@ def _subscribe_result_to_map(result: SubscribeResult, data: DataOut, pub: PubOut
     if result.version or result.state:
         m["version"] = result.version
         m["state"] = [STATE_ENTRY.write(e, data, {}) for e in result.state]
+    if result.full:
+        m["full"] = True
     if result.status is not None:
         m["status"] = USER_STATUS.write(result.status, data, {})
     return m
