@@ -267,7 +267,9 @@ class Live(Feature):
             return entry.version
         raise CommandError(ErrorCode.CONFLICT, "the key changed during every attempt to patch it: retry")
 
-    async def _write(self, ns: Namespace, channel: str, key: str, value: bytes | None, expected: int | None) -> StateEntry:
+    async def _write(
+        self, ns: Namespace, channel: str, key: str, value: bytes | None, expected: int | None
+    ) -> StateEntry:
         """One engine write under the namespace's limits; tells subscribers of the keys it expired."""
         try:
             write = await self.hub.engine.state_write(
@@ -291,7 +293,6 @@ class Live(Feature):
         limit = ns.max_message_size if ns.max_message_size is not None else self.hub.settings.max_frame_size
         if value is not None and len(value) > limit:
             raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"value larger than {limit} bytes")
-
 
 
 def _full(channel: str, entry: StateEntry) -> StateChange:

@@ -111,7 +111,9 @@ async def test_tombstones_make_room_before_a_write_is_refused(engine: Engine) ->
         await engine.state_write("r", key, b"", limits=limits)
         await engine.state_write("r", key, None, limits=limits)  # 8 bytes of tombstones
     await engine.state_write("r", "cccc", b"1234", limits=limits)  # 8 more: aaaa's tombstone goes
-    assert await engine.state_read("r", 3) == StateSlice([StateEntry("bbbb", None, 4), StateEntry("cccc", b"1234", 5)], 5, False)
+    assert await engine.state_read("r", 3) == StateSlice(
+        [StateEntry("bbbb", None, 4), StateEntry("cccc", b"1234", 5)], 5, False
+    )
     assert (await engine.state_read("r", 1)).full
 
 
@@ -124,7 +126,10 @@ async def test_keys_expire_after_their_ttl(engine: Engine) -> None:
     # Past its ttl a key is gone for readers at once...
     assert await engine.state_get("e", "old", now=T0 + 60) == StateEntry("old", None, 1)
     snapshot = await engine.state_read("e", 0, now=T0 + 60)
-    assert sorted(snapshot.entries, key=lambda e: e.key) == [StateEntry("kept", b"\x03", 3), StateEntry("new", b"\x02", 2)]
+    assert sorted(snapshot.entries, key=lambda e: e.key) == [
+        StateEntry("kept", b"\x03", 3),
+        StateEntry("new", b"\x02", 2),
+    ]
     # ...and the changes since any version cannot say so: the answer is every key.
     assert (await engine.state_read("e", 3, now=T0 + 60)).full
     # The next write deletes it first, with a version of its own, and says so.

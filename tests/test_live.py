@@ -519,7 +519,10 @@ async def test_big_values_cannot_poison_a_channel_for_new_subscribers(hub_factor
     writes beyond get 106, and a subscriber gets the snapshot."""
     hub = await hub_factory(namespaces=namespaces(LIVE))
     value = "x" * 60_000
-    async with await RawClient.open(hub.url) as writer, await RawClient.open(hub.url, subprotocol=JSON_SUBPROTOCOL) as js:
+    async with (
+        await RawClient.open(hub.url) as writer,
+        await RawClient.open(hub.url, subprotocol=JSON_SUBPROTOCOL) as js,
+    ):
         codes = []
         for i in range(20):
             reply = await writer.command(StateSet(0, "live:scores", f"k{i}", msgpack.packb(value)))
@@ -535,7 +538,9 @@ async def test_big_values_cannot_poison_a_channel_for_new_subscribers(hub_factor
 
 
 async def test_the_key_count_is_bounded(hub_factory: HubFactory) -> None:
-    hub = await hub_factory(namespaces=namespaces(Namespace("cap", kind="live", subscribe="anyone", client_write=True, max_state_keys=3)))
+    hub = await hub_factory(
+        namespaces=namespaces(Namespace("cap", kind="live", subscribe="anyone", client_write=True, max_state_keys=3))
+    )
     async with await RawClient.open(hub.url) as client:
         for key in "abc":
             await write(client, "cap:x", key, 1)
@@ -572,10 +577,11 @@ async def test_keys_expire_and_subscribers_are_told(hub_factory: HubFactory) -> 
     async with await RawClient.open(hub.url) as writer, await RawClient.open(hub.url) as watcher:
         await write(writer, "brief:x", "old", 1)
         assert [e.key for e in (await subscribe(watcher, "brief:x")).state] == ["old"]
-        live = hub.hub.feature(Live)
+        live: Live = hub.hub.feature(Live)
 
         async def gone() -> bool:
-            return (await live.get("brief:x"))[0] == []
+            entries, _ = await live.get("brief:x")
+            return not entries
 
         await until(gone, what="the key's expiry")
         async with await RawClient.open(hub.url) as late:

@@ -144,8 +144,8 @@ class Connection:
                 return
             if message.error is not None:
                 future.set_exception(
-                        ReplyError(message.error.code, message.error.message, retry_after=message.error.retry_after / 1000)
-                    )
+                    ReplyError(message.error.code, message.error.message, retry_after=message.error.retry_after / 1000)
+                )
             elif message.result is None:
                 future.set_exception(ProtocolError("reply without result or error"))
             else:

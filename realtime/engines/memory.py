@@ -24,7 +24,7 @@ from .base import Engine
 from .broker import HistoryOptions, HistorySlice, Idempotency, PublicationHandler, Published
 from .errors import StateLimitExceeded, VersionConflict
 from .presence import PresenceCounts, PresenceEntry
-from .state import StateLimits, StateSlice, StateWrite
+from .state import NO_LIMITS, StateLimits, StateSlice, StateWrite
 
 
 def new_epoch() -> str:
@@ -280,7 +280,7 @@ class MemoryEngine(Engine):
         value: bytes | None,
         *,
         expected_version: int | None = None,
-        limits: StateLimits = StateLimits(),
+        limits: StateLimits = NO_LIMITS,
         now: float | None = None,
     ) -> StateWrite:
         now = _wall() if now is None else now

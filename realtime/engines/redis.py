@@ -46,7 +46,7 @@ from .base import Engine
 from .broker import HistoryOptions, HistorySlice, Idempotency, PublicationHandler, Published
 from .errors import EngineUnavailable, OutcomeUnknown, StateLimitExceeded, VersionConflict
 from .presence import PresenceCounts, PresenceEntry
-from .state import StateLimits, StateSlice, StateWrite
+from .state import NO_LIMITS, StateLimits, StateSlice, StateWrite
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -690,7 +690,7 @@ class RedisEngine(Engine):
         value: bytes | None,
         *,
         expected_version: int | None = None,
-        limits: StateLimits = StateLimits(),
+        limits: StateLimits = NO_LIMITS,
         now: float | None = None,
     ) -> StateWrite:
         out = await self._run(

@@ -40,6 +40,10 @@ class StateLimits:
     ttl: float = 0.0
 
 
+#: No bounds: what :meth:`StateStore.state_set` writes with.
+NO_LIMITS = StateLimits()
+
+
 @dataclass(frozen=True, slots=True)
 class StateWrite:
     """A write's entry, and the keys found expired and deleted first (oldest expiry first)."""
@@ -72,7 +76,7 @@ class StateStore(abc.ABC):
         value: bytes | None,
         *,
         expected_version: int | None = None,
-        limits: StateLimits = StateLimits(),
+        limits: StateLimits = NO_LIMITS,
         now: float | None = None,
     ) -> StateWrite:
         """Set (``None`` deletes) one key and bump the channel's state version, in one atomic step.
