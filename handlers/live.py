@@ -18,8 +18,19 @@ BAD_REQUEST; an unknown namespace is UNKNOWN_CHANNEL. With ``version``, the
 write applies only if the key's version still equals it (0: the key does not
 exist), else CONFLICT. A patch without ``version`` is applied to the current
 value with a bounded retry; under heavy contention it fails with CONFLICT too.
-A value (or patched result) larger than the namespace's ``max_message_size``
-is LIMIT_EXCEEDED. The reply is ``StateResult(version)``.
+The reply is ``StateResult(version)``.
+
+Bounds (LIMIT_EXCEEDED, nothing written): a value, or a patch's result, is at
+most ``max_message_size``, by default ``max_frame_size`` (what one frame can
+carry, so no key grows patch by patch); a channel's state is at most
+``max_state_keys`` keys and ``max_state_bytes`` bytes, by default
+``max_queue_bytes`` / :data:`STATE_SHARE_OF_QUEUE`, so that a snapshot fits
+any subscriber's queue. Keys expire after ``state_ttl``; tombstones are
+compacted. The engine applies these atomically (``StateLimits``; the rules are
+in ``realtime/engines/state.py``); a write returns the keys it found expired,
+and their deletions are broadcast before the write's change. A subscribe with
+``version`` that the engine answers in full (the changes since it cannot be
+told) carries ``full=True``, as does a reset.
 
 Deltas: every change reaches subscribers as a ``StateChange`` push with the
 new channel version and either the full ``value`` (nil = deleted) or a
@@ -155,7 +166,7 @@ class Live(Feature):
         fields["version"] = read.version
         fields["state"] = tuple(read.entries)
         if cmd.version and read.full:
-            fields["full"] = True
+            fields["full"] = True  # replace, do not merge: deletions since cmd.version are not listed
 
     # --- client commands ---------------------------------------------------------
 
