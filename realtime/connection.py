@@ -441,15 +441,17 @@ class Connection:
         self.closed = True
 
     async def handle_frame(self, frame: bytes) -> None:
+        budget = self._budget
         try:
             items = self.codec.decode_commands(frame)
         except ProtocolError as exc:
             if not self.connected:
                 self.close(DisconnectError(CloseCode.BAD_REQUEST, exc.message))
+            elif budget is not None and (wait := budget.take(time.monotonic())):
+                self._refuse(exc, budget, wait)  # a frame that does not decode costs one token
             else:
                 self.reply(0, error=exc.to_error())
             return
-        budget = self._budget
         for item in items:
             if self.closed:
                 return

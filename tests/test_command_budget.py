@@ -79,6 +79,19 @@ async def test_invalid_commands_count_too(hub_factory: HubFactory) -> None:
         assert codes == [ErrorCode.UNKNOWN_COMMAND, ErrorCode.UNKNOWN_COMMAND, ErrorCode.TOO_MANY_REQUESTS]
 
 
+async def test_frames_that_do_not_decode_count_too(hub_factory: HubFactory) -> None:
+    hub = await hub_factory(command_rate=1.0, command_burst=3)
+    async with await user(hub, "alice") as alice:
+        for _ in range(3):
+            await alice.ws.send(b"\xc1")  # never valid msgpack
+        codes = []
+        for _ in range(3):
+            reply = await alice.recv()
+            assert isinstance(reply, Reply) and reply.error is not None and reply.id == 0
+            codes.append(reply.error.code)
+        assert codes == [ErrorCode.BAD_REQUEST, ErrorCode.BAD_REQUEST, ErrorCode.TOO_MANY_REQUESTS]
+
+
 async def test_budget_off_with_rate_zero(hub_factory: HubFactory) -> None:
     hub = await hub_factory(command_rate=0, command_burst=1)
     async with await user(hub, "alice") as alice:
