@@ -28,7 +28,10 @@ carry, so no key grows patch by patch); a channel's state is at most
 any subscriber's queue. Keys expire after ``state_ttl``; tombstones are
 compacted. The engine applies these atomically (``StateLimits``; the rules are
 in ``realtime/engines/state.py``); a write returns the keys it found expired,
-and their deletions are broadcast before the write's change. A subscribe with
+and their deletions are broadcast before the write's change. Each node also
+sweeps the live channels it has subscribers for, every tenth of the shortest
+``state_ttl`` (at most :data:`SWEEP_MAX` seconds), so subscribers learn of an
+expiry without waiting for a write. A subscribe with
 ``version`` that the engine answers in full (the changes since it cannot be
 told) carries ``full=True``, as does a reset.
 
@@ -63,6 +66,7 @@ For the HTTP API: :meth:`Live.set_value`, :meth:`Live.patch_value` and
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -84,6 +88,7 @@ from protocol.messages import (
 from realtime.auth import check_subscribe
 from realtime.engines.errors import StateLimitExceeded, VersionConflict
 from realtime.engines.state import StateLimits
+from realtime.logs import log_failure
 
 from .base import EVENTS, EventHook, Feature, Handler, HubServices, namespace_of
 
@@ -92,6 +97,8 @@ if TYPE_CHECKING:
     from realtime.namespaces import Namespace
 
 __all__ = ["NIL", "Live"]
+
+log = logging.getLogger("realtime.live")
 
 #: msgpack nil: as a value it deletes the key.
 NIL = b"\xc0"
@@ -105,6 +112,8 @@ ABOVE_ALL = 2**63
 #: JSON may be up to six times its MessagePack bytes (``false`` -> ``false,``, control
 #: characters -> ``\u0001``), plus each entry's framing, and must still fit a client's queue.
 STATE_SHARE_OF_QUEUE = 8
+#: Most seconds between two sweeps for expired keys (see :meth:`Live._sweep_forever`).
+SWEEP_MAX = 60.0
 
 _unpack: Callable[[bytes], Any] = partial(msgpack.unpackb, raw=False, strict_map_key=False)
 _pack: Callable[[object], bytes] = msgpack.Packer().pack
@@ -134,6 +143,11 @@ class Live(Feature):
             for ns in hub.settings.namespaces.values()
             if ns.kind == "live" and ns.max_rate > 0
         }
+        #: Seconds between two sweeps for expired keys: a tenth of the shortest state_ttl, at most a minute.
+        ttls = [ns.state_ttl for ns in hub.settings.namespaces.values() if ns.kind == "live" and ns.state_ttl > 0]
+        self._sweep_interval = min([SWEEP_MAX, *(ttl / 10 for ttl in ttls)]) if ttls else 0.0
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closed = False
 
     def commands(self) -> Mapping[type, Handler]:
         return {StateSet: self._state_set, StatePatch: self._state_patch}
@@ -142,8 +156,28 @@ class Live(Feature):
         return {name: conflater.take for name, conflater in self._conflaters.items()}
 
     async def close(self) -> None:
+        self._closed = True
         for conflater in self._conflaters.values():
             conflater.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
+
+    async def _sweep_forever(self) -> None:
+        """Delete expired keys of the live channels subscribed here, and tell their subscribers
+        (without it they would learn only with the channel's next write)."""
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            for channel in self.hub.local_channels():
+                ns = self.hub.namespace(channel)
+                if ns is None or ns.kind != "live" or ns.state_ttl <= 0:
+                    continue
+                try:
+                    for gone in await self.hub.engine.state_expire(channel, self._limits(ns)):
+                        await self.hub.broadcast(channel, _full(channel, gone))
+                except Exception:  # an engine outage: the next sweep, or the next write, does it
+                    log_failure(log, "expired live keys not deleted")
 
     def on_resync(self) -> None:
         """State changes are pushed at most once: some may be lost, or the state may have
@@ -159,6 +193,8 @@ class Live(Feature):
     async def on_subscribe(self, conn: Connection, ns: Namespace, cmd: Subscribe, fields: dict[str, Any]) -> None:
         if ns.kind != "live":
             return
+        if self._sweeper is None and self._sweep_interval and not self._closed:
+            self._sweeper = asyncio.create_task(self._sweep_forever())
         engine = self.hub.engine
         read = await engine.state_read(cmd.channel, cmd.version or 0)
         if cmd.version and read.version < cmd.version:  # state reset: a full snapshot instead

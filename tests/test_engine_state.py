@@ -146,6 +146,20 @@ async def test_keys_expire_after_their_ttl(engine: Engine) -> None:
     assert await engine.state_get("e", "new", now=T0 + 139) == StateEntry("new", b"\x05", 6)
 
 
+async def test_expired_keys_are_deleted_without_a_write(engine: Engine) -> None:
+    limits = StateLimits(max_keys=1, ttl=10.0)
+    await engine.state_write("y", "a", b"\x01", limits=limits, now=T0)
+    await engine.state_write("y", "b", None, limits=limits, now=T0)  # a tombstone at 2
+    assert await engine.state_expire("y", limits, now=T0 + 9) == ()
+    assert await engine.state_expire("y", limits, now=T0 + 10) == (StateEntry("a", None, 3),)
+    assert await engine.state_expire("y", limits, now=T0 + 11) == ()
+    # b's tombstone was compacted (one tombstone at most): a client at version 1 gets everything.
+    assert await engine.state_read("y", 2, now=T0 + 11) == StateSlice([StateEntry("a", None, 3)], 3, False)
+    assert await engine.state_read("y", 1, now=T0 + 11) == StateSlice([], 3, True)
+    assert await engine.state_expire("nothing", limits) == ()
+    assert await engine.state_read("nothing") == StateSlice([], 0, True)  # and nothing was created
+
+
 async def test_an_expired_key_does_not_count_against_the_limits(engine: Engine) -> None:
     limits = StateLimits(max_keys=1, ttl=10.0)
     await engine.state_write("x", "a", b"\x01", limits=limits, now=T0)

@@ -88,6 +88,7 @@ async def test_every_role_raises_engine_unavailable_while_redis_is_down(
         eng.state_write("up", "k", b"\x01", limits=StateLimits(max_bytes=10, max_keys=1, ttl=60)),
         eng.state_get("up", "k"),
         eng.state_read("up", 1),
+        eng.state_expire("up"),
     ):
         with pytest.raises(EngineUnavailable) as info:
             await call

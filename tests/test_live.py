@@ -570,22 +570,35 @@ async def test_tombstones_are_compacted_and_a_stale_version_gets_everything(hub_
 
 
 async def test_keys_expire_and_subscribers_are_told(hub_factory: HubFactory) -> None:
-    """Keys are not kept for ever: one not written for ``state_ttl`` is gone for new subscribers, and the
-    channel's next write deletes it with a push of its own."""
+    """Keys are not kept for ever: one not written for ``state_ttl`` is deleted, and its subscribers get
+    the deletion (the node sweeps its live channels every tenth of the ttl); new subscribers never see it."""
     ns = Namespace("brief", kind="live", subscribe="anyone", client_write=True, state_ttl=0.2)
     hub = await hub_factory(namespaces=namespaces(ns))
     async with await RawClient.open(hub.url) as writer, await RawClient.open(hub.url) as watcher:
         await write(writer, "brief:x", "old", 1)
         assert [e.key for e in (await subscribe(watcher, "brief:x")).state] == ["old"]
-        live: Live = hub.hub.feature(Live)
+        assert await change(watcher) == StateChange("brief:x", "old", 2, value=NIL)
+        async with await RawClient.open(hub.url) as late:
+            assert (await subscribe(late, "brief:x")).state == ()
+        assert await write(writer, "brief:x", "new", 2) == 3
+        assert await change(watcher) == StateChange("brief:x", "new", 3, value=msgpack.packb(2))
+
+
+async def test_a_write_deletes_expired_keys_first_and_says_so(hub_factory: HubFactory) -> None:
+    """Between sweeps, the channel's next write deletes an expired key before its own change."""
+    ns = Namespace("brief", kind="live", subscribe="anyone", client_write=True, state_ttl=0.2)
+    hub = await hub_factory(namespaces=namespaces(ns))
+    live: Live = hub.hub.feature(Live)
+    live._sweep_interval = 3600.0  # no sweep within this test: the write must do it
+    async with await RawClient.open(hub.url) as writer, await RawClient.open(hub.url) as watcher:
+        await write(writer, "brief:x", "old", 1)
+        assert [e.key for e in (await subscribe(watcher, "brief:x")).state] == ["old"]
 
         async def gone() -> bool:
             entries, _ = await live.get("brief:x")
             return not entries
 
         await until(gone, what="the key's expiry")
-        async with await RawClient.open(hub.url) as late:
-            assert (await subscribe(late, "brief:x")).state == ()
         assert await write(writer, "brief:x", "new", 2) == 3
         assert await change(watcher) == StateChange("brief:x", "old", 2, value=NIL)
         assert await change(watcher) == StateChange("brief:x", "new", 3, value=msgpack.packb(2))

@@ -311,6 +311,18 @@ class MemoryEngine(Engine):
         state.ends = now + limits.ttl if limits.ttl > 0 else 0.0
         return StateWrite(entry, expired)
 
+    async def state_expire(
+        self, channel: str, limits: StateLimits = NO_LIMITS, *, now: float | None = None
+    ) -> tuple[StateEntry, ...]:
+        state = self._state.get(channel)
+        if state is None:
+            return ()
+        now = _wall() if now is None else now
+        expired = tuple(state.put(k, None, now, 0.0) for k in state.due(now))
+        if expired:
+            state.compact(limits)
+        return expired
+
     async def state_get(self, channel: str, key: str, *, now: float | None = None) -> StateEntry:
         state = self._state.get(channel)
         entry = state.entries.get(key) if state is not None else None

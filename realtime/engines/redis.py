@@ -236,6 +236,7 @@ class RedisEngine(Engine):
         self._presence_get = r.register_script(lua.PRESENCE_GET)
         self._presence_stats = r.register_script(lua.PRESENCE_STATS)
         self._state_write = r.register_script(lua.STATE_WRITE)
+        self._state_expire = r.register_script(lua.STATE_EXPIRE)
         self._state_get = r.register_script(lua.STATE_GET)
         self._state_read = r.register_script(lua.STATE_READ)
         self._handler: PublicationHandler | None = None
@@ -715,6 +716,17 @@ class RedisEngine(Engine):
             raise StateLimitExceeded(what, limits.max_keys if what == "keys" else limits.max_bytes)
         expired = tuple(StateEntry(out[i].decode(), None, int(out[i + 1])) for i in range(2, len(out), 2))
         return StateWrite(StateEntry(key, value, int(out[1])), expired)
+
+    async def state_expire(
+        self, channel: str, limits: StateLimits = NO_LIMITS, *, now: float | None = None
+    ) -> tuple[StateEntry, ...]:
+        flat = await self._run(
+            "expire state",
+            self._state_expire,
+            self._state_keys(channel),
+            (_now_ms(now), limits.max_bytes, limits.max_keys),
+        )
+        return tuple(StateEntry(flat[i].decode(), None, int(flat[i + 1])) for i in range(0, len(flat), 2))
 
     async def state_get(self, channel: str, key: str, *, now: float | None = None) -> StateEntry:
         sv, sz, _, se, _, _ = self._state_keys(channel)

@@ -335,11 +335,42 @@ return {redis.call('HLEN', KEYS[1]), redis.call('HLEN', KEYS[3])}
 # bytes, floor}, sn the version counter (never expires). A channel whose sm is gone (expired
 # whole) but whose sn is not counts every version up to sn as compacted.
 
+#: Lua shared by the state scripts: delete the keys in ``due`` (tombstones with versions of their
+#: own, appended to ``out``), given their values in ``values``.
+_STATE_EXPIRE_DUE = """
+for _, k in ipairs(due) do
+  version = version + 1
+  redis.call('HDEL', sv, k)
+  redis.call('ZREM', se, k)
+  redis.call('ZADD', sz, version, k)
+  redis.call('ZADD', st, version, k)
+  lb = lb - #k - #values[k]
+  tb = tb + #k
+  out[#out + 1] = k
+  out[#out + 1] = version
+end
+"""
+
+#: Lua shared by the state scripts: drop the oldest tombstones while over the limits; store the sizes.
+_STATE_COMPACT = """
+local tombs = redis.call('ZCARD', st)
+while tombs > 0 and ((max_keys > 0 and tombs > max_keys) or (max_bytes > 0 and lb + tb > max_bytes)) do
+  local oldest = redis.call('ZRANGE', st, 0, 0, 'WITHSCORES')
+  redis.call('ZREM', st, oldest[1])
+  redis.call('ZREM', sz, oldest[1])
+  tb = tb - #oldest[1]
+  floor = math.max(floor, tonumber(oldest[2]))
+  tombs = tombs - 1
+end
+redis.call('HSET', sm, 'lb', lb, 'tb', tb, 'floor', floor)
+"""
+
 #: KEYS sv sz sn se sm st. ARGV key, has value ('1'/'0'), value, expected version ('' = any),
 #: now ms, ttl ms (0 = never), max bytes (0 = none), max keys (0 = none).
 #: Returns {1, version, expired key, its version, ...}; {0, current value or false, current
 #: version} on a version conflict; {-1, 'keys' or 'bytes'} over a limit (nothing changed then).
-STATE_WRITE = """
+STATE_WRITE = (
+    """
 local sv, sz, sn, se, sm, st = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local key, set, value = ARGV[1], ARGV[2] == '1', ARGV[3]
 local now, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -391,18 +422,9 @@ if version > 0 and redis.call('EXISTS', sm) == 0 then
   floor = version + 1
 end
 local out = {1, 0}
-for _, k in ipairs(due) do
-  version = version + 1
-  redis.call('HDEL', sv, k)
-  redis.call('ZREM', se, k)
-  redis.call('ZADD', sz, version, k)
-  redis.call('ZADD', st, version, k)
-  lb = lb - #k - #values[k]
-  tb = tb + #k
-  out[#out + 1] = k
-  out[#out + 1] = version
-end
-version = version + 1
+"""
+    + _STATE_EXPIRE_DUE
+    + """version = version + 1
 redis.call('SET', sn, version)
 if old then
   lb = lb - #key - #old
@@ -426,17 +448,9 @@ else
   redis.call('ZADD', st, version, key)
   tb = tb + #key
 end
-local tombs = redis.call('ZCARD', st)
-while tombs > 0 and ((max_keys > 0 and tombs > max_keys) or (max_bytes > 0 and lb + tb > max_bytes)) do
-  local oldest = redis.call('ZRANGE', st, 0, 0, 'WITHSCORES')
-  redis.call('ZREM', st, oldest[1])
-  redis.call('ZREM', sz, oldest[1])
-  tb = tb - #oldest[1]
-  floor = math.max(floor, tonumber(oldest[2]))
-  tombs = tombs - 1
-end
-redis.call('HSET', sm, 'lb', lb, 'tb', tb, 'floor', floor)
-for _, k in ipairs({sv, sz, se, sm, st}) do
+"""
+    + _STATE_COMPACT
+    + """for _, k in ipairs({sv, sz, se, sm, st}) do
   if ttl > 0 then
     redis.call('PEXPIRE', k, ttl)
   else
@@ -446,6 +460,35 @@ end
 out[2] = version
 return out
 """
+)
+
+#: KEYS sv sz sn se sm st. ARGV now ms, max bytes (0 = none), max keys (0 = none). Deletes the
+#: keys expired at now (as a write would before its own change), compacts; returns {key, version, ...}.
+STATE_EXPIRE = (
+    """
+local sv, sz, sn, se, sm, st = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local now, max_bytes, max_keys = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local due = redis.call('ZRANGEBYSCORE', se, '-inf', now)
+if #due == 0 then
+  return {}
+end
+local values = {}
+for _, k in ipairs(due) do
+  values[k] = redis.call('HGET', sv, k) or ''
+end
+local version = tonumber(redis.call('GET', sn) or '0')
+local lb = tonumber(redis.call('HGET', sm, 'lb') or '0')
+local tb = tonumber(redis.call('HGET', sm, 'tb') or '0')
+local floor = tonumber(redis.call('HGET', sm, 'floor') or '0')
+local out = {}
+"""
+    + _STATE_EXPIRE_DUE
+    + """redis.call('SET', sn, version)
+"""
+    + _STATE_COMPACT
+    + """return out
+"""
+)
 
 #: KEYS sv sz se. ARGV key, now ms. Returns {value or false (deleted, expired), version (0 = never set)}.
 STATE_GET = """

@@ -89,6 +89,14 @@ class StateStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def state_expire(
+        self, channel: str, limits: StateLimits = NO_LIMITS, *, now: float | None = None
+    ) -> tuple[StateEntry, ...]:
+        """Delete the channel's expired keys, as a write would first, in one atomic step, and
+        compact its tombstones within ``limits``; returns the deletions (oldest expiry first).
+        The hub calls it now and then for channels with subscribers, to tell them."""
+
+    @abc.abstractmethod
     async def state_get(self, channel: str, key: str, *, now: float | None = None) -> StateEntry:
         """The key's value and version (``value=None``: deleted or expired; ``version=0``: never set)."""
 
