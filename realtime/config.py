@@ -90,8 +90,8 @@ class Settings:
     #: this rate); over it a command is refused with TOO_MANY_REQUESTS (110) and a
     #: ``retry_after``. 0: no limit.
     command_rate: float = 100.0
-    #: Commands one connection may send at once (the bucket's size). A client that goes
-    #: on sending this many more while refused is closed with 4010.
+    #: Commands one connection may send at once (the bucket's size). A client whose refused
+    #: commands exceed this many at once, or ten times command_rate a second, is closed with 4010.
     command_burst: int = 200
     #: Allowed values of the Origin header ("*" allows any, "https://*.example.com"
     #: a wildcard); requests without Origin (native apps) are always allowed, and an

@@ -83,37 +83,50 @@ class HubWebSocket(web.WebSocketResponse):
             frames.feed_data(tail)
 
 
+#: A connection is flooding when its refused commands come faster than this many times its
+#: ``command_rate`` (beyond a ``command_burst`` of them): clients that honour ``retry_after``,
+#: even several commands waiting at once, stay far below it.
+FLOOD_FACTOR = 10.0
+
+
 class CommandBudget:
     """A token bucket over one connection's commands: ``rate`` a second on average, ``burst`` at once.
 
-    O(1) float math per command, nothing allocated. A refused command costs a token
-    too (the count goes below zero), so a client that ignores the advice only pushes
-    its next allowed command further away; one that runs ``burst`` tokens into debt
-    is flooding (:meth:`flooding`).
+    O(1) float math per command, nothing allocated. A refused command costs no token
+    (so commands waiting on the advice are not pushed further away by each other's
+    retries), but counts as a *strike*; strikes drain at ``FLOOD_FACTOR * rate`` a
+    second, and more than ``burst`` of them is a flood (:meth:`flooding`).
     """
 
-    __slots__ = ("burst", "rate", "stamp", "tokens")
+    __slots__ = ("burst", "rate", "stamp", "strikes", "tokens")
 
     def __init__(self, rate: float, burst: int, now: float) -> None:
         self.rate = rate
         self.burst = float(burst)
         self.tokens = float(burst)
+        self.strikes = 0.0
         self.stamp = now
 
     def take(self, now: float) -> float:
-        """Spend one token: 0.0 when the command may run, else the seconds until one would."""
-        tokens = self.tokens + (now - self.stamp) * self.rate
+        """Spend one token: 0.0 when the command may run, else the seconds until one is there."""
+        refill = (now - self.stamp) * self.rate
+        self.stamp = now
+        if self.strikes:
+            strikes = self.strikes - refill * FLOOD_FACTOR
+            self.strikes = strikes if strikes > 0.0 else 0.0
+        tokens = self.tokens + refill
         if tokens > self.burst:
             tokens = self.burst
-        tokens -= 1.0
-        self.tokens, self.stamp = tokens, now
-        if tokens >= 0.0:
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
             return 0.0
+        self.tokens = tokens
+        self.strikes += 1.0
         return (1.0 - tokens) / self.rate
 
     def flooding(self) -> bool:
-        """A burst's worth of commands sent while refused: close the connection (4010)."""
-        return self.tokens < -self.burst
+        """More refused commands than the advice explains: close the connection (4010)."""
+        return self.strikes > self.burst
 
 
 class ConnectionHost(Protocol):

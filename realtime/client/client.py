@@ -9,6 +9,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from types import TracebackType
@@ -543,8 +544,9 @@ class Client:
 
         With ``retry``, ConnectionLost runs ``call`` again on the next connection.
         With ``when_busy``, a TOO_MANY_REQUESTS refusal with a ``retry_after`` (the
-        hub ran nothing) runs ``call`` again after that wait, if it ends within
-        ``command_timeout``; otherwise the ReplyError is raised.
+        hub ran nothing) runs ``call`` again after that wait plus jitter (up to as
+        much again), if it ends within ``command_timeout``; otherwise the
+        ReplyError is raised.
         """
         if self._run_task is None and self._stopped is None:
             raise RuntimeError("call connect() first, or use 'async with Client(...)'")
@@ -562,10 +564,12 @@ class Client:
                     except ReplyError as exc:
                         if not (when_busy and exc.code == ErrorCode.TOO_MANY_REQUESTS and exc.retry_after > 0):
                             raise
+                        # Commands refused together would come back together: spread them.
+                        wait = exc.retry_after * (1.0 + random.random())
                         deadline = scope.when()
-                        if deadline is not None and loop.time() + exc.retry_after >= deadline:
+                        if deadline is not None and loop.time() + wait >= deadline:
                             raise
-                        await asyncio.sleep(exc.retry_after)
+                        await asyncio.sleep(wait)
                     except ConnectionLost:
                         if not retry:
                             raise
