@@ -38,19 +38,25 @@ Decisions, in one place:
   the command does not apply to it (an unconfigured namespace is still
   UNKNOWN_CHANNEL). Anonymous connections get PERMISSION_DENIED (typing and
   receipts belong to a user), then unsubscribed ones NOT_SUBSCRIBED.
-* **Typing** is rate limited per user and channel across nodes with an engine
-  kv claim that lives ``ns.typing_interval`` seconds; ``typing=False`` is never
-  limited and is always broadcast (the ``True`` may have come through another
-  node). The node that took a ``typing=True`` keeps the timer that broadcasts
-  the ``False`` after ``ns.typing_timeout``, and sends it at once when the
-  connection that was typing leaves the channel. Known limit: a user typing on
-  two devices attached to two nodes may see the first node's timeout clear the
-  indicator early, until the next notice.
+* **Typing** needs the right to publish in the channel (PERMISSION_DENIED
+  otherwise: who cannot send is not typing a message). ``typing=True`` is rate
+  limited per user and channel across nodes with an engine kv claim that lives
+  ``ns.typing_interval`` seconds (TOO_MANY_REQUESTS, with that as
+  ``retry_after``). Whether the user's indicator is on is a second kv value
+  (on any node: the ``True`` may have come through another one);
+  ``typing=False`` is broadcast only when it turns the indicator off, so
+  repeated stops cost a kv read and reach nobody. The node that took a
+  ``typing=True`` keeps the timer that broadcasts the ``False`` after
+  ``ns.typing_timeout``, and sends it at once when the connection that was
+  typing leaves the channel. Known limit: a user typing on two devices
+  attached to two nodes may see the first node's timeout clear the indicator
+  early, until the next notice.
 * **Read receipts** never move backwards: a receipt behind the stored one is
-  refused with CONFLICT; an equal one succeeds and is announced again (a
-  retried Read whose reply was lost must still reach the others). The offset
-  is checked against the stream's current offset only; receipts carry no
-  epoch.
+  refused with CONFLICT; an equal one succeeds and is not announced again (the
+  engine stores and tells whether it moved in one step; the first one was
+  announced). Reads need only the subscription, not the right to publish. The
+  offset is checked against the stream's current offset only; receipts carry
+  no epoch.
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ from protocol.messages import (
     Typing,
     TypingNotice,
 )
+from realtime.auth import check_publish
 from realtime.engines.broker import Idempotency
 from realtime.engines.errors import EngineUnavailable
 from realtime.logs import log_failure
@@ -214,17 +221,27 @@ class Chat(Feature):
 
     async def typing(self, conn: Connection, cmd: Typing) -> Result:
         ns = self._check(conn, cmd.channel)
+        # Typing announces a message to come: only those who may send one may type.
+        check_publish(conn.identity, cmd.channel, ns, subscribed=True)
         slot = (cmd.channel, conn.user)
+        engine = self.hub.engine
+        shown = _typing_shown(cmd.channel, conn.user)
         if cmd.typing:
-            if ns.typing_interval > 0 and not await self.hub.engine.kv_set(
+            if ns.typing_interval > 0 and not await engine.kv_set(
                 _typing_slot(cmd.channel, conn.user), b"1", ttl=ns.typing_interval, only_if_absent=True
             ):
-                raise CommandError(ErrorCode.TOO_MANY_REQUESTS, "typing notices come too often")
+                raise CommandError(
+                    ErrorCode.TOO_MANY_REQUESTS, "typing notices come too often", retry_after=ns.typing_interval
+                )
+            await engine.kv_set(shown, b"1", ttl=ns.typing_timeout)
             self._stop_timer(slot)
             timer = asyncio.get_running_loop().call_later(ns.typing_timeout, self._expire, slot, ns.typing_timeout)
             self._typing[slot] = _Typing(conn.id, timer)
         else:
             self._stop_timer(slot)
+            if await engine.kv_get(shown) != b"1":
+                return EmptyResult()  # no indicator to clear: a repeated stop tells nobody anything
+            await engine.kv_set(shown, b"0", ttl=ns.typing_timeout)
         await self.hub.broadcast(cmd.channel, TypingNotice(cmd.channel, conn.user, cmd.typing, ns.typing_timeout))
         return EmptyResult()
 
@@ -236,10 +253,11 @@ class Chat(Feature):
         current = (await engine.history(cmd.channel, limit=0)).position.offset
         if cmd.offset > current:
             raise CommandError(ErrorCode.BAD_REQUEST, f"offset is past the channel's offset {current}")
-        stored = await engine.receipt_set(cmd.channel, conn.user, cmd.offset)
+        stored, moved = await engine.receipt_raise(cmd.channel, conn.user, cmd.offset)
         if stored > cmd.offset:
             raise CommandError(ErrorCode.CONFLICT, f"already read up to {stored}")
-        await self.hub.broadcast(cmd.channel, ReadNotice(cmd.channel, conn.user, stored))
+        if moved:  # the same receipt again was announced when it was stored
+            await self.hub.broadcast(cmd.channel, ReadNotice(cmd.channel, conn.user, stored))
         return ReadResult(stored)
 
     async def receipts(self, conn: Connection, cmd: Receipts) -> Result:
@@ -268,6 +286,7 @@ class Chat(Feature):
             return
         self._stop_timer(slot)
         try:
+            await self.hub.engine.kv_set(_typing_shown(channel, conn.user), b"0", ttl=ns.typing_timeout)
             await self.hub.broadcast(channel, TypingNotice(channel, conn.user, False, ns.typing_timeout))
         except Exception:
             log_failure(log, "typing stop on leave could not be broadcast")
@@ -280,6 +299,11 @@ class Chat(Feature):
 
 def _typing_slot(channel: str, user: str) -> str:
     return "chat:typing:" + hashlib.sha256(msgpack.packb([channel, user])).hexdigest()
+
+
+def _typing_shown(channel: str, user: str) -> str:
+    """The kv key holding whether the user's indicator is on (b"1") in the channel, on any node."""
+    return "chat:typing-on:" + hashlib.sha256(msgpack.packb([channel, user])).hexdigest()
 
 
 def _for_waiters(exc: BaseException) -> BaseException:

@@ -18,8 +18,22 @@ BAD_REQUEST; an unknown namespace is UNKNOWN_CHANNEL. With ``version``, the
 write applies only if the key's version still equals it (0: the key does not
 exist), else CONFLICT. A patch without ``version`` is applied to the current
 value with a bounded retry; under heavy contention it fails with CONFLICT too.
-A value (or patched result) larger than the namespace's ``max_message_size``
-is LIMIT_EXCEEDED. The reply is ``StateResult(version)``.
+The reply is ``StateResult(version)``.
+
+Bounds (LIMIT_EXCEEDED, nothing written): a value, or a patch's result, is at
+most ``max_message_size``, by default ``max_frame_size`` (what one frame can
+carry, so no key grows patch by patch); a channel's state is at most
+``max_state_keys`` keys and ``max_state_bytes`` bytes, by default
+``max_queue_bytes`` / :data:`STATE_SHARE_OF_QUEUE`, so that a snapshot fits
+any subscriber's queue. Keys expire after ``state_ttl``; tombstones are
+compacted. The engine applies these atomically (``StateLimits``; the rules are
+in ``realtime/engines/state.py``); a write returns the keys it found expired,
+and their deletions are broadcast before the write's change. Each node also
+sweeps the live channels it has subscribers for, every tenth of the shortest
+``state_ttl`` (at most :data:`SWEEP_MAX` seconds), so subscribers learn of an
+expiry without waiting for a write. A subscribe with
+``version`` that the engine answers in full (the changes since it cannot be
+told) carries ``full=True``, as does a reset.
 
 Deltas: every change reaches subscribers as a ``StateChange`` push with the
 new channel version and either the full ``value`` (nil = deleted) or a
@@ -52,6 +66,7 @@ For the HTTP API: :meth:`Live.set_value`, :meth:`Live.patch_value` and
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -71,7 +86,9 @@ from protocol.messages import (
     Subscribe,
 )
 from realtime.auth import check_subscribe
-from realtime.engines.errors import VersionConflict
+from realtime.engines.errors import StateLimitExceeded, VersionConflict
+from realtime.engines.state import StateLimits
+from realtime.logs import log_failure
 
 from .base import EVENTS, EventHook, Feature, Handler, HubServices, namespace_of
 
@@ -81,6 +98,8 @@ if TYPE_CHECKING:
 
 __all__ = ["NIL", "Live"]
 
+log = logging.getLogger("realtime.live")
+
 #: msgpack nil: as a value it deletes the key.
 NIL = b"\xc0"
 #: Attempts of a read-modify-write (patch, or set with a diff) before giving up.
@@ -89,6 +108,12 @@ MAX_ATTEMPTS = 5
 DIFF_MIN_BYTES = 32
 #: Above any channel version: ``state_since(channel, ABOVE_ALL)`` returns only the version.
 ABOVE_ALL = 2**63
+#: A channel's state is at most ``max_queue_bytes`` divided by this by default: a snapshot's
+#: JSON may be up to six times its MessagePack bytes (``false`` -> ``false,``, control
+#: characters -> ``\u0001``), plus each entry's framing, and must still fit a client's queue.
+STATE_SHARE_OF_QUEUE = 8
+#: Most seconds between two sweeps for expired keys (see :meth:`Live._sweep_forever`).
+SWEEP_MAX = 60.0
 
 _unpack: Callable[[bytes], Any] = partial(msgpack.unpackb, raw=False, strict_map_key=False)
 _pack: Callable[[object], bytes] = msgpack.Packer().pack
@@ -118,6 +143,11 @@ class Live(Feature):
             for ns in hub.settings.namespaces.values()
             if ns.kind == "live" and ns.max_rate > 0
         }
+        #: Seconds between two sweeps for expired keys: a tenth of the shortest state_ttl, at most a minute.
+        ttls = [ns.state_ttl for ns in hub.settings.namespaces.values() if ns.kind == "live" and ns.state_ttl > 0]
+        self._sweep_interval = min([SWEEP_MAX, *(ttl / 10 for ttl in ttls)]) if ttls else 0.0
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closed = False
 
     def commands(self) -> Mapping[type, Handler]:
         return {StateSet: self._state_set, StatePatch: self._state_patch}
@@ -126,8 +156,28 @@ class Live(Feature):
         return {name: conflater.take for name, conflater in self._conflaters.items()}
 
     async def close(self) -> None:
+        self._closed = True
         for conflater in self._conflaters.values():
             conflater.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
+
+    async def _sweep_forever(self) -> None:
+        """Delete expired keys of the live channels subscribed here, and tell their subscribers
+        (without it they would learn only with the channel's next write)."""
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            for channel in self.hub.local_channels():
+                ns = self.hub.namespace(channel)
+                if ns is None or ns.kind != "live" or ns.state_ttl <= 0:
+                    continue
+                try:
+                    for gone in await self.hub.engine.state_expire(channel, self._limits(ns)):
+                        await self.hub.broadcast(channel, _full(channel, gone))
+                except Exception:  # an engine outage: the next sweep, or the next write, does it
+                    log_failure(log, "expired live keys not deleted")
 
     def on_resync(self) -> None:
         """State changes are pushed at most once: some may be lost, or the state may have
@@ -143,12 +193,16 @@ class Live(Feature):
     async def on_subscribe(self, conn: Connection, ns: Namespace, cmd: Subscribe, fields: dict[str, Any]) -> None:
         if ns.kind != "live":
             return
+        if self._sweeper is None and self._sweep_interval and not self._closed:
+            self._sweeper = asyncio.create_task(self._sweep_forever())
         engine = self.hub.engine
-        entries, version = await engine.state_since(cmd.channel, cmd.version or 0)
-        if cmd.version and version < cmd.version:  # state reset: a full snapshot instead
-            entries, version = await engine.state_since(cmd.channel, 0)
-        fields["version"] = version
-        fields["state"] = tuple(entries)
+        read = await engine.state_read(cmd.channel, cmd.version or 0)
+        if cmd.version and read.version < cmd.version:  # state reset: a full snapshot instead
+            read = await engine.state_read(cmd.channel, 0)
+        fields["version"] = read.version
+        fields["state"] = tuple(read.entries)
+        if cmd.version and read.full:
+            fields["full"] = True  # replace, do not merge: deletions since cmd.version are not listed
 
     # --- client commands ---------------------------------------------------------
 
@@ -207,11 +261,11 @@ class Live(Feature):
     # --- writes ----------------------------------------------------------------------
 
     async def _set(self, ns: Namespace, channel: str, key: str, value: bytes | None, expected: int | None) -> int:
-        _check_size(ns, value)
+        self._check_size(ns, value)
         engine = self.hub.engine
         if value is None or ns.max_rate > 0 or len(value) < DIFF_MIN_BYTES or value[0] not in _MAP_HEADS:
             try:
-                entry = await engine.state_set(channel, key, value, expected_version=expected)
+                entry = await self._write(ns, channel, key, value, expected)
             except VersionConflict as exc:
                 raise _conflict(exc.current) from None
             await self.hub.broadcast(channel, _full(channel, entry))
@@ -223,7 +277,7 @@ class Live(Feature):
             if expected is not None and have != expected:
                 raise _conflict(old)
             try:
-                entry = await engine.state_set(channel, key, value, expected_version=have)
+                entry = await self._write(ns, channel, key, value, have)
             except VersionConflict as exc:
                 if expected is not None:
                     raise _conflict(exc.current) from None
@@ -231,7 +285,7 @@ class Live(Feature):
             await self.hub.broadcast(channel, _delta(channel, entry, old.value))
             return entry.version
         # The key changes too fast to diff against: write it, and send it whole.
-        entry = await engine.state_set(channel, key, value)
+        entry = await self._write(ns, channel, key, value, None)
         await self.hub.broadcast(channel, _full(channel, entry))
         return entry.version
 
@@ -245,9 +299,9 @@ class Live(Feature):
                 raise _conflict(old)
             new = merge_patch.apply(None if old.value is None else _unpack(old.value), patch)
             value = None if new is None else _pack(new)
-            _check_size(ns, value)
+            self._check_size(ns, value)
             try:
-                entry = await engine.state_set(channel, key, value, expected_version=have)
+                entry = await self._write(ns, channel, key, value, have)
             except VersionConflict as exc:
                 if expected is not None:
                     raise _conflict(exc.current) from None
@@ -260,10 +314,32 @@ class Live(Feature):
             return entry.version
         raise CommandError(ErrorCode.CONFLICT, "the key changed during every attempt to patch it: retry")
 
+    async def _write(
+        self, ns: Namespace, channel: str, key: str, value: bytes | None, expected: int | None
+    ) -> StateEntry:
+        """One engine write under the namespace's limits; tells subscribers of the keys it expired."""
+        try:
+            write = await self.hub.engine.state_write(
+                channel, key, value, expected_version=expected, limits=self._limits(ns)
+            )
+        except StateLimitExceeded as exc:
+            raise CommandError(ErrorCode.LIMIT_EXCEEDED, str(exc)) from None
+        for gone in write.expired:  # their versions come before the write's
+            await self.hub.broadcast(channel, _full(channel, gone))
+        return write.entry
 
-def _check_size(ns: Namespace, value: bytes | None) -> None:
-    if value is not None and ns.max_message_size is not None and len(value) > ns.max_message_size:
-        raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"value larger than {ns.max_message_size} bytes")
+    def _limits(self, ns: Namespace) -> StateLimits:
+        max_bytes = ns.max_state_bytes
+        if max_bytes is None:
+            max_bytes = self.hub.settings.max_queue_bytes // STATE_SHARE_OF_QUEUE
+        return StateLimits(max_bytes, ns.max_state_keys, ns.state_ttl)
+
+    def _check_size(self, ns: Namespace, value: bytes | None) -> None:
+        """A value (or a patch's result) is at most ``max_message_size``, by default ``max_frame_size``:
+        what one frame can carry, so that no key grows without bound patch by patch."""
+        limit = ns.max_message_size if ns.max_message_size is not None else self.hub.settings.max_frame_size
+        if value is not None and len(value) > limit:
+            raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"value larger than {limit} bytes")
 
 
 def _full(channel: str, entry: StateEntry) -> StateChange:

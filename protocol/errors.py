@@ -8,6 +8,8 @@ Misuse of our own API raises ordinary ``TypeError``/``ValueError``/``RuntimeErro
 
 from __future__ import annotations
 
+import math
+
 from .codes import CLOSE_REASONS, CloseCode, ErrorCode
 from .messages import Disconnect, Error
 
@@ -17,18 +19,29 @@ class RealtimeError(Exception):
 
 
 class CommandError(RealtimeError):
-    """A command was refused; becomes an :class:`Error` reply with ``code``."""
+    """A command was refused; becomes an :class:`Error` reply with ``code``.
 
-    def __init__(self, code: ErrorCode, message: str = "") -> None:
+    ``retry_after``: seconds the client should wait before retrying (0: no advice).
+    """
+
+    def __init__(self, code: ErrorCode, message: str = "", *, retry_after: float = 0.0) -> None:
         super().__init__(message or code.name.lower().replace("_", " "))
         self.code = code
+        self.retry_after = retry_after
 
     @property
     def message(self) -> str:
         return str(self)
 
     def to_error(self) -> Error:
-        return Error(int(self.code), self.message)
+        return Error(int(self.code), self.message, retry_after_ms(self.retry_after))
+
+
+def retry_after_ms(seconds: float) -> int:
+    """The wire's ``retry_after``: whole milliseconds, rounded up (advice of any wait is at least 1)."""
+    if seconds <= 0:
+        return 0
+    return max(1, math.ceil(seconds * 1000))
 
 
 class ProtocolError(CommandError):

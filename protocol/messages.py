@@ -331,10 +331,15 @@ Push: TypeAlias = (
 
 @dataclass(frozen=True, slots=True)
 class Error:
-    """A command failed; ``code`` is one of :class:`protocol.codes.ErrorCode`."""
+    """A command failed; ``code`` is one of :class:`protocol.codes.ErrorCode`.
+
+    ``retry_after``: milliseconds to wait before sending the command again (0: no advice);
+    given with TOO_MANY_REQUESTS.
+    """
 
     code: int
     message: str
+    retry_after: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +370,9 @@ class SubscribeResult:
     state: tuple[StateEntry, ...] = field(default_factory=tuple)
     #: Status channels: the user's current status.
     status: UserStatus | None = None
+    #: Live channels: ``state`` is every key although a version was asked for (the changes
+    #: since it cannot be told): the client replaces what it holds.
+    full: bool = False
 
 
 @dataclass(frozen=True, slots=True)

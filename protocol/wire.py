@@ -401,6 +401,7 @@ RESULTS: dict[type[Result], Spec[Result]] = {
             opt("publications", _PUBLICATIONS),
             opt("version", UINT),
             opt("state", list_of(map_of(STATE_ENTRY))),
+            opt("full", BOOL),
             opt("status", map_of(USER_STATUS)),
         ),
     ),
@@ -467,6 +468,8 @@ def _subscribe_result_to_map(result: SubscribeResult, data: DataOut, pub: PubOut
     if result.version or result.state:
         m["version"] = result.version
         m["state"] = [STATE_ENTRY.write(e, data, {}) for e in result.state]
+    if result.full:
+        m["full"] = True
     if result.status is not None:
         m["status"] = USER_STATUS.write(result.status, data, {})
     return m
@@ -545,7 +548,11 @@ def message_to_map(message: ServerMessage, data: DataOut, pub: PubOut | None = N
         if (message.result is None) == (message.error is None):
             raise ValueError("a Reply needs exactly one of result and error")
         if message.error is not None:
-            return {"id": message.id, "error": {"code": message.error.code, "message": message.error.message}}
+            err = message.error
+            em: Map = {"code": err.code, "message": err.message}
+            if err.retry_after:
+                em["retry_after"] = err.retry_after
+            return {"id": message.id, "error": em}
         assert message.result is not None
         return {"id": message.id, "result": result_to_map(message.result, data, pub)}
     if type(message) is StatusNotice:
@@ -575,9 +582,9 @@ def message_from_map(m: Map, expected: Expected = NO_RESULTS) -> ServerMessage |
         raise ProtocolError("reply.id is out of range")
     if "error" in m:
         em = read_map(m["error"], "reply.error", 0)
-        return Reply(
-            id, error=Error(INT.read(em.get("code"), "error.code", 0), read_str(em.get("message"), "error.message", 0))
-        )
+        code, message = INT.read(em.get("code"), "error.code", 0), read_str(em.get("message"), "error.message", 0)
+        retry = em.get("retry_after")
+        return Reply(id, error=Error(code, message, 0 if retry is None else read_uint(retry, "error.retry_after", 0)))
     result = read_map(m.get("result"), "reply.result", 0)
     kind = expected.get(id)
     if kind is None:

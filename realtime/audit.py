@@ -19,7 +19,7 @@ Events (``event`` field; docs/deploy.md shows an example line of each):
 * ``audit_suppressed``: the connection's refusals (the three above) passed
   :data:`MAX_PER_CONNECTION`; later ones are not written.
 * ``disconnect``: the server closed an authenticated connection with a code of
-  :data:`AUDITED_CLOSES` (forced by the API, a revocation, a slow client, a 4500-range code).
+  :data:`AUDITED_CLOSES` (forced by the API, a revocation, a slow client, a command flood, a 4500-range code).
 * ``upgrade_refused``: a WebSocket upgrade refused before any connection exists (an Origin
   not allowed): ``reason``, ``origin``, ``user_agent``.
 * ``api_refused``: an HTTP API request refused for its key (none, unknown, or without the
@@ -58,7 +58,12 @@ REFUSALS = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.PERMISSION_DENIED, Error
 #: a refused connect is already ``auth_failed``). Shutdown, ping timeouts and token expiry
 #: are the hub's routine, in the main log only.
 AUDITED_CLOSES = frozenset(
-    {CloseCode.SLOW, CloseCode.FORCE_RECONNECT, *(code for code in CloseCode if 4500 <= code <= 4999)}
+    {
+        CloseCode.SLOW,
+        CloseCode.FORCE_RECONNECT,
+        CloseCode.TOO_MANY_REQUESTS,
+        *(code for code in CloseCode if 4500 <= code <= 4999),
+    }
 )
 #: Every event name (docs/deploy.md lists them; a test keeps the two in step).
 EVENTS = (

@@ -109,6 +109,13 @@ class Settings:
     history_reply_bytes: int = 256 * 1024
     #: Most channels one connection may subscribe to.
     max_subscriptions: int = 128
+    #: Commands per second one connection may send on average (a token bucket refilled at
+    #: this rate); over it a command is refused with TOO_MANY_REQUESTS (110) and a
+    #: ``retry_after``. 0: no limit.
+    command_rate: float = 100.0
+    #: Commands one connection may send at once (the bucket's size). A client whose refused
+    #: commands exceed this many at once, or ten times command_rate a second, is closed with 4010.
+    command_burst: int = 200
     #: Allowed values of the Origin header ("*" allows any, "https://*.example.com"
     #: a wildcard); requests without Origin (native apps) are always allowed, and an
     #: empty list allows only the hub's own host.
@@ -523,6 +530,9 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "max_queue_bytes": _positive,
     "history_reply_bytes": _positive,
     "max_subscriptions": _positive,
+    # 0 turns the command budget off.
+    "command_rate": _non_negative,
+    "command_burst": _positive,
     "allowed_origins": _origins,
     "allowed_hosts": _hosts,
     # 0 disconnects every client at once on shutdown (tests and single-client setups).

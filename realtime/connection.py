@@ -87,6 +87,52 @@ class HubWebSocket(web.WebSocketResponse):
             frames.feed_data(tail)
 
 
+#: A connection is flooding when its refused commands come faster than this many times its
+#: ``command_rate`` (beyond a ``command_burst`` of them): clients that honour ``retry_after``,
+#: even several commands waiting at once, stay far below it.
+FLOOD_FACTOR = 10.0
+
+
+class CommandBudget:
+    """A token bucket over one connection's commands: ``rate`` a second on average, ``burst`` at once.
+
+    O(1) float math per command, nothing allocated. A refused command costs no token
+    (so commands waiting on the advice are not pushed further away by each other's
+    retries), but counts as a *strike*; strikes drain at ``FLOOD_FACTOR * rate`` a
+    second, and more than ``burst`` of them is a flood (:meth:`flooding`).
+    """
+
+    __slots__ = ("burst", "rate", "stamp", "strikes", "tokens")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.strikes = 0.0
+        self.stamp = now
+
+    def take(self, now: float) -> float:
+        """Spend one token: 0.0 when the command may run, else the seconds until one is there."""
+        refill = (now - self.stamp) * self.rate
+        self.stamp = now
+        if self.strikes:
+            strikes = self.strikes - refill * FLOOD_FACTOR
+            self.strikes = strikes if strikes > 0.0 else 0.0
+        tokens = self.tokens + refill
+        if tokens > self.burst:
+            tokens = self.burst
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
+            return 0.0
+        self.tokens = tokens
+        self.strikes += 1.0
+        return (1.0 - tokens) / self.rate
+
+    def flooding(self) -> bool:
+        """More refused commands than the advice explains: close the connection (4010)."""
+        return self.strikes > self.burst
+
+
 class ConnectionHost(Protocol):
     """What a connection needs of the node that owns it (the hub)."""
 
@@ -147,6 +193,12 @@ class Connection:
         self._in_frame = False  # run() is running a frame's commands
         #: Refusals written to the audit log for it (realtime.audit caps them per connection).
         self.audit_records = 0
+        settings = hub.settings
+        self._budget = (
+            CommandBudget(settings.command_rate, settings.command_burst, time.monotonic())
+            if settings.command_rate > 0
+            else None
+        )
 
     def authenticate(self, identity: Identity) -> None:
         """Adopt a verified identity (connect or refresh) and watch its expiry.
@@ -416,11 +468,14 @@ class Connection:
         self.closed = True
 
     async def handle_frame(self, frame: bytes) -> None:
+        budget = self._budget
         try:
             items = self.codec.decode_commands(frame)
         except ProtocolError as exc:
             if not self.connected:
                 self.close(DisconnectError(CloseCode.BAD_REQUEST, exc.message))
+            elif budget is not None and (wait := budget.take(time.monotonic())):
+                self._refuse(exc, budget, wait)  # a frame that does not decode costs one token
             else:
                 self.reply(0, error=exc.to_error())
             return
@@ -431,6 +486,9 @@ class Connection:
                 await self._between_commands(n)
                 if self.closed:
                     return
+            if budget is not None and (wait := budget.take(time.monotonic())):
+                self._refuse(item, budget, wait)
+                continue
             if isinstance(item, ProtocolError):
                 if not self.connected:
                     self.close(DisconnectError(CloseCode.BAD_REQUEST, item.message))
@@ -453,6 +511,14 @@ class Connection:
             await asyncio.shield(self._drain_task)
         if n % YIELD_EVERY == 0:
             await asyncio.sleep(0)
+
+    def _refuse(self, item: Command | ProtocolError, budget: CommandBudget, wait: float) -> None:
+        """Over the command budget: TOO_MANY_REQUESTS with the wait, or 4010 for a flood."""
+        if budget.flooding():
+            self.close(DisconnectError(CloseCode.TOO_MANY_REQUESTS))
+            return
+        error = CommandError(ErrorCode.TOO_MANY_REQUESTS, "too many commands", retry_after=wait)
+        self.reply(item.id, error=error.to_error())
 
     async def execute(self, command: Command) -> None:
         """Run one command and send its one reply."""

@@ -107,6 +107,14 @@ class Namespace:
     #: live: most updates per second per key delivered to one client, later ones
     #: conflated into the next; 0 delivers every change.
     max_rate: float = 0.0
+    #: live: most bytes of state per channel: each key's UTF-8 bytes plus its value's (a
+    #: deleted key, remembered for catching-up clients, counts its key). None: an eighth of
+    #: the hub's max_queue_bytes, so that a snapshot always fits a client's queue, in JSON too.
+    max_state_bytes: int | None = None
+    #: live: most keys per channel (and most deleted keys remembered per channel).
+    max_state_keys: int = 1000
+    #: live: seconds a key lives after its last write (then it is deleted); 0: for ever.
+    state_ttl: float = 86400.0
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -227,6 +235,9 @@ _NUMBERS: dict[str, tuple[bool, bool, float, bool]] = {
     "history_max_bytes": (True, False, 0, True),
     "max_channels": (True, False, 0, True),
     "max_rate": (False, False, 0, False),
+    "max_state_bytes": (True, True, 0, True),
+    "max_state_keys": (True, False, 0, True),
+    "state_ttl": (False, False, 0, False),
 }
 
 

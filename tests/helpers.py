@@ -410,6 +410,7 @@ EXAMPLES: dict[str, Command | ServerMessage] = {
     "ping": Ping(5),
     "ping-reply": Reply(5, EmptyResult()),
     "error-reply": Reply(6, error=Error(103, "permission denied")),
+    "busy-reply": Reply(6, error=Error(110, "too many commands", retry_after=1500)),
     "disconnect": Disconnect(4001, "shutdown", True),
     "refresh": Refresh(7, "jkl.mno.pqr"),
     "refresh-reply": Reply(7, RefreshResult(1767229200)),

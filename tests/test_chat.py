@@ -381,17 +381,99 @@ async def test_read_receipts(hub_factory: HubFactory) -> None:
         assert await push(bob, ReadNotice) == ReadNotice(ROOM, "bob", 3)
         got = result(await bob.command(Receipts(0, ROOM)), ReceiptsResult)
         assert got.receipts == {"alice": 2, "bob": 3}
-        # Backwards is refused; the same offset again is an idempotent success.
+        # Backwards is refused; the same offset again is an idempotent success, not announced again.
         assert error(await alice.command(Read(0, ROOM, 1))) == ErrorCode.CONFLICT
         assert result(await alice.command(Read(0, ROOM, 2)), ReadResult) == ReadResult(2)
-        assert await push(bob, ReadNotice) == ReadNotice(ROOM, "alice", 2)
+        assert result(await alice.command(Read(0, ROOM, 3)), ReadResult) == ReadResult(3)
+        assert await push(bob, ReadNotice) == ReadNotice(ROOM, "alice", 3)
         # Past the channel's offset, or negative: a bad request.
         assert error(await alice.command(Read(0, ROOM, 4))) == ErrorCode.BAD_REQUEST
         got = result(await alice.command(Receipts(0, ROOM)), ReceiptsResult)
-        assert got.receipts == {"alice": 2, "bob": 3}
+        assert got.receipts == {"alice": 3, "bob": 3}
     finally:
         await alice.close()
         await bob.close()
+
+
+# --- notice floods ------------------------------------------------------------------
+
+
+async def _notices_before_marker(hub: RunningHub, flood: Callable[[RawClient], Awaitable[None]]) -> list[object]:
+    """The pushes bob gets while alice runs ``flood``, up to carol's read receipt sent after it."""
+    await hub.hub.publish(ROOM, msgpack.packb("hello"), hub.hub.namespace(ROOM))
+    alice, bob, carol = [await user(hub, name, ROOM) for name in ("alice", "bob", "carol")]
+    try:
+        await flood(alice)
+        assert result(await carol.command(Read(0, ROOM, 1)), ReadResult) == ReadResult(1)
+        seen: list[object] = []
+        while (notice := await bob.next_push()) != ReadNotice(ROOM, "carol", 1):
+            seen.append(notice)
+        return seen
+    finally:
+        for client in (alice, bob, carol):
+            await client.close()
+
+
+async def _flood(client: RawClient, commands: list[Typing | Read]) -> None:
+    """Send ``commands`` 100 to a frame, then wait for every reply."""
+    for i in range(0, len(commands), 100):
+        await client.send(*(dataclasses.replace(c, id=client.next_id()) for c in commands[i : i + 100]))
+    while client.expected:
+        await client.recv()
+
+
+async def test_repeated_stops_and_reads_reach_nobody(hub_factory: HubFactory) -> None:
+    """The finding: one subscriber pushed 1,000 ``typing: false`` and 1,000 repeated ``read`` notices to the
+    others in 0.1 s. A stop is announced only when it turns an indicator off, a receipt only when it moves.
+    (The command budget is off here: these are the notices' own rules.)"""
+    chat = dataclasses.replace(CHAT, typing_interval=0.0, typing_timeout=30.0)
+    hub = await hub_factory(namespaces=namespaces(chat), command_rate=0)
+
+    async def flood(alice: RawClient) -> None:
+        assert (await alice.command(Typing(0, ROOM, True))).error is None
+        await _flood(alice, [Typing(0, ROOM, False)] * 1000 + [Read(0, ROOM, 1)] * 1000)
+
+    seen = await _notices_before_marker(hub, flood)
+    assert seen == [
+        TypingNotice(ROOM, "alice", True, 30.0),
+        TypingNotice(ROOM, "alice", False, 30.0),
+        ReadNotice(ROOM, "alice", 1),
+    ]
+
+
+async def test_typing_needs_the_right_to_publish(hub_factory: HubFactory) -> None:
+    """Where clients may not publish, nobody is typing a message: typing is refused (103), reads still work."""
+    hub = await hub_factory(namespaces=namespaces(dataclasses.replace(CHAT, publish="server")), command_rate=0)
+
+    async def flood(alice: RawClient) -> None:
+        assert error(await alice.command(Typing(0, ROOM, True))) == ErrorCode.PERMISSION_DENIED
+        assert error(await alice.command(Typing(0, ROOM, False))) == ErrorCode.PERMISSION_DENIED
+        await _flood(alice, [Typing(0, ROOM, False)] * 1000 + [Read(0, ROOM, 1)] * 1000)
+
+    assert await _notices_before_marker(hub, flood) == [ReadNotice(ROOM, "alice", 1)]
+
+
+async def test_typing_stop_from_another_connection_clears_the_indicator(hub_factory: HubFactory) -> None:
+    """The indicator's state is the engine's, so a stop sent on another connection (device) still counts."""
+    hub = await chat_hub(hub_factory, typing_interval=0.0, typing_timeout=30.0)
+    async with await user(hub, "alice", ROOM) as phone, await user(hub, "alice", ROOM) as laptop:
+        async with await user(hub, "bob", ROOM) as bob:
+            assert (await phone.command(Typing(0, ROOM, True))).error is None
+            assert (await push(bob, TypingNotice)).typing
+            assert (await laptop.command(Typing(0, ROOM, False))).error is None
+            assert await push(bob, TypingNotice) == TypingNotice(ROOM, "alice", False, 30.0)
+            assert (await laptop.command(Typing(0, ROOM, False))).error is None  # already off: not announced
+            assert (await phone.command(Typing(0, ROOM, True))).error is None
+            assert await push(bob, TypingNotice) == TypingNotice(ROOM, "alice", True, 30.0)
+
+
+async def test_typing_too_often_says_when_to_retry(hub_factory: HubFactory) -> None:
+    hub = await chat_hub(hub_factory, typing_interval=5.0, typing_timeout=10.0)
+    async with await user(hub, "alice", ROOM) as alice:
+        assert (await alice.command(Typing(0, ROOM, True))).error is None
+        refused = (await alice.command(Typing(0, ROOM, True))).error
+        assert refused is not None and refused.code == ErrorCode.TOO_MANY_REQUESTS
+        assert refused.retry_after == 5000
 
 
 # --- refusals ----------------------------------------------------------------------

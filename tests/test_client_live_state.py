@@ -89,6 +89,15 @@ def test_a_snapshot_below_the_asked_version_replaces_the_state_and_announces_the
     assert dict(s.state) == {"b": {"x": 1}, "c": 3} and s.version == 2
 
 
+def test_a_full_snapshot_replaces_the_state_and_announces_the_difference() -> None:
+    """``full``: the hub could not tell the changes (deletions compacted, keys expired), so every key came."""
+    s = LiveState("c")
+    s.apply_snapshot(7, [entry("a", 1, 1), entry("b", {"x": 1}, 7)], None)
+    changes = s.apply_snapshot(12, [entry("b", {"x": 1}, 7), entry("c", 3, 11)], 7, full=True)
+    assert sorted(changes, key=lambda c: c.key) == [StateChanged("c", "a", None, 12), StateChanged("c", "c", 3, 11)]
+    assert dict(s.state) == {"b": {"x": 1}, "c": 3} and s.version == 12
+
+
 def test_a_push_that_is_not_msgpack_is_a_gap() -> None:
     s = LiveState(CH)
     s.apply_snapshot(1, [], None)

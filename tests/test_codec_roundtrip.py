@@ -145,6 +145,8 @@ SERVER_MESSAGES: list[ServerMessage] = [
         ),
     ),
     Reply(2, SubscribeResult(0, "e", state=(StateEntry("a", pack([]), 0),))),
+    Reply(2, SubscribeResult(0, "e", version=12, state=(StateEntry("a", pack(1), 11),), full=True)),
+    Reply(5, error=Error(110, "too many commands", retry_after=1500)),
     Reply(2, SubscribeResult(0, "e", status=BOB)),
     Reply(2, SubscribeResult(7, "e", True, False, (PUB,), 4, (StateEntry("x", pack(1), 4),), ALICE)),
     Reply(3, PublishResult(42, "Xq3v")),

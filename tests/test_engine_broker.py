@@ -295,12 +295,12 @@ async def test_keys_of_a_channel_share_a_slot_and_expire(nodes: Nodes) -> None:
         await eng.presence_add(name, "c", PresenceEntry("u"), ttl=30)
         await eng.state_set(name, "k", b"\x01")
         keys = [k.decode() if isinstance(k, bytes) else k for k in await eng.redis.keys(eng.base(name) + "*")]
-        assert {k.rsplit(":", 1)[1] for k in keys} == {"s", "m", "r", "pc", "pe", "pu", "sv", "sz", "sn"}
+        assert {k.rsplit(":", 1)[1] for k in keys} == {"s", "m", "r", "pc", "pe", "pu", "sv", "sz", "sn", "sm"}
         assert len({key_slot(k.encode()) for k in keys} | {key_slot(eng.pubsub_channel(name).encode())}) == 1
         ttls = {k.rsplit(":", 1)[1]: await eng.redis.pttl(k) for k in keys}
         assert 0 < ttls["s"] <= 30_000 and 30_000 < ttls["m"] <= 3_600_000 and 0 < ttls["r"] <= 3_600_000
         assert 60_000 < ttls["pc"] <= 90_000
-        assert ttls["sv"] == ttls["sz"] == ttls["sn"] == -1  # live state is kept until deleted
+        assert ttls["sv"] == ttls["sz"] == ttls["sn"] == ttls["sm"] == -1  # no ttl: live state is kept until deleted
 
 
 async def test_direct_publish_through_fcall(nodes: Nodes) -> None:

@@ -21,6 +21,16 @@ async def test_receipts_never_move_backwards(engine: Engine) -> None:
     assert await engine.receipts("none") == {}
 
 
+async def test_receipt_raise_tells_whether_it_moved(engine: Engine) -> None:
+    """Chat announces a receipt only when it moved: a repeat, or one behind, is not news."""
+    assert await engine.receipt_raise("c", "alice", 2) == (2, True)
+    assert await engine.receipt_raise("c", "alice", 2) == (2, False)
+    assert await engine.receipt_raise("c", "alice", 1) == (2, False)
+    assert await engine.receipt_raise("c", "alice", 3) == (3, True)
+    assert await engine.receipt_raise("c", "bob", 0) == (0, True)  # a first receipt, even at 0
+    assert await engine.receipt_raise("c", "bob", 0) == (0, False)
+
+
 # --- the memory engine -------------------------------------------------------------------
 
 

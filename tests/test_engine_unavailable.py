@@ -13,6 +13,7 @@ from realtime.engines.base import EngineError, EngineUnavailable, Idempotency, V
 from realtime.engines.errors import OutcomeUnknown, client_error
 from realtime.engines.presence import PresenceEntry
 from realtime.engines.redis import RedisEngine
+from realtime.engines.state import StateLimits
 
 from .helpers import MS, WAIT, Nodes, Recorder, unique_prefix
 from .redis_server import RedisServer
@@ -82,9 +83,13 @@ async def test_every_role_raises_engine_unavailable_while_redis_is_down(
         eng.kv_set("k", b"1"),  # kv
         eng.kv_set_max("m", 1.0),
         eng.receipt_set("up", "u", 1),  # receipts
+        eng.receipt_raise("up", "u", 1),
         eng.receipts("up"),
         eng.state_set("up", "k", b"\x01"),  # live state
+        eng.state_write("up", "k", b"\x01", limits=StateLimits(max_bytes=10, max_keys=1, ttl=60)),
         eng.state_get("up", "k"),
+        eng.state_read("up", 1),
+        eng.state_expire("up"),
     ):
         with pytest.raises(EngineUnavailable) as info:
             await call

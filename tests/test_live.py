@@ -32,7 +32,7 @@ from protocol.messages import (
 from realtime.engines.errors import EngineUnavailable
 from realtime.namespaces import Namespace
 
-from .helpers import MS, HubFactory, Proxy, RunningHub, make_token, namespaces, unpack
+from .helpers import MS, HubFactory, Proxy, RunningHub, make_token, namespaces, unpack, until
 from .wsclient import TIMEOUT, RawClient
 
 LIVE = Namespace(name="live", kind="live", subscribe="anyone", client_write=True)
@@ -495,3 +495,110 @@ async def test_python_client_follows_live_state_after_redis_restarts_empty(
             while dict(sub.state) != {"score": 100}:
                 await asyncio.sleep(10 * MS)
         assert sub.version >= 1
+
+
+# --- bounds: value size, state size and keys, tombstones, expiry -------------------------------
+
+
+async def test_a_patch_cannot_grow_a_key_past_the_value_limit(hub_factory: HubFactory) -> None:
+    """The finding: 40 ``state_patch`` calls grew one key to 2.4 MB. A value, a patched one included, is at
+    most ``max_message_size``, by default ``max_frame_size``."""
+    hub = await hub_factory(namespaces=namespaces(LIVE), max_frame_size=16 * 1024)
+    async with await RawClient.open(hub.url) as client:
+        await patch(client, "live:doc", "k", {"f0": "x" * 10_000})
+        assert await error_code(client, StatePatch(0, "live:doc", "k", msgpack.packb({"f1": "x" * 10_000}))) == (
+            ErrorCode.LIMIT_EXCEEDED
+        )
+        value = await hub.hub.feature(Live).get("live:doc", "k")
+        assert [unpack(e.value) for e in value[0] if e.value] == [{"f0": "x" * 10_000}]
+
+
+async def test_big_values_cannot_poison_a_channel_for_new_subscribers(hub_factory: HubFactory) -> None:
+    """The finding: 20 anonymous ``state_set`` of 60 kB on ``live:scores`` closed every new subscriber
+    with 4002, for ever. The channel's state is bounded (by default an eighth of ``max_queue_bytes``):
+    writes beyond get 106, and a subscriber gets the snapshot."""
+    hub = await hub_factory(namespaces=namespaces(LIVE))
+    value = "x" * 60_000
+    async with (
+        await RawClient.open(hub.url) as writer,
+        await RawClient.open(hub.url, subprotocol=JSON_SUBPROTOCOL) as js,
+    ):
+        codes = []
+        for i in range(20):
+            reply = await writer.command(StateSet(0, "live:scores", f"k{i}", msgpack.packb(value)))
+            codes.append(0 if reply.error is None else reply.error.code)
+        assert codes == [0, 0] + [ErrorCode.LIMIT_EXCEEDED] * 18
+        for client in (writer, js):  # JSON too: the snapshot fits the queue in either codec
+            snapshot = await subscribe(client, "live:scores")
+            assert sorted(e.key for e in snapshot.state) == ["k0", "k1"]
+            assert (await client.command(Ping(0))).error is None  # still connected
+        # Deleting makes room.
+        await write(writer, "live:scores", "k0", None)
+        await write(writer, "live:scores", "k2", value)
+
+
+async def test_the_key_count_is_bounded(hub_factory: HubFactory) -> None:
+    hub = await hub_factory(
+        namespaces=namespaces(Namespace("cap", kind="live", subscribe="anyone", client_write=True, max_state_keys=3))
+    )
+    async with await RawClient.open(hub.url) as client:
+        for key in "abc":
+            await write(client, "cap:x", key, 1)
+        assert await error_code(client, StateSet(0, "cap:x", "d", msgpack.packb(1))) == ErrorCode.LIMIT_EXCEEDED
+        await write(client, "cap:x", "a", 2)  # an existing key may change
+        with pytest.raises(CommandError) as info:  # the HTTP API's path too
+            await hub.hub.feature(Live).set_value("cap:x", "d", msgpack.packb(1))
+        assert info.value.code == ErrorCode.LIMIT_EXCEEDED
+
+
+async def test_tombstones_are_compacted_and_a_stale_version_gets_everything(hub_factory: HubFactory) -> None:
+    """The finding: deleted keys left tombstones for ever (5,000 returned to one subscribe). At most
+    ``max_state_keys`` are kept; a client behind the ones dropped gets every key, marked ``full``."""
+    ns = Namespace("cap", kind="live", subscribe="anyone", client_write=True, max_state_keys=10)
+    hub = await hub_factory(namespaces=namespaces(ns))
+    live = hub.hub.feature(Live)
+    await live.set_value("cap:x", "kept", msgpack.packb(1))  # version 1
+    for i in range(50):
+        await live.set_value("cap:x", f"k{i}", msgpack.packb(i))
+        await live.set_value("cap:x", f"k{i}", None)  # version 2i + 3
+    async with await RawClient.open(hub.url) as client:
+        behind = await subscribe(client, "cap:x", version=1)
+        assert (behind.version, behind.full, behind.state) == (101, True, (StateEntry("kept", msgpack.packb(1), 1),))
+        await client.command(Unsubscribe(0, "cap:x"))
+        recent = await subscribe(client, "cap:x", version=97)
+        assert (recent.full, [e.key for e in recent.state]) == (False, ["k48", "k49"])
+
+
+async def test_keys_expire_and_subscribers_are_told(hub_factory: HubFactory) -> None:
+    """Keys are not kept for ever: one not written for ``state_ttl`` is deleted, and its subscribers get
+    the deletion (the node sweeps its live channels every tenth of the ttl); new subscribers never see it."""
+    ns = Namespace("brief", kind="live", subscribe="anyone", client_write=True, state_ttl=0.2)
+    hub = await hub_factory(namespaces=namespaces(ns))
+    async with await RawClient.open(hub.url) as writer, await RawClient.open(hub.url) as watcher:
+        await write(writer, "brief:x", "old", 1)
+        assert [e.key for e in (await subscribe(watcher, "brief:x")).state] == ["old"]
+        assert await change(watcher) == StateChange("brief:x", "old", 2, value=NIL)
+        async with await RawClient.open(hub.url) as late:
+            assert (await subscribe(late, "brief:x")).state == ()
+        assert await write(writer, "brief:x", "new", 2) == 3
+        assert await change(watcher) == StateChange("brief:x", "new", 3, value=msgpack.packb(2))
+
+
+async def test_a_write_deletes_expired_keys_first_and_says_so(hub_factory: HubFactory) -> None:
+    """Between sweeps, the channel's next write deletes an expired key before its own change."""
+    ns = Namespace("brief", kind="live", subscribe="anyone", client_write=True, state_ttl=0.2)
+    hub = await hub_factory(namespaces=namespaces(ns))
+    live: Live = hub.hub.feature(Live)
+    live._sweep_interval = 3600.0  # no sweep within this test: the write must do it
+    async with await RawClient.open(hub.url) as writer, await RawClient.open(hub.url) as watcher:
+        await write(writer, "brief:x", "old", 1)
+        assert [e.key for e in (await subscribe(watcher, "brief:x")).state] == ["old"]
+
+        async def gone() -> bool:
+            entries, _ = await live.get("brief:x")
+            return not entries
+
+        await until(gone, what="the key's expiry")
+        assert await write(writer, "brief:x", "new", 2) == 3
+        assert await change(watcher) == StateChange("brief:x", "old", 2, value=NIL)
+        assert await change(watcher) == StateChange("brief:x", "new", 3, value=msgpack.packb(2))

@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from protocol.codes import CloseCode, ErrorCode
-from protocol.messages import Connect, Publish, Refresh, Subscribe
+from protocol.messages import Connect, Ping, Publish, Refresh, Subscribe
 from realtime import audit
 from realtime.config import ConfigError, load_settings
 from realtime.logs import (
@@ -334,7 +334,9 @@ async def test_api_calls_and_refusals_are_audited(audited: RunningHub, audit_fil
 
 
 async def test_server_side_disconnects_are_audited(hub_factory: HubFactory, audit_file: Path) -> None:
-    hub = await hub_factory(audit_log=str(audit_file), api_keys=(ALL,), max_queue_bytes=2000)
+    hub = await hub_factory(
+        audit_log=str(audit_file), api_keys=(ALL,), max_queue_bytes=2000, command_rate=1.0, command_burst=10
+    )
     alice = await RawClient.open(hub.url, token=make_token("alice"))
     assert await api(hub, "/api/disconnect", {"user": "alice"}, auth(ALL)) == 200
     assert await closed_code(alice) == CloseCode.FORCE_DISCONNECT
@@ -345,12 +347,17 @@ async def test_server_side_disconnects_are_audited(hub_factory: HubFactory, audi
     await slow.subscribe("c")
     await slow.send(Publish(slow.next_id(), "c", msgpack.packb("x" * 5000)))  # its own echo overflows the queue
     assert await closed_code(slow) == CloseCode.SLOW
+    flood = await RawClient.open(hub.url, token=make_token("dave"))
+    for _ in range(3):
+        await flood.send(*(Ping(flood.next_id()) for _ in range(10)))
+    assert await closed_code(flood) == CloseCode.TOO_MANY_REQUESTS
 
     records = audit_records(audit_file, "disconnect")
     assert [(r["conn"], r["user"], r["code"]) for r in records] == [
         (alice.client_id, "alice", 4502),
         (bob.client_id, "bob", 4006),
         (slow.client_id, "carol", 4002),
+        (flood.client_id, "dave", 4010),
     ]
     calls = audit_records(audit_file, "api_call")
     assert [(r["path"], r["user"], r["reconnect"]) for r in calls] == [

@@ -31,6 +31,12 @@ without a key, ``typing``, ``state_set`` and ``state_patch`` raise
 ``publish`` *with* a key is retried, by an authenticated user: in chat
 channels the hub answers the retry with the first send's result (other
 namespaces ignore keys, so pass one only in chat channels).
+A command refused with TOO_MANY_REQUESTS (110: the hub's per-connection
+command budget; the hub ran nothing) is sent again after the reply's
+``retry_after`` (plus up to as much again, at random, so that commands refused
+together do not come back together), if that ends within ``command_timeout`` (else the
+:class:`ReplyError` is raised, ``error.retry_after`` in seconds); except
+``typing``, whose refusal goes to the app.
 
 **Channel events.** ``async for msg in sub`` yields :class:`Message` s only. Joins,
 leaves, typing notices, read receipts, status and live-state changes are

@@ -9,6 +9,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from types import TracebackType
@@ -462,7 +463,7 @@ class Client:
                     delay = next(delays, None) if exc.temporary else None
                     if delay is None:
                         raise
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(max(delay, exc.retry_after))
                     if conn.reader.done():
                         return  # the reconnect resubscribes it
         except ReplyError as exc:
@@ -520,29 +521,38 @@ class Client:
 
     # --- commands ----------------------------------------------------------
 
-    async def _request(self, make: Callable[[int], m.Command], kind: type[_R], *, retry: bool = True) -> _R:
+    async def _request(
+        self, make: Callable[[int], m.Command], kind: type[_R], *, retry: bool = True, when_busy: bool = True
+    ) -> _R:
         """Run one command on the current connection, waiting for one if needed.
 
         With ``retry``, a command whose connection dropped before the reply is
-        sent again on the next connection (safe for idempotent commands).
+        sent again on the next connection (safe for idempotent commands). With
+        ``when_busy``, one refused with TOO_MANY_REQUESTS is sent again after the
+        hub's ``retry_after``.
         """
 
         async def call(conn: Connection) -> _R:
             return await conn.call(make(self._next_id(conn)), kind)
 
-        return (await self._on_connection(call, retry=retry))[1]
+        return (await self._on_connection(call, retry=retry, when_busy=when_busy))[1]
 
     async def _on_connection(
-        self, call: Callable[[Connection], Awaitable[_T]], *, retry: bool = True
+        self, call: Callable[[Connection], Awaitable[_T]], *, retry: bool = True, when_busy: bool = True
     ) -> tuple[Connection, _T]:
         """Run ``call`` on the current connection, waiting for one if needed; also return the connection.
 
         With ``retry``, ConnectionLost runs ``call`` again on the next connection.
+        With ``when_busy``, a TOO_MANY_REQUESTS refusal with a ``retry_after`` (the
+        hub ran nothing) runs ``call`` again after that wait plus jitter (up to as
+        much again), if it ends within ``command_timeout``; otherwise the
+        ReplyError is raised.
         """
         if self._run_task is None and self._stopped is None:
             raise RuntimeError("call connect() first, or use 'async with Client(...)'")
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self.command_timeout):
+            async with asyncio.timeout(self.command_timeout) as scope:
                 while True:
                     await self._ready.wait()
                     if self._stopped is not None:
@@ -551,6 +561,15 @@ class Client:
                     assert conn is not None  # ready and not stopped
                     try:
                         return conn, await call(conn)
+                    except ReplyError as exc:
+                        if not (when_busy and exc.code == ErrorCode.TOO_MANY_REQUESTS and exc.retry_after > 0):
+                            raise
+                        # Commands refused together would come back together: spread them.
+                        wait = exc.retry_after * (1.0 + random.random())
+                        deadline = scope.when()
+                        if deadline is not None and loop.time() + wait >= deadline:
+                            raise
+                        await asyncio.sleep(wait)
                     except ConnectionLost:
                         if not retry:
                             raise
@@ -686,9 +705,12 @@ class Client:
         Subscribers get a :class:`TypingChanged` event; ``True`` lapses after the
         namespace's ``typing_timeout``. Sending faster than its
         ``typing_interval`` raises :class:`ReplyError` TOO_MANY_REQUESTS (a
-        temporary error). Needs a user and a subscription to the channel.
+        temporary error, with ``retry_after``), as does the hub's command budget:
+        unlike other commands, typing is not resent later. Needs a user, a
+        subscription to the channel and the right to publish there.
         """
-        await self._request(lambda id: m.Typing(id, channel, typing), m.EmptyResult, retry=False)
+        # A stale notice is worth nothing: its TOO_MANY_REQUESTS goes to the app, not resent later.
+        await self._request(lambda id: m.Typing(id, channel, typing), m.EmptyResult, retry=False, when_busy=False)
 
     async def read(self, channel: str, offset: int) -> int:
         """Mark a chat channel read up to ``offset``; returns the receipt the hub now holds.

@@ -143,7 +143,9 @@ class Connection:
                     log.warning("error reply to no pending command: %s %s", message.error.code, message.error.message)
                 return
             if message.error is not None:
-                future.set_exception(ReplyError(message.error.code, message.error.message))
+                future.set_exception(
+                    ReplyError(message.error.code, message.error.message, retry_after=message.error.retry_after / 1000)
+                )
             elif message.result is None:
                 future.set_exception(ProtocolError("reply without result or error"))
             else:

@@ -48,10 +48,15 @@ class CodedError(RealtimeError):
 
 
 class ReplyError(ClientError, CodedError):
-    """The hub refused a command; ``code`` is an :class:`ErrorCode` (a plain int if unknown)."""
+    """The hub refused a command; ``code`` is an :class:`ErrorCode` (a plain int if unknown).
 
-    def __init__(self, code: int, message: str = "") -> None:
+    ``retry_after``: seconds the hub advises waiting before sending the command again
+    (0.0: no advice); it comes with TOO_MANY_REQUESTS.
+    """
+
+    def __init__(self, code: int, message: str = "", *, retry_after: float = 0.0) -> None:
         super().__init__(code, message)
+        self.retry_after = retry_after
         if not message:  # the code's name, or its number when this SDK does not know it
             name = self.code.name.lower().replace("_", " ") if isinstance(self.code, ErrorCode) else f"error {code}"
             self.args = (name,)

@@ -55,17 +55,25 @@ class LiveState:
         return self._key_versions.get(key, 0) if key in self._values else 0
 
     def apply_snapshot(
-        self, version: int, entries: Iterable[m.StateEntry], asked: int | None, *, announce: bool = True
+        self,
+        version: int,
+        entries: Iterable[m.StateEntry],
+        asked: int | None,
+        *,
+        announce: bool = True,
+        full: bool = False,
     ) -> list[StateChanged]:
         """A subscribe reply's state at ``version``: all keys, or (``asked``) those changed after ``asked``.
 
         ``asked`` is the version the subscribe sent. A reply below it means the
-        hub's state was reset: the snapshot replaces everything, and the
-        changes come out only with ``announce`` (not on the first subscribe).
+        hub's state was reset, and ``full`` that the hub could not tell the
+        changes (deletions compacted, keys expired): either way the snapshot
+        replaces everything, and the changes come out only with ``announce``
+        (not on the first subscribe).
         """
         decoded = [(e.key, None if e.value is None else unpack(e.value), e.version) for e in entries]
         changes: list[StateChanged] = []
-        if asked is None or version < asked:  # everything (after a reset of the hub's state)
+        if asked is None or version < asked or full:  # everything
             old = dict(self._values)
             self._values.clear()
             self._key_versions.clear()

@@ -184,7 +184,9 @@ class Subscription:
         pos = self.position
         if pos is None or pos.epoch != top.epoch or pos.offset < top.offset:
             self.position = top
-        for change in self._live_state.apply_snapshot(result.version, result.state, version, announce=not first):
+        for change in self._live_state.apply_snapshot(
+            result.version, result.state, version, announce=not first, full=result.full
+        ):
             self._emit(change)
         if result.status is not None:
             if not first and result.status != self.status:

@@ -36,14 +36,25 @@ class VersionConflict(EngineError):
         self.current = current
 
 
+class StateLimitExceeded(EngineError):
+    """A state write would leave a channel over its key count or byte size (``what``: "keys" or "bytes")."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"the channel's state would hold more than {limit} {what}")
+        self.what = what
+        self.limit = limit
+
+
 def client_error(exc: EngineError) -> CommandError:
     """What a client is told of an engine error: OUTCOME_UNKNOWN when a write may have
     happened and NOT_AVAILABLE when it certainly did not (both temporary), CONFLICT for a
-    version conflict, INTERNAL for anything else."""
+    version conflict, LIMIT_EXCEEDED for a state write over a limit, INTERNAL for anything else."""
     if isinstance(exc, OutcomeUnknown):
         return CommandError(ErrorCode.OUTCOME_UNKNOWN, str(exc))
     if isinstance(exc, EngineUnavailable):
         return CommandError(ErrorCode.NOT_AVAILABLE, str(exc))
     if isinstance(exc, VersionConflict):
         return CommandError(ErrorCode.CONFLICT, str(exc))
+    if isinstance(exc, StateLimitExceeded):
+        return CommandError(ErrorCode.LIMIT_EXCEEDED, str(exc))
     return CommandError(ErrorCode.INTERNAL)

@@ -16,13 +16,15 @@ import secrets
 from collections import deque
 from dataclasses import dataclass, field
 from time import monotonic as _now
+from time import time as _wall
 
 from protocol.messages import ClientInfo, Publication, StateEntry, StreamPosition
 
 from .base import Engine
 from .broker import HistoryOptions, HistorySlice, Idempotency, PublicationHandler, Published, stored_size
-from .errors import VersionConflict
+from .errors import StateLimitExceeded, VersionConflict
 from .presence import PresenceCounts, PresenceEntry
+from .state import NO_LIMITS, StateLimits, StateSlice, StateWrite
 
 
 def new_epoch() -> str:
@@ -94,6 +96,10 @@ class MemoryEngine(Engine):
         for done, (_, expires) in list(self._done.items()):
             if expires <= now:
                 del self._done[done]
+        wall = _wall()
+        for state in self._state.values():
+            if state.ends and state.ends <= wall:
+                state.forget()
 
     def _stream(self, channel: str) -> _Stream:
         """The channel's stream, made by a publish (never by a read: see :meth:`_existing`)."""
@@ -285,44 +291,95 @@ class MemoryEngine(Engine):
 
     # --- receipts ----------------------------------------------------------
 
-    async def receipt_set(self, channel: str, user: str, offset: int) -> int:
+    async def receipt_raise(self, channel: str, user: str, offset: int) -> tuple[int, bool]:
         receipts = self._receipts.setdefault(channel, {})
-        stored = max(receipts.get(user, 0), offset)
-        receipts[user] = stored
-        return stored
+        had = receipts.get(user)
+        if had is not None and had >= offset:
+            return had, False
+        receipts[user] = offset
+        return offset, True
 
     async def receipts(self, channel: str) -> dict[str, int]:
         return dict(self._receipts.get(channel, {}))
 
     # --- live state ------------------------------------------------------
+    # The rules are in state.py's docstring; the Redis scripts do the same steps.
 
-    async def state_set(
-        self, channel: str, key: str, value: bytes | None, *, expected_version: int | None = None
-    ) -> StateEntry:
+    async def state_write(
+        self,
+        channel: str,
+        key: str,
+        value: bytes | None,
+        *,
+        expected_version: int | None = None,
+        limits: StateLimits = NO_LIMITS,
+        now: float | None = None,
+    ) -> StateWrite:
+        now = _wall() if now is None else now
         state = self._state.get(channel)
         if state is None:
-            state = self._state[channel] = _State()
+            state = _State()
+        due = state.due(now)
         current = state.entries.get(key)
+        live = current is not None and current.value is not None and key not in due
         if expected_version is not None:
-            have = current.version if current is not None and current.value is not None else 0
+            have = current.version if current is not None and live else 0
             if have != expected_version:
-                raise VersionConflict(current or StateEntry(key, None, 0))
-        state.version += 1
-        entry = state.entries[key] = StateEntry(key, value, state.version)
-        return entry
+                shown = StateEntry(key, current.value if live else None, current.version) if current else None
+                raise VersionConflict(shown or StateEntry(key, None, 0))
+        if value is not None:
+            keys = state.live - len(due) + (0 if live else 1)
+            size = state.live_bytes - sum(_size(k, state.entries[k].value) for k in due) + _size(key, value)
+            if live:
+                size -= _size(key, current.value if current is not None else None)
+            if limits.max_keys and keys > limits.max_keys:
+                raise StateLimitExceeded("keys", limits.max_keys)
+            if limits.max_bytes and size > limits.max_bytes:
+                raise StateLimitExceeded("bytes", limits.max_bytes)
+        self._state[channel] = state
+        expired = tuple(state.put(k, None, now, 0.0) for k in due)
+        entry = state.put(key, value, now, limits.ttl)
+        state.compact(limits)
+        state.ends = now + limits.ttl if limits.ttl > 0 else 0.0
+        return StateWrite(entry, expired)
 
-    async def state_get(self, channel: str, key: str) -> StateEntry:
+    async def state_expire(
+        self, channel: str, limits: StateLimits = NO_LIMITS, *, now: float | None = None
+    ) -> tuple[StateEntry, ...]:
+        state = self._state.get(channel)
+        if state is None:
+            return ()
+        now = _wall() if now is None else now
+        expired = tuple(state.put(k, None, now, 0.0) for k in state.due(now))
+        if expired:
+            state.compact(limits)
+        return expired
+
+    async def state_get(self, channel: str, key: str, *, now: float | None = None) -> StateEntry:
         state = self._state.get(channel)
         entry = state.entries.get(key) if state is not None else None
-        return entry if entry is not None else StateEntry(key, None, 0)
+        if entry is None:
+            return StateEntry(key, None, 0)
+        assert state is not None
+        if entry.value is not None and state.expired(key, _wall() if now is None else now):
+            return StateEntry(key, None, entry.version)
+        return entry
 
-    async def state_since(self, channel: str, version: int = 0) -> tuple[list[StateEntry], int]:
+    async def state_read(self, channel: str, version: int = 0, *, now: float | None = None) -> StateSlice:
         state = self._state.get(channel)
         if state is None:
-            return [], 0
-        if version <= 0:
-            return [e for e in state.entries.values() if e.value is not None], state.version
-        return [e for e in state.entries.values() if e.version > version], state.version
+            return StateSlice([], 0, version <= 0)
+        now = _wall() if now is None else now
+        full = version <= 0 or (version <= state.version and (version < state.floor or bool(state.due(now))))
+        if full:
+            entries = [e for e in state.entries.values() if e.value is not None and not state.expired(e.key, now)]
+            return StateSlice(entries, state.version, True)
+        return StateSlice([e for e in state.entries.values() if e.version > version], state.version, False)
+
+
+def _size(key: str, value: bytes | None) -> int:
+    """What an entry counts against ``max_bytes``: its key's UTF-8 bytes, plus its value's."""
+    return len(key.encode()) + (0 if value is None else len(value))
 
 
 @dataclass(slots=True)
@@ -334,6 +391,71 @@ class _Presence:
 
 @dataclass(slots=True)
 class _State:
+    """One channel's live state (see state.py for the rules)."""
+
     version: int = 0
-    # Deleted keys stay as entries with value None so catching-up clients learn of them.
+    # Deleted keys stay as entries with value None (tombstones) so catching-up clients learn of them.
     entries: dict[str, StateEntry] = field(default_factory=dict)
+    expires: dict[str, float] = field(default_factory=dict)  # live key -> Unix time it expires at
+    live: int = 0  # live keys
+    live_bytes: int = 0
+    tomb_bytes: int = 0
+    floor: int = 0  # a read since a version below it is full (the newest compacted tombstone's version)
+    ends: float = 0.0  # Unix time every key has expired by (the last write + ttl); 0: never
+
+    def expired(self, key: str, now: float) -> bool:
+        expires = self.expires.get(key)
+        return expires is not None and expires <= now
+
+    def due(self, now: float) -> list[str]:
+        """Live keys expired at ``now``, soonest first (then by key, as Redis sorts ties)."""
+        return sorted((k for k, at in self.expires.items() if at <= now), key=lambda k: (self.expires[k], k))
+
+    def put(self, key: str, value: bytes | None, now: float, ttl: float) -> StateEntry:
+        old = self.entries.get(key)
+        if old is not None:
+            if old.value is None:
+                self.tomb_bytes -= _size(key, None)
+            else:
+                self.live -= 1
+                self.live_bytes -= _size(key, old.value)
+            del self.entries[key]  # re-inserted last: the dict stays in version order
+        self.expires.pop(key, None)
+        self.version += 1
+        entry = self.entries[key] = StateEntry(key, value, self.version)
+        if value is None:
+            self.tomb_bytes += _size(key, None)
+        else:
+            self.live += 1
+            self.live_bytes += _size(key, value)
+            if ttl > 0:
+                self.expires[key] = now + ttl
+        return entry
+
+    def compact(self, limits: StateLimits) -> None:
+        """Drop the oldest tombstones while there are too many, or the state is too large."""
+        tombs = len(self.entries) - self.live
+        if not tombs or not (
+            (limits.max_keys and tombs > limits.max_keys)
+            or (limits.max_bytes and self.live_bytes + self.tomb_bytes > limits.max_bytes)
+        ):
+            return
+        for key, entry in list(self.entries.items()):  # oldest first
+            over_keys = limits.max_keys and tombs > limits.max_keys
+            over_bytes = limits.max_bytes and self.live_bytes + self.tomb_bytes > limits.max_bytes
+            if tombs <= 0 or not (over_keys or over_bytes):
+                return
+            if entry.value is None:
+                del self.entries[key]
+                self.tomb_bytes -= _size(key, None)
+                self.floor = max(self.floor, entry.version)
+                tombs -= 1
+
+    def forget(self) -> None:
+        """Every key has expired: drop them all. The version stays, and every change up to it
+        counts as compacted (the floor is above it), so any read since a version is full."""
+        self.entries.clear()
+        self.expires.clear()
+        self.live = self.live_bytes = self.tomb_bytes = 0
+        self.floor = self.version + 1
+        self.ends = 0.0

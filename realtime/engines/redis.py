@@ -44,8 +44,9 @@ from protocol.wire import MAX_OFFSET
 from . import redis_scripts as lua
 from .base import Engine
 from .broker import HistoryOptions, HistorySlice, Idempotency, PublicationHandler, Published
-from .errors import EngineUnavailable, OutcomeUnknown, VersionConflict
+from .errors import EngineUnavailable, OutcomeUnknown, StateLimitExceeded, VersionConflict
 from .presence import PresenceCounts, PresenceEntry
+from .state import NO_LIMITS, StateLimits, StateSlice, StateWrite
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -235,9 +236,10 @@ class RedisEngine(Engine):
         self._presence_expire = r.register_script(lua.PRESENCE_EXPIRE)
         self._presence_get = r.register_script(lua.PRESENCE_GET)
         self._presence_stats = r.register_script(lua.PRESENCE_STATS)
-        self._state_set = r.register_script(lua.STATE_SET)
+        self._state_write = r.register_script(lua.STATE_WRITE)
+        self._state_expire = r.register_script(lua.STATE_EXPIRE)
         self._state_get = r.register_script(lua.STATE_GET)
-        self._state_since = r.register_script(lua.STATE_SINCE)
+        self._state_read = r.register_script(lua.STATE_READ)
         self._handler: PublicationHandler | None = None
         self._pubsub: RedisPubSub | None = None
         #: Redis pub/sub channel -> hub channel, for the channels this node listens to.
@@ -668,12 +670,12 @@ class RedisEngine(Engine):
 
     # --- read receipts ---------------------------------------------------
 
-    async def receipt_set(self, channel: str, user: str, offset: int) -> int:
+    async def receipt_raise(self, channel: str, user: str, offset: int) -> tuple[int, bool]:
         b = self.base(channel)
-        stored = await self._run(
+        stored, moved = await self._run(
             "store a receipt", self._receipt_set, (b + ":r", b + ":m"), (user, offset, self._meta_ms)
         )
-        return int(stored)
+        return int(stored), bool(moved)
 
     async def receipts(self, channel: str) -> dict[str, int]:
         with self._guard("read receipts"):
@@ -682,38 +684,71 @@ class RedisEngine(Engine):
 
     # --- keyed live state ------------------------------------------------
 
-    def _state_keys(self, channel: str) -> tuple[str, str, str]:
-        """sv (values), sz (versions, tombstones included), sn (the channel's version)."""
+    def _state_keys(self, channel: str) -> tuple[str, str, str, str, str, str]:
+        """sv (values), sz (versions, tombstones included), sn (the channel's version), se (expiry
+        times), sm (sizes and floor), st (tombstones); see redis_scripts.py."""
         b = self.base(channel)
-        return (b + ":sv", b + ":sz", b + ":sn")
+        return (b + ":sv", b + ":sz", b + ":sn", b + ":se", b + ":sm", b + ":st")
 
-    async def state_set(
-        self, channel: str, key: str, value: bytes | None, *, expected_version: int | None = None
-    ) -> StateEntry:
-        ok, current, version = await self._run(
+    async def state_write(
+        self,
+        channel: str,
+        key: str,
+        value: bytes | None,
+        *,
+        expected_version: int | None = None,
+        limits: StateLimits = NO_LIMITS,
+        now: float | None = None,
+    ) -> StateWrite:
+        out = await self._run(
             "set state",
-            self._state_set,
+            self._state_write,
             self._state_keys(channel),
             (
                 key,
                 "0" if value is None else "1",
                 value or b"",
                 "" if expected_version is None else str(expected_version),
+                _now_ms(now),
+                _ms(limits.ttl),
+                limits.max_bytes,
+                limits.max_keys,
             ),
         )
-        if not ok:
-            raise VersionConflict(StateEntry(key, current, int(version)))
+        if out[0] == 0:
+            raise VersionConflict(StateEntry(key, out[1], int(out[2])))
+        if out[0] == -1:
+            what = out[1].decode()
+            raise StateLimitExceeded(what, limits.max_keys if what == "keys" else limits.max_bytes)
+        expired = tuple(StateEntry(out[i].decode(), None, int(out[i + 1])) for i in range(2, len(out), 2))
+        return StateWrite(StateEntry(key, value, int(out[1])), expired)
+
+    async def state_expire(
+        self, channel: str, limits: StateLimits = NO_LIMITS, *, now: float | None = None
+    ) -> tuple[StateEntry, ...]:
+        flat = await self._run(
+            "expire state",
+            self._state_expire,
+            self._state_keys(channel),
+            (_now_ms(now), limits.max_bytes, limits.max_keys),
+        )
+        return tuple(StateEntry(flat[i].decode(), None, int(flat[i + 1])) for i in range(0, len(flat), 2))
+
+    async def state_get(self, channel: str, key: str, *, now: float | None = None) -> StateEntry:
+        sv, sz, _, se, _, _ = self._state_keys(channel)
+        value, version = await self._run("read state", self._state_get, (sv, sz, se), (key, _now_ms(now)))
         return StateEntry(key, value, int(version))
 
-    async def state_get(self, channel: str, key: str) -> StateEntry:
-        sv, sz, _ = self._state_keys(channel)
-        value, version = await self._run("read state", self._state_get, (sv, sz), (key,))
-        return StateEntry(key, value, int(version))
+    async def state_read(self, channel: str, version: int = 0, *, now: float | None = None) -> StateSlice:
+        keys = self._state_keys(channel)[:5]
+        flat = await self._run("read state", self._state_read, keys, (str(version), _now_ms(now)))
+        entries = [StateEntry(flat[i].decode(), flat[i + 1], int(flat[i + 2])) for i in range(2, len(flat), 3)]
+        return StateSlice(entries, int(flat[0]), bool(flat[1]))
 
-    async def state_since(self, channel: str, version: int = 0) -> tuple[list[StateEntry], int]:
-        flat = await self._run("read state", self._state_since, self._state_keys(channel), (str(version),))
-        entries = [StateEntry(flat[i].decode(), flat[i + 1], int(flat[i + 2])) for i in range(1, len(flat), 3)]
-        return entries, int(flat[0])
+
+def _now_ms(now: float | None) -> int:
+    """Unix milliseconds (``now`` in seconds, or the clock): state expiry is wall-clock time."""
+    return int((time.time() if now is None else now) * 1000)
 
 
 def _field(fields: Any, name: bytes) -> bytes:

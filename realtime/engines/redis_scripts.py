@@ -164,7 +164,6 @@ end
 return {offset, epoch, out, truncated}
 """
 
-#: KEYS receipts, meta. ARGV user, offset, meta ms. Receipts live as long as the channel's position.
 #: kv_set_max: KEYS[1] the value's key, ARGV[1] the number (Python repr text). Returns the
 #: number stored after, as text (a Lua number would come back truncated to an integer).
 KV_SET_MAX = """
@@ -176,15 +175,19 @@ redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
 """
 
+#: KEYS receipts, meta. ARGV user, offset, meta ms. Receipts live as long as the channel's position.
+#: Returns {stored offset, 1 if this call moved it else 0}.
 RECEIPT_SET = """
 local stored = redis.call('HGET', KEYS[1], ARGV[1])
 local offset = tonumber(ARGV[2])
+local moved = 0
 if stored then
   stored = tonumber(stored)
 end
 if not stored or offset > stored then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
   stored = offset
+  moved = 1
 end
 local ttl = redis.call('PTTL', KEYS[2])
 if ttl <= 0 then
@@ -193,7 +196,7 @@ end
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
-return stored
+return {stored, moved}
 """
 
 # --- presence -----------------------------------------------------------------
@@ -373,46 +376,200 @@ return {redis.call('HLEN', KEYS[1]), redis.call('HLEN', KEYS[3])}
 # Keys: sv hash key -> value (live keys), sz zset key -> version (live and deleted:
 # tombstones), sn string: the channel's version.
 
-#: KEYS sv sz sn. ARGV key, has value ('1'/'0'), value, expected version ('' = any).
-#: Returns {1, false, version} or, on a conflict, {0, current value or false, current version}.
-STATE_SET = """
-local key = ARGV[1]
+# Live state (the rules: realtime/engines/state.py). Keys: sv hash key -> value (live keys),
+# sz zset key -> version of its last change (tombstones included), st zset of the tombstones
+# alone (key -> version), se zset live key -> expiry ms, sm hash {lb: live bytes, tb: tombstone
+# bytes, floor}, sn the version counter (never expires). A channel whose sm is gone (expired
+# whole) but whose sn is not counts every version up to sn as compacted.
+
+#: Lua shared by the state scripts: delete the keys in ``due`` (tombstones with versions of their
+#: own, appended to ``out``), given their values in ``values``.
+_STATE_EXPIRE_DUE = """
+for _, k in ipairs(due) do
+  version = version + 1
+  redis.call('HDEL', sv, k)
+  redis.call('ZREM', se, k)
+  redis.call('ZADD', sz, version, k)
+  redis.call('ZADD', st, version, k)
+  lb = lb - #k - #values[k]
+  tb = tb + #k
+  out[#out + 1] = k
+  out[#out + 1] = version
+end
+"""
+
+#: Lua shared by the state scripts: drop the oldest tombstones while over the limits; store the sizes.
+_STATE_COMPACT = """
+local tombs = redis.call('ZCARD', st)
+while tombs > 0 and ((max_keys > 0 and tombs > max_keys) or (max_bytes > 0 and lb + tb > max_bytes)) do
+  local oldest = redis.call('ZRANGE', st, 0, 0, 'WITHSCORES')
+  redis.call('ZREM', st, oldest[1])
+  redis.call('ZREM', sz, oldest[1])
+  tb = tb - #oldest[1]
+  floor = math.max(floor, tonumber(oldest[2]))
+  tombs = tombs - 1
+end
+redis.call('HSET', sm, 'lb', lb, 'tb', tb, 'floor', floor)
+"""
+
+#: KEYS sv sz sn se sm st. ARGV key, has value ('1'/'0'), value, expected version ('' = any),
+#: now ms, ttl ms (0 = never), max bytes (0 = none), max keys (0 = none).
+#: Returns {1, version, expired key, its version, ...}; {0, current value or false, current
+#: version} on a version conflict; {-1, 'keys' or 'bytes'} over a limit (nothing changed then).
+STATE_WRITE = (
+    """
+local sv, sz, sn, se, sm, st = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local key, set, value = ARGV[1], ARGV[2] == '1', ARGV[3]
+local now, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
+local max_bytes, max_keys = tonumber(ARGV[7]), tonumber(ARGV[8])
+local due = redis.call('ZRANGEBYSCORE', se, '-inf', now)
+local dead = {}
+for _, k in ipairs(due) do
+  dead[k] = true
+end
+local old = redis.call('HGET', sv, key)
+local oldver = tonumber(redis.call('ZSCORE', sz, key) or '0')
+if old and dead[key] then
+  old = false
+end
 if ARGV[4] ~= '' then
-  local value = redis.call('HGET', KEYS[1], key)
-  local version = tonumber(redis.call('ZSCORE', KEYS[2], key) or '0')
   local have = 0
-  if value then
-    have = version
+  if old then
+    have = oldver
   end
   if have ~= tonumber(ARGV[4]) then
-    return {0, value, version}
+    return {0, old, oldver}
   end
 end
-local version = redis.call('INCR', KEYS[3])
-redis.call('ZADD', KEYS[2], version, key)
-if ARGV[2] == '1' then
-  redis.call('HSET', KEYS[1], key, ARGV[3])
-else
-  redis.call('HDEL', KEYS[1], key)
+local lb = tonumber(redis.call('HGET', sm, 'lb') or '0')
+local tb = tonumber(redis.call('HGET', sm, 'tb') or '0')
+local values = {}
+local due_bytes = 0
+for _, k in ipairs(due) do
+  values[k] = redis.call('HGET', sv, k) or ''
+  due_bytes = due_bytes + #k + #values[k]
 end
-return {1, false, version}
+if set then
+  local keys = redis.call('HLEN', sv) - #due + 1
+  local bytes = lb - due_bytes + #key + #value
+  if old then
+    keys = keys - 1
+    bytes = bytes - #key - #old
+  end
+  if max_keys > 0 and keys > max_keys then
+    return {-1, 'keys'}
+  end
+  if max_bytes > 0 and bytes > max_bytes then
+    return {-1, 'bytes'}
+  end
+end
+local version = tonumber(redis.call('GET', sn) or '0')
+local floor = tonumber(redis.call('HGET', sm, 'floor') or '0')
+if version > 0 and redis.call('EXISTS', sm) == 0 then
+  floor = version + 1
+end
+local out = {1, 0}
 """
+    + _STATE_EXPIRE_DUE
+    + """version = version + 1
+redis.call('SET', sn, version)
+if old then
+  lb = lb - #key - #old
+end
+if redis.call('ZSCORE', st, key) then
+  tb = tb - #key
+end
+redis.call('ZADD', sz, version, key)
+if set then
+  redis.call('HSET', sv, key, value)
+  redis.call('ZREM', st, key)
+  lb = lb + #key + #value
+  if ttl > 0 then
+    redis.call('ZADD', se, now + ttl, key)
+  else
+    redis.call('ZREM', se, key)
+  end
+else
+  redis.call('HDEL', sv, key)
+  redis.call('ZREM', se, key)
+  redis.call('ZADD', st, version, key)
+  tb = tb + #key
+end
+"""
+    + _STATE_COMPACT
+    + """for _, k in ipairs({sv, sz, se, sm, st}) do
+  if ttl > 0 then
+    redis.call('PEXPIRE', k, ttl)
+  else
+    redis.call('PERSIST', k)
+  end
+end
+out[2] = version
+return out
+"""
+)
 
-#: KEYS sv sz. ARGV key. Returns {value or false, version (0 = never set)}.
+#: KEYS sv sz sn se sm st. ARGV now ms, max bytes (0 = none), max keys (0 = none). Deletes the
+#: keys expired at now (as a write would before its own change), compacts; returns {key, version, ...}.
+STATE_EXPIRE = (
+    """
+local sv, sz, sn, se, sm, st = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local now, max_bytes, max_keys = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local due = redis.call('ZRANGEBYSCORE', se, '-inf', now)
+if #due == 0 then
+  return {}
+end
+local values = {}
+for _, k in ipairs(due) do
+  values[k] = redis.call('HGET', sv, k) or ''
+end
+local version = tonumber(redis.call('GET', sn) or '0')
+local lb = tonumber(redis.call('HGET', sm, 'lb') or '0')
+local tb = tonumber(redis.call('HGET', sm, 'tb') or '0')
+local floor = tonumber(redis.call('HGET', sm, 'floor') or '0')
+local out = {}
+"""
+    + _STATE_EXPIRE_DUE
+    + """redis.call('SET', sn, version)
+"""
+    + _STATE_COMPACT
+    + """return out
+"""
+)
+
+#: KEYS sv sz se. ARGV key, now ms. Returns {value or false (deleted, expired), version (0 = never set)}.
 STATE_GET = """
-return {redis.call('HGET', KEYS[1], ARGV[1]), tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]) or '0')}
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+local expires = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if value and expires and tonumber(expires) <= tonumber(ARGV[2]) then
+  value = false
+end
+return {value, tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]) or '0')}
 """
 
-#: KEYS sv sz sn. ARGV version. Returns {channel version, key, value or false, version, ...}:
-#: with version 0 every live key, else every key changed after it (deleted ones with false).
-STATE_SINCE = """
-local out = {tonumber(redis.call('GET', KEYS[3]) or '0')}
-if tonumber(ARGV[1]) <= 0 then
+#: KEYS sv sz sn se sm. ARGV version, now ms. Returns {channel version, full (1/0), key, value or
+#: false, version, ...}: every live key when full, else every key changed after the version.
+STATE_READ = """
+local version = tonumber(redis.call('GET', KEYS[3]) or '0')
+local asked, now = tonumber(ARGV[1]), tonumber(ARGV[2])
+local full = asked <= 0
+if not full and asked <= version then
+  local floor = redis.call('HGET', KEYS[5], 'floor')
+  if not floor or asked < tonumber(floor) or #redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1) > 0 then
+    full = true
+  end
+end
+local out = {version, 0}
+if full then
+  out[2] = 1
   local all = redis.call('HGETALL', KEYS[1])
   for i = 1, #all, 2 do
-    out[#out + 1] = all[i]
-    out[#out + 1] = all[i + 1]
-    out[#out + 1] = tonumber(redis.call('ZSCORE', KEYS[2], all[i]))
+    local expires = redis.call('ZSCORE', KEYS[4], all[i])
+    if not expires or tonumber(expires) > now then
+      out[#out + 1] = all[i]
+      out[#out + 1] = all[i + 1]
+      out[#out + 1] = tonumber(redis.call('ZSCORE', KEYS[2], all[i]))
+    end
   end
 else
   local changed = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf', 'WITHSCORES')

@@ -1,0 +1,134 @@
+"""The per-connection command budget: a token bucket (``command_rate``, ``command_burst``), 110 with
+``retry_after`` over it, 4010 for a client that keeps sending while refused; and the SDK's handling of 110."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from protocol import JsonCodec, MsgpackCodec
+from protocol.codes import CloseCode, ErrorCode
+from protocol.messages import EmptyResult, Error, Ping, Reply
+from realtime.client import ReplyError
+from realtime.connection import CommandBudget
+
+from .helpers import HubFactory, closed_code, fast, result, server_roundtrip, user
+
+
+def test_bucket_allows_a_burst_then_the_rate() -> None:
+    bucket = CommandBudget(rate=10.0, burst=3, now=100.0)
+    assert [bucket.take(100.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.take(100.0) == pytest.approx(0.1)  # a token every tenth of a second
+    assert bucket.take(100.05) == pytest.approx(0.05)  # refused commands cost no token
+    assert bucket.take(100.11) == 0.0
+    assert bucket.take(1000.0) == 0.0 and bucket.tokens == 2.0  # refilled to the burst, no more
+    assert not bucket.flooding()
+
+
+def test_refusals_faster_than_ten_times_the_rate_are_a_flood() -> None:
+    bucket = CommandBudget(rate=1.0, burst=2, now=0.0)
+    assert [bucket.take(0.0) for _ in range(4)] == [0.0, 0.0, 1.0, 1.0]
+    assert not bucket.flooding()  # two refusals: at most a burst of them
+    assert bucket.take(0.0) == 1.0 and bucket.flooding()
+    bucket = CommandBudget(rate=1.0, burst=2, now=0.0)
+    bucket.take(0.0), bucket.take(0.0)
+    for i in range(1, 100):  # refused ten times a second, on and on: strikes drain as fast as they come
+        bucket.take(i / 10)
+        assert not bucket.flooding()
+
+
+@pytest.mark.parametrize("codec", [MsgpackCodec(), JsonCodec()], ids=["msgpack", "json"])
+def test_retry_after_on_the_wire(codec: MsgpackCodec | JsonCodec) -> None:
+    refused = Reply(3, error=Error(int(ErrorCode.TOO_MANY_REQUESTS), "too many commands", retry_after=250))
+    plain = Reply(4, error=Error(int(ErrorCode.BAD_REQUEST), "bad"))
+    assert server_roundtrip(codec, refused, plain) == [refused, plain]
+    assert b"retry_after" in codec.encode(refused) and b"retry_after" not in codec.encode(plain)
+
+
+async def test_over_the_burst_commands_are_refused_with_advice(hub_factory: HubFactory) -> None:
+    """The finding: nothing limited how many commands one connection runs; now 110 with retry_after,
+    the connection goes on, and another connection is not affected."""
+    hub = await hub_factory(command_rate=1.0, command_burst=10)
+    async with await user(hub, "alice") as alice, await user(hub, "bob") as bob:  # connect took one token
+        pings = [Ping(alice.next_id()) for _ in range(12)]
+        await alice.send(*pings)
+        replies = [await alice.reply(p.id) for p in pings]
+        assert all(r.error is None for r in replies[:9])
+        refused = [r.error for r in replies[9:]]
+        assert [e.code for e in refused if e is not None] == [ErrorCode.TOO_MANY_REQUESTS] * 3
+        advice = [e.retry_after for e in refused if e is not None]
+        assert all(0 < ms <= 1000 for ms in advice)  # the next token, within a second
+        assert result(await bob.command(Ping(0)), EmptyResult) == EmptyResult()
+        assert alice.ws.close_code is None
+
+
+async def test_a_client_that_keeps_sending_while_refused_is_closed(hub_factory: HubFactory) -> None:
+    hub = await hub_factory(command_rate=1.0, command_burst=10)
+    async with await user(hub, "alice") as alice:
+        for _ in range(3):
+            await alice.send(*(Ping(alice.next_id()) for _ in range(10)))
+        assert await closed_code(alice) == CloseCode.TOO_MANY_REQUESTS
+        assert CloseCode.TOO_MANY_REQUESTS.reconnect  # 4000-4499: come back later, with backoff
+
+
+async def test_invalid_commands_count_too(hub_factory: HubFactory) -> None:
+    """Every item of a frame costs a token, a command the hub cannot read included."""
+    hub = await hub_factory(command_rate=1.0, command_burst=3)
+    async with await user(hub, "alice", subprotocol="realtime.v1.json") as alice:
+        await alice.ws.send('{"id": 7, "cmd": "nope"}\n{"id": 8, "cmd": "nope"}\n{"id": 9, "cmd": "ping"}', text=True)
+        codes = []
+        for _ in range(3):
+            reply = await alice.recv()
+            assert isinstance(reply, Reply) and reply.error is not None
+            codes.append(reply.error.code)
+        assert codes == [ErrorCode.UNKNOWN_COMMAND, ErrorCode.UNKNOWN_COMMAND, ErrorCode.TOO_MANY_REQUESTS]
+
+
+async def test_frames_that_do_not_decode_count_too(hub_factory: HubFactory) -> None:
+    hub = await hub_factory(command_rate=1.0, command_burst=3)
+    async with await user(hub, "alice") as alice:
+        for _ in range(3):
+            await alice.ws.send(b"\xc1")  # never valid msgpack
+        codes = []
+        for _ in range(3):
+            reply = await alice.recv()
+            assert isinstance(reply, Reply) and reply.error is not None and reply.id == 0
+            codes.append(reply.error.code)
+        assert codes == [ErrorCode.BAD_REQUEST, ErrorCode.BAD_REQUEST, ErrorCode.TOO_MANY_REQUESTS]
+
+
+async def test_budget_off_with_rate_zero(hub_factory: HubFactory) -> None:
+    hub = await hub_factory(command_rate=0, command_burst=1)
+    async with await user(hub, "alice") as alice:
+        pings = [Ping(alice.next_id()) for _ in range(50)]
+        await alice.send(*pings)
+        assert all([(await alice.reply(p.id)).error is None for p in pings])
+
+
+async def test_sdk_resends_after_the_advice(hub_factory: HubFactory) -> None:
+    """The SDK's commands refused with 110 are sent again after ``retry_after``: all publishes land."""
+    hub = await hub_factory(command_rate=200.0, command_burst=8)
+    async with fast(hub.url) as client:
+        sent = await asyncio.gather(*(client.publish("news", i) for i in range(12)))
+        assert sorted(s.offset for s in sent) == list(range(1, 13))
+
+
+async def test_sdk_raises_when_the_advice_outlasts_the_timeout(hub_factory: HubFactory) -> None:
+    hub = await hub_factory(command_rate=0.01, command_burst=2)
+    async with fast(hub.url, command_timeout=1.0) as client:  # connect took one token
+        await client.publish("news", 1)
+        with pytest.raises(ReplyError) as info:
+            await client.publish("news", 2)
+        assert info.value.code == ErrorCode.TOO_MANY_REQUESTS and info.value.temporary
+        assert info.value.retry_after == pytest.approx(100.0, rel=0.01)
+        assert info.value.key is not None  # publish again with it later
+
+
+async def test_typing_refusal_goes_to_the_app(hub_factory: HubFactory) -> None:
+    hub = await hub_factory(command_rate=0.01, command_burst=2)
+    async with fast(hub.url) as client:
+        await client.ping()
+        with pytest.raises(ReplyError) as info:
+            await client.typing("news")
+        assert info.value.code == ErrorCode.TOO_MANY_REQUESTS
