@@ -26,7 +26,7 @@ its count flag and by ``--seconds`` each):
 * ``amplify``: ``--amplify-clients`` users each publish ``--amplify-pubs`` x
   ``--amplify-size`` bytes to a chat channel, then send ``--amplify-frames``
   small frames of ``--amplify-commands`` commands: ``history``, and subscribe
-  at offset 0 + unsubscribe, in turn;
+  at offset 0 + unsubscribe, in turn (``--amplify-with`` picks one);
 * ``read-flood``: ``history`` of ``--read-channels`` never-published channel
   names, 100 to a frame;
 * ``notices``: ``--notices`` ``typing`` (false) and as many ``read`` commands in
@@ -622,8 +622,9 @@ async def amplify(ctx: Context, stats: ScenarioReport) -> None:
             if raw.ended or not ctx.time_left():
                 break
             maps: list[dict[str, Any]] = []
+            history = a.amplify_with == "history" or (a.amplify_with == "both" and f % 2 == 0)
             while len(maps) < a.amplify_commands:
-                if f % 2 == 0:
+                if history:
                     maps.append({"id": raw.next_id(), "cmd": "history", "channel": channel, "limit": 100})
                 else:
                     maps.append({"id": raw.next_id(), "cmd": "unsubscribe", "channel": channel})
@@ -967,6 +968,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--amplify-size", type=int, default=60_000, help="bytes of each publication")
     p.add_argument("--amplify-frames", type=int, default=20)
     p.add_argument("--amplify-commands", type=int, default=20, help="commands in each amplifying frame")
+    p.add_argument(
+        "--amplify-with",
+        choices=("both", "history", "subscribe"),
+        default="both",
+        help="frames of history, of subscribe at offset 0 + unsubscribe, or both in turn",
+    )
     p.add_argument("--read-channels", type=int, default=10_000)
     p.add_argument("--notices", type=int, default=1000, help="typing and as many read commands")
     p.add_argument("--slow-readers", type=int, default=5)

@@ -91,6 +91,7 @@ from protocol import (
     Unsubscribed,
     UserStatus,
     check_channel,
+    msgpack_to_json,
 )
 from protocol.fields import CHANNEL_FORBIDDEN
 from protocol.wire import COMMANDS, RESULT_OF, too_deep
@@ -300,6 +301,41 @@ def test_frames_of_several_server_messages_roundtrip(codec: Codec, frame: list[S
 def test_a_relayed_message_transcodes_to_the_json_encoding(message: ServerMessage) -> None:
     """What a node relays as MessagePack becomes the same JSON bytes the JSON codec makes."""
     assert JSON.from_msgpack(MSGPACK.encode(message)) == JSON.encode(message)
+
+
+#: Any msgpack value a node could hold: bin, and keys of every type (server-side data may have them).
+relayed_values = st.recursive(
+    _scalars | st.binary(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(texts | st.binary(max_size=6) | ints | st.booleans() | st.none(), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(value=relayed_values)
+def test_any_msgpack_value_transcodes_to_json(value: object) -> None:
+    assert isinstance(orjson.loads(msgpack_to_json(pack(value))), type(_json_kind(value)))
+
+
+def _json_kind(value: object) -> object:
+    """What JSON makes of a value's type: bin is a base64 string, any map an object."""
+    return "" if isinstance(value, bytes) else value
+
+
+@given(data=st.binary(max_size=256))
+@example(data=b"\x91" * 255 + b"\xc0")  # 255 arrays deep: one more than orjson writes
+@example(data=b"\x81\x01" * 255 + b"\xc0")  # and maps with an int key: the slow path
+@example(data=b"\x91" * 600 + b"\xc0")  # was a RecursionError
+@example(data=b"\x81\x01" * 1000 + b"\xc0")  # was a RecursionError
+def test_the_relay_transcoder_gives_json_or_a_value_error(data: bytes) -> None:
+    """``from_msgpack`` turns any bytes into JSON text or raises ValueError, as documented."""
+    try:
+        text = JSON.from_msgpack(data)
+    except ValueError:
+        return
+    orjson.loads(text)
 
 
 # --- any input: messages or a typed error ------------------------------------------------------
