@@ -370,11 +370,16 @@ class Raw:
             m: dict[str, Any] = {"id": 1, "cmd": "connect", "name": "abuse"}
             if token:
                 m["token"] = token
-            if read:
-                await raw.request_with_id(1, m)
-            else:
-                await raw.send([m])
-                await asyncio.wait_for(ws.recv(), 10)
+            try:
+                if read:
+                    await raw.request_with_id(1, m)
+                else:
+                    await raw.send([m])
+                    await asyncio.wait_for(ws.recv(), 10)
+            except BaseException:
+                raw.ended = True  # counted as refused by the caller, not as a close
+                await raw.close()
+                raise
         return raw
 
     def next_id(self) -> int:
@@ -400,6 +405,8 @@ class Raw:
         return await self.send_frame(self.encode(maps), len(maps))
 
     async def request_with_id(self, id: int, m: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+        if self.ended:
+            raise ConnectionError("closed")
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[id] = future
         try:
@@ -409,10 +416,18 @@ class Raw:
         finally:
             self._waiting.pop(id, None)
 
-    async def request(self, cmd: str, **fields: Any) -> dict[str, Any]:
-        """Send one command and return its reply's map (``result`` or ``error``)."""
+    async def request(self, cmd: str, fields: dict[str, Any] | None = None, *, timeout: float = 30) -> dict[str, Any]:
+        """Send one command and return its reply's map (``result`` or ``error``).
+
+        Never raises: when the connection closes or no reply comes within
+        ``timeout`` seconds the map is ``{"no_reply": ...}`` (a hub may close an
+        attacker at any point; the drill goes on).
+        """
         id = self.next_id()
-        return await self.request_with_id(id, {"id": id, "cmd": cmd, **fields})
+        try:
+            return await self.request_with_id(id, {"id": id, "cmd": cmd, **(fields or {})}, timeout)
+        except (ConnectionError, TimeoutError) as exc:
+            return {"no_reply": type(exc).__name__}
 
     def _tally(self, frame: bytes | str) -> None:
         self.stats.bytes_received += len(frame)
@@ -518,7 +533,7 @@ async def flood(ctx: Context, stats: ScenarioReport) -> None:
         maps = [{"id": raw.next_id(), "cmd": "ping"} for _ in range(a.flood_commands)]
         await raw.send(maps)
     if raw is not None:
-        await raw.request("ping")  # the replies before it have been counted
+        await raw.request("ping")  # the replies before it have been counted (or the hub closed)
         await raw.close()
 
 
@@ -578,9 +593,7 @@ async def malformed(ctx: Context, stats: ScenarioReport) -> None:
             await raw.send_frame(frame)
             sent += 1
     if raw is not None:
-        if not raw.ended:
-            with contextlib.suppress(ConnectionError, TimeoutError):
-                await raw.request("ping")
+        await raw.request("ping")
         await raw.close()
 
 
@@ -589,9 +602,9 @@ async def _chat_user(ctx: Context, stats: ScenarioReport, channel: str) -> Raw |
     raw = await open_raw(ctx, stats, token=ctx.token)
     if raw is None:
         return None
-    reply = await raw.request("subscribe", channel=channel)
-    if "error" in reply:
-        stats.notes["subscribe_refused"] = reply["error"]
+    reply = await raw.request("subscribe", {"channel": channel})
+    if "result" not in reply:
+        stats.notes["subscribe_refused"] = reply.get("error", reply)
         await raw.close()
         return None
     return raw
@@ -613,9 +626,8 @@ async def amplify(ctx: Context, stats: ScenarioReport) -> None:
         for i in range(a.amplify_pubs):
             if not ctx.time_left():
                 break
-            try:
-                reply = await raw.request("publish", channel=channel, data={"n": i, "body": body})
-            except (ConnectionError, TimeoutError):
+            reply = await raw.request("publish", {"channel": channel, "data": {"n": i, "body": body}})
+            if "no_reply" in reply:
                 break
             epoch = reply.get("result", {}).get("epoch", epoch)
         for f in range(a.amplify_frames):
@@ -632,9 +644,7 @@ async def amplify(ctx: Context, stats: ScenarioReport) -> None:
                         {"id": raw.next_id(), "cmd": "subscribe", "channel": channel, "offset": 0, "epoch": epoch}
                     )
             await raw.send(maps[: a.amplify_commands])
-        if not raw.ended:
-            with contextlib.suppress(ConnectionError, TimeoutError):
-                await raw.request("ping", timeout=a.seconds)
+        await raw.request("ping", timeout=a.seconds)
         await raw.close()
 
     await asyncio.gather(*(one(n) for n in range(a.amplify_clients)))
@@ -654,9 +664,7 @@ async def read_flood(ctx: Context, stats: ScenarioReport) -> None:
         await raw.send(maps)
     stats.notes["channels"] = i
     if raw is not None:
-        if not raw.ended:
-            with contextlib.suppress(ConnectionError, TimeoutError):
-                await raw.request("ping", timeout=ctx.args.seconds)
+        await raw.request("ping", timeout=ctx.args.seconds)
         await raw.close()
 
 
@@ -669,12 +677,12 @@ async def notices(ctx: Context, stats: ScenarioReport) -> None:
     witness = await open_raw(ctx, witness_stats)  # another subscriber: what reaches it is the flood's reach
     if witness is None:
         return
-    await witness.request("subscribe", channel=channel)
+    await witness.request("subscribe", {"channel": channel})
     raw = await _chat_user(ctx, stats, channel)
     if raw is None:
         await witness.close()
         return
-    reply = await raw.request("publish", channel=channel, data={"text": "hi"})
+    reply = await raw.request("publish", {"channel": channel, "data": {"text": "hi"}})
     offset = reply.get("result", {}).get("offset", 0)
     left = ctx.args.notices
     while left > 0 and ctx.time_left() and not raw.ended:
@@ -683,11 +691,8 @@ async def notices(ctx: Context, stats: ScenarioReport) -> None:
         maps += [{"id": raw.next_id(), "cmd": "read", "channel": channel, "offset": offset} for _ in range(n)]
         left -= n
         await raw.send(maps)
-    if not raw.ended:
-        with contextlib.suppress(ConnectionError, TimeoutError):
-            await raw.request("ping")
-    with contextlib.suppress(ConnectionError, TimeoutError):
-        await witness.request("ping")
+    await raw.request("ping")
+    await witness.request("ping")
     await raw.close()
     await witness.close()
     pushes = witness_stats.notes.get("pushes", {})
@@ -712,8 +717,7 @@ async def slow_readers(ctx: Context, stats: ScenarioReport) -> None:
             if pusher.ended or not ctx.time_left():
                 break
             await pusher.send([{"id": pusher.next_id(), "cmd": "publish", "channel": channel, "data": [i, body]}])
-        with contextlib.suppress(ConnectionError, TimeoutError):
-            await pusher.request("ping", timeout=a.seconds)
+        await pusher.request("ping", timeout=a.seconds)
         stats.notes["pushed_bytes"] = pusher_stats.bytes_sent
         await pusher.close()
     # Now read: what waited, then the close the hub sent (4002 for a reader it gave up on).
