@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Any, get_args
 
 import msgpack  # type: ignore[import-untyped]
 import orjson
@@ -65,6 +65,7 @@ from protocol import (
     Publication,
     Publish,
     PublishResult,
+    Push,
     Read,
     ReadNotice,
     ReadResult,
@@ -94,7 +95,7 @@ from protocol import (
     msgpack_to_json,
 )
 from protocol.fields import CHANNEL_FORBIDDEN
-from protocol.wire import COMMANDS, RESULT_OF, too_deep
+from protocol.wire import COMMANDS, PUSHES, RESULT_OF, too_deep
 from tests.helpers import client_roundtrip, pack, server_roundtrip
 
 BOTH = pytest.mark.parametrize("codec", list(CODECS.values()), ids=list(CODECS))
@@ -105,20 +106,21 @@ INT64_MIN = -(2**63)
 # --- strategies: fields ------------------------------------------------------------
 
 #: Any string msgpack and JSON can carry (no lone surrogates).
-texts = st.text(st.characters(codec="utf-8"), max_size=20)
-nonempty = st.text(st.characters(codec="utf-8"), min_size=1, max_size=20)
+texts = st.text(st.characters(codec="utf-8"), max_size=12)
+nonempty = st.text(st.characters(codec="utf-8"), min_size=1, max_size=12)
 _FORBIDDEN = "".join(chr(c) for lo, hi in CHANNEL_FORBIDDEN for c in range(lo, hi + 1))
 #: Valid channel names: 1..MAX_CHANNEL_LENGTH code points, none of the forbidden ones.
-channels = st.one_of(
-    st.text(st.characters(codec="utf-8", exclude_characters=_FORBIDDEN), min_size=1, max_size=12),
-    st.text(st.characters(codec="utf-8", exclude_characters=_FORBIDDEN), min_size=1, max_size=MAX_CHANNEL_LENGTH),
+channels = st.text(st.characters(codec="utf-8", exclude_characters=_FORBIDDEN), min_size=1, max_size=16)
+#: Up to the longest: costlier to draw, so used where a name's length matters.
+long_channels = st.text(
+    st.characters(codec="utf-8", exclude_characters=_FORBIDDEN), min_size=1, max_size=MAX_CHANNEL_LENGTH
 )
 ids = st.integers(1, MAX_ID)
 uints = st.integers(0, MAX_OFFSET)
 #: What both codecs carry as an integer: msgpack's int64 and uint64 ranges.
 ints = st.integers(INT64_MIN, MAX_OFFSET)
 floats = st.floats(allow_nan=False, allow_infinity=False)
-state_keys = st.text(st.characters(codec="utf-8"), min_size=1, max_size=MAX_STATE_KEY_LENGTH)
+state_keys = st.text(st.characters(codec="utf-8"), min_size=1, max_size=24)  # the longest: an @example
 idempotency_keys = st.text(st.characters(codec="utf-8"), min_size=1, max_size=MAX_IDEMPOTENCY_KEY_LENGTH)
 
 
@@ -179,7 +181,7 @@ def commands(data: st.SearchStrategy[Any] = values) -> st.SearchStrategy[Command
         st.builds(PresenceStatsQuery, ids, channels),
         st.builds(StateSet, ids, channels, state_keys, data_of(data), optional(uints)),
         st.builds(StatePatch, ids, channels, state_keys, data_of(maps), optional(uints)),
-        st.builds(StatusQuery, ids, st.lists(nonempty, min_size=1, max_size=MAX_STATUS_USERS).map(tuple)),
+        st.builds(StatusQuery, ids, st.lists(nonempty, min_size=1, max_size=8).map(tuple)),  # the most: an @example
     )
 
 
@@ -264,6 +266,9 @@ def _renumber_replies(messages: list[ServerMessage]) -> list[ServerMessage]:
 
 @BOTH
 @given(command=commands())
+@example(command=StatusQuery(MAX_ID, tuple(f"user{i}" for i in range(MAX_STATUS_USERS))))
+@example(command=StateSet(1, "a", "k" * MAX_STATE_KEY_LENGTH, pack(None), MAX_OFFSET))
+@example(command=StatePatch(1, "a", "é" * MAX_STATE_KEY_LENGTH, pack({"a": None}), 0))
 def test_every_command_roundtrips(codec: Codec, command: Command) -> None:
     assert client_roundtrip(codec, command) == [command]
 
@@ -271,6 +276,13 @@ def test_every_command_roundtrips(codec: Codec, command: Command) -> None:
 @given(command=commands(msgpack_values))
 def test_every_command_roundtrips_msgpack_with_bin(command: Command) -> None:
     assert client_roundtrip(MSGPACK, command) == [command]
+
+
+@BOTH
+@given(channel=long_channels, id=ids)
+def test_every_channel_name_roundtrips(codec: Codec, channel: str, id: int) -> None:
+    commands: list[Command] = [Subscribe(id, channel), Publish(id % MAX_ID + 1, channel, pack(None))]
+    assert client_roundtrip(codec, *commands) == commands
 
 
 @BOTH
@@ -390,7 +402,11 @@ def test_any_bytes_decode_to_commands_or_a_typed_error(codec: Codec, frame: byte
     assert_decoded_commands_are_valid(codec, decoded)
 
 
-@given(text=st.text(max_size=256))
+#: Any text, lone surrogates included (they make invalid UTF-8).
+any_text = st.text(st.characters(exclude_categories=()), max_size=256)
+
+
+@given(text=any_text)
 @example(text='{"id":1,"cmd":"ping"}\n' * (MAX_COMMANDS_PER_FRAME + 1))
 @example(text='{"id":1,"cmd":"ping","x":"\\ud800"}')
 def test_any_text_decodes_to_commands_or_a_typed_error(text: str) -> None:
@@ -405,20 +421,10 @@ def decode_messages_or_typed_error(codec: Codec, frame: bytes) -> None:
     except ProtocolError:
         return
     for message in messages:
-        assert isinstance(message, Reply) or type(message) in {type(m) for m in _PUSH_EXAMPLES}
+        assert isinstance(message, (Reply, *PUSH_TYPES))
 
 
-_PUSH_EXAMPLES: list[ServerMessage] = [
-    Publication("a", pack(1), 1, "e"),
-    Disconnect(4000, "x", True),
-    Join("a", "u"),
-    Leave("a", "u"),
-    TypingNotice("a", "u", True, 1.0),
-    ReadNotice("a", "u", 1),
-    StateChange("a", "k", 1, value=pack(1)),
-    StatusNotice("a", UserStatus("u", True)),
-    Unsubscribed("a", "r"),
-]
+PUSH_TYPES = get_args(Push)
 
 
 @BOTH
@@ -428,7 +434,7 @@ def test_a_client_decodes_any_bytes_to_messages_or_a_typed_error(codec: Codec, f
     decode_messages_or_typed_error(codec, frame)
 
 
-@given(text=st.text(max_size=256))
+@given(text=any_text)
 def test_a_client_decodes_any_text_to_messages_or_a_typed_error(text: str) -> None:
     decode_messages_or_typed_error(JSON, text.encode("utf-8", "surrogatepass"))
 
@@ -440,6 +446,8 @@ FIELD_KEYS = sorted(
     {f.key for spec in COMMANDS.values() for f in spec.fields}
     | {"channel", "data", "key", "offset", "epoch", "token", "version", "result", "error", "push"}
     | {"code", "message", "reason", "user", "online", "last_seen", "publications", "state", "status"}
+    | {"client", "ping", "expires", "recoverable", "recovered", "presence", "receipts", "read", "clients", "users"}
+    | {"typing", "timeout", "patch", "value", "mid", "time", "info"}
 )
 COMMAND_NAMES = sorted({*COMMANDS, "publish", "subscribe"})
 
@@ -457,7 +465,7 @@ _wild_scalars = (
 wild_values = st.recursive(
     _wild_scalars,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
-    max_leaves=10,
+    max_leaves=6,
 )
 
 
@@ -477,7 +485,7 @@ def almost_commands(draw: st.DrawFn) -> dict[Any, Any]:
         m["id"] = draw(ids | _edge_ints)
     if draw(st.integers(0, 9)):
         m["cmd"] = draw(st.sampled_from(COMMAND_NAMES) | texts)
-    for key in draw(st.lists(st.sampled_from(FIELD_KEYS), max_size=5)):
+    for key in draw(st.lists(st.sampled_from(FIELD_KEYS), max_size=4)):
         m[key] = draw(
             st.one_of(
                 wild_values,
@@ -513,6 +521,31 @@ def test_json_almost_commands_give_commands_or_typed_errors(maps: list[dict[Any,
     lines = [json.dumps(m, default=lambda b: b.hex(), allow_nan=True) for m in maps]
     decoded = decode_commands_or_typed_error(JSON, "\n".join(lines).encode())
     assert_decoded_commands_are_valid(JSON, decoded)
+
+
+@st.composite
+def almost_server_messages(draw: st.DrawFn) -> dict[Any, Any]:
+    """A map that is a push or a reply with some fields missing, extra, or of the wrong type."""
+    m: dict[Any, Any] = {}
+    if draw(st.booleans()):
+        m["push"] = draw(st.sampled_from([*PUSHES, "status"]) | texts)
+    else:
+        m["id"] = draw(st.integers(1, 5) | _edge_ints)
+        m["result" if draw(st.booleans()) else "error"] = draw(
+            st.dictionaries(st.sampled_from(FIELD_KEYS), wild_values | uints | texts, max_size=4)
+        )
+    for key in draw(st.lists(st.sampled_from(FIELD_KEYS), max_size=4)):
+        m[key] = draw(st.one_of(wild_values, uints, texts, st.lists(st.dictionaries(texts, _wild_scalars), max_size=2)))
+    return m
+
+
+@given(maps=st.lists(almost_server_messages(), min_size=1, max_size=3), codec=st.sampled_from(list(CODECS.values())))
+def test_almost_server_messages_give_messages_or_a_typed_error(maps: list[dict[Any, Any]], codec: Codec) -> None:
+    if codec.binary:
+        frame = b"".join(pack(m) for m in maps)
+    else:
+        frame = "\n".join(json.dumps(m, default=lambda b: b.hex(), allow_nan=True) for m in maps).encode()
+    decode_messages_or_typed_error(codec, frame)
 
 
 @given(
@@ -577,7 +610,7 @@ def test_json_nan_and_infinities_are_a_typed_error(literal: bytes) -> None:
     assert (info.value.code, info.value.id) == (ErrorCode.BAD_REQUEST, 0)
 
 
-@given(channel=channels)
+@given(channel=channels | long_channels)
 def test_the_channel_strategy_meets_the_rules(channel: str) -> None:
     """The generator stays inside the rules it claims (one drifting outside would prove nothing)."""
     assert check_channel(channel) == channel
