@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any, get_args
 
 import msgpack  # type: ignore[import-untyped]
@@ -132,17 +133,30 @@ def optional(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 _scalars = st.none() | st.booleans() | ints | floats | texts
 #: Values that mean the same in MessagePack and JSON (string keys, no bin), within the depth limit.
-values = st.recursive(
-    _scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4),
-    max_leaves=12,
-).filter(lambda v: not too_deep(v))
+
+
+def containers(keys: st.SearchStrategy[Any], size: int = 4) -> Callable[[st.SearchStrategy[Any]], Any]:
+    """Arrays and maps (with ``keys``) of a recursive strategy's inner values.
+
+    A named function, not a lambda: hypothesis reads a lambda's source to describe
+    it and warns when it cannot find the argument used.
+    """
+
+    def extend(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        return st.lists(inner, max_size=size) | st.dictionaries(keys, inner, max_size=size)
+
+    return extend
+
+
+def within_depth(value: object) -> bool:
+    return not too_deep(value)
+
+
+values = st.recursive(_scalars, containers(texts), max_leaves=12).filter(within_depth)
 #: MessagePack-only values as well: bin, and bin map keys (a client's maps need str or bin keys).
 msgpack_values = st.recursive(
-    _scalars | st.binary(max_size=12),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts | st.binary(max_size=6), inner, max_size=4),
-    max_leaves=12,
-).filter(lambda v: not too_deep(v))
+    _scalars | st.binary(max_size=12), containers(texts | st.binary(max_size=6)), max_leaves=12
+).filter(within_depth)
 maps = st.dictionaries(texts, values, max_size=4)
 
 
@@ -153,7 +167,11 @@ def data_of(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes]:
 
 #: An optional msgpack value where nil means "none" (info, a state entry's value): never nil itself.
 def info_of(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes | None]:
-    return st.none() | data_of(strategy.filter(lambda v: v is not None))
+    return st.none() | data_of(strategy.filter(is_not_none))
+
+
+def is_not_none(value: object) -> bool:
+    return value is not None
 
 
 # --- strategies: commands ----------------------------------------------------------------
@@ -318,10 +336,7 @@ def test_a_relayed_message_transcodes_to_the_json_encoding(message: ServerMessag
 #: Any msgpack value a node could hold: bin, and keys of every type (server-side data may have them).
 relayed_values = st.recursive(
     _scalars | st.binary(max_size=12),
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(texts | st.binary(max_size=6) | ints | st.booleans() | st.none(), inner, max_size=4)
-    ),
+    containers(texts | st.binary(max_size=6) | ints | st.booleans() | st.none()),
     max_leaves=12,
 )
 
@@ -462,11 +477,7 @@ _wild_scalars = (
     | texts
     | st.binary(max_size=8)
 )
-wild_values = st.recursive(
-    _wild_scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
-    max_leaves=6,
-)
+wild_values = st.recursive(_wild_scalars, containers(texts, 3), max_leaves=6)
 
 
 def nested(depth: int, leaf: object = 0) -> object:
