@@ -44,8 +44,9 @@ code, the close codes seen (``by_tool`` for sockets the tool closed itself) and
 the hub's peak RSS during it; for the hub its RSS at the start, its peak
 (sampled VmRSS) and VmHWM, and whether ``/healthz`` still answers; for the
 well-behaved clients what they lost, got twice or out of order, and their ping
-latency (max and p99). ``--json FILE`` writes the same as JSON. The exit status
-is 0 when the hub survived and the well-behaved clients lost nothing.
+latency (max and p99; a ping unanswered within the SDK's 10 s command timeout
+is a ping failure). ``--json FILE`` writes the same as JSON. The exit status is
+0 when the hub survived and the well-behaved clients lost nothing.
 """
 
 from __future__ import annotations
@@ -250,7 +251,7 @@ async def spawned_hub(config: Path, startup: float = 20.0) -> AsyncIterator[tupl
         ],
         stdout=subprocess.DEVNULL,
         stderr=log,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
+        env=_env(),
     )
     url = f"ws://127.0.0.1:{port}/ws"
     try:
@@ -272,6 +273,11 @@ async def spawned_hub(config: Path, startup: float = 20.0) -> AsyncIterator[tupl
                 await asyncio.to_thread(proc.wait)
         log.close()
         os.unlink(log.name)
+
+
+def _env() -> dict[str, str]:
+    """The environment of the hub and of ``realtime token``: this checkout's packages first."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 def http_url(ws_url: str, path: str) -> str:
@@ -297,6 +303,7 @@ def mint_token(config: Path, user: str) -> str:
         text=True,
         check=True,
         timeout=30,
+        env=_env(),
     )
     return out.stdout.strip()
 
