@@ -19,6 +19,7 @@ import msgpack  # type: ignore[import-untyped]  # no stubs
 import orjson
 
 from .errors import ProtocolError
+from .fields import too_deep
 from .limits import JSON_SUBPROTOCOL, MAX_COMMANDS_PER_FRAME, MAX_OFFSET
 from .messages import Command, Publication, ServerMessage
 from .wire import (
@@ -34,6 +35,8 @@ from .wire import (
 __all__ = ["JsonCodec", "msgpack_to_json"]
 
 _INT64_MIN = -(2**63)
+#: The deepest nesting orjson writes (it refuses more with a TypeError); msgpack reads up to 1024.
+_JSON_DEPTH = 254
 # orjson reads integer literals beyond 64 bits as floats, silently; such a literal
 # has at least 19 digits, so a cheap search finds the rare lines worth a closer look.
 _LONG_DIGITS = re.compile(rb"\d{19}")
@@ -116,7 +119,8 @@ def _refuse_ext(code: int, data: bytes) -> object:
 def msgpack_to_json(data: bytes) -> bytes:
     """The JSON text of one msgpack value: bin -> base64, non-string keys -> strings.
 
-    Raises ValueError if ``data`` is not one valid msgpack value without ext types.
+    Raises ValueError if ``data`` is not one valid msgpack value without ext types, or
+    nests more than JSON can be written with (254 levels; data from clients holds 32).
     """
     try:
         # max_ext_len=0 also refuses timestamps, which skip ext_hook
@@ -126,6 +130,9 @@ def msgpack_to_json(data: bytes) -> bytes:
     try:  # fast path: string keys only (bin values handled by default=)
         return orjson.dumps(value, default=_base64)
     except TypeError:
+        # Checked before _jsonable walks it: past orjson's depth it would recurse into a RecursionError.
+        if too_deep(value, _JSON_DEPTH):
+            raise ValueError("msgpack value nested too deeply for JSON") from None
         return orjson.dumps(_jsonable(value), default=_base64)
 
 

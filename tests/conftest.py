@@ -9,10 +9,12 @@ starts one without the marker fails.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from realtime.config import Settings
 from realtime.engines.base import Engine
@@ -27,6 +29,13 @@ from .redis_server import RedisServer
 #: Fixtures that start redis-server processes: a test that uses one (directly or through
 #: another fixture) is marked ``redis``.
 REDIS_FIXTURES = frozenset({"redis_server", "redis_cluster"})
+
+# Property tests (tests/test_codec_properties.py) stay bounded: 200 examples a test, no deadline (a
+# shared CI machine's pauses are not failures), no example database written into the work tree.
+# HYPOTHESIS_PROFILE=thorough runs many more by hand.
+settings.register_profile("realtime", max_examples=200, deadline=None, database=None, print_blob=True)
+settings.register_profile("thorough", parent=settings.get_profile("realtime"), max_examples=5000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "realtime"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
