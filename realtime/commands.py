@@ -32,6 +32,7 @@ from protocol.messages import (
 )
 
 from . import __version__
+from .admission import OVER_LIMIT_RETRY_AFTER
 from .auth import Identity, TokenExpired, TokenInvalid, check_publish, check_subscribe
 from .feature import Feature, Handler, namespace_of
 
@@ -78,6 +79,13 @@ class Commands(Feature):
         if conn.connected:
             raise CommandError(ErrorCode.ALREADY_CONNECTED)
         identity = self._verify(cmd.token)
+        limit = self.hub.settings.max_connections_per_user
+        if identity.user and limit and len(self.hub.users.get(identity.user, ())) >= limit:
+            raise DisconnectError(
+                CloseCode.TOO_MANY_CONNECTIONS,
+                "too many connections for this user",
+                retry_after=OVER_LIMIT_RETRY_AFTER,
+            )
         if identity.user:
             # Known as the user's before the revocation check: a revocation made before it
             # is read there, and one made while it runs finds this connection and closes it.
