@@ -8,6 +8,8 @@ Misuse of our own API raises ordinary ``TypeError``/``ValueError``/``RuntimeErro
 
 from __future__ import annotations
 
+import math
+
 from .codes import CLOSE_REASONS, CloseCode, ErrorCode
 from .messages import Disconnect, Error
 
@@ -59,5 +61,5 @@ class DisconnectError(RealtimeError):
         return str(self)
 
     def to_push(self) -> Disconnect:
-        after = None if self.retry_after is None else max(0, round(self.retry_after * 1000))
+        after = None if self.retry_after is None else max(0, math.ceil(self.retry_after * 1000))  # never less
         return Disconnect(int(self.code), self.reason, self.code.reconnect, after)
