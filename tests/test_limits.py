@@ -7,7 +7,9 @@ push with its retry advice, then the close frame), and the Python SDK is shown t
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
+from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed as WsConnectionClosed
@@ -31,7 +33,7 @@ from .helpers import WAIT, HubFactory, RunningHub, make_token, until
 from .wsclient import RawClient
 
 
-async def refusal(hub: RunningHub, token: str | None = None, **kwargs: object) -> tuple[Disconnect, int]:
+async def refusal(hub: RunningHub, token: str | None = None, **kwargs: Any) -> tuple[Disconnect, int]:
     """Open a WebSocket and send connect; return the Disconnect push and the close code it got."""
     client = await RawClient.open(hub.url, connect_first=False, **kwargs)
     try:
@@ -80,7 +82,7 @@ def test_the_connect_bucket_admits_its_rate_and_spreads_the_refused() -> None:
     advised = [w for w in waits if w is not None]
     assert advised[0] == pytest.approx(MIN_RETRY_AFTER)
     # Each refused client is told to come 1/rate later than the one before it.
-    assert all(b - a == pytest.approx(0.1) for a, b in zip(advised, advised[1:]))
+    assert all(b - a == pytest.approx(0.1) for a, b in itertools.pairwise(advised))
     now[0] += 0.25  # refills 2.5 tokens
     assert rate.take() is None and rate.take() is None and rate.take() is not None
 
