@@ -244,3 +244,31 @@ async def test_a_storm_of_clients_is_shed_with_advice_and_all_get_in(hub_factory
     assert not any(c.closed for c in clients)
     assert all(sub.channel in c.subscriptions() for sub, c in zip(subs, clients))
     await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_the_sdk_honours_the_retry_after_of_a_503_before_the_upgrade(hub_factory: HubFactory) -> None:
+    """Over a pending cap the hub answers 503 with Retry-After before any upgrade: the SDK waits it."""
+    hub = await hub_factory(max_pending_per_address=1, handshake_timeout=10.0)
+    admission = hub.server.app[ADMISSION] if hub.server.app else None
+    assert admission is not None
+    held = await asyncio.open_connection("127.0.0.1", hub.port)  # takes the address's one place
+    await until(lambda: admission.pending_from("127.0.0.1") == 1, WAIT, "the held socket counted")
+    attempts = Attempts()
+    twice = asyncio.Event()
+
+    def on_refused(code: int, advice: float) -> None:
+        attempts.on_refused(code, advice)
+        if len(attempts.refusals) == 2:
+            twice.set()
+
+    client = Client(hub.url, make_token("alice"), on_refused=on_refused)
+    connecting = asyncio.create_task(client.connect())
+    async with asyncio.timeout(WAIT):
+        await twice.wait()
+    held[1].close()  # the place frees: the next attempt gets in
+    async with asyncio.timeout(WAIT):
+        await connecting
+    assert [(advice, code) for _, advice, code in attempts.refusals] == [(1.0, 503), (1.0, 503)]
+    attempts.assert_waited()  # the second attempt came at least 1 s after the first was refused
+    assert client.connected
+    await client.close()

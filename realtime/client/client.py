@@ -60,6 +60,9 @@ _REFRESH_MAX_BACKOFF: Final = 60.0
 PUBLISH_ATTEMPTS: Final = 3
 PUBLISH_RETRY_DELAY: Final = 0.2
 
+#: Seconds to wait at least after a refusal that came without its advice (protocol.md, Disconnect).
+_REFUSAL_FLOOR: Final = {int(CloseCode.OVERLOADED): 1.0, int(CloseCode.TOO_MANY_CONNECTIONS): 30.0}
+
 _R = TypeVar("_R", bound=m.Result)
 _T = TypeVar("_T")
 
@@ -224,7 +227,8 @@ class Client:
         """Note the retry advice of a refused attempt, if ``exc`` is one; tell on_refused."""
         code, advice = 0, None
         if isinstance(exc, ConnectionLost):
-            code, advice = exc.code, exc.retry_after
+            # A refusal whose push was lost (only its close frame came): the protocol's floor.
+            code, advice = exc.code, exc.retry_after or _REFUSAL_FLOOR.get(exc.code)
         elif isinstance(exc, InvalidStatus) and exc.response.status_code == 503:
             code, advice = 503, _retry_after_header(exc.response.headers.get("Retry-After"))
         if advice is None:
