@@ -60,6 +60,8 @@ class CloseCode(IntEnum):
     CONNECT_TIMEOUT = 4005  # no connect command within the connect timeout
     FORCE_RECONNECT = 4006  # the server asked this client to reconnect
     TOKEN_EXPIRED = 4007  # refresh the token, then reconnect
+    OVERLOADED = 4008  # this node cannot take the connection now: retry after the advice
+    TOO_MANY_CONNECTIONS = 4009  # over a per-user or per-address connection limit: retry after the advice
     TOO_MANY_REQUESTS = 4010  # flooded on with commands refused with TOO_MANY_REQUESTS
     # 4500-4999: do not reconnect.
     BAD_REQUEST = 4500  # protocol violation, e.g. a command before connect
@@ -84,6 +86,8 @@ CLOSE_REASONS: dict[CloseCode, str] = {
     CloseCode.CONNECT_TIMEOUT: "connect timeout",
     CloseCode.FORCE_RECONNECT: "force reconnect",
     CloseCode.TOKEN_EXPIRED: "token expired",
+    CloseCode.OVERLOADED: "overloaded",
+    CloseCode.TOO_MANY_CONNECTIONS: "too many connections",
     CloseCode.TOO_MANY_REQUESTS: "too many requests",
     CloseCode.BAD_REQUEST: "bad request",
     CloseCode.UNAUTHORIZED: "unauthorized",

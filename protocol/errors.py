@@ -57,15 +57,20 @@ class ProtocolError(CommandError):
 
 
 class DisconnectError(RealtimeError):
-    """The connection must end with close ``code``; the client gets a Disconnect push first."""
+    """The connection must end with close ``code``; the client gets a Disconnect push first.
 
-    def __init__(self, code: CloseCode, reason: str = "") -> None:
+    ``retry_after`` (seconds) is the advice of a refusal (4008, 4009): the push carries it.
+    """
+
+    def __init__(self, code: CloseCode, reason: str = "", *, retry_after: float | None = None) -> None:
         super().__init__(reason or CLOSE_REASONS[code])
         self.code = code
+        self.retry_after = retry_after
 
     @property
     def reason(self) -> str:
         return str(self)
 
     def to_push(self) -> Disconnect:
-        return Disconnect(int(self.code), self.reason, self.code.reconnect)
+        after = None if self.retry_after is None else max(0, math.ceil(self.retry_after * 1000))  # never less
+        return Disconnect(int(self.code), self.reason, self.code.reconnect, after)

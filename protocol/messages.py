@@ -236,11 +236,15 @@ class Publication:
 
 @dataclass(frozen=True, slots=True)
 class Disconnect:
-    """Sent just before the server closes the socket with the same ``code``."""
+    """Sent just before the server closes the socket with the same ``code``.
+
+    ``retry_after`` (milliseconds, with 4008 and 4009): reconnect no sooner than that.
+    """
 
     code: int
     reason: str
     reconnect: bool
+    retry_after: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -352,7 +352,9 @@ _PUSH_CHANNEL = Field("channel", STR)
 #: apart: its map is flat, a channel and the fields of a UserStatus.
 PUSHES: dict[str, Spec[Push]] = {
     "pub": PUBLICATION,
-    "disconnect": Spec(Disconnect, (Field("code", INT), Field("reason", STR), Field("reconnect", BOOL))),
+    "disconnect": Spec(
+        Disconnect, (Field("code", INT), Field("reason", STR), Field("reconnect", BOOL), opt("retry_after", UINT))
+    ),
     "join": Spec(Join, (_PUSH_CHANNEL, _USER, opt("info", RELAYED))),
     "leave": Spec(Leave, (_PUSH_CHANNEL, _USER)),
     "typing": Spec(TypingNotice, (_PUSH_CHANNEL, _USER, Field("typing", BOOL), Field("timeout", NUMBER))),

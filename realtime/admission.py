@@ -1,12 +1,15 @@
-"""Sockets before they authenticate: the pending caps and the handshake timeout.
+"""Admission: sockets before they authenticate, and the limits on WebSocket connections.
 
 Every TCP connection the hub accepts is *pending* until its WebSocket
 ``connect`` command succeeds (it is then a client, watched by its heartbeat) or
-it closes. Plain HTTP connections (the API, /healthz, /readyz) stay pending
-for as long as they are open; ``http_idle_timeout`` closes idle ones.
+it closes. A plain HTTP connection (the API, /healthz, /readyz) is pending
+until its first request has been answered: a keep-alive connection that
+then waits for more requests does not hold a place (``http_idle_timeout``
+closes it when idle).
 
 * **Caps.** At most ``max_pending_per_address`` pending sockets per remote
-  address and ``max_pending`` per node (0: no limit). A socket over a cap is
+  address (an IPv6 address counts by its /64, see :func:`address_key`; the
+  trusted proxies are exempt) and ``max_pending`` per node (0: no limit). A socket over a cap is
   answered at once, without reading anything, with ``503`` and the JSON error
   map ``{"code": 110, "message": ...}`` (TOO_MANY_REQUESTS, retry with backoff)
   and closed; it never reaches aiohttp, so it holds its descriptor for one
@@ -16,23 +19,34 @@ for as long as they are open; ``http_idle_timeout`` closes idle ones.
   within ``handshake_timeout`` seconds of being accepted (a slowloris, or a
   socket that sends nothing) is closed. Between requests of a keep-alive
   connection aiohttp's keep-alive timeout (``http_idle_timeout``) applies.
+* **Connection limits** (:meth:`Admission.admit_upgrade`, at each WebSocket
+  upgrade): ``max_connections`` per node and ``max_connects_per_second`` (a
+  token bucket) refuse with 4008 OVERLOADED, ``max_connections_per_address``
+  with 4009 TOO_MANY_CONNECTIONS; the upgrade is accepted and answered with
+  the Disconnect push, which carries retry advice, then the close frame, so
+  that every client (browsers too, which see no HTTP status) can honour it.
+  The per-user limit is checked by the connect command.
 
 :class:`Admission` is owned by the application (``create_app``); the server's
 site wraps each accepted socket's aiohttp protocol in a :class:`Gate`
 (:meth:`Admission.protocol_factory`); a middleware reports each request head
-(:meth:`Admission.request_started`) and the :class:`AuthenticatedHook` feature
+(:meth:`Admission.request_started`) and each answered request
+(:meth:`Admission.request_done`), and the :class:`AuthenticatedHook` feature
 reports a successful connect (:meth:`Admission.authenticated`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, cast
 
-from protocol.codes import ErrorCode
+from protocol.codes import CloseCode, ErrorCode
+from protocol.errors import DisconnectError
 
 from .feature import Feature
 
@@ -43,6 +57,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("realtime.admission")
 
 _OVER_CAP = ErrorCode.TOO_MANY_REQUESTS
+#: Seconds a client refused over a pending cap is told to wait (the 503's Retry-After).
+PENDING_RETRY_AFTER = 1
+#: Retry advice, in seconds, of the connection limits: the least a refused client waits, when
+#: the node is full, when a user or an address is over its limit, and the most ever advised.
+MIN_RETRY_AFTER = 1.0
+FULL_RETRY_AFTER = 5.0
+OVER_LIMIT_RETRY_AFTER = 30.0
+MAX_RETRY_AFTER = 60.0
 
 
 def _refusal(message: str) -> bytes:
@@ -52,10 +74,99 @@ def _refusal(message: str) -> bytes:
         "HTTP/1.1 503 Service Unavailable\r\n"
         "Content-Type: application/json; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\n"
+        f"Retry-After: {PENDING_RETRY_AFTER}\r\n"
         "Connection: close\r\n"
         "\r\n"
     )
     return head.encode() + body
+
+
+def address_key(address: str) -> str:
+    """What a remote address is counted under: an IPv4 address as itself, an IPv6 one by its /64.
+
+    One IPv6 host usually holds a whole /64, so counting single addresses would let it
+    take every place; an IPv4-mapped IPv6 address counts as its IPv4 address.
+    """
+    if ":" not in address:
+        return address  # IPv4 (or "-"): as is, without parsing on the common path
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return address
+    mapped = ip.ipv4_mapped
+    if mapped is not None:
+        return str(mapped)
+    return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+
+
+class TrustedProxies:
+    """The proxies whose X-Forwarded-For the hub believes (``trusted_proxies``)."""
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self._networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+
+    def __bool__(self) -> bool:
+        return bool(self._networks)
+
+    def trusted(self, address: str) -> bool:
+        if not self._networks:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self._networks)
+
+    def client_address(self, peer: str, forwarded_for: Iterable[str]) -> str:
+        """The client's address: ``peer``, or, when ``peer`` is a trusted proxy, the rightmost
+        address of the X-Forwarded-For headers that is not a trusted proxy.
+
+        Each proxy appends the address it was reached from, so everything right of the first
+        untrusted hop was written by trusted proxies and everything left of it may be forged.
+        """
+        if not self.trusted(peer):
+            return peer
+        client = peer
+        hops = [hop.strip() for header in forwarded_for for hop in header.split(",")]
+        for hop in reversed(hops):
+            try:
+                ipaddress.ip_address(hop)
+            except ValueError:
+                break  # garbage: stop at the last hop a trusted proxy vouched for
+            client = hop
+            if not self.trusted(hop):
+                break
+        return client
+
+
+class ConnectRate:
+    """A token bucket of WebSocket upgrades: ``rate`` per second, holding one second's worth.
+
+    A refused upgrade gets a place in a virtual line, ``1 / rate`` seconds after the one
+    refused before it: the advice spreads a storm of refused clients over the seconds the
+    bucket needs to admit them, instead of sending them all back at once.
+    """
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self._clock = clock
+        self._tokens = self.capacity
+        self._stamp = clock()
+        self._line = 0.0  # when the last refused client was told to come back
+
+    def take(self) -> float | None:
+        """Admit one upgrade (None), or return the seconds the refused one should wait."""
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return None
+        self._line = max(self._line + 1 / self.rate, now + MIN_RETRY_AFTER)
+        return min(MAX_RETRY_AFTER, self._line - now)
 
 
 PER_ADDRESS_REFUSAL = _refusal("too many unauthenticated connections from this address")
@@ -69,16 +180,71 @@ class Admission:
         self.max_pending = settings.max_pending
         self.max_pending_per_address = settings.max_pending_per_address
         self.handshake_timeout = settings.handshake_timeout
-        #: Pending sockets on this node, and per remote address (addresses with none are dropped).
+        self.max_connections = settings.max_connections
+        self.max_connections_per_address = settings.max_connections_per_address
+        self.proxies = TrustedProxies(settings.trusted_proxies)
+        self._rate = ConnectRate(settings.max_connects_per_second) if settings.max_connects_per_second else None
+        #: Pending sockets on this node, and per address key (keys with none are dropped).
         self.pending = 0
         self._by_address: dict[str, int] = {}
         self._gates: dict[asyncio.BaseTransport, Gate] = {}
+        #: WebSocket connections on this node (upgraded, not yet ended), and per client address
+        #: key (keys with none are dropped).
+        self.connections = 0
+        self._upgraded: dict[str, int] = {}
         #: Sockets refused over a cap, and closed by the handshake timeout (for operators and tests).
         self.refused = 0
         self.timed_out = 0
+        #: Upgrades refused by the connection limits, by close code.
+        self.refused_upgrades: dict[int, int] = {}
 
     def pending_from(self, address: str) -> int:
-        return self._by_address.get(address, 0)
+        return self._by_address.get(address_key(address), 0)
+
+    def connections_from(self, address: str) -> int:
+        """WebSocket connections on this node from ``address``'s key (its /64 for IPv6)."""
+        return self._upgraded.get(address_key(address), 0)
+
+    # -- WebSocket upgrades
+
+    def admit_upgrade(self, address: str) -> DisconnectError | None:
+        """Count a WebSocket upgrade from client ``address`` in, or return its refusal.
+
+        Admitted, the caller calls :meth:`upgrade_ended` when the connection ends.
+        """
+        refusal = None
+        key = address_key(address)
+        if self.max_connections and self.connections >= self.max_connections:
+            refusal = DisconnectError(
+                CloseCode.OVERLOADED, "this node is at its connection limit", retry_after=FULL_RETRY_AFTER
+            )
+        elif self.max_connections_per_address and self._upgraded.get(key, 0) >= self.max_connections_per_address:
+            refusal = DisconnectError(
+                CloseCode.TOO_MANY_CONNECTIONS,
+                "too many connections from this address",
+                retry_after=OVER_LIMIT_RETRY_AFTER,
+            )
+        elif self._rate is not None:
+            wait = self._rate.take()
+            if wait is not None:
+                refusal = DisconnectError(CloseCode.OVERLOADED, "too many connects", retry_after=wait)
+        if refusal is not None:
+            self.refused_upgrades[refusal.code] = self.refused_upgrades.get(refusal.code, 0) + 1
+            log.debug("refused a WebSocket from %s: %s", address, refusal.reason)
+            return refusal
+        self.connections += 1
+        self._upgraded[key] = self._upgraded.get(key, 0) + 1
+        return None
+
+    def upgrade_ended(self, address: str) -> None:
+        """The WebSocket admitted by :meth:`admit_upgrade` for ``address`` ended."""
+        self.connections -= 1
+        key = address_key(address)
+        left = self._upgraded.get(key, 0) - 1
+        if left > 0:
+            self._upgraded[key] = left
+        else:
+            self._upgraded.pop(key, None)
 
     def protocol_factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         """Wrap a protocol factory (aiohttp's server) so that each socket passes the gate first."""
@@ -97,15 +263,25 @@ class Admission:
             gate.got_request()
             self._release(gate)
 
+    def request_done(self, transport: asyncio.BaseTransport | None) -> None:
+        """A request on ``transport`` was answered: a keep-alive connection then waits for its
+        next request without holding a pending place (a WebSocket's handler returns only
+        when it ends, so this never releases one early)."""
+        self.authenticated(transport)
+
     # -- called by Gate
 
     def _admit(self, gate: Gate) -> bytes | None:
         """Count ``gate``'s socket in, or return the refusal to send it."""
-        address = gate.address
+        address = gate.key = address_key(gate.address)
         if self.max_pending and self.pending >= self.max_pending:
             self.refused += 1
             return NODE_REFUSAL
-        if self.max_pending_per_address and self._by_address.get(address, 0) >= self.max_pending_per_address:
+        if (
+            self.max_pending_per_address
+            and self._by_address.get(address, 0) >= self.max_pending_per_address
+            and not self.proxies.trusted(gate.address)
+        ):
             self.refused += 1
             return PER_ADDRESS_REFUSAL
         self.pending += 1
@@ -119,11 +295,11 @@ class Admission:
         if self._gates.pop(gate.transport, None) is None:
             return  # authenticated before, or never admitted
         self.pending -= 1
-        left = self._by_address[gate.address] - 1
+        left = self._by_address[gate.key] - 1
         if left:
-            self._by_address[gate.address] = left
+            self._by_address[gate.key] = left
         else:
-            del self._by_address[gate.address]
+            del self._by_address[gate.key]
 
 
 class Gate(asyncio.Protocol):
@@ -139,6 +315,7 @@ class Gate(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.BaseTransport | None = None
         self.address = "-"
+        self.key = "-"  # what the address is counted under (address_key)
         # Reads bypass the gate (event loops look the method up on the protocol, some once, at
         # creation): a refused socket is closed before its first read, so it never gets here.
         self.data_received = inner.data_received  # type: ignore[method-assign]
@@ -210,4 +387,13 @@ class AuthenticatedHook(Feature):
         self._admission.authenticated(conn.transport)
 
 
-__all__ = ["NODE_REFUSAL", "PER_ADDRESS_REFUSAL", "Admission", "AuthenticatedHook", "Gate"]
+__all__ = [
+    "NODE_REFUSAL",
+    "PER_ADDRESS_REFUSAL",
+    "Admission",
+    "AuthenticatedHook",
+    "ConnectRate",
+    "Gate",
+    "TrustedProxies",
+    "address_key",
+]

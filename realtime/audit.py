@@ -73,6 +73,7 @@ EVENTS = (
     "audit_suppressed",
     "disconnect",
     "upgrade_refused",
+    "connection_limit",
     "api_refused",
     "api_call",
     "revoke",
@@ -187,6 +188,12 @@ def host_refused(remote: str, method: str, path: str, host: str | None) -> None:
     event(
         "api_refused", None, remote=remote, method=method, path=path, status=421, reason="host not allowed", host=host
     )
+
+
+def connection_limit(remote: str, reason: str, *, user: str | None = None, conn: Connection | None = None) -> None:
+    """A WebSocket refused with 4009: its address (at the upgrade) or its user (at ``connect``) is at
+    its connection limit. (4008, a node too busy, is load, not a security event: metrics count it.)"""
+    event("connection_limit", conn, remote=remote, reason=reason, user=user, code=int(CloseCode.TOO_MANY_CONNECTIONS))
 
 
 # --- the HTTP API -------------------------------------------------------------------------

@@ -31,7 +31,8 @@ from protocol.messages import (
     Unsubscribe,
 )
 
-from . import __version__
+from . import __version__, audit
+from .admission import OVER_LIMIT_RETRY_AFTER
 from .auth import Identity, TokenExpired, TokenInvalid, check_publish, check_subscribe
 from .feature import Feature, Handler, namespace_of
 from .hub import fit
@@ -79,6 +80,14 @@ class Commands(Feature):
         if conn.connected:
             raise CommandError(ErrorCode.ALREADY_CONNECTED)
         identity = self._verify(cmd.token)
+        limit = self.hub.settings.max_connections_per_user
+        if identity.user and limit and len(self.hub.users.get(identity.user, ())) >= limit:
+            audit.connection_limit(conn.remote, "too many connections for this user", user=identity.user, conn=conn)
+            raise DisconnectError(
+                CloseCode.TOO_MANY_CONNECTIONS,
+                "too many connections for this user",
+                retry_after=OVER_LIMIT_RETRY_AFTER,
+            )
         if identity.user:
             # Known as the user's before the revocation check: a revocation made before it
             # is read there, and one made while it runs finds this connection and closes it.

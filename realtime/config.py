@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import math
 import os
 import re
@@ -37,6 +38,7 @@ from .hosts import ENTRY as HOST_ENTRY
 from .hosts import LOOPBACK_HOSTS, effective_allowed_hosts
 from .namespaces import OPTIONS as NAMESPACE_OPTIONS
 from .namespaces import Namespace, Namespaces, OptionError, default_namespaces
+from .tls import TlsError, tls_context
 
 ENV_PREFIX = "REALTIME_"
 #: The environment variable naming the TOML file (the ``--config`` flag beats it).
@@ -146,6 +148,29 @@ class Settings:
     #: Listen queue length (connections the kernel holds before the hub accepts
     #: them), for reconnect storms; the kernel caps it at net.core.somaxconn.
     backlog: int = 2048
+    #: Most WebSocket connections on this node (connected, or upgraded and connecting); over
+    #: it an upgrade is refused with 4008 OVERLOADED and retry advice. 0: no limit.
+    max_connections: int = 0
+    #: Most WebSocket connections on this node from one client address (an IPv6 address
+    #: counts by its /64); over it: 4009 TOO_MANY_CONNECTIONS. 0: no limit (the default:
+    #: mobile carriers' NAT put many users behind one address).
+    max_connections_per_address: int = 0
+    #: Most connections of one user (the token's sub) on this node; over it the connect is
+    #: refused with 4009 TOO_MANY_CONNECTIONS. Anonymous connections are not counted. 0: no limit.
+    max_connections_per_user: int = 100
+    #: WebSocket upgrades this node accepts per second (a token bucket holding one second's
+    #: worth); over it an upgrade is refused with 4008 OVERLOADED and advice that spreads
+    #: the refused clients over time. 0: no limit.
+    max_connects_per_second: float = 0.0
+    #: Addresses or networks (CIDR) of the proxies in front of the hub: a connection from one
+    #: of them is counted under the client address its X-Forwarded-For names (the rightmost
+    #: address that is not a trusted proxy), and is not held to max_pending_per_address.
+    #: Empty: X-Forwarded-For is ignored.
+    trusted_proxies: tuple[str, ...] = field(default_factory=tuple)
+    #: PEM files of the certificate chain and its private key: set both to serve wss:// and
+    #: https:// (small deployments without a proxy); SIGHUP loads them again. Neither: plain.
+    tls_cert: str | None = None
+    tls_key: str | None = None
     #: Publications kept per channel for recovery, and for how long (seconds); for
     #: namespaces that do not set their own history_size/history_ttl.
     history_size: int = 100
@@ -275,7 +300,24 @@ def load_settings(
         raise ConfigError(
             f"invalid setting revocations_file (from {source}): it is for the memory engine; Redis keeps revocations"
         )
+    _check_tls(values, given)
     return Settings(**values)
+
+
+def _check_tls(values: Mapping[str, Any], given: Mapping[str, tuple[object, str]]) -> None:
+    """Both TLS files or neither, and a certificate that loads with its key."""
+    cert, key = values.get("tls_cert"), values.get("tls_key")
+    if cert is None and key is None:
+        return
+    if cert is None or key is None:
+        name = "tls_cert" if cert is not None else "tls_key"
+        raise ConfigError(
+            f"invalid setting {name}={_show(values[name])} (from {given[name][1]}): set tls_cert and tls_key together"
+        )
+    try:
+        tls_context(cert, key)
+    except TlsError as exc:
+        raise ConfigError(f"invalid setting tls_cert={_show(cert)} (from {given['tls_cert'][1]}): {exc}") from None
 
 
 def _read_config_file(path: str | Path, source: str) -> dict[str, tuple[object, str]]:
@@ -494,6 +536,27 @@ def _secret(value: str | None) -> str | None:
     return value
 
 
+def _networks(value: tuple[str, ...]) -> tuple[str, ...]:
+    """IP addresses or CIDR networks, kept in their normal form (``10.0.0.0/8``)."""
+    networks = []
+    for item in value:
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError(f"expected IP addresses or networks (CIDR), got {item!r}") from None
+    return tuple(networks)
+
+
+def _readable_file(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            with open(value, "rb"):
+                pass
+        except OSError as exc:
+            raise ValueError(f"cannot read the file: {exc.strerror or exc}") from None
+    return value
+
+
 _PEM_BEGIN = "-----BEGIN"
 
 
@@ -544,6 +607,13 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "max_pending_per_address": _non_negative,
     "max_pending": _non_negative,
     "backlog": _positive,
+    "max_connections": _non_negative,
+    "max_connections_per_address": _non_negative,
+    "max_connections_per_user": _non_negative,
+    "max_connects_per_second": _non_negative,
+    "trusted_proxies": _networks,
+    "tls_cert": _readable_file,
+    "tls_key": _readable_file,
     "history_size": _non_negative,
     "history_ttl": _positive,
     "publish_id_window": _non_negative,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Callable
 from fnmatch import fnmatchcase
@@ -38,6 +39,7 @@ from .hosts import effective_allowed_hosts, host_allowed
 from .hub import Hub
 from .logs import bind, node_name, unbind
 from .revocations import RevocationFileError
+from .tls import TlsError, reload_tls, tls_context
 
 log = logging.getLogger("realtime.server")
 
@@ -90,24 +92,39 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         compress=False,  # frames are shared by all subscribers, see realtime.frames
         decode_text=False,
     )
-    writer = await ws.prepare(request)
-    transport = request.transport
-    if transport is None:  # the peer left during the handshake
-        return ws
-    codec = codec_for(ws.ws_protocol)
-    conn = Connection(hub, ws, transport, codec, request.remote or "-", writer=writer, frames=ws.frames)
-    hub.add(conn)
-    context = bind(conn)  # what is logged while serving it names it (and tasks it starts)
+    admission = request.app[ADMISSION]
+    remote = admission.proxies.client_address(request.remote or "-", request.headers.getall("X-Forwarded-For", ()))
+    refusal = admission.admit_upgrade(remote)
     try:
-        await conn.run()
-    except Exception:
-        log.exception("connection %s failed", conn.id)
-        conn.close(DisconnectError(CloseCode.INTERNAL))
+        writer = await ws.prepare(request)
+        transport = request.transport
+        if transport is None:  # the peer left during the handshake
+            return ws
+        codec = codec_for(ws.ws_protocol)
+        conn = Connection(hub, ws, transport, codec, remote, writer=writer, frames=ws.frames)
+        if refusal is not None:
+            if refusal.code == CloseCode.TOO_MANY_CONNECTIONS:
+                audit.connection_limit(remote, refusal.reason)
+            # Upgraded, then refused with the push and close frame: every client can read the
+            # advice (a browser sees no HTTP status of a refused upgrade, only 1006).
+            conn.close(refusal)
+            await conn.wait_closed()
+            return ws
+        hub.add(conn)
+        context = bind(conn)  # what is logged while serving it names it (and tasks it starts)
+        try:
+            await conn.run()
+        except Exception:
+            log.exception("connection %s failed", conn.id)
+            conn.close(DisconnectError(CloseCode.INTERNAL))
+        finally:
+            await hub.remove(conn)
+            await conn.wait_closed()
+            unbind(context)
+        return ws
     finally:
-        await hub.remove(conn)
-        await conn.wait_closed()
-        unbind(context)
-    return ws
+        if refusal is None:
+            admission.upgrade_ended(remote)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -146,7 +163,7 @@ async def readyz(request: web.Request) -> web.Response:
 def shutting_down() -> web.Response:
     """What an upgrade gets while the node drains: 503 with the JSON error map (NOT_AVAILABLE, retry)."""
     body = {"code": int(ErrorCode.NOT_AVAILABLE), "message": "shutting down"}
-    return web.json_response(body, status=503, headers={"Connection": "close"})
+    return web.json_response(body, status=503, headers={"Connection": "close", "Retry-After": "1"})
 
 
 def host_not_allowed() -> web.Response:
@@ -186,9 +203,12 @@ def admission_middleware(admission: Admission, hub: Hub) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         admission.request_started(request.transport)
-        if hub.closing and request.path == WS_PATH:
-            return shutting_down()
-        return await handler(request)
+        try:
+            if hub.closing and request.path == WS_PATH:
+                return shutting_down()
+            return await handler(request)
+        finally:
+            admission.request_done(request.transport)
 
     return middleware
 
@@ -227,9 +247,20 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
 class _GatedSite(web.TCPSite):
     """A TCPSite whose accepted sockets pass through the app's :class:`Admission` before aiohttp sees them."""
 
-    def __init__(self, runner: web.AppRunner, admission: Admission, settings: Settings, port: int) -> None:
-        super().__init__(runner, settings.host, port, backlog=settings.backlog, reuse_address=True)
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        admission: Admission,
+        settings: Settings,
+        port: int,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(
+            runner, settings.host, port, backlog=settings.backlog, reuse_address=True, ssl_context=ssl_context
+        )
         self._admission = admission
+        # A TLS handshake comes before the Gate sees the socket: the same timeout bounds it.
+        self._ssl_handshake_timeout = settings.handshake_timeout if ssl_context is not None else None
 
     async def start(self) -> None:
         # TCPSite.start, with the protocol factory wrapped; the attributes are TCPSite's own.
@@ -242,6 +273,8 @@ class _GatedSite(web.TCPSite):
             self._port,
             backlog=self._backlog,
             reuse_address=self._reuse_address,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=self._ssl_handshake_timeout,
         )
 
 
@@ -265,6 +298,8 @@ class HubServer:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._close_audit: Callable[[], None] | None = None
+        #: The listener's TLS context when tls_cert and tls_key are set (see :meth:`reload_tls`).
+        self.tls: ssl.SSLContext | None = None
 
     @property
     def hub(self) -> Hub:
@@ -282,7 +317,9 @@ class HubServer:
             self.app, handle_signals=False, access_log=None, keepalive_timeout=settings.http_idle_timeout
         )
         await self._runner.setup()
-        self._site = _GatedSite(self._runner, self.app[ADMISSION], settings, self.port)
+        if settings.tls_cert and settings.tls_key:
+            self.tls = tls_context(settings.tls_cert, settings.tls_key)
+        self._site = _GatedSite(self._runner, self.app[ADMISSION], settings, self.port, self.tls)
         await self._site.start()
         if self.port == 0:  # learn the port the OS picked
             self.port = self._runner.addresses[0][1]
@@ -302,13 +339,29 @@ class HubServer:
                 "connection will be refused (to try the hub: realtime serve --config quickstart.toml)"
             )
         log.info(
-            "realtime %s listening on ws://%s:%s%s (engine %s)",
+            "realtime %s listening on %s://%s:%s%s (engine %s)",
             __version__,
+            "wss" if self.tls else "ws",
             self.settings.host,
             self.port,
             WS_PATH,
             self.hub.engine.name,
         )
+
+    def reload_tls(self) -> bool:
+        """Load tls_cert and tls_key again (SIGHUP): new handshakes use them, open connections
+        keep theirs. On failure the old certificate stays and the error is logged."""
+        settings = self.settings
+        if self.tls is None or not (settings.tls_cert and settings.tls_key):
+            log.info("SIGHUP: TLS is not configured, nothing to reload")
+            return False
+        try:
+            reload_tls(self.tls, settings.tls_cert, settings.tls_key)
+        except TlsError as exc:
+            log.error("TLS reload failed, keeping the previous certificate: %s", exc)
+            return False
+        log.info("TLS certificate reloaded from %s", settings.tls_cert)
+        return True
 
     async def stop(self, drain_window: float | None = None) -> None:
         """Drain, then stop listening and close.
@@ -338,6 +391,8 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     server = HubServer(settings)
     await server.start()
+    if hasattr(signal, "SIGHUP"):  # not on Windows
+        loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
     try:
         await stop.wait()
         log.info(

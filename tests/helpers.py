@@ -412,6 +412,7 @@ EXAMPLES: dict[str, Command | ServerMessage] = {
     "error-reply": Reply(6, error=Error(103, "permission denied")),
     "busy-reply": Reply(6, error=Error(110, "too many commands", retry_after=1500)),
     "disconnect": Disconnect(4001, "shutdown", True),
+    "disconnect-overloaded": Disconnect(4008, "too many connects", True, 2300),
     "refresh": Refresh(7, "jkl.mno.pqr"),
     "refresh-reply": Reply(7, RefreshResult(1767229200)),
     "history": History(8, "chat:lobby", limit=1, before=43),

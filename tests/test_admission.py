@@ -351,3 +351,59 @@ async def test_serve_process_refuses_one_more_pending_socket_under_uvloop(monkey
     assert proc.stderr is not None
     log = (await proc.stderr.read()).decode()
     assert " ERROR " not in log and "Traceback" not in log, log
+
+
+# --- keep-alive HTTP sockets and IPv6 ------------------------------------------------
+
+
+async def test_a_keep_alive_socket_stops_counting_as_pending_after_its_first_request(hub_factory: HubFactory) -> None:
+    hub = await hub_factory(max_pending_per_address=1, handshake_timeout=10.0, http_idle_timeout=60.0)
+    assert hub.server.app is not None
+    admission = hub.server.app[ADMISSION]
+    reader, writer = await open_socket(hub)
+    await until(lambda: admission.pending_from(HOST) == 1, WAIT, "one pending socket")
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive
+    status, headers, _ = await http_response(reader)
+    assert status == 200 and headers.get("connection", "").lower() != "close"
+    await until(lambda: admission.pending_from(HOST) == 0, WAIT, "the answered socket to leave the count")
+
+    # Its place is free while it stays open: a second socket is admitted, and the first still works.
+    assert (await get(hub, "/healthz"))[0] == 200
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await http_response(reader))[0] == 200
+    assert admission.refused == 0
+    writer.close()
+
+
+async def test_a_websocket_stays_pending_until_its_connect_succeeds(hub_factory: HubFactory) -> None:
+    hub = await hub_factory(max_pending_per_address=5, handshake_timeout=10.0, connect_timeout=10.0)
+    assert hub.server.app is not None
+    admission = hub.server.app[ADMISSION]
+    client = await RawClient.open(hub.url, connect_first=False)  # upgraded: a request was answered (101)
+    assert admission.pending_from(HOST) == 1
+    assert (await client.command(Connect(0, name="test"))).error is None
+    assert admission.pending_from(HOST) == 0
+    await client.close()
+
+
+async def test_ipv6_sockets_count_by_their_64_against_the_pending_cap(hub_factory: HubFactory) -> None:
+    hub = await hub_factory(host="::1", max_pending_per_address=1, handshake_timeout=10.0)
+    assert hub.server.app is not None
+    admission = hub.server.app[ADMISSION]
+    held = await asyncio.open_connection("::1", hub.port)
+    await until(lambda: admission.pending_from("::1") == 1, WAIT, "one pending socket")
+    assert admission.pending_from("::2:3:4") == 1  # another address of the same /64: the same count
+    reader, writer = await asyncio.open_connection("::1", hub.port)
+    status, headers, _ = await http_response(reader)
+    assert status == 503 and headers["retry-after"] == "1"
+    close(held, (reader, writer))
+
+
+async def test_trusted_proxies_are_not_held_to_the_per_address_pending_cap(hub_factory: HubFactory) -> None:
+    hub = await hub_factory(max_pending_per_address=1, trusted_proxies=("127.0.0.1",), handshake_timeout=10.0)
+    assert hub.server.app is not None
+    admission = hub.server.app[ADMISSION]
+    held = [await open_socket(hub) for _ in range(3)]
+    await until(lambda: admission.pending_from(HOST) == 3, WAIT, "three pending sockets from the proxy")
+    assert admission.refused == 0
+    close(*held)

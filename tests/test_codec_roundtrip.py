@@ -117,6 +117,7 @@ SERVER_MESSAGES: list[ServerMessage] = [
     Publication("chat:lobby", pack("x"), 1, "e", INFO_EXTRA, mid="m", time=-1),
     Disconnect(4001, "shutdown", True),
     Disconnect(4500, "bad request", False),
+    Disconnect(4008, "overloaded", True, 2500),
     Join("chat:lobby", "bob"),
     Join("chat:lobby", "bob", pack({"name": "Bob", "devices": 2})),
     Leave("chat:lobby", "bob"),

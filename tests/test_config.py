@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,8 @@ from protocol.errors import RealtimeError
 from realtime.auth import ApiKey, TokenVerifier
 from realtime.config import ConfigError, Settings, env_name, flag_name, load_settings
 from realtime.namespaces import Namespace, Namespaces
+
+from .tls import make_ca
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "0123456789abcdef0123456789abcdef"
@@ -97,6 +102,10 @@ def test_unknown_override_is_a_programming_error() -> None:
 # Casts, one environment variable per field
 
 #: A valid, non-default text value per field, and what it becomes.
+_TLS_DIR = Path(tempfile.mkdtemp(prefix="realtime-config-tls-"))
+atexit.register(shutil.rmtree, _TLS_DIR, True)
+TLS_CERT, TLS_KEY = make_ca().issue(_TLS_DIR, "hub")
+
 TEXT_VALUES: dict[str, tuple[str, object]] = {
     "host": ("0.0.0.0", "0.0.0.0"),
     "port": (" 9000 ", 9000),
@@ -135,7 +144,16 @@ TEXT_VALUES: dict[str, tuple[str, object]] = {
     "revocations_file": (" /var/lib/realtime/revoked.json ", "/var/lib/realtime/revoked.json"),
     "token_grace": ("0", 0.0),
     "presence_ttl": ("2.5", 2.5),
+    "max_connections": ("1000", 1000),
+    "max_connections_per_address": ("0", 0),
+    "max_connections_per_user": ("5", 5),
+    "max_connects_per_second": ("50.5", 50.5),
+    "trusted_proxies": ("10.0.0.1, 192.168.0.0/16,fd00::/8", ("10.0.0.1/32", "192.168.0.0/16", "fd00::/8")),
+    "tls_cert": (str(TLS_CERT), str(TLS_CERT)),
+    "tls_key": (str(TLS_KEY), str(TLS_KEY)),
 }
+#: Settings that must be given together, with the partner's value.
+PARTNERS: dict[str, tuple[str, str]] = {"tls_cert": ("tls_key", str(TLS_KEY)), "tls_key": ("tls_cert", str(TLS_CERT))}
 #: Settings only the config file sets.
 FILE_ONLY = {"namespaces", "api_keys"}
 
@@ -147,7 +165,8 @@ def test_every_field_has_a_text_value_in_this_test() -> None:
 @pytest.mark.parametrize("name", TEXT_VALUES)
 def test_each_field_from_its_environment_variable(name: str) -> None:
     text, expected = TEXT_VALUES[name]
-    settings = load_settings(env={env_name(name): text})
+    partner = {env_name(PARTNERS[name][0]): PARTNERS[name][1]} if name in PARTNERS else {}
+    settings = load_settings(env={env_name(name): text, **partner})
     assert getattr(settings, name) == expected
     assert type(getattr(settings, name)) is type(expected)
 
@@ -155,7 +174,8 @@ def test_each_field_from_its_environment_variable(name: str) -> None:
 @pytest.mark.parametrize("name", TEXT_VALUES)
 def test_each_field_from_a_flag_as_text(name: str) -> None:
     text, expected = TEXT_VALUES[name]
-    assert getattr(load_settings({name: text}, env={}), name) == expected
+    partner = {PARTNERS[name][0]: PARTNERS[name][1]} if name in PARTNERS else {}
+    assert getattr(load_settings({name: text, **partner}, env={}), name) == expected
 
 
 def test_names_of_variables_and_flags() -> None:

@@ -37,6 +37,7 @@ from realtime.namespaces import Namespace
 
 from .helpers import ROOT, HubFactory, RunningHub, closed_code, error, make_token, namespaces, until
 from .test_api import ALL, PUBLISH_ONLY, auth
+from .test_limits import refusal
 from .wsclient import RawClient
 
 NODE = "node-a"
@@ -555,3 +556,22 @@ def test_log_format_is_text_or_json() -> None:
     assert load_settings(env={}).log_format == "text"
     with pytest.raises(ConfigError, match=r"log_format=xml .*expected one of text, json"):
         load_settings(env={"REALTIME_LOG_FORMAT": "xml"})
+
+
+async def test_connection_limits_are_audited(hub_factory: HubFactory, audit_file: Path) -> None:
+    """4009 refusals (an address or a user at its limit) are connection_limit records; the user's
+    names the user. Connections admitted are not."""
+    hub = await hub_factory(audit_log=str(audit_file), max_connections_per_address=3, max_connections_per_user=1)
+    alice = make_token("alice")
+    held = [await RawClient.open(hub.url, token=alice)]
+    assert (await refusal(hub, token=alice))[1] == CloseCode.TOO_MANY_CONNECTIONS
+    held.append(await RawClient.open(hub.url))
+    held.append(await RawClient.open(hub.url))
+    assert (await refusal(hub))[1] == CloseCode.TOO_MANY_CONNECTIONS
+    records = audit_records(audit_file, "connection_limit")
+    assert [(r["reason"], r.get("user"), r["code"], r["remote"]) for r in records] == [
+        ("too many connections for this user", "alice", 4009, "127.0.0.1"),
+        ("too many connections from this address", None, 4009, "127.0.0.1"),
+    ]
+    for client in held:
+        await client.close()

@@ -12,17 +12,18 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]
 from websockets.asyncio.client import connect
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.typing import Subprotocol
 
 from protocol import codec_for
 from protocol import messages as m
-from protocol.backoff import backoff
+from protocol.backoff import after_advice, backoff
 from protocol.codec import Codec
 from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import RealtimeError
@@ -60,6 +61,9 @@ _REFRESH_MAX_BACKOFF: Final = 60.0
 PUBLISH_ATTEMPTS: Final = 3
 PUBLISH_RETRY_DELAY: Final = 0.2
 
+#: Seconds to wait at least after a refusal that came without its advice (protocol.md, Disconnect).
+_REFUSAL_FLOOR: Final = {int(CloseCode.OVERLOADED): 1.0, int(CloseCode.TOO_MANY_CONNECTIONS): 30.0}
+
 _R = TypeVar("_R", bound=m.Result)
 _T = TypeVar("_T")
 
@@ -84,6 +88,16 @@ class Client:
     ``max_backoff``, or from ``reconnect_delays()``; a finite iterator limits
     the attempts. ``ping_interval`` and ``ping_timeout`` drive WebSocket
     keepalive pings that detect a dead hub.
+
+    **Refusals with advice.** When the hub refuses a connection and says when to
+    come back (close code 4008 OVERLOADED or 4009 TOO_MANY_CONNECTIONS with the
+    Disconnect push's ``retry_after``, or an HTTP 503 with ``Retry-After``), the
+    next attempt waits at least that long, plus up to half as much again at
+    random (:func:`protocol.backoff.after_advice`), so a refused storm comes back
+    spread out; ``on_refused(code, seconds)`` is called with the code (or 503)
+    and the advice. :meth:`connect` keeps trying while the hub refuses with
+    advice (``reconnect_delays`` bounds it), and raises on any other failure.
+    ``ssl`` is the context for ``wss://`` URLs (a context trusting your CA).
 
     ``refresh_token()`` (async, returns a new connection token) keeps a
     connection whose token expires alive: the client calls it shortly before
@@ -110,6 +124,8 @@ class Client:
         max_size: int | None = 2**20,
         on_unrecovered: Callable[[Subscription], object] | None = None,
         refresh_token: Callable[[], Awaitable[str]] | None = None,
+        on_refused: Callable[[int, float], object] | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
         if isinstance(codec, str):
             if codec not in _SUBPROTOCOLS:
@@ -125,6 +141,9 @@ class Client:
         self.command_timeout = command_timeout
         self.on_unrecovered = on_unrecovered
         self.refresh_token = refresh_token
+        self.on_refused = on_refused
+        #: Seconds the hub advised to wait before the next attempt (the last refusal's), or None.
+        self._advice: float | None = None
         #: Set by each successful Connect: the connection id, the user, the hub's ping interval.
         self.client_id = ""
         self.user = ""
@@ -138,6 +157,8 @@ class Client:
             "compression": None,  # the hub shares uncompressed frames between subscribers
             "user_agent_header": f"realtime-python/{__version__}",
         }
+        if ssl is not None:
+            self._connect_options["ssl"] = ssl
         #: Counts every command sent; _next_id maps it onto the protocol's ids 1..2**32-1.
         self._ids = itertools.count(1)
         self._subs: dict[str, Subscription] = {}
@@ -182,16 +203,50 @@ class Client:
         """
         if self._run_task is not None or self._stopped is not None:
             raise RuntimeError("connect() may be called once")
-        try:
-            conn = await self._open()
-        except ConnectionClosed as exc:
-            self._stop(exc)
-            raise
-        except (OSError, WebSocketException, TimeoutError, RealtimeError) as exc:
-            closed = ConnectionClosed(ABNORMAL, f"cannot connect: {exc}")
-            self._stop(closed)
-            raise closed from exc
+        delays: Iterator[float] | None = None
+        while True:
+            try:
+                conn = await self._open()
+                break
+            except ConnectionClosed as exc:
+                self._stop(exc)
+                raise
+            except (OSError, WebSocketException, TimeoutError, RealtimeError) as exc:
+                # Refused with advice: the hub is up and said when to come back.
+                delay = None
+                if self._note_refusal(exc):
+                    delays = delays or self._delays()
+                    delay = next(delays, None)
+                if delay is None:
+                    closed = ConnectionClosed(ABNORMAL, f"cannot connect: {exc}")
+                    self._stop(closed)
+                    raise closed from exc
+                await asyncio.sleep(self._wait(delay))
         self._run_task = asyncio.create_task(self._run(conn), name="realtime-client")
+
+    def _note_refusal(self, exc: BaseException) -> bool:
+        """Note the retry advice of a refused attempt, if ``exc`` is one; tell on_refused."""
+        code, advice = 0, None
+        if isinstance(exc, ConnectionLost):
+            # A refusal whose push was lost (only its close frame came): the protocol's floor.
+            code, advice = exc.code, exc.retry_after or _REFUSAL_FLOOR.get(exc.code)
+        elif isinstance(exc, InvalidStatus) and exc.response.status_code == 503:
+            code, advice = 503, _retry_after_header(exc.response.headers.get("Retry-After"))
+        if advice is None:
+            return False
+        self._advice = advice
+        log.info("the hub refused the connection (%s): retrying after at least %.1f s", code, advice)
+        if self.on_refused is not None:
+            try:
+                self.on_refused(code, advice)
+            except Exception:
+                log.exception("on_refused failed")
+        return True
+
+    def _wait(self, delay: float) -> float:
+        """The backoff ``delay``, or the last refusal's advice (with jitter) if that is longer."""
+        advice, self._advice = self._advice, None
+        return after_advice(delay, advice)
 
     async def close(self) -> None:
         """Close the connection and stop; subscriptions end, calls raise ConnectionClosed."""
@@ -483,6 +538,7 @@ class Client:
                 if self._stopped is not None:
                     return
                 log.info("connection lost (%s %s), reconnecting", conn.close_code, conn.close_reason)
+                self._note_refusal(ConnectionLost(conn.close_code, conn.close_reason, retry_after=conn.retry_after))
                 new = await self._reconnect()
                 if new is None:
                     return
@@ -494,13 +550,14 @@ class Client:
     async def _reconnect(self) -> Connection | None:
         """Try until connected (return it) or told to stop, or out of delays (return None)."""
         for attempt, delay in enumerate(self._delays()):
-            await asyncio.sleep(delay)
+            await asyncio.sleep(self._wait(delay))
             try:
                 return await self._open()
             except ConnectionClosed as exc:
                 self._stop(exc)
                 return None
             except (OSError, WebSocketException, TimeoutError, RealtimeError) as exc:
+                self._note_refusal(exc)
                 log.log(logging.DEBUG if attempt else logging.INFO, "reconnect failed (%s), retrying", exc)
         self._stop(ConnectionClosed(ABNORMAL, "gave up reconnecting"))
         return None
@@ -787,6 +844,15 @@ class Client:
     def subscriptions(self) -> dict[str, Subscription]:
         """The current subscriptions by channel (a copy)."""
         return dict(self._subs)
+
+
+def _retry_after_header(value: str | None) -> float | None:
+    """An HTTP Retry-After in seconds (the HTTP-date form is not used by the hub), or None."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 < seconds < 86400 else None
 
 
 def _status_query(id: int, users: tuple[str, ...]) -> m.StatusQuery:

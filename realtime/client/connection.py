@@ -66,6 +66,13 @@ class Connection:
         self.refresher: asyncio.Task[None] | None = None
 
     @property
+    def retry_after(self) -> float | None:
+        """Seconds the hub's Disconnect push advised to wait before reconnecting, or None."""
+        if self.disconnect is None or self.disconnect.retry_after is None:
+            return None
+        return self.disconnect.retry_after / 1000
+
+    @property
     def reconnect(self) -> bool:
         """Whether the client should come back after this connection ended."""
         if self.disconnect is not None:
@@ -84,7 +91,9 @@ class Connection:
                 await self.ws.send(self.codec.encode_command(command), text=not self.codec.binary)
             except WsConnectionClosed:
                 await asyncio.wait([self.reader])  # it ends too, and fails the futures
-                raise self._lost or ConnectionLost(self.close_code, self.close_reason) from None
+                raise self._lost or ConnectionLost(
+                    self.close_code, self.close_reason, retry_after=self.retry_after
+                ) from None
             return expect(await future, kind)
         finally:
             self._futures.pop(command.id, None)
@@ -132,7 +141,7 @@ class Connection:
                 self.close_code, self.close_reason = self.disconnect.code, self.disconnect.reason
             self._on_end(self)  # first, so callers woken below see the client's new state
             if self._lost is None:
-                self.fail(ConnectionLost(self.close_code, self.close_reason))
+                self.fail(ConnectionLost(self.close_code, self.close_reason, retry_after=self.retry_after))
 
     def _dispatch(self, message: m.ServerMessage) -> None:
         if isinstance(message, m.Reply):

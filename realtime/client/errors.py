@@ -83,10 +83,12 @@ class ConnectionLost(ClientError):
     ``state_set``, ``state_patch``): the other commands are retried.
     """
 
-    def __init__(self, code: int, reason: str = "") -> None:
+    def __init__(self, code: int, reason: str = "", *, retry_after: float | None = None) -> None:
         super().__init__(f"connection lost: {code} {reason}".rstrip())
         self.code = code
         self.reason = reason
+        #: Seconds the hub advised to wait before reconnecting (4008, 4009), else None.
+        self.retry_after = retry_after
 
 
 class CommandTimeout(ClientError, TimeoutError):
