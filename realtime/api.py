@@ -93,6 +93,7 @@ __all__ = [
     "ROUTES",
     "STATUS",
     "Api",
+    "guarded",
     "setup_api",
 ]
 
@@ -531,9 +532,11 @@ class Api:
         scheme, _, secret = request.headers.get("Authorization", "").strip().partition(" ")
         secret = secret.strip()
         if scheme.lower() not in ("apikey", "bearer") or not secret:
+            self.hub.metrics.auth_failed("api")
             raise ApiRefusal(401, ErrorCode.UNAUTHORIZED, "API key required", {"WWW-Authenticate": "apikey"})
         key = find_api_key(self.settings.api_keys, secret)
         if key is None:
+            self.hub.metrics.auth_failed("api")
             raise ApiRefusal(401, ErrorCode.UNAUTHORIZED, "invalid API key", {"WWW-Authenticate": "apikey"})
         if not key.allows(scope):
             raise CommandError(ErrorCode.PERMISSION_DENIED, f"the API key does not allow {scope}")
@@ -706,6 +709,7 @@ def _respond(
 
 
 def _refused(request: web.Request, exc: CommandError) -> web.Response:
+    request.app[API].hub.metrics.error(exc.code, "api")
     if isinstance(exc, ApiRefusal):
         return _respond(request, exc.status, _error_map(exc), exc.headers)
     return _respond(request, STATUS.get(exc.code, 400), _error_map(exc))
@@ -819,6 +823,22 @@ async def _fallback(request: web.Request) -> web.StreamResponse:
     else:
         refusal = ApiRefusal(404, ErrorCode.UNKNOWN_COMMAND, "no such API route")
     return _refused(request, refusal)
+
+
+def guarded(
+    scope: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """``handler`` behind an API key allowing ``scope`` (``GET /metrics`` on the main port): refusals
+    are the API's (401, 403 with the JSON error map)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            request.app[API].authenticate(request, scope)
+        except CommandError as exc:
+            return _refused(request, exc)
+        return await handler(request)
+
+    return handle
 
 
 def setup_api(app: web.Application, hub: Hub, *, presence: PresenceQueries, live: LiveStates) -> None:

@@ -60,17 +60,19 @@ class Commands(Feature):
 
     # --- authentication ------------------------------------------------------
 
-    def _verify(self, token: str | None) -> Identity:
+    def _verify(self, token: str | None, kind: str = "connect") -> Identity:
         try:
             return self.hub.verifier.verify_connection(token)
         except TokenExpired:
             raise CommandError(ErrorCode.TOKEN_EXPIRED) from None
         except TokenInvalid as exc:
+            self.hub.metrics.auth_failed(kind)
             raise DisconnectError(CloseCode.UNAUTHORIZED, str(exc)) from None
 
     async def _identify(self, token: str | None) -> Identity:
-        identity = self._verify(token)
+        identity = self._verify(token, "refresh")
         if identity.user and await self.hub.revoked(identity):
+            self.hub.metrics.auth_failed("refresh")
             raise DisconnectError(CloseCode.UNAUTHORIZED, "token revoked")
         return identity
 
@@ -84,6 +86,7 @@ class Commands(Feature):
             self.hub.track_user(conn, identity.user)
             try:
                 if await self.hub.revoked(identity):
+                    self.hub.metrics.auth_failed("connect")
                     raise DisconnectError(CloseCode.UNAUTHORIZED, "token revoked")
             except BaseException:
                 self.hub.untrack_user(conn, identity.user)

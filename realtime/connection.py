@@ -39,6 +39,7 @@ from protocol.messages import ClientInfo, Command, Connect, Error, Reply, Result
 from .auth import ANONYMOUS, Identity
 from .engines.errors import EngineError, EngineUnavailable, client_error
 from .frames import PING_FRAME, ClientFrames, Outgoing, coalesce
+from .metrics import Metrics, codec_label
 from .subscriptions import SubState
 
 if TYPE_CHECKING:
@@ -89,6 +90,9 @@ class ConnectionHost(Protocol):
     @property
     def settings(self) -> Settings: ...
 
+    @property
+    def metrics(self) -> Metrics: ...
+
     def mark_dirty(self, conn: Connection) -> None:
         """``conn`` has messages queued: flush it at the end of this loop iteration."""
 
@@ -117,6 +121,10 @@ class Connection:
         self._writer = writer  # its drain() waits until the transport has room again
         self._frames = frames  # when the peer last sent anything
         self.id = secrets.token_urlsafe(12)
+        self._metrics = hub.metrics
+        #: The codec's metrics label ("msgpack", "json"), and its count of received frames and bytes.
+        self.codec_label = codec_label(codec.name)
+        self._received = hub.metrics.received_by(self.codec_label)
         self.identity = ANONYMOUS
         self.user = ""
         #: Publisher info attached to what this connection publishes.
@@ -175,9 +183,16 @@ class Connection:
             self._dirty = True
             self.hub.mark_dirty(self)
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting for the client: in this connection's queue and in its transport's buffer."""
+        return self._pending_bytes + self.transport.get_write_buffer_size()
+
     def reply(self, id: int, result: Result | None = None, error: Error | None = None) -> None:
         codec = self.codec
-        self.send(Outgoing(codec.encode(Reply(id, result, error)), codec.binary))
+        out = Outgoing(codec.encode(Reply(id, result, error)), codec.binary)
+        self._metrics.replied(len(out.payload), error)
+        self.send(out)
 
     def flush(self) -> None:
         """Write what is queued, coalesced; disconnect the client if it cannot keep up.
@@ -276,7 +291,9 @@ class Connection:
         # A drain task left running ends when the transport drains or is lost (cancelling it
         # would cancel aiohttp's drain waiter, which the close below shares).
         if not self.transport.is_closing():
-            self.transport.write(Outgoing(self.codec.encode(err.to_push()), self.codec.binary).frame())
+            push = Outgoing(self.codec.encode(err.to_push()), self.codec.binary)
+            self._metrics.sent["disconnect"].add(1, len(push.payload))
+            self.transport.write(push.frame())
         self._close_task = asyncio.ensure_future(self._close_socket(err))
 
     async def _close_socket(self, err: DisconnectError) -> None:
@@ -402,9 +419,11 @@ class Connection:
         self.closed = True
 
     async def handle_frame(self, frame: bytes) -> None:
+        self._received.add(1, len(frame))
         try:
             items = self.codec.decode_commands(frame)
         except ProtocolError as exc:
+            self._metrics.invalid_command()
             if not self.connected:
                 self.close(DisconnectError(CloseCode.BAD_REQUEST, exc.message))
             else:
@@ -414,6 +433,7 @@ class Connection:
             if self.closed:
                 return
             if isinstance(item, ProtocolError):
+                self._metrics.invalid_command()
                 if not self.connected:
                     self.close(DisconnectError(CloseCode.BAD_REQUEST, item.message))
                     return
@@ -423,6 +443,7 @@ class Connection:
 
     async def execute(self, command: Command) -> None:
         """Run one command and send its one reply."""
+        self._metrics.command(type(command))
         if not self.connected and not isinstance(command, Connect):
             self.close(DisconnectError(CloseCode.BAD_REQUEST, "connect first"))
             return

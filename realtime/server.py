@@ -27,13 +27,15 @@ from protocol.errors import DisconnectError
 
 from . import __version__
 from .admission import Admission, AuthenticatedHook
-from .api import HANDLER_ARGS, setup_api
+from .api import HANDLER_ARGS, guarded, setup_api
 from .commands import Commands
 from .config import Settings
 from .connection import Connection, HubWebSocket, close_timeout
 from .engines.base import Engine
 from .engines.memory import MemoryEngine
 from .hub import Hub
+from .metrics import METRICS, Metrics, metrics_app, serve_metrics
+from .metrics import PATH as METRICS_PATH
 
 log = logging.getLogger("realtime.server")
 
@@ -159,7 +161,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     :class:`~realtime.feature.Feature`, and the features know the hub only as
     :class:`~realtime.feature.HubServices`. Features plug in in hook order.
     """
-    hub = Hub(settings, engine or create_engine(settings))
+    metrics = Metrics(settings.namespaces)  # this app's own registry (GET /metrics)
+    hub = Hub(settings, engine or create_engine(settings), metrics)  # memory, Redis or Redis Cluster
+    metrics.watch(hub.snapshot)  # gauges: read from the hub's structures at scrape time
     admission = Admission(settings)  # pending sockets; HubServer's site puts each socket through it
     app = web.Application(middlewares=[admission_middleware(admission, hub)], handler_args=HANDLER_ARGS)
     presence, live = Presence(hub), Live(hub)
@@ -167,6 +171,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     hub.use(AuthenticatedHook(admission))  # a connect succeeded: the socket is no longer pending
     app[HUB] = hub
     app[ADMISSION] = admission
+    app[METRICS] = metrics
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         await hub.start()
@@ -178,6 +183,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     setup_api(app, hub, presence=presence, live=live)
+    app.router.add_get(METRICS_PATH, guarded("metrics", serve_metrics))  # main port: an API key's scope
     return app
 
 
@@ -221,6 +227,9 @@ class HubServer:
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        #: The metrics_port listener's port (the one picked when metrics_port is 0), None without one.
+        self.metrics_port = settings.metrics_port
+        self._metrics_runner: web.AppRunner | None = None
 
     @property
     def hub(self) -> Hub:
@@ -240,6 +249,13 @@ class HubServer:
         await self._site.start()
         if self.port == 0:  # learn the port the OS picked
             self.port = self._runner.addresses[0][1]
+        if settings.metrics_port is not None:
+            # Its own app: GET /metrics without a key, and nothing else, for a private network.
+            self._metrics_runner = web.AppRunner(metrics_app(self.app[METRICS]), handle_signals=False, access_log=None)
+            await self._metrics_runner.setup()
+            await web.TCPSite(self._metrics_runner, settings.metrics_host, settings.metrics_port).start()
+            self.metrics_port = self._metrics_runner.addresses[0][1]
+            log.info("metrics on http://%s:%s%s", settings.metrics_host, self.metrics_port, METRICS_PATH)
         limit = _open_file_limit()
         if limit is not None and settings.max_pending and settings.max_pending > limit // 2:
             log.warning(
@@ -276,6 +292,9 @@ class HubServer:
         await self.hub.drain(window)
         await self._runner.cleanup()  # stops the site first
         self._runner = self._site = None
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+            self._metrics_runner = None
         log.info("stopped")
 
 
