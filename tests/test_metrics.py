@@ -5,6 +5,7 @@ Every metric of docs/deploy.md ("Metrics") is asserted here, by value.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import aiohttp
@@ -13,14 +14,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from protocol import Command, Connect, Publish, Subscribe, codec_for
+from protocol import Command, Connect, Publish, Refresh, Subscribe, codec_for
 from protocol.codec import JSON_SUBPROTOCOL
 from protocol.codes import CloseCode, ErrorCode
 from protocol.messages import Join, Publication, Reply
 from realtime.auth import ApiKey
 from realtime.namespaces import Namespace
 
-from .helpers import HubFactory, RunningHub, closed_code, namespaces, until, user
+from .helpers import HubFactory, RunningHub, closed_code, make_token, namespaces, until, user
 from .redis_server import RedisServer
 from .wsclient import RawClient
 
@@ -152,6 +153,21 @@ async def test_server_unsubscribe_is_counted(hub: RunningHub) -> None:
     await a.close()
 
 
+async def test_refused_tokens_are_auth_failures_but_expired_ones_are_not(hub: RunningHub) -> None:
+    expired = await RawClient.open(hub.url, connect_first=False)
+    await expired.send(Connect(1, token=make_token("alice", ttl=-60)))
+    assert (await expired.reply(1)).error.code == ErrorCode.TOKEN_EXPIRED  # type: ignore[union-attr]
+    alice = await user(hub, "alice")
+    await alice.send(Refresh(alice.next_id(), make_token("alice", secret="another-secret-that-is-long-enough!!")))
+    assert await closed_code(alice) == CloseCode.UNAUTHORIZED
+    m = await scrape(hub)
+    assert value(m, "realtime_auth_failures_total", kind="refresh") == 1
+    assert value(m, "realtime_auth_failures_total", kind="connect") == 0
+    assert value(m, "realtime_errors_total", code=str(int(ErrorCode.TOKEN_EXPIRED)), via="ws") == 1
+    assert value(m, "realtime_messages_received_total", type="refresh") == 1
+    await expired.close()
+
+
 async def test_the_main_port_needs_an_api_key_with_the_metrics_scope(hub: RunningHub) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(hub.http_url + "/metrics") as resp:
@@ -186,6 +202,8 @@ async def test_metrics_port_serves_metrics_without_a_key_and_nothing_else(hub_fa
             for path in ("/healthz", "/api/publish", "/ws"):
                 async with http.get(f"http://127.0.0.1:{port}{path}") as resp:
                     assert resp.status == 404, path
+            async with http.get(hub.http_url + "/metrics") as resp:
+                assert resp.status == 401  # the main port still wants a key
     await hub.stop()
     with pytest.raises(aiohttp.ClientConnectionError):
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics"):
@@ -259,6 +277,19 @@ async def test_redis_reconnects_are_counted(hub_factory: HubFactory, redis_serve
         await until(reconnected, what="the reconnect counted")
         await c.publish("r", 1)
         assert isinstance(await c.publication(), Publication)
+        await asyncio.to_thread(redis_server.stop)
+
+        async def unready() -> bool:
+            return value(await scrape(hub), "realtime_engine_ready") == 0
+
+        await until(unready, what="the engine unready")
+        await asyncio.to_thread(redis_server.start)
+
+        async def back() -> bool:
+            m = await scrape(hub)
+            return value(m, "realtime_redis_reconnects_total") == 2 and value(m, "realtime_engine_ready") == 1
+
+        await until(back, what="the second reconnect counted")
 
 
 async def test_a_reply_is_counted_once(hub: RunningHub) -> None:
