@@ -39,7 +39,7 @@ from protocol.messages import ClientInfo, Command, Connect, Error, Reply, Result
 from .auth import ANONYMOUS, Identity
 from .engines.errors import EngineError, EngineUnavailable, client_error
 from .frames import PING_FRAME, ClientFrames, Outgoing, coalesce
-from .metrics import Metrics, codec_label
+from .metrics import Metrics
 from .subscriptions import SubState
 
 if TYPE_CHECKING:
@@ -121,10 +121,6 @@ class Connection:
         self._writer = writer  # its drain() waits until the transport has room again
         self._frames = frames  # when the peer last sent anything
         self.id = secrets.token_urlsafe(12)
-        self._metrics = hub.metrics
-        #: The codec's metrics label ("msgpack", "json"), and its count of received frames and bytes.
-        self.codec_label = codec_label(codec.name)
-        self._received = hub.metrics.received_by(self.codec_label)
         self.identity = ANONYMOUS
         self.user = ""
         #: Publisher info attached to what this connection publishes.
@@ -149,6 +145,9 @@ class Connection:
         self._next_ping = 0.0
         self._ping_sent: float | None = None  # loop time of the ping not answered yet
         self._in_frame = False  # run() is running a frame's commands
+        # No attribute more without a need: past 30, CPython 3.11 stops sharing instance-dict keys
+        # between connections and every attribute read on the fan-out path gets slower
+        # (tests/test_metrics.py::test_a_connection_stays_under_the_shared_keys_limit).
 
     def authenticate(self, identity: Identity) -> None:
         """Adopt a verified identity (connect or refresh) and watch its expiry.
@@ -191,7 +190,7 @@ class Connection:
     def reply(self, id: int, result: Result | None = None, error: Error | None = None) -> None:
         codec = self.codec
         out = Outgoing(codec.encode(Reply(id, result, error)), codec.binary)
-        self._metrics.replied(len(out.payload), error)
+        self.hub.metrics.replied(len(out.payload), error)
         self.send(out)
 
     def flush(self) -> None:
@@ -292,7 +291,7 @@ class Connection:
         # would cancel aiohttp's drain waiter, which the close below shares).
         if not self.transport.is_closing():
             push = Outgoing(self.codec.encode(err.to_push()), self.codec.binary)
-            self._metrics.sent["disconnect"].add(1, len(push.payload))
+            self.hub.metrics.sent["disconnect"].add(1, len(push.payload))
             self.transport.write(push.frame())
         self._close_task = asyncio.ensure_future(self._close_socket(err))
 
@@ -419,11 +418,11 @@ class Connection:
         self.closed = True
 
     async def handle_frame(self, frame: bytes) -> None:
-        self._received.add(1, len(frame))
+        self.hub.metrics.frame(self.codec.name, len(frame))
         try:
             items = self.codec.decode_commands(frame)
         except ProtocolError as exc:
-            self._metrics.invalid_command()
+            self.hub.metrics.invalid_command()
             if not self.connected:
                 self.close(DisconnectError(CloseCode.BAD_REQUEST, exc.message))
             else:
@@ -433,7 +432,7 @@ class Connection:
             if self.closed:
                 return
             if isinstance(item, ProtocolError):
-                self._metrics.invalid_command()
+                self.hub.metrics.invalid_command()
                 if not self.connected:
                     self.close(DisconnectError(CloseCode.BAD_REQUEST, item.message))
                     return
@@ -443,7 +442,7 @@ class Connection:
 
     async def execute(self, command: Command) -> None:
         """Run one command and send its one reply."""
-        self._metrics.command(type(command))
+        self.hub.metrics.command(type(command))
         if not self.connected and not isinstance(command, Connect):
             self.close(DisconnectError(CloseCode.BAD_REQUEST, "connect first"))
             return

@@ -46,7 +46,7 @@ from .engines.base import Engine, HistoryOptions
 from .feature import EVENTS, EventHook, Feature, Handler, PublishHook
 from .frames import Outgoing
 from .logs import log_failure
-from .metrics import Metrics, NodeSnapshot
+from .metrics import Metrics, NodeSnapshot, codec_label
 from .namespaces import Namespace, resolve
 from .publish_ids import publish_idempotency
 from .subscriptions import Channel, SubEvent, Subscriptions, SubState
@@ -467,13 +467,13 @@ class Hub:
         by_codec: Counter[str] = Counter()
         subscriptions = queued = largest = 0
         for conn in self.connections.values():
-            by_codec[conn.codec_label] += 1
+            by_codec[conn.codec.name] += 1
             subscriptions += len(conn.channels)
             waiting = conn.queued_bytes
             queued += waiting
             largest = max(largest, waiting)
         return NodeSnapshot(
-            by_codec,
+            {codec_label(name): n for name, n in by_codec.items()},
             subscriptions,
             len(self.subscriptions.channels),
             len(self.users),

@@ -99,8 +99,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         #: Sent messages and their bytes, by type (:data:`SENT_TYPES`).
         self.sent = {kind: Tally() for kind in SENT_TYPES}
-        #: Received frames and their bytes, by codec label.
-        self.received = {codec: Tally() for codec in CODECS}
+        #: Received frames and their bytes, by WebSocket subprotocol (the codec's name).
+        self.received: dict[str, Tally] = {}
         self._commands: dict[type | str, int] = {kind: 0 for kind in COMMAND_NAMES}
         self._commands[INVALID] = 0
         self._published: dict[str, int] = {name: 0 for name in namespaces}
@@ -124,9 +124,12 @@ class Metrics:
 
     # --- counting (one call where it happens) ------------------------------------
 
-    def received_by(self, codec: str) -> Tally:
-        """The count of frames received with ``codec`` (a label of :data:`CODECS`), for a connection to keep."""
-        return self.received.setdefault(codec, Tally())
+    def frame(self, subprotocol: str, size: int) -> None:
+        """A WebSocket message of ``size`` bytes was received with the codec of ``subprotocol``."""
+        tally = self.received.get(subprotocol)
+        if tally is None:
+            tally = self.received[subprotocol] = Tally()
+        tally.add(1, size)
 
     def replied(self, size: int, error: Error | None) -> None:
         """A reply of ``size`` bytes was queued; an error reply counts its code too."""
@@ -185,7 +188,8 @@ class Metrics:
         yield _counter("realtime_disconnects", "Connections ended, by close code.", "code", disconnects)
         commands = {k if isinstance(k, str) else COMMAND_NAMES.get(k, k.__name__): n for k, n in self._commands.items()}
         yield _counter("realtime_messages_received", "Commands received, by command type.", "type", commands)
-        received = self.received.items()
+        by_label = {codec_label(name): tally for name, tally in self.received.items()}
+        received = {**{codec: Tally() for codec in CODECS}, **by_label}.items()
         yield _counter(
             "realtime_frames_received",
             "WebSocket messages received, by codec.",
