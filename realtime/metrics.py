@@ -18,15 +18,16 @@ one sample per loop iteration that wrote publications.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from protocol.codes import CloseCode, ErrorCode
 from protocol.messages import Error
@@ -61,6 +62,34 @@ class Tally:
     def add(self, messages: int, size: int) -> None:
         self.messages += messages
         self.bytes += size
+
+
+class Latency:
+    """A histogram of seconds: a count per bucket and a sum, exported at scrape time.
+
+    Not ``prometheus_client.Histogram``, whose ``observe`` takes a lock for the sum and for
+    the bucket: a publication to one subscriber cost 13% more with it (callgrind).
+    """
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1  # the first bound >= seconds: its "le"
+        self.sum += seconds
+
+    def family(self, name: str, doc: str) -> Metric:
+        """The Prometheus histogram: cumulative buckets, the sum (the count is the +Inf bucket)."""
+        buckets: list[tuple[str, float]] = []
+        total = 0
+        for bound, n in zip((*map(str, self.bounds), "+Inf"), self.counts):
+            total += n
+            buckets.append((bound, total))
+        return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=self.sum)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,13 +138,8 @@ class Metrics:
         self._rate_limited: Counter[str] = Counter()
         self._quota_exceeded: Counter[str] = Counter()
         self._snapshot: Callable[[], NodeSnapshot] = NodeSnapshot
-        self.latency = Histogram(
-            "realtime_publication_write_seconds",
-            "Seconds from a publication reaching this node's fan-out to its frames being written to every local "
-            "subscriber's socket; one sample (the oldest waiting) per loop iteration that wrote publications.",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        #: Publish -> write seconds: one sample per loop iteration that wrote publications (``Hub._flush``).
+        self.latency = Latency(LATENCY_BUCKETS)
         self.registry.register(_Collector(self))
 
     def watch(self, snapshot: Callable[[], NodeSnapshot]) -> None:
@@ -234,6 +258,11 @@ class Metrics:
             "Refusals by a quota, by quota.",
             "kind",
             dict(sorted(self._quota_exceeded.items())),
+        )
+        yield self.latency.family(
+            "realtime_publication_write_seconds",
+            "Seconds from a publication reaching this node's fan-out to its frames being written to every local "
+            "subscriber's socket; one sample (the oldest waiting) per loop iteration that wrote publications.",
         )
         yield _gauge(
             "realtime_engine_ready", "1 while the engine can serve (/readyz), else 0.", value=int(node.engine_ready)

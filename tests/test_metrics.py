@@ -23,6 +23,7 @@ from realtime.config import Settings
 from realtime.connection import Connection
 from realtime.engines.memory import MemoryEngine
 from realtime.hub import Hub
+from realtime.metrics import Metrics
 from realtime.namespaces import Namespace
 
 from .helpers import HubFactory, RunningHub, closed_code, make_token, namespaces, until, user
@@ -315,3 +316,20 @@ def test_a_connection_stays_under_the_shared_keys_limit() -> None:
     one attribute more on Connection made fan-out 10% dearer (callgrind, scripts/bench_inprocess.py)."""
     conn = Connection(Hub(Settings(), MemoryEngine()), None, None, MsgpackCodec(), "test")  # type: ignore[arg-type]
     assert len(vars(conn)) <= 30, sorted(vars(conn))
+
+
+def test_latency_buckets_are_cumulative_and_inclusive() -> None:
+    metrics = Metrics()
+    for seconds in (0.0001, 0.0002, 0.3, 3.0):  # on a bound, between two, and above them all
+        metrics.latency.observe(seconds)
+    body, content_type = metrics.render(None)
+    assert content_type.startswith("text/plain")
+    m = parse(body.decode())
+    name = "realtime_publication_write_seconds"
+    assert value(m, name + "_bucket", le="0.0001") == 1
+    assert value(m, name + "_bucket", le="0.00025") == 2
+    assert value(m, name + "_bucket", le="0.25") == 2
+    assert value(m, name + "_bucket", le="0.5") == 3
+    assert value(m, name + "_bucket", le="2.5") == 3
+    assert value(m, name + "_bucket", le="+Inf") == value(m, name + "_count") == 4
+    assert value(m, name + "_sum") == pytest.approx(3.3003)
