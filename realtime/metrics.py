@@ -128,6 +128,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         #: Sent messages and their bytes, by type (:data:`SENT_TYPES`).
         self.sent = {kind: Tally() for kind in SENT_TYPES}
+        self._replies = self.sent["reply"]
         #: Received frames and their bytes, by WebSocket subprotocol (the codec's name).
         self.received: dict[str, Tally] = {}
         self._commands: dict[type | str, int] = {kind: 0 for kind in COMMAND_NAMES}
@@ -153,11 +154,14 @@ class Metrics:
         tally = self.received.get(subprotocol)
         if tally is None:
             tally = self.received[subprotocol] = Tally()
-        tally.add(1, size)
+        tally.messages += 1  # not tally.add(): a call less per frame
+        tally.bytes += size
 
     def replied(self, size: int, error: Error | None) -> None:
         """A reply of ``size`` bytes was queued; an error reply counts its code too."""
-        self.sent["reply"].add(1, size)
+        tally = self._replies
+        tally.messages += 1  # not tally.add(): a call less per reply
+        tally.bytes += size
         if error is not None:
             self.error(error.code)
 
