@@ -335,23 +335,20 @@ class Hub:
         hook = self._publishers.get(ns.kind)
         if hook is not None:
             result = await hook(channel, data, ns, info=info, key=key)
-        else:
-            result = await self._publish(channel, data, ns, info, key)
-        self.metrics.published(ns.name)
-        return result
-
-    async def _publish(
-        self, channel: str, data: bytes, ns: Namespace, info: ClientInfo | None, key: str | None
-    ) -> PublishResult:
+            self.metrics.published(ns.name)
+            return result
         idempotency = publish_idempotency(
             info, key, self.settings.publish_id_window, generate=self.engine.retries_publishes
         )
         history = self.history_options(ns)
         if idempotency is None:
             pos = await self.engine.publish(channel, data, info=info, history=history)
-            return PublishResult(pos.offset, pos.epoch)
-        done = await self.engine.publish(channel, data, info=info, history=history, idempotency=idempotency)
-        return PublishResult(done.offset, done.epoch)
+        else:
+            pos = (
+                await self.engine.publish(channel, data, info=info, history=history, idempotency=idempotency)
+            ).position
+        self.metrics.published(ns.name)
+        return PublishResult(pos.offset, pos.epoch)
 
     async def history_page(
         self, channel: str, limit: int | None, before: int | None, after: int | None
