@@ -68,7 +68,7 @@ class Latency:
     """A histogram of seconds: a count per bucket and a sum, exported at scrape time.
 
     Not ``prometheus_client.Histogram``, whose ``observe`` takes a lock for the sum and for
-    the bucket: a publication to one subscriber cost 13% more with it (callgrind).
+    the bucket: 6,800 instructions per sample under callgrind, 6% of a publication to one subscriber.
     """
 
     __slots__ = ("bounds", "counts", "sum")
