@@ -230,6 +230,7 @@ class Chat(Feature):
             if ns.typing_interval > 0 and not await engine.kv_set(
                 _typing_slot(cmd.channel, conn.user), b"1", ttl=ns.typing_interval, only_if_absent=True
             ):
+                self.hub.metrics.rate_limited("typing")
                 raise CommandError(
                     ErrorCode.TOO_MANY_REQUESTS, "typing notices come too often", retry_after=ns.typing_interval
                 )

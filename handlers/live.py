@@ -323,6 +323,7 @@ class Live(Feature):
                 channel, key, value, expected_version=expected, limits=self._limits(ns)
             )
         except StateLimitExceeded as exc:
+            self.hub.metrics.quota_exceeded("state")
             raise CommandError(ErrorCode.LIMIT_EXCEEDED, str(exc)) from None
         for gone in write.expired:  # their versions come before the write's
             await self.hub.broadcast(channel, _full(channel, gone))
@@ -339,6 +340,7 @@ class Live(Feature):
         what one frame can carry, so that no key grows without bound patch by patch."""
         limit = ns.max_message_size if ns.max_message_size is not None else self.hub.settings.max_frame_size
         if value is not None and len(value) > limit:
+            self.hub.metrics.quota_exceeded("state")
             raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"value larger than {limit} bytes")
 
 

@@ -105,6 +105,7 @@ from .messages import (
 
 __all__ = [
     "COMMANDS",
+    "COMMAND_NAMES",
     "MAX_ID",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "MAX_OFFSET",
@@ -210,6 +211,8 @@ def _subscribe(m: Map, id: int) -> Subscribe:
 
 
 _PARSERS: dict[str, Callable[[Map, int], Command]] = {"publish": _publish, "subscribe": _subscribe}
+#: Every command type's ``cmd`` name (metrics label commands with it).
+COMMAND_NAMES: Mapping[type, str] = MappingProxyType({**_COMMAND_NAMES, Publish: "publish", Subscribe: "subscribe"})  # type: ignore[dict-item]
 
 
 def command_from_map(m: Map, seen: set[int] | None = None) -> Command:

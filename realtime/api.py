@@ -94,6 +94,7 @@ __all__ = [
     "ROUTES",
     "STATUS",
     "Api",
+    "guarded",
     "setup_api",
 ]
 
@@ -543,9 +544,11 @@ class Api:
         scheme, _, secret = request.headers.get("Authorization", "").strip().partition(" ")
         secret = secret.strip()
         if scheme.lower() not in ("apikey", "bearer") or not secret:
+            self.hub.metrics.auth_failed("api")
             raise ApiRefusal(401, ErrorCode.UNAUTHORIZED, "API key required", {"WWW-Authenticate": "apikey"})
         key = find_api_key(self.settings.api_keys, secret)
         if key is None:
+            self.hub.metrics.auth_failed("api")
             raise ApiRefusal(401, ErrorCode.UNAUTHORIZED, "invalid API key", {"WWW-Authenticate": "apikey"})
         audit.key_used(key.name)  # named in what is logged from now on, a refusal of its scope included
         if not key.allows(scope):
@@ -727,6 +730,7 @@ def _status(exc: CommandError) -> int:
 
 
 def _refused(request: web.Request, exc: CommandError) -> web.Response:
+    request.app[API].hub.metrics.error(exc.code, "api")
     headers = exc.headers if isinstance(exc, ApiRefusal) else None
     return _respond(request, _status(exc), _error_map(exc), headers)
 
@@ -857,6 +861,22 @@ async def _fallback(request: web.Request) -> web.StreamResponse:
     else:
         refusal = ApiRefusal(404, ErrorCode.UNKNOWN_COMMAND, "no such API route")
     return _refused(request, refusal)
+
+
+def guarded(
+    scope: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """``handler`` behind an API key allowing ``scope`` (``GET /metrics`` on the main port): refusals
+    are the API's (401, 403 with the JSON error map)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            request.app[API].authenticate(request, scope)
+        except CommandError as exc:
+            return _refused(request, exc)
+        return await handler(request)
+
+    return handle
 
 
 def setup_api(app: web.Application, hub: Hub, *, presence: PresenceQueries, live: LiveStates) -> None:

@@ -76,8 +76,8 @@ MAX_TIME = 253_402_300_799
 EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
 #: What an API key may be allowed to do; "users" covers status, disconnect,
-#: unsubscribe and revoke. "*" in a key's scopes allows all of them.
-SCOPES = ("publish", "history", "presence", "state", "users")
+#: unsubscribe and revoke; "metrics" GET /metrics on the main port. "*" in a key's scopes allows all of them.
+SCOPES = ("publish", "history", "presence", "state", "users", "metrics")
 ALL_SCOPES = "*"
 
 

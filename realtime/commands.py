@@ -62,17 +62,19 @@ class Commands(Feature):
 
     # --- authentication ------------------------------------------------------
 
-    def _verify(self, token: str | None) -> Identity:
+    def _verify(self, token: str | None, kind: str = "connect") -> Identity:
         try:
             return self.hub.verifier.verify_connection(token)
         except TokenExpired:
             raise CommandError(ErrorCode.TOKEN_EXPIRED) from None
         except TokenInvalid as exc:
+            self.hub.metrics.auth_failed(kind)
             raise DisconnectError(CloseCode.UNAUTHORIZED, str(exc)) from None
 
     async def _identify(self, token: str | None) -> Identity:
-        identity = self._verify(token)
+        identity = self._verify(token, "refresh")
         if identity.user and await self.hub.revoked(identity):
+            self.hub.metrics.auth_failed("refresh")
             raise DisconnectError(CloseCode.UNAUTHORIZED, "token revoked")
         return identity
 
@@ -94,6 +96,7 @@ class Commands(Feature):
             self.hub.track_user(conn, identity.user)
             try:
                 if await self.hub.revoked(identity):
+                    self.hub.metrics.auth_failed("connect")
                     raise DisconnectError(CloseCode.UNAUTHORIZED, "token revoked")
             except BaseException:
                 self.hub.untrack_user(conn, identity.user)
@@ -130,9 +133,11 @@ class Commands(Feature):
         if channel in conn.channels:
             raise CommandError(ErrorCode.ALREADY_SUBSCRIBED)
         if len(conn.channels) >= hub.settings.max_subscriptions:
+            hub.metrics.quota_exceeded("subscriptions")
             raise CommandError(ErrorCode.LIMIT_EXCEEDED, "too many subscriptions")
         subs = hub.subscriptions
         if channel not in subs.channels and subs.per_namespace[ns.name] >= ns.max_channels:
+            hub.metrics.quota_exceeded("channels")
             raise CommandError(ErrorCode.LIMIT_EXCEEDED, "too many channels in this namespace")
         history = hub.history_options(ns)
         recoverable = history.size > 0 and ns.recovery

@@ -171,6 +171,12 @@ class Settings:
     #: https:// (small deployments without a proxy); SIGHUP loads them again. Neither: plain.
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: Port of a second listener serving only GET /metrics, without an API key, at
+    #: metrics_host: for a scraper on a private network. Unset: no such listener (GET
+    #: /metrics on the main port needs an API key with the "metrics" scope); 0 picks a free port.
+    metrics_port: int | None = None
+    #: Address of the metrics_port listener; keep it off the public network.
+    metrics_host: str = "127.0.0.1"
     #: Publications kept per channel for recovery, and for how long (seconds); for
     #: namespaces that do not set their own history_size/history_ttl.
     history_size: int = 100
@@ -394,6 +400,13 @@ _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
 
+def _to_optional_int(raw: object) -> int | None:
+    """An empty value (``REALTIME_METRICS_PORT=``) means unset."""
+    if isinstance(raw, str) and not raw.strip():
+        return None
+    return _to_int(raw)
+
+
 def _to_optional_str(raw: object) -> str | None:
     """An empty value (``REALTIME_REDIS=``) means unset."""
     return _to_str(raw) or None
@@ -413,6 +426,7 @@ _CASTERS: dict[object, Callable[[object], object]] = {
     float: _to_float,
     str: _to_str,
     str | None: _to_optional_str,
+    int | None: _to_optional_int,
     tuple[str, ...]: _to_strs,
 }
 _HINTS = typing.get_type_hints(Settings)
@@ -614,6 +628,8 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "trusted_proxies": _networks,
     "tls_cert": _readable_file,
     "tls_key": _readable_file,
+    "metrics_port": lambda port: port if port is None else _port(port),
+    "metrics_host": _host,
     "history_size": _non_negative,
     "history_ttl": _positive,
     "publish_id_window": _non_negative,

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .connection import Connection
     from .engines.base import Engine, HistoryOptions
+    from .metrics import Metrics
     from .namespaces import Namespace
 
 #: Events cross nodes as msgpack server messages; this codec makes and reads them.
@@ -65,6 +66,10 @@ class HubServices(Protocol):
 
     @property
     def verifier(self) -> TokenVerifier: ...
+
+    @property
+    def metrics(self) -> Metrics:
+        """The node's metrics: count rate-limit and quota refusals there."""
 
     def namespace(self, channel: str) -> Namespace | None:
         """The namespace of ``channel``, None when no namespace is configured for it."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
@@ -46,6 +47,7 @@ from .engines.base import Engine, HistoryOptions
 from .feature import EVENTS, EventHook, Feature, Handler, PublishHook
 from .frames import Outgoing
 from .logs import CLIENT_NAME_LIMIT, log_failure, safe
+from .metrics import Metrics, NodeSnapshot, codec_label
 from .namespaces import Namespace, resolve
 from .publish_ids import publish_idempotency
 from .revocations import RevocationFile, RevocationFileError
@@ -67,9 +69,10 @@ class Hub:
     """Create with settings and an engine, plug the features in with :meth:`use`;
     :meth:`start` before serving, :meth:`close` after. ``realtime.server`` does all three."""
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    def __init__(self, settings: Settings, engine: Engine, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.engine = engine
+        self.metrics = metrics or Metrics(settings.namespaces)
         self.verifier = TokenVerifier.from_settings(settings)
         #: Where revocations outlive the process on the memory engine (``revocations_file``), or None.
         self.revocation_file = RevocationFile(settings.revocations_file) if settings.revocations_file else None
@@ -88,9 +91,12 @@ class Hub:
         self.closing = False
         #: Finished connections by close code, for operators and tests.
         self.disconnects: Counter[int] = Counter()
-        self.subscriptions = Subscriptions[Connection]()
+        self.subscriptions = Subscriptions[Connection](self.metrics.sent)
         self.continuity = Continuity(self.subscriptions, engine, self.ask_to_recover, self.spawn)
         self._dirty: list[Connection] = []
+        #: When the oldest publication waiting for this loop iteration's flush arrived (0: none), for
+        #: the latency histogram: one sample per flush, not one per publication or subscriber.
+        self._since = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def use(self, *features: Feature) -> None:
@@ -188,12 +194,19 @@ class Hub:
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
             conn.flush()
+        since, self._since = self._since, 0.0
+        if since:
+            self.metrics.latency.observe(time.perf_counter() - since)
 
     # --- fan-out and continuity -------------------------------------------
 
     def on_publication(self, pub: Publication) -> None:
         """Deliver a publication of the engine to local subscribers, once and in order."""
+        if not self._since:
+            self._since = time.perf_counter()
         self.continuity.on_publication(pub)
+        if not self._dirty:  # nothing to write (held back, or no one live): no sample
+            self._since = 0.0
 
     def ask_to_recover(self, channel: str) -> bool:
         """Tell the channel's local subscribers to resubscribe from their position
@@ -281,7 +294,9 @@ class Hub:
         if channel not in conn.channels:
             return
         self.subscriptions.transition(conn, channel, SubEvent.LEAVE)
-        conn.send(Outgoing(conn.codec.encode(Unsubscribed(channel, reason)), conn.codec.binary))
+        out = Outgoing(conn.codec.encode(Unsubscribed(channel, reason)), conn.codec.binary)
+        self.metrics.sent["unsub"].add(1, len(out))
+        conn.send(out)
         self.spawn(self._detached(conn, channel))
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -337,16 +352,21 @@ class Hub:
             raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"data is larger than {ns.max_message_size} bytes")
         hook = self._publishers.get(ns.kind)
         if hook is not None:
-            return await hook(channel, data, ns, info=info, key=key)
+            result = await hook(channel, data, ns, info=info, key=key)
+            self.metrics.published(ns.name)
+            return result
         idempotency = publish_idempotency(
             info, key, self.settings.publish_id_window, generate=self.engine.retries_publishes
         )
         history = self.history_options(ns)
         if idempotency is None:
             pos = await self.engine.publish(channel, data, info=info, history=history)
-            return PublishResult(pos.offset, pos.epoch)
-        done = await self.engine.publish(channel, data, info=info, history=history, idempotency=idempotency)
-        return PublishResult(done.offset, done.epoch)
+        else:
+            pos = (
+                await self.engine.publish(channel, data, info=info, history=history, idempotency=idempotency)
+            ).position
+        self.metrics.published(ns.name)
+        return PublishResult(pos.offset, pos.epoch)
 
     async def history_page(
         self, channel: str, limit: int | None, before: int | None, after: int | None, codec: Codec | None = None
@@ -452,9 +472,11 @@ class Hub:
         # publications up to ``position`` would reach the client twice.
         event = SubEvent.REPLIED_AHEAD if ahead else SubEvent.REPLIED
         waiting = self.subscriptions.transition(conn, channel, event, position)
+        sent = self.metrics.sent
         for out in waiting:
             # (Events carry no epoch; the reply's may be "", a stream that has not started.)
             if not out.epoch or position is None or out.epoch != position.epoch or out.offset > position.offset:
+                sent["pub" if out.epoch else "event"].add(1, len(out))
                 conn.send(out)
 
     async def unsubscribe(self, conn: Connection, channel: str) -> None:
@@ -481,6 +503,28 @@ class Hub:
                 await self.engine.unsubscribe(channel)
             except Exception:
                 log_failure(log, "engine unsubscribe of a channel failed")
+
+    def snapshot(self) -> NodeSnapshot:
+        """What a metrics scrape reads: gauges from the node's own structures (one pass over connections)."""
+        by_codec: Counter[str] = Counter()
+        subscriptions = queued = largest = 0
+        for conn in self.connections.values():
+            by_codec[conn.codec.name] += 1
+            subscriptions += len(conn.channels)
+            waiting = conn.queued_bytes
+            queued += waiting
+            largest = max(largest, waiting)
+        return NodeSnapshot(
+            {codec_label(name): n for name, n in by_codec.items()},
+            subscriptions,
+            len(self.subscriptions.channels),
+            len(self.users),
+            queued,
+            largest,
+            self.disconnects.copy(),
+            self.engine.ready,
+            self.engine.delivery_health,
+        )
 
     def channel_count(self) -> int:
         return len(self.subscriptions.channels)

@@ -29,7 +29,7 @@ from protocol.errors import DisconnectError
 
 from . import __version__, audit
 from .admission import Admission, AuthenticatedHook
-from .api import HANDLER_ARGS, setup_api
+from .api import HANDLER_ARGS, guarded, setup_api
 from .commands import Commands
 from .config import Settings, startup_warnings
 from .connection import Connection, HubWebSocket, close_timeout
@@ -38,6 +38,8 @@ from .engines.memory import MemoryEngine
 from .hosts import effective_allowed_hosts, host_allowed
 from .hub import Hub
 from .logs import bind, node_name, unbind
+from .metrics import METRICS, Metrics, metrics_app, serve_metrics
+from .metrics import PATH as METRICS_PATH
 from .revocations import RevocationFileError
 from .tls import TlsError, reload_tls, tls_context
 
@@ -103,6 +105,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         codec = codec_for(ws.ws_protocol)
         conn = Connection(hub, ws, transport, codec, remote, writer=writer, frames=ws.frames)
         if refusal is not None:
+            hub.disconnects[refusal.code] += 1  # refused connections end with their code (metrics)
             if refusal.code == CloseCode.TOO_MANY_CONNECTIONS:
                 audit.connection_limit(remote, refusal.reason)
             # Upgraded, then refused with the push and close frame: every client can read the
@@ -220,7 +223,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     :class:`~realtime.feature.Feature`, and the features know the hub only as
     :class:`~realtime.feature.HubServices`. Features plug in in hook order.
     """
-    hub = Hub(settings, engine or create_engine(settings))
+    metrics = Metrics(settings.namespaces)  # this app's own registry (GET /metrics)
+    hub = Hub(settings, engine or create_engine(settings), metrics)  # memory, Redis or Redis Cluster
+    metrics.watch(hub.snapshot)  # gauges: read from the hub's structures at scrape time
     admission = Admission(settings)  # pending sockets; HubServer's site puts each socket through it
     app = web.Application(
         middlewares=[admission_middleware(admission, hub), host_middleware(settings)], handler_args=HANDLER_ARGS
@@ -230,6 +235,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     hub.use(AuthenticatedHook(admission))  # a connect succeeded: the socket is no longer pending
     app[HUB] = hub
     app[ADMISSION] = admission
+    app[METRICS] = metrics
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         await hub.start()
@@ -241,6 +247,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     setup_api(app, hub, presence=presence, live=live)
+    app.router.add_get(METRICS_PATH, guarded("metrics", serve_metrics))  # main port: an API key's scope
     return app
 
 
@@ -300,6 +307,9 @@ class HubServer:
         self._close_audit: Callable[[], None] | None = None
         #: The listener's TLS context when tls_cert and tls_key are set (see :meth:`reload_tls`).
         self.tls: ssl.SSLContext | None = None
+        #: The metrics_port listener's port (the one picked when metrics_port is 0), None without one.
+        self.metrics_port = settings.metrics_port
+        self._metrics_runner: web.AppRunner | None = None
 
     @property
     def hub(self) -> Hub:
@@ -323,6 +333,13 @@ class HubServer:
         await self._site.start()
         if self.port == 0:  # learn the port the OS picked
             self.port = self._runner.addresses[0][1]
+        if settings.metrics_port is not None:
+            # Its own app: GET /metrics without a key, and nothing else, for a private network.
+            self._metrics_runner = web.AppRunner(metrics_app(self.app[METRICS]), handle_signals=False, access_log=None)
+            await self._metrics_runner.setup()
+            await web.TCPSite(self._metrics_runner, settings.metrics_host, settings.metrics_port).start()
+            self.metrics_port = self._metrics_runner.addresses[0][1]
+            log.info("metrics on http://%s:%s%s", settings.metrics_host, self.metrics_port, METRICS_PATH)
         limit = _open_file_limit()
         if limit is not None and settings.max_pending and settings.max_pending > limit // 2:
             log.warning(
@@ -377,6 +394,9 @@ class HubServer:
         await self.hub.drain(window)
         await self._runner.cleanup()  # stops the site first
         self._runner = self._site = None
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+            self._metrics_runner = None
         log.info("stopped")
         if self._close_audit is not None:
             self._close_audit()

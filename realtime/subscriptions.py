@@ -34,6 +34,7 @@ from protocol.codec import Codec
 from protocol.messages import Publication, StreamPosition
 
 from .frames import Outgoing
+from .metrics import Tally
 from .namespaces import namespace_of
 
 
@@ -122,10 +123,13 @@ class Channel(Generic[C]):
 class Subscriptions(Generic[C]):
     """Every subscription of this node's connections, by channel; the only writer of their states."""
 
-    def __init__(self) -> None:
+    def __init__(self, sent: Mapping[str, Tally] | None = None) -> None:
         self.channels: dict[str, Channel[C]] = {}
         #: Namespace name -> how many of ``channels`` are in it (the namespace's max_channels quota).
         self.per_namespace: Counter[str] = Counter()
+        # Messages sent by fan-out, counted once per codec per publication or event (metrics).
+        self._pubs = Tally() if sent is None else sent["pub"]
+        self._events = Tally() if sent is None else sent["event"]
 
     def channel(self, name: str) -> Channel[C]:
         """The channel's node state, made on first use."""
@@ -198,6 +202,7 @@ class Subscriptions(Generic[C]):
                 out = encoded[codec] = Outgoing(codec.encode(pub), codec.binary, pub.offset, pub.epoch)
                 for conn in conns:
                     conn.send(out)
+                self._pubs.add(len(conns), len(conns) * len(out.payload))
         if ch.joining or ch.ahead:
             self.fan_out_to_newcomers(ch, pub, encoded)
 
@@ -215,7 +220,9 @@ class Subscriptions(Generic[C]):
             waiting.append(out_for(conn.codec))
         for conn, seen in list(ch.ahead.items()):
             if pub.epoch != seen.epoch or pub.offset > seen.offset:
-                conn.send(out_for(conn.codec))
+                out = out_for(conn.codec)
+                self._pubs.add(1, len(out.payload))
+                conn.send(out)
                 self.transition(conn, pub.channel, SubEvent.CAUGHT_UP)
 
     def deliver_event(self, ch: Channel[C], event: bytes) -> None:
@@ -233,7 +240,10 @@ class Subscriptions(Generic[C]):
                 out = out_for(codec)
                 for conn in conns:
                     conn.send(out)
+                self._events.add(len(conns), len(conns) * len(out.payload))
         for conn, waiting in ch.joining.items():
             waiting.append(out_for(conn.codec))
         for conn in ch.ahead:  # subscribed: events are not ordered by offset
-            conn.send(out_for(conn.codec))
+            out = out_for(conn.codec)
+            self._events.add(1, len(out.payload))
+            conn.send(out)

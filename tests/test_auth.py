@@ -606,7 +606,7 @@ def test_api_key_scopes_are_frozen() -> None:
         (1, "k", ["*"], "name", "expected a non-empty string"),
         ("a", "", ["*"], "key", "expected a non-empty string"),
         ("a", None, ["*"], "key", "expected a non-empty string"),
-        ("a", "k", [], "scopes", "expected at least one of publish, history, presence, state, users, *"),
+        ("a", "k", [], "scopes", "expected at least one of publish, history, presence, state, users, metrics, *"),
         ("a", "k", "*", "scopes", "expected a list of strings"),
         ("a", "k", [1], "scopes", "expected a list of strings"),
         (
@@ -614,7 +614,7 @@ def test_api_key_scopes_are_frozen() -> None:
             "k",
             ["publsh"],
             "scopes",
-            "unknown scope 'publsh': expected publish, history, presence, state, users or *",
+            "unknown scope 'publsh': expected publish, history, presence, state, users, metrics or *",
         ),
     ],
 )

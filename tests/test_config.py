@@ -133,6 +133,8 @@ TEXT_VALUES: dict[str, tuple[str, object]] = {
     "max_pending_per_address": ("0", 0),
     "max_pending": ("100", 100),
     "backlog": ("512", 512),
+    "metrics_port": (" 9100 ", 9100),
+    "metrics_host": ("10.0.0.5", "10.0.0.5"),
     "history_size": ("0", 0),
     "history_ttl": ("1e3", 1000.0),
     "publish_id_window": ("0", 0.0),
@@ -613,11 +615,11 @@ API_KEY_A = '[[api_keys]]\nname = "a"\nkey = "k-a"\nscopes = ["publish"]\n'
     [
         (
             '[[api_keys]]\nname = "a"\nkey = "k"\nscopes = ["publsh"]',
-            "invalid setting api_keys[0].scopes=publsh (from {path}): unknown scope 'publsh': expected publish, history, presence, state, users or *",
+            "invalid setting api_keys[0].scopes=publsh (from {path}): unknown scope 'publsh': expected publish, history, presence, state, users, metrics or *",
         ),
         (
             '[[api_keys]]\nname = "a"\nkey = "k"\nscopes = []',
-            "invalid setting api_keys[0].scopes='' (from {path}): expected at least one of publish, history, presence, state, users, *",
+            "invalid setting api_keys[0].scopes='' (from {path}): expected at least one of publish, history, presence, state, users, metrics, *",
         ),
         (
             '[[api_keys]]\nname = "a"\nkey = "k"\nscopes = "*"',

@@ -188,6 +188,7 @@ async def test_a_connection_killed_by_redis_is_reopened(client: Redis, recorders
     await rec.listener.subscribe("k")
     await client.client_kill_filter(_type="pubsub")
     await until(lambda: rec.reconnects == 1, what="on_reconnect")
+    assert rec.listener.reconnects == 1 and rec.listener.probe_failures == 0
     assert await client.publish("k", b"1") == 1
     await until(lambda: rec.messages == [("k", b"1")])
 
@@ -244,6 +245,8 @@ async def test_the_probe_detects_a_silent_connection(
         assert await client.publish("s", b"after") >= 1
         await until(lambda: rec.data("s") == [b"before", b"after"])
         assert any("not even the liveness probe (stuck)" in r.getMessage() for r in caplog.records)
+        # What /metrics reports: the probe that failed (at least one check found it out), one reconnection.
+        assert rec.listener.probe_failures >= 1 and rec.listener.reconnects == 1
     finally:
         await via_proxy.aclose()
         await proxy.close()
@@ -271,7 +274,8 @@ async def test_a_connection_behind_is_kept(
         await until(lambda: len(rec.messages) == 600, what="every message")
         await rec.ready()
         assert [d[:4] for d in rec.data("busy")] == [b"%04d" % i for i in range(600)]
-        assert rec.reconnects == 0
+        assert rec.reconnects == 0 and rec.listener.reconnects == 0
+        assert rec.listener.probe_failures >= 1  # late probes count as failures, even when the link is kept
         assert proxy.connections == 2  # the pub/sub connection and the client's: none reopened
     finally:
         await via_proxy.aclose()

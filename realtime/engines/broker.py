@@ -106,6 +106,16 @@ class Published:
         return StreamPosition(self.offset, self.epoch)
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryHealth:
+    """The engine's delivery troubles on this node since it started (for metrics); none in memory."""
+
+    #: Times the subscription connections were reopened after a loss.
+    reconnects: int = 0
+    #: Liveness probes not back within their interval.
+    probe_failures: int = 0
+
+
 class Broker(abc.ABC):
     """Streams of publications shared by every node; memory and Redis implementations."""
 
@@ -115,6 +125,11 @@ class Broker(abc.ABC):
     def ready(self) -> bool:
         """Whether the engine can serve now (``/readyz``); the memory engine always can."""
         return True
+
+    @property
+    def delivery_health(self) -> DeliveryHealth:
+        """Counts of the engine's delivery troubles (metrics); the memory engine has none."""
+        return DeliveryHealth()
 
     #: Whether the engine may send one publish more than once (it retries after a lost answer):
     #: then a publish without an id needs one (``realtime.publish_ids``). The memory engine never does.

@@ -43,7 +43,7 @@ from protocol.wire import MAX_OFFSET
 
 from . import redis_scripts as lua
 from .base import Engine
-from .broker import HistoryOptions, HistorySlice, Idempotency, PublicationHandler, Published
+from .broker import DeliveryHealth, HistoryOptions, HistorySlice, Idempotency, PublicationHandler, Published
 from .errors import EngineUnavailable, OutcomeUnknown, StateLimitExceeded, VersionConflict
 from .presence import PresenceCounts, PresenceEntry
 from .state import NO_LIMITS, StateLimits, StateSlice, StateWrite
@@ -273,6 +273,13 @@ class RedisEngine(Engine):
     @property
     def ready(self) -> bool:
         return self._pubsub is not None and self._pubsub.ready
+
+    @property
+    def delivery_health(self) -> DeliveryHealth:
+        pubsub = self._pubsub
+        if pubsub is None:
+            return DeliveryHealth()
+        return DeliveryHealth(pubsub.reconnects, pubsub.probe_failures)
 
     async def start(self, handler: PublicationHandler) -> None:
         """Start the listener (control channel included) and wait, at most

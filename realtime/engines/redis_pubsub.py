@@ -351,6 +351,9 @@ class RedisPubSub:
         self._to_unsubscribe: set[str] = set()
         self._batch: asyncio.Future[None] | None = None
         self._batches: set[asyncio.Future[list[BaseException | None]]] = set()
+        #: For metrics: reconnections after a loss, and probes not back within the interval.
+        self.reconnects = 0
+        self.probe_failures = 0
 
     # --- public interface ----------------------------------------------
 
@@ -613,6 +616,7 @@ class RedisPubSub:
             failures = 0
             delays = backoff(MIN_DELAY, MAX_DELAY)
             if connected_before:
+                self.reconnects += 1
                 self._notify_reconnect()
             connected_before = True
             try:
@@ -717,6 +721,7 @@ class RedisPubSub:
         """A probe still out was sent an interval ago: the link is stuck if it read nothing since."""
         for link in self._links.values():
             if link.probe_sent:
+                self.probe_failures += 1
                 if link.reads == link.reads_checked:
                     raise _LinkDown(
                         f"the connection to {link.address} delivered nothing in "
