@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from realtime.auth import ApiKey, TokenVerifier
 from realtime.config import ConfigError, Settings, env_name, flag_name, load_settings
 from realtime.namespaces import Namespace, Namespaces
 
+from .helpers import ROOT
 from .tls import make_ca
 
 REPO = Path(__file__).resolve().parent.parent
@@ -724,3 +726,11 @@ def test_api_key_scopes_must_be_a_list(tmp_path: Path, scopes: str) -> None:
 )
 def test_redis_urls_the_engine_could_not_use_are_refused(overrides: dict[str, Any], words: str) -> None:
     assert words in error_of(argv_overrides=overrides)
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    """The README's settings table names every field of Settings (an operator reads only it)."""
+    readme = (ROOT / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `")]
+    named = {name for row in rows for name in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
+    assert {f.name for f in dataclasses.fields(Settings)} - named == set()
