@@ -69,7 +69,7 @@ MAX_RETRY_AFTER = 60.0
 
 def _refusal(message: str) -> bytes:
     """A complete HTTP/1.1 503 response carrying the JSON error map, then close."""
-    body = json.dumps({"code": int(_OVER_CAP), "message": message}).encode()
+    body = json.dumps({"code": int(_OVER_CAP), "message": message}, separators=(",", ":")).encode()
     head = (
         "HTTP/1.1 503 Service Unavailable\r\n"
         "Content-Type: application/json; charset=utf-8\r\n"

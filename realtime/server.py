@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import ssl
@@ -163,17 +164,21 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=503 if reason else 200)
 
 
+def error_response(code: ErrorCode, message: str, status: int, headers: dict[str, str]) -> web.Response:
+    """The JSON error map as the server API writes it: compact, so that its bytes are those protocol.md shows."""
+    body = json.dumps({"code": int(code), "message": message}, separators=(",", ":"))
+    return web.Response(text=body, status=status, content_type="application/json", headers=headers)
+
+
 def shutting_down() -> web.Response:
     """What an upgrade gets while the node drains: 503 with the JSON error map (NOT_AVAILABLE, retry)."""
-    body = {"code": int(ErrorCode.NOT_AVAILABLE), "message": "shutting down"}
-    return web.json_response(body, status=503, headers={"Connection": "close", "Retry-After": "1"})
+    return error_response(ErrorCode.NOT_AVAILABLE, "shutting down", 503, {"Connection": "close", "Retry-After": "1"})
 
 
 def host_not_allowed() -> web.Response:
     """What a WebSocket upgrade or an API request gets when its Host is not in ``allowed_hosts``:
     421 Misdirected Request with the JSON error map (BAD_REQUEST), the one answer of both."""
-    body = {"code": int(ErrorCode.BAD_REQUEST), "message": "host not allowed"}
-    return web.json_response(body, status=421, headers={"Connection": "close"})
+    return error_response(ErrorCode.BAD_REQUEST, "host not allowed", 421, {"Connection": "close"})
 
 
 def host_middleware(settings: Settings) -> Middleware:

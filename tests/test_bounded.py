@@ -88,6 +88,18 @@ async def test_a_history_page_with_after_keeps_the_oldest_and_pages_on(hub: Runn
         assert [p.offset for p in got] == list(range(KEPT, 21))
 
 
+async def test_a_limit_over_a_hundred_is_taken_as_a_hundred(hub_factory: HubFactory) -> None:
+    """protocol.md, history: a ``limit`` absent, 0 or more than 100 means 100, not an error."""
+    hub = await hub_factory(history_size=200)
+    async with await RawClient.open(hub.url) as client:
+        for i in range(105):
+            await client.publish("many", i)
+        for limit in (None, 0, 101, 2**64 - 1):
+            page = (await client.command(History(0, "many", limit=limit))).result
+            assert isinstance(page, HistoryResult) and not page.truncated, limit
+            assert [p.offset for p in page.publications] == list(range(6, 106)), limit
+
+
 async def test_a_page_of_one_publication_larger_than_the_budget_still_progresses(hub_factory: HubFactory) -> None:
     hub = await hub_factory(history_reply_bytes=1000)
     await poison(hub, "big", n=3)

@@ -9,7 +9,7 @@ import pytest
 
 from protocol import JsonCodec, MsgpackCodec
 from protocol.codes import CloseCode, ErrorCode
-from protocol.messages import EmptyResult, Error, Ping, Reply
+from protocol.messages import Disconnect, EmptyResult, Error, Ping, Reply
 from realtime.client import ReplyError
 from realtime.connection import CommandBudget
 
@@ -68,6 +68,9 @@ async def test_a_client_that_keeps_sending_while_refused_is_closed(hub_factory: 
     async with await user(hub, "alice") as alice:
         for _ in range(3):
             await alice.send(*(Ping(alice.next_id()) for _ in range(10)))
+        # protocol.md, close codes: the push carries no advice (that came with the 110 replies).
+        flood = Disconnect(CloseCode.TOO_MANY_REQUESTS, "too many requests", True)
+        assert await alice.disconnect_push() == flood
         assert await closed_code(alice) == CloseCode.TOO_MANY_REQUESTS
         assert CloseCode.TOO_MANY_REQUESTS.reconnect  # 4000-4499: come back later, with backoff
 
