@@ -54,7 +54,9 @@ Decisions, in one place:
 * **Read receipts** never move backwards: a receipt behind the stored one is
   refused with CONFLICT; an equal one succeeds and is not announced again (the
   engine stores and tells whether it moved in one step; the first one was
-  announced). Reads need only the subscription, not the right to publish. The
+  announced), and pushed at most once per ``ns.typing_interval`` per user and
+  channel (the same kv claim as typing): a later one within it is pushed, the
+  latest, when it ends. Reads need only the subscription, not the right to publish. The
   offset is checked against the stream's current offset only; receipts carry
   no epoch.
 """
@@ -152,6 +154,9 @@ class Chat(Feature):
         self.ids = MessageIds()
         #: (channel, user) -> the indicator this node expires.
         self._typing: dict[tuple[str, str], _Typing] = {}
+        #: (channel, user) -> the latest receipt this node pushes when the user's read interval ends.
+        self._reads: dict[tuple[str, str], int] = {}
+        self._read_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         #: (channel, idempotency key) -> result of a keyed send in flight on this node (retries here await it).
         self._inflight: dict[tuple[str, str], asyncio.Future[PublishResult]] = {}
 
@@ -247,7 +252,7 @@ class Chat(Feature):
         return EmptyResult()
 
     async def read(self, conn: Connection, cmd: Read) -> Result:
-        self._check(conn, cmd.channel)
+        ns = self._check(conn, cmd.channel)
         if cmd.offset < 0:
             raise CommandError(ErrorCode.BAD_REQUEST, "offset must not be negative")
         engine = self.hub.engine
@@ -258,8 +263,37 @@ class Chat(Feature):
         if stored > cmd.offset:
             raise CommandError(ErrorCode.CONFLICT, f"already read up to {stored}")
         if moved:  # the same receipt again was announced when it was stored
-            await self.hub.broadcast(cmd.channel, ReadNotice(cmd.channel, conn.user, stored))
+            await self._announce_read(cmd.channel, conn.user, stored, ns)
         return ReadResult(stored)
+
+    async def _announce_read(self, channel: str, user: str, offset: int, ns: Namespace) -> None:
+        """Push a receipt that moved: at once, or, within ``typing_interval`` of the user's last
+        pushed one in the channel (an engine kv claim, across nodes), once when this node's
+        wait ends, carrying the latest. A reader stepping through a long history one offset
+        at a time pushes a notice per interval, not one per message."""
+        slot = (channel, user)
+        waiting = self._reads.get(slot)
+        if waiting is not None:  # this node pushes the user's latest receipt when its wait ends
+            self._reads[slot] = max(waiting, offset)
+            return
+        if ns.typing_interval <= 0 or await self.hub.engine.kv_set(
+            _read_slot(channel, user), b"1", ttl=ns.typing_interval, only_if_absent=True
+        ):
+            await self.hub.broadcast(channel, ReadNotice(channel, user, offset))
+            return
+        if slot in self._reads:  # another connection of the user got here meanwhile
+            self._reads[slot] = max(self._reads[slot], offset)
+            return
+        self._reads[slot] = offset
+        loop = asyncio.get_running_loop()
+        self._read_timers[slot] = loop.call_later(ns.typing_interval, self._push_read, slot)
+
+    def _push_read(self, slot: tuple[str, str]) -> None:
+        self._read_timers.pop(slot, None)
+        offset = self._reads.pop(slot, None)
+        if offset is not None:
+            channel, user = slot
+            self.hub.spawn(self.hub.broadcast(channel, ReadNotice(channel, user, offset)))
 
     async def receipts(self, conn: Connection, cmd: Receipts) -> Result:
         self._check(conn, cmd.channel)
@@ -296,10 +330,19 @@ class Chat(Feature):
         for entry in self._typing.values():
             entry.timer.cancel()
         self._typing.clear()
+        for timer in self._read_timers.values():
+            timer.cancel()
+        self._read_timers.clear()
+        self._reads.clear()
 
 
 def _typing_slot(channel: str, user: str) -> str:
     return "chat:typing:" + hashlib.sha256(msgpack.packb([channel, user])).hexdigest()
+
+
+def _read_slot(channel: str, user: str) -> str:
+    """The kv claim of a user's last pushed read receipt in the channel (lives ``typing_interval``)."""
+    return "chat:read:" + hashlib.sha256(msgpack.packb([channel, user])).hexdigest()
 
 
 def _typing_shown(channel: str, user: str) -> str:

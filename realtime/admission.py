@@ -165,8 +165,10 @@ class ConnectRate:
         if self._tokens >= 1:
             self._tokens -= 1
             return None
-        self._line = max(self._line + 1 / self.rate, now + MIN_RETRY_AFTER)
-        return min(MAX_RETRY_AFTER, self._line - now)
+        # Never further than the longest advice: a flood's refusals must not leave the line (and
+        # so the advice of an honest storm long after it) far in the future.
+        self._line = min(max(self._line + 1 / self.rate, now + MIN_RETRY_AFTER), now + MAX_RETRY_AFTER)
+        return self._line - now
 
 
 PER_ADDRESS_REFUSAL = _refusal("too many unauthenticated connections from this address")

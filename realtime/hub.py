@@ -47,7 +47,7 @@ from .engines.base import Engine, HistoryOptions
 from .feature import EVENTS, EventHook, Feature, Handler, PublishHook
 from .frames import Outgoing
 from .logs import CLIENT_NAME_LIMIT, log_failure, safe
-from .metrics import Metrics, NodeSnapshot, codec_label
+from .metrics import Metrics, NodeSnapshot, codec_label, disconnect_key
 from .namespaces import Namespace, resolve
 from .publish_ids import publish_idempotency
 from .revocations import RevocationFile, RevocationFileError
@@ -161,7 +161,7 @@ class Hub:
         conn.closed = True
         if conn.user:
             self.untrack_user(conn, conn.user)
-        self.disconnects[conn.close_code] += 1
+        self.disconnects[disconnect_key(conn.close_code)] += 1  # bounded labels: a client picks its code
         log.info(
             "connection closed id=%s user=%s code=%s reason=%s",
             conn.id,

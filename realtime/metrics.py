@@ -48,6 +48,16 @@ CODECS: Final = ("msgpack", "json")
 LATENCY_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 #: The label value of the namespace of channels without a colon (stored as "").
 DEFAULT_NAMESPACE: Final = "default"
+#: Close codes counted by their own ``code`` label: the hub's and WebSocket's (RFC 6455, 1000-1015).
+KNOWN_CLOSE_CODES: Final = frozenset({*map(int, CloseCode), *range(1000, 1016)})
+#: The key of every other close code (a client closes with any code of 3000-65535 it likes):
+#: one series labelled ``other``, not one per code a client picks.
+OTHER_CLOSE_CODE: Final = 0
+
+
+def disconnect_key(code: int) -> int:
+    """What a connection that ended with ``code`` counts under in ``realtime_disconnects_total``."""
+    return code if code in KNOWN_CLOSE_CODES else OTHER_CLOSE_CODE
 
 
 class Tally:
@@ -211,7 +221,8 @@ class Metrics:
             "realtime_queued_bytes_max", "The most bytes waiting for one connection.", value=node.queued_bytes_max
         )
         disconnects = {
-            str(code): node.disconnects.get(code, 0) for code in sorted({*map(int, CloseCode), *node.disconnects})
+            str(code) if code != OTHER_CLOSE_CODE else "other": node.disconnects.get(code, 0)
+            for code in sorted({*map(int, CloseCode), *node.disconnects})
         }
         yield _counter("realtime_disconnects", "Connections ended, by close code.", "code", disconnects)
         commands = {k if isinstance(k, str) else COMMAND_NAMES.get(k, k.__name__): n for k, n in self._commands.items()}

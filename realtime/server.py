@@ -181,16 +181,15 @@ def host_not_allowed() -> web.Response:
     return error_response(ErrorCode.BAD_REQUEST, "host not allowed", 421, {"Connection": "close"})
 
 
-def host_middleware(settings: Settings) -> Middleware:
-    """Refuses upgrades (/ws) and API requests (/api) whose Host header ``allowed_hosts`` does not
-    allow: a DNS-rebinding page names its own host. /healthz and /readyz answer any Host (load
-    balancers probe by address); they tell nothing a client could use."""
-    allowed = effective_allowed_hosts(settings.host, settings.allowed_hosts)
+def host_middleware(allowed: tuple[str, ...]) -> Middleware:
+    """Refuses upgrades (/ws), API requests (/api) and scrapes (/metrics) whose Host header
+    ``allowed`` does not allow: a DNS-rebinding page names its own host. /healthz and /readyz
+    answer any Host (load balancers probe by address); they tell nothing a client could use."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
-        guarded = path == WS_PATH or path == "/api" or path.startswith("/api/")
+        guarded = path in (WS_PATH, METRICS_PATH, "/api") or path.startswith("/api/")
         if guarded and not host_allowed(host := request.headers.get("Host"), allowed):
             remote = request.remote or "-"
             if path == WS_PATH:
@@ -233,7 +232,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     metrics.watch(hub.snapshot)  # gauges: read from the hub's structures at scrape time
     admission = Admission(settings)  # pending sockets; HubServer's site puts each socket through it
     app = web.Application(
-        middlewares=[admission_middleware(admission, hub), host_middleware(settings)], handler_args=HANDLER_ARGS
+        middlewares=[
+            admission_middleware(admission, hub),
+            host_middleware(effective_allowed_hosts(settings.host, settings.allowed_hosts)),
+        ],
+        handler_args=HANDLER_ARGS,
     )
     presence, live = Presence(hub), Live(hub)
     hub.use(Commands(hub), Chat(hub), presence, live)
@@ -340,7 +343,11 @@ class HubServer:
             self.port = self._runner.addresses[0][1]
         if settings.metrics_port is not None:
             # Its own app: GET /metrics without a key, and nothing else, for a private network.
-            self._metrics_runner = web.AppRunner(metrics_app(self.app[METRICS]), handle_signals=False, access_log=None)
+            # Keyless, so a DNS-rebinding page must not read it: loopback names only when it
+            # listens on loopback (a private network's scraper names the address it dials).
+            metrics = metrics_app(self.app[METRICS])
+            metrics.middlewares.append(host_middleware(effective_allowed_hosts(settings.metrics_host, ())))
+            self._metrics_runner = web.AppRunner(metrics, handle_signals=False, access_log=None)
             await self._metrics_runner.setup()
             await web.TCPSite(self._metrics_runner, settings.metrics_host, settings.metrics_port).start()
             self.metrics_port = self._metrics_runner.addresses[0][1]

@@ -441,6 +441,25 @@ async def test_repeated_stops_and_reads_reach_nobody(hub_factory: HubFactory) ->
     ]
 
 
+async def test_stepping_reads_push_one_notice_per_interval(hub_factory: HubFactory) -> None:
+    """The finding: where clients may not publish, a subscriber stepping ``read`` through a long
+    history (1, 2, 3...) pushed one notice per message to everyone (200 in 0.02 s, then 100 a
+    second). Now one at once, then the latest when the user's ``typing_interval`` ends."""
+    chat = dataclasses.replace(CHAT, publish="server", typing_interval=0.5)
+    hub = await hub_factory(namespaces=namespaces(chat), command_rate=0)
+    for i in range(50):
+        await hub.hub.publish(ROOM, msgpack.packb(i), hub.hub.namespace(ROOM))
+    async with await user(hub, "alice", ROOM) as alice, await user(hub, "bob", ROOM) as bob:
+        await _flood(alice, [Read(0, ROOM, i) for i in range(1, 51)])
+        assert await push(bob, ReadNotice) == ReadNotice(ROOM, "alice", 1)
+        assert await push(bob, ReadNotice) == ReadNotice(ROOM, "alice", 50)  # the latest, when the wait ends
+        assert result(await bob.command(Read(0, ROOM, 7)), ReadResult) == ReadResult(7)  # bob's own: at once
+        assert await push(bob, ReadNotice) == ReadNotice(ROOM, "bob", 7)
+        got = result(await bob.command(Receipts(0, ROOM)), ReceiptsResult)
+        assert got.receipts == {"alice": 50, "bob": 7}
+        assert not [p for p in bob.pushes if isinstance(p, ReadNotice)]
+
+
 async def test_typing_needs_the_right_to_publish(hub_factory: HubFactory) -> None:
     """Where clients may not publish, nobody is typing a message: typing is refused (103), reads still work."""
     hub = await hub_factory(namespaces=namespaces(dataclasses.replace(CHAT, publish="server")), command_rate=0)

@@ -87,6 +87,19 @@ def test_the_connect_bucket_admits_its_rate_and_spreads_the_refused() -> None:
     assert rate.take() is None and rate.take() is None and rate.take() is not None
 
 
+def test_a_past_storm_does_not_push_the_line_into_the_future() -> None:
+    """10,000 refused upgrades (a flood) placed the line 1,000 s ahead: minutes after the flood
+    ended, the clients of an honest reconnect storm were all told 60 s instead of being spread.
+    The line reaches no further than the longest advice."""
+    now = [100.0]
+    rate = ConnectRate(10.0, clock=lambda: now[0])
+    for _ in range(10_010):
+        rate.take()
+    now[0] += 120.0  # the flood is over; the bucket is full again
+    assert [rate.take() for _ in range(10)] == [None] * 10
+    assert rate.take() == pytest.approx(MIN_RETRY_AFTER)
+
+
 def test_after_advice_waits_at_least_the_advice_with_jitter() -> None:
     assert after_advice(0.3, None) == 0.3
     assert after_advice(0.3, 2.0, rng=lambda: 0.0) == 2.0

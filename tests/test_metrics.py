@@ -375,3 +375,32 @@ def test_latency_buckets_are_cumulative_and_inclusive() -> None:
     assert value(m, name + "_bucket", le="2.5") == 3
     assert value(m, name + "_bucket", le="+Inf") == value(m, name + "_count") == 4
     assert value(m, name + "_sum") == pytest.approx(3.3003)
+
+
+async def test_codes_a_client_closes_with_share_one_series(hub: RunningHub) -> None:
+    """A client picks its close code (3000-65535): each one a series would let it grow the
+    exposition (and the scraper's series) by tens of thousands; they count under ``other``."""
+    for code in (3000, 4321, 4999, 3999, 1001):
+        client = await RawClient.open(hub.url)
+        await client.ws.close(code=code)
+    await until(lambda: sum(hub.hub.disconnects.values()) == 5, what="the five closes seen by the hub")
+    m = await scrape(hub)
+    assert value(m, "realtime_disconnects_total", code="other") == 4
+    assert value(m, "realtime_disconnects_total", code="1001") == 1
+    codes = {dict(labels)["code"] for name, labels in m if name == "realtime_disconnects_total"}
+    assert not codes & {"3000", "4321", "4999", "3999"}
+
+
+async def test_metrics_are_served_only_to_allowed_hosts(hub_factory: HubFactory) -> None:
+    """A DNS-rebinding page (Host: its own name) reads neither the keyless metrics port on
+    loopback nor the main port's /metrics."""
+    hub = await hub_factory(metrics_port=0, api_keys=(SCRAPER,))
+    keyless = f"http://127.0.0.1:{hub.server.metrics_port}/metrics"
+    auth = {"Authorization": f"apikey {SCRAPER.key}"}
+    async with aiohttp.ClientSession() as http:
+        for url, headers in ((keyless, {}), (hub.http_url + "/metrics", auth)):
+            async with http.get(url, headers={**headers, "Host": "evil.example"}) as resp:
+                assert resp.status == 421, url
+                assert await resp.json() == {"code": ErrorCode.BAD_REQUEST, "message": "host not allowed"}
+            async with http.get(url, headers={**headers, "Host": "localhost"}) as resp:
+                assert resp.status == 200, url
