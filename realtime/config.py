@@ -118,6 +118,11 @@ class Settings:
     #: Commands one connection may send at once (the bucket's size). A client whose refused
     #: commands exceed this many at once, or ten times command_rate a second, is closed with 4010.
     command_burst: int = 200
+    #: Bytes a second one connection may send on average, after receive_burst bytes at once. A
+    #: client over it is not refused: the hub waits before reading its next frame (TCP slows the
+    #: client). Decoding costs the hub per byte, which the command budget does not see. 0: no limit.
+    receive_rate: int = 262144
+    receive_burst: int = 2097152
     #: Allowed values of the Origin header ("*" allows any, "https://*.example.com"
     #: a wildcard); requests without Origin (native apps) are always allowed, and an
     #: empty list allows only the hub's own host.
@@ -610,6 +615,8 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     # 0 turns the command budget off.
     "command_rate": _non_negative,
     "command_burst": _positive,
+    "receive_rate": _non_negative,
+    "receive_burst": _positive,
     "allowed_origins": _origins,
     "allowed_hosts": _hosts,
     # 0 disconnects every client at once on shutdown (tests and single-client setups).

@@ -134,6 +134,35 @@ class CommandBudget:
         return self.strikes > self.burst
 
 
+class ReceiveBudget:
+    """A token bucket over the bytes one connection sends: ``rate`` a second after ``burst``.
+
+    A frame over it is not refused: :meth:`take` says how long to wait before decoding it,
+    and so before reading the next one, which slows the client through TCP's own
+    back-pressure. Decoding costs the hub per byte (64 KiB of tiny msgpack values take
+    milliseconds), which the command budget, a token per command, does not see.
+    """
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = now
+
+    def take(self, size: int, now: float) -> float:
+        """Spend ``size`` bytes: the seconds to wait before decoding them (0.0: at once). The
+        bucket may go below zero by one frame; the wait brings it back."""
+        tokens = self.tokens + (now - self.stamp) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
+        tokens -= size
+        self.tokens = tokens
+        self.stamp = now
+        return -tokens / self.rate if tokens < 0.0 else 0.0
+
+
 class ConnectionHost(Protocol):
     """What a connection needs of the node that owns it (the hub)."""
 
@@ -166,6 +195,7 @@ class Connection:
         "_expiry",
         "_frames",
         "_in_frame",
+        "_intake",
         "_max_queue",
         "_next_ping",
         "_pending",
@@ -238,6 +268,11 @@ class Connection:
         self._budget = (
             CommandBudget(settings.command_rate, settings.command_burst, time.monotonic())
             if settings.command_rate > 0
+            else None
+        )
+        self._intake = (
+            ReceiveBudget(settings.receive_rate, settings.receive_burst, time.monotonic())
+            if settings.receive_rate > 0
             else None
         )
 
@@ -428,6 +463,12 @@ class Connection:
                 msg = await ws.receive()
                 if msg.type is WSMsgType.BINARY or msg.type is WSMsgType.TEXT:
                     data = msg.data
+                    intake = self._intake
+                    if intake is not None and (wait := intake.take(len(data), time.monotonic())):
+                        self.hub.metrics.rate_limited("bytes")
+                        await asyncio.sleep(wait)  # at most max_frame_size / receive_rate
+                        if self.closed:
+                            break
                     self._in_frame = True
                     try:
                         await self.handle_frame(data if isinstance(data, bytes) else data.encode())

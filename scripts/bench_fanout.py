@@ -121,8 +121,12 @@ CONNECT_TIMEOUT = 20.0
 DRAIN_STALL = 3.0
 #: Seconds a phase's drain may take at most.
 DRAIN_MAX = 60.0
-#: The hub's settings in the default command: anonymous clients, channel "bench" open, with history.
+#: The hub's settings in the default command: anonymous clients, channel "bench" open, with history,
+#: and no per-connection budgets (command_rate, receive_rate): the publisher is one WebSocket client
+#: sending as fast as the hub absorbs, which those budgets exist to stop a phone from doing.
 HUB_CONFIG = """allow_anonymous = true
+command_rate = 0
+receive_rate = 0
 [namespaces.default]
 subscribe = "anyone"
 publish = "clients"
@@ -472,15 +476,15 @@ class Subscriber(WSClient):
             state.last_ns = time.monotonic_ns()
             return
         offset, epoch = message["offset"], message["epoch"]
-        if epoch != self._epoch:
+        if epoch != self._epoch and self._epoch:
             state.epoch_changes += 1
             self._epoch = epoch
-        elif offset != self._offset + 1:
+        elif offset != self._offset + 1:  # (epoch "" at subscribe: the stream starts at offset 1)
             if offset > self._offset:
                 state.gaps += offset - self._offset - 1
             else:
                 state.disorder += 1
-        self._offset = offset
+        self._offset, self._epoch = offset, epoch
         if offset % state.stride == 0:
             state.latencies.append(self._now - int.from_bytes(message["data"][:8], "big"))
         state.last_ns = self._now

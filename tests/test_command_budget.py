@@ -1,19 +1,23 @@
 """The per-connection command budget: a token bucket (``command_rate``, ``command_burst``), 110 with
-``retry_after`` over it, 4010 for a client that keeps sending while refused; and the SDK's handling of 110."""
+``retry_after`` over it, 4010 for a client that keeps sending while refused; and the SDK's handling of 110.
+The per-connection byte budget (``receive_rate``, ``receive_burst``): over it the hub reads more slowly."""
 
 from __future__ import annotations
 
 import asyncio
 
+import msgpack  # type: ignore[import-untyped]
 import pytest
 
 from protocol import JsonCodec, MsgpackCodec
 from protocol.codes import CloseCode, ErrorCode
-from protocol.messages import Disconnect, EmptyResult, Error, Ping, Reply
+from protocol.messages import Disconnect, EmptyResult, Error, Ping, Publish, Reply
 from realtime.client import ReplyError
-from realtime.connection import CommandBudget
+from realtime.connection import CommandBudget, ReceiveBudget
+from realtime.namespaces import Namespace
 
-from .helpers import HubFactory, closed_code, fast, result, server_roundtrip, user
+from .helpers import HubFactory, closed_code, fast, namespaces, result, server_roundtrip, user
+from .test_metrics import SCRAPER, scrape, value
 
 
 def test_bucket_allows_a_burst_then_the_rate() -> None:
@@ -135,3 +139,29 @@ async def test_typing_refusal_goes_to_the_app(hub_factory: HubFactory) -> None:
         with pytest.raises(ReplyError) as info:
             await client.typing("news")
         assert info.value.code == ErrorCode.TOO_MANY_REQUESTS
+
+
+def test_the_byte_bucket_waits_rather_than_refuses() -> None:
+    bucket = ReceiveBudget(rate=1000.0, burst=3000, now=0.0)
+    assert [bucket.take(1000, 0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.take(500, 0.0) == pytest.approx(0.5)  # in debt by half a second's worth: wait it out
+    assert bucket.take(1000, 0.5) == pytest.approx(1.0)  # the wait paid the debt; this frame is a second's
+    assert bucket.take(10, 100.0) == 0.0 and bucket.tokens == 2990.0  # refilled to the burst, no more
+
+
+async def test_a_client_over_the_byte_budget_is_read_slower_and_loses_nothing(hub_factory: HubFactory) -> None:
+    """Big frames are paced by their bytes, not refused: every publish is answered, the waits are
+    counted in the metrics, and another client's ping is answered meanwhile."""
+    big = Namespace(name="big", subscribe="anyone", publish="clients")
+    hub = await hub_factory(
+        namespaces=namespaces(big), api_keys=(SCRAPER,), receive_rate=64 * 1024, receive_burst=64 * 1024
+    )
+    data = msgpack.packb(b"x" * 60_000)
+    async with await user(hub, "mallory") as mallory, await user(hub, "alice") as alice:
+        ids = [mallory.next_id() for _ in range(4)]
+        for i in ids:  # 240 KB: the first fits the burst, each later one waits about a second
+            await mallory.send(Publish(i, "big:1", data))
+        assert (await alice.command(Ping(0))).error is None  # answered while mallory is paced
+        replies = [await mallory.recv() for _ in ids]
+    assert [r.id for r in replies] == ids and all(r.error is None for r in replies)  # type: ignore[union-attr]
+    assert value(await scrape(hub), "realtime_rate_limited_total", kind="bytes") == 3

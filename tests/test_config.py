@@ -126,6 +126,8 @@ TEXT_VALUES: dict[str, tuple[str, object]] = {
     "max_subscriptions": ("5", 5),
     "command_rate": ("2.5", 2.5),
     "command_burst": ("7", 7),
+    "receive_rate": ("1000", 1000),
+    "receive_burst": ("5000", 5000),
     "allowed_origins": ("https://a.example, https://*.b.example,,*", ("https://a.example", "https://*.b.example", "*")),
     "allowed_hosts": ("Hub.example, *.b.example,,[::1]", ("hub.example", "*.b.example", "[::1]")),
     "drain_window": ("0", 0.0),
