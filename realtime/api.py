@@ -103,6 +103,8 @@ log = logging.getLogger("realtime.api")
 PREFIX: Final = "/api"
 #: The OpenAPI document, kept in the repository and served as is.
 OPENAPI_FILE: Final = Path(__file__).resolve().parent / "openapi.json"
+#: How far ahead of now a revoke's ``before`` may be, in seconds (clock skew between a backend and the hub).
+MAX_REVOKE_AHEAD: Final = 300
 #: Largest request body, in bytes (twice ``max_frame_size`` when that is larger).
 MAX_BODY: Final = 1024 * 1024
 #: Most channels one broadcast may name.
@@ -656,6 +658,10 @@ class Api:
             value = body["before"]
             if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
                 raise _bad("before must be a number of seconds since the epoch, >= 0")
+            if value > before + MAX_REVOKE_AHEAD:
+                # A revocation time never moves back: milliseconds sent for seconds would lock the
+                # user out for good. Revoking covers tokens issued already, give or take clock skew.
+                raise _bad(f"before is more than {MAX_REVOKE_AHEAD} s ahead of now (seconds, not milliseconds?)")
             before = float(value)
         audit.target(user=user)
         await self.hub.revoke(user, before)

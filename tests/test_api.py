@@ -391,6 +391,15 @@ async def test_revoke_refuses_older_tokens(api: RunningHub) -> None:
     async with refused:
         await refused.send(Connect(1, token=make_token("bob", iat=int(time.time()) - 1)))
         assert await closed_code(refused) == CloseCode.UNAUTHORIZED
+    # A `before` far ahead (milliseconds for seconds) is refused, not stored for ever.
+    async with aiohttp.ClientSession() as session:
+        body = {"user": "carol", "before": time.time() * 1000}
+        status, answer = await call(session, api, "POST", "/api/revoke", body)
+        assert status == 400 and "ahead of now" in answer["message"]
+        status, _ = await call(session, api, "POST", "/api/revoke", {"user": "carol", "before": time.time() + 60})
+        assert status == 200
+    async with await RawClient.open(api.url, token=make_token("carol", iat=int(time.time()) + 300)):
+        pass  # issued after the revocation: carol is not locked out
 
 
 # --- auth -------------------------------------------------------------------------------
