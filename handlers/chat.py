@@ -65,7 +65,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import logging
+import operator
 import secrets
 import time
 from collections.abc import Mapping
@@ -76,6 +78,7 @@ import msgpack  # type: ignore[import-untyped]
 
 from protocol.codes import ErrorCode
 from protocol.errors import CommandError
+from protocol.limits import MAX_PRESENCE_REPLY
 from protocol.messages import (
     ClientInfo,
     EmptyResult,
@@ -297,7 +300,12 @@ class Chat(Feature):
 
     async def receipts(self, conn: Connection, cmd: Receipts) -> Result:
         self._check(conn, cmd.channel)
-        return ReceiptsResult(await self.hub.engine.receipts(cmd.channel))
+        receipts = await self.hub.engine.receipts(cmd.channel)
+        if len(receipts) <= MAX_PRESENCE_REPLY:
+            return ReceiptsResult(receipts)
+        # Bounded whatever the room's size: the users who have read furthest, and the flag.
+        furthest = heapq.nlargest(MAX_PRESENCE_REPLY, receipts.items(), key=operator.itemgetter(1))
+        return ReceiptsResult(dict(furthest), True)
 
     # --- typing indicators ---------------------------------------------------
 

@@ -42,6 +42,7 @@ The HTTP API calls :meth:`Presence.status`, :meth:`Presence.members` and
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -50,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from protocol.codes import ErrorCode
 from protocol.errors import CommandError
+from protocol.limits import MAX_PRESENCE_REPLY
 from protocol.messages import (
     Join,
     Leave,
@@ -168,7 +170,12 @@ class Presence(Feature):
 
     async def presence_query(self, conn: Connection, cmd: PresenceQuery) -> PresenceResult:
         self._check_presence(conn, cmd.channel)
-        return PresenceResult(await self.members(cmd.channel))
+        members = await self.members(cmd.channel)
+        if len(members) <= MAX_PRESENCE_REPLY:
+            return PresenceResult(members)
+        # A reply bounded whatever the room's size (never over the client's queue): some members
+        # and the flag; presence_stats counts them all.
+        return PresenceResult(dict(itertools.islice(members.items(), MAX_PRESENCE_REPLY)), True)
 
     async def presence_stats_query(self, conn: Connection, cmd: PresenceStatsQuery) -> PresenceStatsResult:
         self._check_presence(conn, cmd.channel)

@@ -18,6 +18,7 @@ __all__ = [
     "MAX_ID",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "MAX_OFFSET",
+    "MAX_PRESENCE_REPLY",
     "MAX_STATE_KEY_LENGTH",
     "MAX_STATUS_USERS",
     "MSGPACK_SUBPROTOCOL",
@@ -47,6 +48,9 @@ MAX_STATUS_USERS: Final = 100
 MAX_DATA_DEPTH: Final = 32
 #: Most commands one frame may carry.
 MAX_COMMANDS_PER_FRAME: Final = 100
+#: Most entries one ``presence`` or ``receipts`` reply lists (more: the reply says ``truncated``):
+#: a room of any size cannot make one reply larger than a client's queue.
+MAX_PRESENCE_REPLY: Final = 1000
 #: Most publications one history page returns (a larger ``limit`` is capped).
 MAX_HISTORY_PAGE: Final = 100
 

@@ -420,6 +420,7 @@ class ReadResult:
 @dataclass(frozen=True, slots=True)
 class ReceiptsResult:
     receipts: dict[str, int]  # user -> offset read up to
+    truncated: bool | None = None  # True: more users than MAX_PRESENCE_REPLY; the furthest read are listed
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,6 +432,7 @@ class PresenceMember:
 @dataclass(frozen=True, slots=True)
 class PresenceResult:
     clients: dict[str, PresenceMember]  # connection id -> member
+    truncated: bool | None = None  # True: more than MAX_PRESENCE_REPLY present; presence_stats counts them all
 
 
 @dataclass(frozen=True, slots=True)

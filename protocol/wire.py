@@ -422,10 +422,13 @@ RESULTS: dict[type[Result], Spec[Result]] = {
     PublishResult: Spec(PublishResult, (Field("offset", UINT), Field("epoch", STR), opt("mid", STR), opt("time", INT))),
     RefreshResult: Spec(RefreshResult, (Field("expires", INT),)),
     ReadResult: Spec(ReadResult, (Field("read", UINT, attr="offset"),)),
-    ReceiptsResult: Spec(ReceiptsResult, (Field("receipts", dict_of(UINT)),)),
+    ReceiptsResult: Spec(ReceiptsResult, (Field("receipts", dict_of(UINT)), opt("truncated", BOOL))),
     PresenceResult: Spec(
         PresenceResult,
-        (Field("presence", dict_of(map_of(Spec(PresenceMember, (_USER, opt("info", RELAYED))))), attr="clients"),),
+        (
+            Field("presence", dict_of(map_of(Spec(PresenceMember, (_USER, opt("info", RELAYED))))), attr="clients"),
+            opt("truncated", BOOL),
+        ),
     ),
     PresenceStatsResult: Spec(PresenceStatsResult, (Field("clients", UINT), Field("users", UINT))),
     StateResult: Spec(StateResult, (Field("version", UINT),)),

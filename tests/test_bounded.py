@@ -11,22 +11,29 @@ from typing import Any
 import pytest
 
 from protocol.codes import CloseCode, ErrorCode
-from protocol.limits import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
+from protocol.limits import JSON_SUBPROTOCOL, MAX_PRESENCE_REPLY, MSGPACK_SUBPROTOCOL
 from protocol.messages import (
     History,
     HistoryResult,
     Ping,
+    PresenceQuery,
+    PresenceResult,
+    PresenceStatsQuery,
+    PresenceStatsResult,
     Publication,
+    Receipts,
+    ReceiptsResult,
     StreamPosition,
     Subscribe,
     SubscribeResult,
     Unsubscribe,
 )
 from realtime.engines.memory import MemoryEngine
+from realtime.engines.presence import PresenceEntry
 from realtime.frames import Outgoing
 from realtime.namespaces import Namespace
 
-from .helpers import WAIT, HubFactory, RunningHub, fast, kick, namespaces
+from .helpers import WAIT, HubFactory, RunningHub, fast, kick, make_token, namespaces, result
 from .wsclient import RawClient, value
 
 BIG = 60_000  # one publication's data: 20 of them are more than max_queue_bytes (1 MiB)
@@ -313,3 +320,32 @@ async def test_first_publications_lost_on_the_way_to_an_unstarted_stream_are_rep
         async with asyncio.timeout(WAIT):
             assert [(await anext(sub)).data for _ in range(3)] == [1, 2, 3]
         assert sub.recovered
+
+
+@pytest.mark.parametrize("subprotocol", CODECS)
+async def test_presence_and_receipts_replies_are_bounded_whatever_the_room(
+    hub_factory: HubFactory, subprotocol: str
+) -> None:
+    """A room of more than MAX_PRESENCE_REPLY members: ``presence`` lists that many and says
+    ``truncated`` (presence_stats counts them all); ``receipts`` lists the users who read furthest."""
+    room = Namespace(name="room", presence=True, subscribe="anyone", publish="clients")
+    chat = Namespace(name="chat", kind="chat", subscribe="anyone", publish="clients", history_size=10)
+    hub = await hub_factory(namespaces=namespaces(room, chat))
+    engine = hub.hub.engine
+    crowd = MAX_PRESENCE_REPLY + 5
+    for i in range(crowd):  # the engine's own entries: no thousand sockets needed to fill a room
+        await engine.presence_add("room:big", f"client-{i}", PresenceEntry(f"user-{i}"), ttl=60)
+        await engine.receipt_raise("chat:big", f"user-{i}", i + 1)
+    async with await RawClient.open(hub.url, token=make_token("asker"), subprotocol=subprotocol) as asker:
+        await asker.subscribe("room:big")
+        await asker.subscribe("chat:big")
+        await asker.subscribe("chat:small")
+        listed = result(await asker.command(PresenceQuery(0, "room:big")), PresenceResult)
+        assert len(listed.clients) == MAX_PRESENCE_REPLY and listed.truncated is True
+        stats = result(await asker.command(PresenceStatsQuery(0, "room:big")), PresenceStatsResult)
+        assert stats.clients == crowd + 1  # the asker too
+        receipts = result(await asker.command(Receipts(0, "chat:big")), ReceiptsResult)
+        assert receipts.truncated is True and len(receipts.receipts) == MAX_PRESENCE_REPLY
+        assert min(receipts.receipts.values()) == crowd - MAX_PRESENCE_REPLY + 1  # the furthest read
+        small = result(await asker.command(Receipts(0, "chat:small")), ReceiptsResult)
+        assert small == ReceiptsResult({})  # below the bound: no flag on the wire
