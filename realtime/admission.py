@@ -105,9 +105,6 @@ class TrustedProxies:
     def __init__(self, networks: Iterable[str]) -> None:
         self._networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
 
-    def __bool__(self) -> bool:
-        return bool(self._networks)
-
     def trusted(self, address: str) -> bool:
         if not self._networks:
             return False
@@ -202,10 +199,6 @@ class Admission:
 
     def pending_from(self, address: str) -> int:
         return self._by_address.get(address_key(address), 0)
-
-    def connections_from(self, address: str) -> int:
-        """WebSocket connections on this node from ``address``'s key (its /64 for IPv6)."""
-        return self._upgraded.get(address_key(address), 0)
 
     # -- WebSocket upgrades
 
