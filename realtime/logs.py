@@ -83,10 +83,8 @@ def safe(value: object, limit: int = MAX_VALUE) -> str:
     """A client-provided value, ready for a log line: at most ``limit`` characters of it (then
     ``...[N more characters]``), with non-printable characters and backslashes escaped
     (:func:`escape`). Non-strings are logged as ``str(value)``."""
-    text = value if isinstance(value, str) else str(value)
-    cut = len(text) - limit
-    text = escape(text[:limit] if cut > 0 else text, backslash=True)
-    return f"{text}...[{cut} more characters]" if cut > 0 else text
+    # The marker _clip adds is printable and has no backslash: escaping leaves it as it is.
+    return escape(_clip(value if isinstance(value, str) else str(value), limit), backslash=True)
 
 
 # --- context --------------------------------------------------------------------------
