@@ -297,23 +297,29 @@ class Metrics:
         return encoder(self.registry), content_type
 
 
-def _counter(name: str, doc: str, label: str = "", values: Mapping[str, int] | None = None, value: int = 0) -> Metric:
-    """A counter family: one series per label value of ``values``, or one ``value`` without a label."""
+def _family(
+    kind: type[CounterMetricFamily | GaugeMetricFamily],
+    name: str,
+    doc: str,
+    label: str,
+    values: Mapping[str, int] | None,
+    value: int,
+) -> Metric:
+    """A ``kind`` family: one series per label value of ``values``, or one ``value`` without a label."""
     if not label:
-        return CounterMetricFamily(name, doc, value=value)
-    family = CounterMetricFamily(name, doc, labels=[label])
+        return kind(name, doc, value=value)
+    family = kind(name, doc, labels=[label])
     for key, n in (values or {}).items():
         family.add_metric([key], n)
     return family
+
+
+def _counter(name: str, doc: str, label: str = "", values: Mapping[str, int] | None = None, value: int = 0) -> Metric:
+    return _family(CounterMetricFamily, name, doc, label, values, value)
 
 
 def _gauge(name: str, doc: str, label: str = "", values: Mapping[str, int] | None = None, value: int = 0) -> Metric:
-    if not label:
-        return GaugeMetricFamily(name, doc, value=value)
-    family = GaugeMetricFamily(name, doc, labels=[label])
-    for key, n in (values or {}).items():
-        family.add_metric([key], n)
-    return family
+    return _family(GaugeMetricFamily, name, doc, label, values, value)
 
 
 class _Collector:
