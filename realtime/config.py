@@ -34,8 +34,8 @@ from typing import Any
 from protocol.errors import RealtimeError
 
 from .auth import ALL_SCOPES, ApiKey, load_public_key, secret_bytes
+from .hosts import ANY_HOST, LOOPBACK_HOSTS, effective_allowed_hosts
 from .hosts import ENTRY as HOST_ENTRY
-from .hosts import LOOPBACK_HOSTS, effective_allowed_hosts
 from .namespaces import OPTIONS as NAMESPACE_OPTIONS
 from .namespaces import Namespace, Namespaces, OptionError, default_namespaces
 from .tls import TlsError, tls_context
@@ -474,16 +474,15 @@ def _port(value: int) -> int:
     return value
 
 
-def _log_level(value: str) -> str:
-    if value.lower() not in LOG_LEVELS:
-        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
-    return value.lower()
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    """The check of a setting naming one of ``choices``, in any case (kept lower-cased)."""
 
+    def check(value: str) -> str:
+        if value.lower() not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value.lower()
 
-def _log_format(value: str) -> str:
-    if value.lower() not in LOG_FORMATS:
-        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}")
-    return value.lower()
+    return check
 
 
 def _audit_log(value: str) -> str:
@@ -600,8 +599,8 @@ def _public_key(value: str | None) -> str | None:
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "host": _host,
     "port": _port,
-    "log_level": _log_level,
-    "log_format": _log_format,
+    "log_level": _one_of(LOG_LEVELS),
+    "log_format": _one_of(LOG_FORMATS),
     "audit_log": _audit_log,
     "node_name": _node_name,
     "redis": _redis,
@@ -756,7 +755,7 @@ def startup_warnings(settings: Settings) -> list[str]:
                 f"API key {key.name!r} is the demo key published in quickstart.toml: anyone can call the server "
                 "API with it; set your own keys"
             )
-    if effective_allowed_hosts(settings.host, settings.allowed_hosts) == ("*",):
+    if effective_allowed_hosts(settings.host, settings.allowed_hosts) == (ANY_HOST,):
         warnings.append(
             f"allowed_hosts is not set and host {settings.host} is not a loopback address: any Host header is "
             "answered, so a page whose name points at this hub (DNS rebinding) can use it; set allowed_hosts "
