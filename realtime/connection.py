@@ -306,9 +306,7 @@ class Connection:
         pending = self._pending_bytes + len(out.payload)
         if pending > self._max_queue:
             # Over the bound now, not at the next flush: the backlog never grows past it.
-            self._pending.clear()
-            self._pending_bytes = 0
-            self.close(DisconnectError(CloseCode.SLOW))
+            self.close(DisconnectError(CloseCode.SLOW))  # drops the backlog
             return
         self._pending.append(out)
         self._pending_bytes = pending
@@ -345,11 +343,7 @@ class Connection:
             return
         buffered = transport.get_write_buffer_size()
         if buffered + self._pending_bytes > self._max_queue:
-            # Drop the backlog: it stops counting against the hub, and the Disconnect push
-            # and the close frame are not stuck behind it.
-            pending.clear()
-            self._pending_bytes = 0
-            self.close(DisconnectError(CloseCode.SLOW))
+            self.close(DisconnectError(CloseCode.SLOW))  # drops the backlog
             return
         if self._drain_task is not None:
             return  # the transport is full: the drain flushes again
@@ -404,8 +398,9 @@ class Connection:
         """Send a Disconnect push and close with its code; returns at once, idempotent.
 
         What is queued goes first (e.g. the reply that caused this), unless the
-        close is SLOW: then the queue was dropped, and the push and the close
-        frame follow at most the :data:`WRITE_BUFFER` bytes the transport holds.
+        close is SLOW: then the queue is dropped (it stops counting against the
+        hub), and the push and the close frame follow at most the
+        :data:`WRITE_BUFFER` bytes the transport holds.
         """
         if self.closed:
             return
