@@ -179,6 +179,10 @@ def resolve(namespaces: Mapping[str, Namespace], channel: str) -> Namespace | No
     return namespaces.get(namespace_of(channel))
 
 
+#: The separator of users in a user-limited channel name ("dm:#alice,bob").
+USER_SEPARATOR = ","
+
+
 def channel_users(channel: str) -> tuple[str, ...] | None:
     """The users a channel names after '#' (``dm:#alice,bob`` -> ("alice", "bob")); None without '#'.
 
@@ -189,11 +193,9 @@ def channel_users(channel: str) -> tuple[str, ...] | None:
     _, hash_, users = rest.partition("#")
     if not hash_:
         return None
-    return tuple(user for user in users.split(",") if user)
+    return tuple(user for user in users.split(USER_SEPARATOR) if user)
 
 
-#: The separator of users in a user-limited channel name ("dm:#alice,bob").
-USER_SEPARATOR = ","
 #: Longest user id: one that fits the shortest user-limited channel name, "#" + the id.
 MAX_USER_ID_LENGTH = MAX_CHANNEL_LENGTH - 1
 
