@@ -344,18 +344,24 @@ class Chat(Feature):
         self._reads.clear()
 
 
+def _user_key(kind: str, channel: str, user: str) -> str:
+    """A kv key of one user in one channel: ``chat:<kind>:`` and a hash of both (any names, one length)."""
+    return f"chat:{kind}:" + hashlib.sha256(msgpack.packb([channel, user])).hexdigest()
+
+
 def _typing_slot(channel: str, user: str) -> str:
-    return "chat:typing:" + hashlib.sha256(msgpack.packb([channel, user])).hexdigest()
+    """The kv claim of a user's last typing=True in the channel (lives ``typing_interval``)."""
+    return _user_key("typing", channel, user)
 
 
 def _read_slot(channel: str, user: str) -> str:
     """The kv claim of a user's last pushed read receipt in the channel (lives ``typing_interval``)."""
-    return "chat:read:" + hashlib.sha256(msgpack.packb([channel, user])).hexdigest()
+    return _user_key("read", channel, user)
 
 
 def _typing_shown(channel: str, user: str) -> str:
     """The kv key holding whether the user's indicator is on (b"1") in the channel, on any node."""
-    return "chat:typing-on:" + hashlib.sha256(msgpack.packb([channel, user])).hexdigest()
+    return _user_key("typing-on", channel, user)
 
 
 def _for_waiters(exc: BaseException) -> BaseException:
