@@ -622,8 +622,7 @@ class Connection:
                 self.reply(command.id, result)
         except CommandError as exc:
             self.reply(command.id, error=exc.to_error())
-            if exc.code in audit.REFUSALS:
-                audit.refused(self, command, exc)
+            audit.refused(self, command, exc)  # an audit record when it refused a right
         except EngineError as exc:  # the one place engine errors become client errors here
             if not isinstance(exc, EngineUnavailable):
                 log.error("command %s failed on connection %s: %r", type(command).__name__, self.id, exc)
