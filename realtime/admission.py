@@ -234,12 +234,7 @@ class Admission:
     def upgrade_ended(self, address: str) -> None:
         """The WebSocket admitted by :meth:`admit_upgrade` for ``address`` ended."""
         self.connections -= 1
-        key = address_key(address)
-        left = self._upgraded.get(key, 0) - 1
-        if left > 0:
-            self._upgraded[key] = left
-        else:
-            self._upgraded.pop(key, None)
+        _count_out(self._upgraded, address_key(address))
 
     def protocol_factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         """Wrap a protocol factory (aiohttp's server) so that each socket passes the gate first."""
@@ -290,11 +285,16 @@ class Admission:
         if self._gates.pop(gate.transport, None) is None:
             return  # authenticated before, or never admitted
         self.pending -= 1
-        left = self._by_address[gate.key] - 1
-        if left:
-            self._by_address[gate.key] = left
-        else:
-            del self._by_address[gate.key]
+        _count_out(self._by_address, gate.key)
+
+
+def _count_out(counts: dict[str, int], key: str) -> None:
+    """One less under ``key``; a key with none left is dropped (the maps hold live addresses only)."""
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
 
 
 class Gate(asyncio.Protocol):
