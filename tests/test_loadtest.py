@@ -5,6 +5,7 @@ No test here asserts a speed: the machine is shared and the sizes are tiny.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -253,6 +254,34 @@ async def test_storm_every_client_reconnects_and_recovers(hub_factory: Any, tmp_
     assert report["sent"] > 0 and report["delivered"] == 4 * report["sent"]  # 4 clients per channel
     assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
     assert report["close_codes"] == {}  # the drops were ours
+
+
+async def test_ramp_reports_the_knee(hub_factory: Any, tmp_path: Path) -> None:
+    hub: RunningHub = await hub_factory(**LOADTEST_SETTINGS)
+    out = tmp_path / "ramp.json"
+    code, _, stderr = await loadtest(
+        "ramp", "--url", hub.url, "--step", "3", "--step-duration", "0.5", "--max-connections", "6",
+        "--rate", "20", "--sample-every", "2", "--p99-budget-ms", "5000", "--json", str(out), "--quiet",
+    )  # fmt: skip
+    assert code == 0, stderr
+    report = json.loads(out.read_text())
+    check_contract(report, "ramp")
+    extra = report["extra"]
+    assert extra["knee"] == 6 and extra["broke"] == "max connections reached"
+    assert [step["connections"] for step in extra["steps"]] == [3, 6]
+    assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
+
+
+def test_a_ramp_step_breaks_on_latency_errors_or_missing_connections() -> None:
+    from realtime.loadtest.ramp import Ramp
+
+    args = argparse.Namespace(p99_budget_ms=50.0, error_budget=1)
+    good = {"p99_ms": 20.0, "errors": 1, "connections": 100, "samples": 10}
+    assert Ramp._broken(args, good, 100) is None
+    assert "p99" in str(Ramp._broken(args, {**good, "p99_ms": 51.0}, 100))
+    assert "errors" in str(Ramp._broken(args, {**good, "errors": 2}, 100))
+    assert "connections" in str(Ramp._broken(args, {**good, "connections": 98}, 100))
+    assert "nothing delivered" in str(Ramp._broken(args, {**good, "samples": 0}, 100))
 
 
 async def test_refusals_are_explained(hub_factory: Any) -> None:

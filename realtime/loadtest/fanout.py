@@ -25,14 +25,14 @@ import asyncio
 import time
 from typing import Any
 
-from .clients import Client, dial, error_kind, gather_bounded
+from .clients import gather_bounded
 from .context import WorkerContext
 from .flags import non_negative, positive_int
 from .publisher import Publisher, wait_progress
 from .run import Run
 from .scenario import Outcome, Role, Scenario
-from .stats import OffsetTracker, count_shortfall
-from .wsclient import LoadtestError, Target, count_markers, monotonic_ns
+from .subscriber import Subscriber, subscribe
+from .wsclient import LoadtestError, monotonic_ns
 
 #: Seconds without a new delivery after which the drain at the end gives up.
 DRAIN_STALL = 3.0
@@ -149,7 +149,7 @@ class Fanout(Scenario):
                 last, last_change = delivered, time.monotonic()
             await asyncio.sleep(0.05)
         epoch, last_offset = publisher.positions.get(args.channel, ("", 0))
-        finish = {"published": publisher.acked, "last_offset": last_offset, "epoch": epoch}
+        finish = {"last_offset": last_offset, "epoch": epoch}
         ends = await run.pool.request("finish", finish, timeout=max(1.0, run.remaining()))
         publisher.close()
         last_ns = max((e["last_ns"] for e in ends), default=0)
@@ -168,41 +168,6 @@ class Fanout(Scenario):
                 "per_subscriber_max": max(e["max"] for e in ends),
             },
         )
-
-
-class Subscriber(Client):
-    """Connects, subscribes, then counts publications in the raw stream (a sampler decodes them)."""
-
-    def __init__(self, target: Target, role: FanoutRole, index: int, slot: int, sampler: bool) -> None:
-        super().__init__(target, role.stats, index)
-        self.role = role
-        self.slot = slot
-        self.sampler = sampler
-        self.count = 0
-        self.tracker = OffsetTracker(role.stats)
-        self._tail = b""
-
-    def count_raw(self, data: bytes) -> None:
-        n, self._tail = count_markers(data, self._tail)
-        if n:
-            self.count += n
-            self.role.received(self, n)
-
-    def on_push(self, message: dict[str, Any]) -> None:
-        if message.get("push") != "pub":
-            return
-        self.count += 1
-        now = monotonic_ns()
-        if self.sampler:
-            self.tracker.observe(message["offset"], message["epoch"])
-            data = message.get("data")
-            if isinstance(data, bytes) and len(data) >= 8:
-                self.stats.latency.record_ns(now - int.from_bytes(data[:8], "big"))
-        self.role.received(self, 1)
-
-    def on_end(self) -> None:
-        super().on_end()
-        self.role.gone(self)
 
 
 class FanoutRole(Role):
@@ -236,23 +201,8 @@ class FanoutRole(Role):
         slots: list[Subscriber | None] = [None] * ctx.count
 
         async def one(i: int) -> None:
-            sampler = i % self.stride == 0
             slot = i - ctx.first
-            try:
-                sub = await dial(ctx, i, lambda: Subscriber(ctx.target(i), self, i, slot, sampler))
-            except (OSError, TimeoutError, LoadtestError) as exc:
-                self.stats.error(error_kind("connect", exc))
-                return
-            try:
-                result = await sub.command({"cmd": "subscribe", "channel": ctx.args.channel})
-            except (OSError, TimeoutError, LoadtestError) as exc:
-                self.stats.error(error_kind("subscribe", exc))
-                sub.abort()
-                return
-            sub.tracker.reset(int(result.get("offset", 0)), str(result.get("epoch", "")))
-            if not sampler:
-                sub.decoding = False
-            slots[slot] = sub
+            slots[slot] = await subscribe(ctx, self, i, slot, ctx.args.channel, i % self.stride == 0)
 
         await gather_bounded(ctx.indices, ctx.args.concurrency, one)
         self.counts = [GONE] * ctx.count
@@ -274,6 +224,9 @@ class FanoutRole(Role):
             self.at_floor -= 1
             if self.at_floor <= 0:
                 self._recompute()
+
+    def record(self, latency_ns: int) -> None:
+        self.stats.latency.record_ns(latency_ns)
 
     def gone(self, sub: Subscriber) -> None:
         if self.counts and self.counts[sub.slot] < GONE:
@@ -298,14 +251,9 @@ class FanoutRole(Role):
         self.ctx.emit(self.floor)
 
     def _finish(self, arg: dict[str, Any]) -> dict[str, Any]:
-        published, last_offset = arg["published"], arg["last_offset"]
         counts = [sub.count for sub in self.subs]
         for sub in self.subs:
-            if sub.sampler:
-                if sub.tracker.epoch in ("", arg["epoch"]):
-                    sub.tracker.finish(last_offset)
-            else:
-                count_shortfall(self.stats, sub.count, published)
+            sub.finish(arg["epoch"], arg["last_offset"])
         return {
             "last_ns": self.last_ns,
             "samplers": sum(1 for sub in self.subs if sub.sampler),

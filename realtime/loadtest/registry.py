@@ -13,6 +13,7 @@ SCENARIOS: dict[str, str] = {
     "fanout": "fanout:Fanout",
     "idle": "idle:Idle",
     "storm": "storm:Storm",
+    "ramp": "ramp:Ramp",
 }
 
 
