@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
 import os
 import shlex
@@ -16,11 +18,15 @@ from typing import Any
 
 import pytest
 
+from realtime.cli import build_parser
+from realtime.engines.redis import RedisEngine
 from realtime.loadtest.clients import Client
+from realtime.loadtest.runner import execute, usage_error
 from realtime.loadtest.stats import Latency, OffsetTracker, Stats, count_shortfall
 from realtime.loadtest.wsclient import Target, open_client, parse_url
 
 from .helpers import TEST_SECRET, RunningHub
+from .redis_server import RedisServer
 
 #: What a hub under load test needs (docs/loadtest.md): no command budget, no per-address limits.
 LOADTEST_SETTINGS: dict[str, Any] = {
@@ -171,7 +177,19 @@ async def test_tracker_on_a_real_hub_sees_what_a_resubscribe_skips_and_repeats(h
 
 
 async def loadtest(*args: str, timeout: float = 30.0) -> tuple[int, str, str]:
-    """``python -m realtime loadtest ARGS`` as a process; (exit status, stdout, stderr)."""
+    """``realtime loadtest ARGS`` run on this loop (its workers are processes of their own), so the
+    in-process hubs of ``hub_factory`` serve it; (exit status, stdout, stderr)."""
+    parsed = build_parser().parse_args(["loadtest", *args])
+    assert usage_error(parsed) is None
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        async with asyncio.timeout(timeout):
+            code = await execute(parsed)
+    return code, out.getvalue(), err.getvalue()
+
+
+async def loadtest_process(*args: str, timeout: float = 30.0) -> tuple[int, str, str]:
+    """``python -m realtime loadtest ARGS`` as a process of its own; (exit status, stdout, stderr)."""
     root = Path(__file__).resolve().parent.parent
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -228,9 +246,6 @@ def doc_example(scenario: str, hub: RunningHub, having: str = "", **shrink: str)
 
 
 def test_every_doc_example_is_a_valid_command() -> None:
-    from realtime.cli import build_parser
-    from realtime.loadtest.runner import usage_error
-
     examples = doc_examples()
     assert {a[1] for a in examples} >= {"fanout", "idle", "storm", "ramp"}
     for argv in examples:
@@ -269,12 +284,27 @@ async def test_idle_run_connects_every_client_with_a_token(hub_factory: Any, tmp
     hub: RunningHub = await hub_factory(**{**LOADTEST_SETTINGS, "allow_anonymous": False})
     out = tmp_path / "idle.json"
     argv = doc_example("idle", hub, connections="10", hold="0.1", jwt_secret=TEST_SECRET, json=str(out))
-    code, _, stderr = await loadtest(*argv, "--url", hub.url)  # two URLs: round-robin
+    extra = ["--url", hub.url, "--source-addresses", "3", "--hub-pid", str(os.getpid())]  # the hub runs here
+    code, _, stderr = await loadtest(*argv, *extra)
     assert code == 0, stderr
     report = json.loads(out.read_text())
     check_contract(report, "idle")
     assert report["connected"] == 10 and report["connect"]["count"] == 10
     assert report["params"]["jwt_secret"] == "(set)"  # the secret is not written out
+    assert set(report["extra"]["hubs"][str(os.getpid())]) == {"cpu_s", "cores_busy", "rss_kib"}
+    assert "rss_per_connection_kib" in report["extra"]
+
+
+async def test_the_run_stops_at_its_timeout(hub_factory: Any, tmp_path: Path) -> None:
+    hub: RunningHub = await hub_factory(**LOADTEST_SETTINGS)
+    out = tmp_path / "late.json"
+    code, _, stderr = await loadtest(
+        "idle", "--url", hub.url, "--connections", "2", "--hold", "60", "--timeout", "1", "--json", str(out), "--quiet"
+    )
+    assert code == 1
+    assert "passed --timeout 1s" in stderr
+    report = json.loads(out.read_text())  # what it had is still reported
+    assert report["errors"] == {"run timeout": 1}
 
 
 async def test_storm_every_client_reconnects_and_recovers(hub_factory: Any, tmp_path: Path) -> None:
@@ -336,7 +366,7 @@ async def test_refusals_are_explained(hub_factory: Any) -> None:
 
 
 async def test_an_unreachable_hub_exits_1(unused_tcp_port: int) -> None:
-    code, _, stderr = await loadtest(
+    code, _, stderr = await loadtest_process(
         "fanout", "--url", f"ws://127.0.0.1:{unused_tcp_port}/ws", "--subscribers", "1", "--quiet"
     )
     assert code == 1
@@ -361,3 +391,25 @@ def test_usage_errors_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]
     from realtime.cli import main
 
     assert main(["loadtest", *args]) == 2
+
+
+async def test_fanout_across_two_nodes_publishing_through_redis(
+    hub_factory: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A cluster: subscribers round-robin over two nodes of one Redis, a backend publishing with FCALL."""
+    hubs: list[RunningHub] = [
+        await hub_factory(**LOADTEST_SETTINGS, redis=redis_server.url, redis_prefix="lt") for _ in range(2)
+    ]
+    for hub in hubs:
+        engine = hub.hub.engine
+        assert isinstance(engine, RedisEngine)
+        await engine.library_loaded()
+    out = tmp_path / "redis.json"
+    code, _, stderr = await loadtest(
+        "fanout", "--url", hubs[0].url, "--url", hubs[1].url, "--subscribers", "4", "--duration", "0.5",
+        "--publish-via", "redis", "--redis", redis_server.url, "--redis-prefix", "lt", "--json", str(out), "--quiet",
+    )  # fmt: skip
+    assert code == 0, stderr
+    report = json.loads(out.read_text())
+    assert report["sent"] > 0 and report["delivered"] == 4 * report["sent"]
+    assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
