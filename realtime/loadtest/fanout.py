@@ -143,6 +143,7 @@ class Fanout(Scenario):
             return len(publisher.pending)
 
         run.status = lambda: f"in flight {inflight():,}"
+        hubs0 = run.hub_readings()
         t0 = monotonic_ns()
         end = min(time.monotonic() + args.duration, run.deadline)
         interval = 1.0 / args.rate if args.rate else 0.0
@@ -166,7 +167,7 @@ class Fanout(Scenario):
             await wait_progress(progress, STALL, f"{len(publisher.pending)} publishes unanswered")
         # Drain: until every subscriber has every publication, or deliveries stall.
         expected = publisher.acked * subscribers
-        last, last_change = -1, time.monotonic()
+        last, last_change, delivered = -1, time.monotonic(), 0
         drain_end = min(time.monotonic() + DRAIN_MAX, run.deadline)
         while time.monotonic() < drain_end:
             delivered = (await run.snapshot()).delivered
@@ -176,6 +177,7 @@ class Fanout(Scenario):
                 last, last_change = delivered, time.monotonic()
             await asyncio.sleep(0.05)
         epoch, last_offset = publisher.positions.get(args.channel, ("", 0))
+        hubs1 = run.hub_readings()
         finish = {"last_offset": last_offset, "epoch": epoch}
         ends = await run.pool.request("finish", finish, timeout=max(1.0, run.remaining()))
         if isinstance(publisher, RedisPublisher):
@@ -184,7 +186,7 @@ class Fanout(Scenario):
             publisher.close()
         last_ns = max((e["last_ns"] for e in ends), default=0)
         span = max(0, last_ns - t0) / 1e9 or publish_s
-        return Outcome(
+        outcome = Outcome(
             elapsed_s=span,
             connect_s=connect_s,
             extra={
@@ -198,6 +200,11 @@ class Fanout(Scenario):
                 "per_subscriber_max": max(e["max"] for e in ends),
             },
         )
+        hub_cpu = sum(hubs1[pid][0] - hubs0[pid][0] for pid in hubs1 if pid in hubs0)
+        if hub_cpu > 0:  # with --hub-pid: the hubs' CPU over the publishing and the drain alone
+            outcome.extra["hub_cpu_s"] = round(hub_cpu, 3)
+            outcome.extra["deliveries_per_hub_cpu_s"] = round(delivered / hub_cpu, 1)
+        return outcome
 
 
 class FanoutRole(Role):
