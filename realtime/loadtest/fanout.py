@@ -149,7 +149,11 @@ class Fanout(Scenario):
         interval = 1.0 / args.rate if args.rate else 0.0
         next_at = time.monotonic()
         while time.monotonic() < end:
-            room = args.window - inflight()
+            if isinstance(publisher, Publisher) and publisher.ended.done():
+                raise LoadtestError(f"the publisher's connection closed with {publisher.close_code}")
+            if args.ack == "delivery" and delivered_to_all() >= GONE:
+                raise LoadtestError("every subscriber disconnected")
+            room = min(args.window, args.window - inflight())
             if room <= 0:
                 await wait_progress(progress, STALL, "no publish progress")
                 continue
@@ -163,7 +167,7 @@ class Fanout(Scenario):
                 publisher.publish(args.channel, room)
                 await wait_progress(progress, STALL, "no publish progress")
         publish_s = (monotonic_ns() - t0) / 1e9
-        while publisher.pending and time.monotonic() < run.deadline:
+        while publisher.pending and time.monotonic() < run.deadline and not publisher.ended.done():
             await wait_progress(progress, STALL, f"{len(publisher.pending)} publishes unanswered")
         # Drain: until every subscriber has every publication, or deliveries stall.
         expected = publisher.acked * subscribers
