@@ -143,6 +143,7 @@ class Fanout(Scenario):
             return len(publisher.pending)
 
         run.status = lambda: f"in flight {inflight():,}"
+        cpu0 = (await run.snapshot()).cpu_s
         hubs0 = run.hub_readings()
         t0 = monotonic_ns()
         end = min(time.monotonic() + args.duration, run.deadline)
@@ -173,8 +174,10 @@ class Fanout(Scenario):
         expected = publisher.acked * subscribers
         last, last_change, delivered = -1, time.monotonic(), 0
         drain_end = min(time.monotonic() + DRAIN_MAX, run.deadline)
+        cpu1 = cpu0
         while time.monotonic() < drain_end:
-            delivered = (await run.snapshot()).delivered
+            snap = await run.snapshot()
+            delivered, cpu1 = snap.delivered, snap.cpu_s
             if delivered >= expected or time.monotonic() - last_change > DRAIN_STALL:
                 break
             if delivered != last:
@@ -202,6 +205,9 @@ class Fanout(Scenario):
                 "ack_ms": publisher.acks.summary(),
                 "per_subscriber_min": min(e["min"] for e in ends),
                 "per_subscriber_max": max(e["max"] for e in ends),
+                # the generator over the same span as deliveries/s (the report's generator figure spans
+                # the whole run, connects included): near --procs + 1 cores, the generator set the pace
+                "generator_cores_busy": round((cpu1 - cpu0) / span, 2) if span else 0.0,
             },
         )
         hub_cpu = sum(hubs1[pid][0] - hubs0[pid][0] for pid in hubs1 if pid in hubs0)
