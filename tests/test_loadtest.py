@@ -382,6 +382,7 @@ async def test_an_unreachable_hub_exits_1(unused_tcp_port: int) -> None:
         ["fanout", "--url", "http://127.0.0.1:1/ws"],  # not a WebSocket URL
         ["fanout", "--url", "ws://127.0.0.1:1/ws", "--payload", "4"],
         ["fanout", "--url", "ws://127.0.0.1:1/ws", "--ack", "never"],
+        ["fanout", "--url", "ws://127.0.0.1:1/ws", "--publish-via", "redis"],  # no --redis
         ["idle", "--url", "ws://127.0.0.1:1/ws", "--connections", "0"],
         ["idle", "--url", "ws://example.com/ws", "--source-addresses", "4"],
         ["storm", "--url", "ws://127.0.0.1:1/ws", "--kill-pid", "1"],  # nowhere to reconnect to
@@ -414,6 +415,8 @@ async def test_fanout_across_two_nodes_publishing_through_redis(
     report = json.loads(out.read_text())
     assert report["sent"] > 0 and report["delivered"] == 4 * report["sent"]
     assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
+    redis = report["extra"]["redis"]  # the hubs' pub/sub connections, watched
+    assert redis["pubsub_connections"] == {"redis": 2} and redis["replaced"] == {}
 
 
 async def test_storm_after_a_node_is_killed_moves_its_clients_to_the_other(
