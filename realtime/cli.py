@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument(
         "--channel", action="append", default=[], help="a channel grant: a name, or a prefix ending in * (repeatable)"
     )
+    from .loadtest.runner import add_parser as add_loadtest_parser  # the load-test tool (docs/loadtest.md)
+
+    add_loadtest_parser(commands)
     return parser
 
 
@@ -104,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "token":
         return _token(args)
+    if args.command == "loadtest":
+        from .loadtest.runner import main as loadtest
+
+        return loadtest(args)
     return _serve(args)
 
 
