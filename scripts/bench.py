@@ -25,7 +25,8 @@ comes from this checkout; only the hub differs.
 Where the machine has two cores or more, the hubs and Redis are pinned to the first and the generator to
 the others (``os.sched_setaffinity``). For each run the script samples the CPU time (utime + stime, from
 ``/proc``) of the hub core's processes and of the generator's process tree every 0.25 s and prints the
-busiest second of each side: near 100 % of a core is the side that set the pace.
+share of a core each side used while the figure was measured (the publishing phase; the connect phase of
+``idle``): near 100 % is the side that set the pace.
 
 Figures (sizes of the full table; ``--quick`` shrinks them): fan-out 1->1,000 with 20 publishes in flight;
 1->5,000 and 1->10,000 with 4 in flight acknowledged by the slowest subscriber (``--ack delivery``); two
@@ -49,7 +50,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import functools
 import json
 import shlex
 import shutil
@@ -61,6 +61,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench_plan import FULL, QUICK, Run, Sample, plan, rows
 from bench_procs import (
@@ -141,59 +142,11 @@ def run_once(run: Run, tree: Tree, repeat: int, opts: Options, stop_by: float) -
     """Start ``run``'s topology from ``tree``, drive it with the generator, stop it all."""
     sample = Sample(run.key, tree.label, repeat)
     stack = Stack(tree, run.topology, jwt=run.jwt, cores=opts.cores, workdir=opts.workdir)
-    generator: subprocess.Popen[bytes] | None = None
     try:
         stack.start()
-        out = stack.dir / "result.json"
-        kill_pid = stack.hubs[1].pid if run.kill_node_b else None
-        argv = generator_argv(run, [h.url for h in stack.hubs], out, opts.procs, kill_pid)
-        probe = RssProbe(stack.hubs[0], run.rss_at) if run.rss_at else None
-        hub_cpu = CpuMeter([h.pid for h in stack.hubs] + stack.redis_pids)
-        redis_cpu = CpuMeter(stack.redis_pids)
-        log = stack.dir / "generator.log"
-        started = time.monotonic()
-        with log.open("wb") as sink, on_cores(opts.cores.generator):
-            generator = subprocess.Popen(
-                argv,
-                cwd=REPO,  # the generator always comes from this checkout
-                env=tree_env(REPO),
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                preexec_fn=child_setup,
-                start_new_session=True,
-            )
-        stop_generator = functools.partial(stop_process, generator, group=True)
-        RUNNING.add(stop_generator)
-        gen_cpu = CpuMeter([generator.pid], tree=True)
-        deadline = min(started + run.budget + GENERATOR_GRACE, stop_by)
-        while True:
-            for meter in (hub_cpu, redis_cpu, gen_cpu):
-                meter.sample()
-            if probe is not None:
-                probe.tick()
-            if generator.poll() is not None:
-                break
-            if time.monotonic() > deadline:
-                stop_process(generator, group=True)
-                raise BenchError(f"the generator did not finish within {deadline - started:.0f}s")
-            time.sleep(SAMPLE_INTERVAL)
-        sample.wall_s = time.monotonic() - started
-        for meter in (hub_cpu, redis_cpu):
-            meter.sample()
-        text = log.read_text(errors="replace")
-        if generator.returncode != 0 or not out.exists():
-            raise BenchError(f"the generator exited with {generator.returncode}:\n{_tail(text, 15)}")
-        sample.result = json.loads(out.read_text())
-        sample.hub_cpu_s, sample.hub_busiest = hub_cpu.cpu_s, hub_cpu.busiest()
-        sample.redis_cpu_s = redis_cpu.cpu_s
-        gen = sample.result.get("generator") or {}
-        sample.generator_cpu_s = float(gen.get("cpu_s") or gen_cpu.cpu_s)
-        sample.generator_busiest = gen_cpu.busiest()
-        if probe is not None:
-            sample.rss_before_kib, sample.rss_held_kib = probe.before, probe.held
-            if probe.held is not None and run.rss_at:
-                sample.rss_kib_per_connection = (probe.held - probe.before) / run.rss_at
+        with Generator(run, stack, opts) as generator:
+            generator.wait(min(generator.started + run.budget + GENERATOR_GRACE, stop_by))
+        generator.fill(sample)
         sample.hub_log_lines = sum(len(h.log_tail(10**6).splitlines()) for h in stack.hubs)
         sample.ok = True
     except BenchError as exc:
@@ -202,11 +155,99 @@ def run_once(run: Run, tree: Tree, repeat: int, opts: Options, stop_by: float) -
         if logs.strip():
             sample.error += "\nhub log:\n" + logs
     finally:
-        if generator is not None:
-            stop_process(generator, group=True)
-            RUNNING.discard(stop_generator)
         stack.stop()
     return sample
+
+
+class Generator:
+    """``realtime loadtest`` against a started stack, on the generator cores, with both sides' CPU
+    sampled (and the hub's RSS read for the idle runs) while it runs."""
+
+    def __init__(self, run: Run, stack: Stack, opts: Options) -> None:
+        self.run, self.stack = run, stack
+        self.out = stack.dir / "result.json"
+        self.log = stack.dir / "generator.log"
+        kill_pid = stack.hubs[1].pid if run.kill_node_b else None
+        self.argv = generator_argv(run, [h.url for h in stack.hubs], self.out, opts.procs, kill_pid)
+        self.cores = opts.cores.generator
+        self.rss = RssProbe(stack.hubs[0], run.rss_at) if run.rss_at else None
+        self.hub_cpu = CpuMeter([h.pid for h in stack.hubs] + stack.redis_pids)
+        self.redis_cpu = CpuMeter(stack.redis_pids)
+        self.gen_cpu: CpuMeter | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = self.result_at = 0.0
+
+    def __enter__(self) -> Generator:
+        self.started = time.monotonic()
+        with self.log.open("wb") as sink, on_cores(self.cores):
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=REPO,  # the generator always comes from this checkout
+                env=tree_env(REPO),
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                preexec_fn=child_setup,
+                start_new_session=True,  # its worker processes are in its group
+            )
+        RUNNING.add(self.stop)
+        self.gen_cpu = CpuMeter([self.proc.pid], tree=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, group=True)
+        RUNNING.discard(self.stop)
+
+    def wait(self, deadline: float) -> None:
+        """Sample until the generator exits; note when its JSON appears (the measured phase just ended)."""
+        assert self.proc is not None and self.gen_cpu is not None
+        meters = (self.hub_cpu, self.redis_cpu, self.gen_cpu)
+        while True:
+            for meter in meters:
+                meter.sample()
+            if self.rss is not None:
+                self.rss.tick()
+            if not self.result_at and self.out.exists():
+                self.result_at = time.monotonic()
+            if self.proc.poll() is not None:
+                break
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BenchError(f"the generator did not finish within {deadline - self.started:.0f}s")
+            time.sleep(SAMPLE_INTERVAL)
+        for meter in meters:
+            meter.sample()
+        if self.proc.returncode != 0 or not self.out.exists():
+            output = _tail(self.log.read_text(errors="replace"), 15)
+            raise BenchError(f"the generator exited with {self.proc.returncode}:\n{output}")
+
+    def phase(self, result: dict[str, Any]) -> tuple[float, float]:
+        """When the measured phase ran: the ``elapsed_s`` before the JSON appeared (its connect
+        phase alone for ``idle``), give or take the workers' teardown and one sampling interval."""
+        end = self.result_at or time.monotonic()
+        start = end - float(result.get("elapsed_s") or 0.0)
+        if self.run.scenario == "idle":
+            end = start + float((result.get("extra") or {}).get("connect_s") or 0.0)
+        return start, end
+
+    def fill(self, sample: Sample) -> None:
+        assert self.gen_cpu is not None
+        sample.result = result = json.loads(self.out.read_text())
+        sample.wall_s = time.monotonic() - self.started
+        start, end = self.phase(result)
+        sample.phase_s = end - start
+        sample.hub_cpu_s, sample.redis_cpu_s = self.hub_cpu.cpu_s, self.redis_cpu.cpu_s
+        sample.hub_busy = self.hub_cpu.busy(start, end)
+        sample.generator_cpu_s = float((result.get("generator") or {}).get("cpu_s") or self.gen_cpu.cpu_s)
+        sample.generator_busy = self.gen_cpu.busy(start, end)
+        if self.rss is not None:
+            sample.rss_before_kib, sample.rss_held_kib = self.rss.before, self.rss.held
+            if self.rss.held is not None:
+                sample.rss_kib_per_connection = (self.rss.held - self.rss.before) / self.run.rss_at
 
 
 def _tail(text: str, lines: int) -> str:
@@ -244,7 +285,7 @@ def describe_sample(s: Sample, index: int, total: int) -> str:
         parts.append(f"recovered in {extra['recovery_s']:.1f} s")
     lost, dup, ooo = s.integrity
     parts.append(f"connected {r.get('connected', 0):,}, lost {lost}, dup {dup}, out of order {ooo}")
-    parts.append(f"hub core {s.hub_busiest:.0%} busiest, generator {s.generator_busiest:.0%}")
+    parts.append(f"busy while measured: hub core {s.hub_busy:.0%}, generator {s.generator_busy:.0%}")
     return f"{head} " + "; ".join(parts)
 
 
@@ -265,8 +306,10 @@ def execute(runs: list[Run], trees: list[Tree], repeat: int, opts: Options, stop
     return samples
 
 
-def skip_reason(run: Run, procs: int) -> str:
-    """Why this machine cannot run ``run`` (file descriptors), or ""."""
+def skip_reason(run: Run, procs: int, scenarios: set[str]) -> str:
+    """Why this machine or this generator cannot run ``run``, or ""."""
+    if run.scenario not in scenarios:
+        return f"this checkout's realtime loadtest has no {run.scenario!r} scenario"
     hard = nofile_hard()
     if run.clients + FD_MARGIN > hard:
         return (
@@ -275,6 +318,21 @@ def skip_reason(run: Run, procs: int) -> str:
     if run.clients // max(procs, 1) + FD_MARGIN > hard:
         return f"the open-files hard limit is {hard:,}: use more generator processes (--procs)"
     return ""
+
+
+def generator_scenarios(names: set[str]) -> set[str]:
+    """Which of ``names`` this checkout's generator offers (``realtime loadtest NAME --help`` succeeds)."""
+    probes = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "realtime", "loadtest", name, "--help"],
+            cwd=REPO,
+            env=tree_env(REPO),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name in sorted(names)
+    }
+    return {name for name, probe in probes.items() if probe.wait(60) == 0}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -340,7 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{cores.describe()}; generator: {procs} process(es)", flush=True)
         for tree in trees:
             print(f"{tree.label}: {tree.path} at {tree.describe()}", flush=True)
-        skipped = {r.key: why for r in runs if (why := skip_reason(r, procs))}
+        scenarios = generator_scenarios({r.scenario for r in runs})
+        skipped = {r.key: why for r in runs if (why := skip_reason(r, procs, scenarios))}
         for key, why in skipped.items():
             print(f"{key}: not run: {why}", flush=True)
         opts = Options(cores, procs, workdir)

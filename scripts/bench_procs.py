@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import json
 import os
 import random
@@ -16,6 +17,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,8 +36,10 @@ HOST = "127.0.0.1"
 JWT_SECRET = "bench-secret-bench-secret-bench-secret"
 #: Seconds between two CPU readings of the hub core's processes and of the generator.
 SAMPLE_INTERVAL = 0.25
-#: The span over which the busiest stretch of a run is measured, in seconds.
+#: Seconds in each slice of a run's measured phase whose CPU share is taken.
 BUSY_WINDOW = 1.0
+#: A phase at least this long is summed up by the median of its slices, a shorter one by its mean.
+MEDIAN_SPAN = 3.0
 #: Seconds a hub has to answer /readyz after it was started.
 HUB_START_TIMEOUT = 30.0
 #: Ports tried for a hub whose port was taken between choosing it and binding it.
@@ -139,21 +143,28 @@ class CpuMeter:
     def cpu_s(self) -> float:
         return self.samples[-1][1] - self.samples[0][1] if len(self.samples) > 1 else 0.0
 
-    def busiest(self, window: float = BUSY_WINDOW) -> float:
-        """The largest share of a core used over any ``window`` seconds (the whole run if shorter)."""
+    def at(self, t: float) -> float:
+        """Cumulative CPU seconds at time ``t``, interpolated between the readings around it."""
         s = self.samples
-        if len(s) < 2:
+        if not s:
             return 0.0
-        if s[-1][0] - s[0][0] <= window:
-            return (s[-1][1] - s[0][1]) / (s[-1][0] - s[0][0])
-        best, j = 0.0, 0
-        for i in range(len(s)):
-            while j < len(s) and s[j][0] - s[i][0] < window:
-                j += 1
-            if j == len(s):
-                break
-            best = max(best, (s[j][1] - s[i][1]) / (s[j][0] - s[i][0]))
-        return best
+        if t <= s[0][0]:
+            return s[0][1]
+        for (t0, c0), (t1, c1) in itertools.pairwise(s):
+            if t <= t1:
+                return c0 + (c1 - c0) * (t - t0) / (t1 - t0) if t1 > t0 else c1
+        return s[-1][1]
+
+    def busy(self, start: float, end: float) -> float:
+        """Share of a core used from ``start`` to ``end``: the median of its seconds when it spans
+        at least :data:`MEDIAN_SPAN` of them (a second of start-up or teardown at either end does
+        not move it), else the mean over the span."""
+        if end - start < BUSY_WINDOW / 4:
+            return 0.0
+        if end - start < MEDIAN_SPAN:
+            return (self.at(end) - self.at(start)) / (end - start)
+        edges = [start + i * BUSY_WINDOW for i in range(int((end - start) / BUSY_WINDOW) + 1)]
+        return statistics.median((self.at(b) - self.at(a)) / (b - a) for a, b in itertools.pairwise(edges))
 
 
 @dataclass(frozen=True)
