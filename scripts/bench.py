@@ -168,7 +168,8 @@ class Generator:
         self.out = stack.dir / "result.json"
         self.log = stack.dir / "generator.log"
         kill_pid = stack.hubs[1].pid if run.kill_node_b else None
-        self.argv = generator_argv(run, [h.url for h in stack.hubs], self.out, opts.procs, kill_pid)
+        procs = generator_procs(run, opts.procs)
+        self.argv = generator_argv(run, [h.url for h in stack.hubs], self.out, procs, kill_pid)
         self.cores = opts.cores.generator
         self.rss = RssProbe(stack.hubs[0], run.rss_at) if run.rss_at else None
         self.hub_cpu = CpuMeter([h.pid for h in stack.hubs] + stack.redis_pids)
@@ -306,7 +307,7 @@ def execute(runs: list[Run], trees: list[Tree], repeat: int, opts: Options, stop
     return samples
 
 
-def skip_reason(run: Run, procs: int, scenarios: set[str]) -> str:
+def skip_reason(run: Run, scenarios: set[str]) -> str:
     """Why this machine or this generator cannot run ``run``, or ""."""
     if run.scenario not in scenarios:
         return f"this checkout's realtime loadtest has no {run.scenario!r} scenario"
@@ -315,9 +316,13 @@ def skip_reason(run: Run, procs: int, scenarios: set[str]) -> str:
         return (
             f"the open-files hard limit is {hard:,} and a hub needs {run.clients + FD_MARGIN:,} (raise it: ulimit -Hn)"
         )
-    if run.clients // max(procs, 1) + FD_MARGIN > hard:
-        return f"the open-files hard limit is {hard:,}: use more generator processes (--procs)"
     return ""
+
+
+def generator_procs(run: Run, procs: int) -> int:
+    """``procs``, or more when one process could not open its share of the clients' sockets."""
+    room = max(nofile_hard() - FD_MARGIN, 1)
+    return max(procs, -(-run.clients // room))
 
 
 def generator_scenarios(names: set[str]) -> set[str]:
@@ -399,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for tree in trees:
             print(f"{tree.label}: {tree.path} at {tree.describe()}", flush=True)
         scenarios = generator_scenarios({r.scenario for r in runs})
-        skipped = {r.key: why for r in runs if (why := skip_reason(r, procs, scenarios))}
+        skipped = {r.key: why for r in runs if (why := skip_reason(r, scenarios))}
         for key, why in skipped.items():
             print(f"{key}: not run: {why}", flush=True)
         opts = Options(cores, procs, workdir)
