@@ -388,6 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     procs = args.procs or max(1, len(cores.generator))
     started = time.monotonic()
     stop_by = started + 60 * (args.max_minutes or sizes.max_minutes)
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job starts with SIGINT ignored
     raise_nofile()
@@ -465,6 +466,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             with contextlib.suppress(subprocess.SubprocessError, OSError):
                 git("worktree", "prune")
         shutil.rmtree(workdir, ignore_errors=True)
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
 
 
 if __name__ == "__main__":

@@ -298,12 +298,10 @@ def git(*args: str, cwd: Path = REPO) -> str:
 
 
 def tree_env(path: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    """The environment of a process running ``path``'s code: its PYTHONPATH, and no REALTIME_* variable
+    (a hub's settings come from its config file alone)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REALTIME_")}
     env["PYTHONPATH"] = str(path)
-    env.pop("REALTIME_CONFIG", None)  # the hub's settings come from our file only
-    for name in list(env):
-        if name.startswith("REALTIME_"):
-            del env[name]
     return env
 
 

@@ -96,6 +96,9 @@ def judge(fig: Figure, new_samples: list[Sample]) -> tuple[bool | None, str]:
     if losses:
         lost, dup, ooo = (sum(x[i] for x in losses) for i in range(3))
         return False, f"not clean: lost {lost}, duplicated {dup}, out of order {ooo}"
+    troubles = [t for s in new_samples if s.ok and (t := troubles_of(s))]
+    if troubles:
+        return False, f"not clean: {troubles[0]}"
     if target.saturated:
         hub = statistics.median(s.hub_busy for s in new_samples if s.ok)
         gen = statistics.median(s.generator_busy for s in new_samples if s.ok)
@@ -107,6 +110,13 @@ def judge(fig: Figure, new_samples: list[Sample]) -> tuple[bool | None, str]:
     if target.kind.endswith("min"):
         return value >= target.value, ""
     return value <= target.value, ""
+
+
+def troubles_of(sample: Sample) -> str:
+    """The errors and close codes a run's clients met, as "kind: n, ...", or ""."""
+    r = sample.result
+    counts = {**(r.get("errors") or {}), **{f"close {k}": v for k, v in (r.get("close_codes") or {}).items()}}
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()) if v)
 
 
 def storm_judgement(samples: list[Sample]) -> tuple[bool, str]:
@@ -164,7 +174,7 @@ def table(figures: list[Figure]) -> str:
 
 def cpu_table(samples: list[Sample]) -> str:
     lines = [
-        "| run | tree | # | measured s | hub core busy | generator busy | hub+Redis CPU s | generator CPU s"
+        "| run | tree | # | measured s | hub core busy | generator busy | hub core CPU s (Redis part) | generator CPU s"
         " | connected | lost | dup | out of order | errors / close codes |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
@@ -173,11 +183,11 @@ def cpu_table(samples: list[Sample]) -> str:
             lines.append(f"| {s.run} | {s.tree} | {s.repeat + 1} | failed: {cell_text(s.error)} |")
             continue
         lost, dup, ooo = s.integrity
-        errors = {**(s.result.get("errors") or {}), **(s.result.get("close_codes") or {})}
-        err = ", ".join(f"{k}: {v}" for k, v in sorted(errors.items()) if v) or "-"
+        err = troubles_of(s) or "-"
         lines.append(
             f"| {s.run} | {s.tree} | {s.repeat + 1} | {s.phase_s:.1f} | {s.hub_busy:.0%} | {s.generator_busy:.0%}"
-            f" | {s.hub_cpu_s:.1f} | {s.generator_cpu_s:.1f} | {s.result.get('connected', 0):,}"
+            f" | {s.hub_cpu_s:.1f}{f' ({s.redis_cpu_s:.1f})' if s.redis_cpu_s else ''} | {s.generator_cpu_s:.1f}"
+            f" | {s.result.get('connected', 0):,}"
             f" | {lost} | {dup} | {ooo} | {err} |"
         )
     return "\n".join(lines)
