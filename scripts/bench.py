@@ -51,6 +51,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -386,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     cores = Cores.split()
     procs = args.procs or max(1, len(cores.generator))
-    started = time.monotonic()
+    started, load_at_start = time.monotonic(), os.getloadavg()[0]
     stop_by = started + 60 * (args.max_minutes or sizes.max_minutes)
     handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -425,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sizes_name": "quick (harness check, not a measurement)" if args.quick else "full",
             "sizes": dataclasses.asdict(sizes),
             "repeat": args.repeat,
-            "machine": machine(cores),
+            "machine": machine(cores, procs, load_at_start),
             "trees": [
                 {"label": t.label, "path": str(t.path), "commit": t.commit, "dirty": t.dirty, "describe": t.describe()}
                 for t in trees

@@ -196,7 +196,7 @@ def cpu_table(samples: list[Sample]) -> str:
 # --- the machine and the documents ------------------------------------------------------------
 
 
-def machine(cores: Cores) -> dict[str, str]:
+def machine(cores: Cores, procs: int, load_at_start: float) -> dict[str, str]:
     model = "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -215,7 +215,9 @@ def machine(cores: Cores) -> dict[str, str]:
 
     return {
         "cores": f"{os.cpu_count()} ({model}), {len(os.sched_getaffinity(0))} available to this run",
-        "pinning": cores.describe(),
+        "pinning": f"{cores.describe()}; {procs} generator process(es)",
+        "load average (1 min)": f"{load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
+        " (other work on the machine moves absolute figures, not same-run ratios)",
         "kernel": f"{platform.system()} {platform.release()} {platform.machine()}",
         "python": platform.python_version(),
         "libraries": ", ".join(f"{n} {version(n)}" for n in ("aiohttp", "uvloop", "msgpack", "redis", "hiredis")),
