@@ -5,9 +5,11 @@ No test here asserts a speed: the machine is shared and the sizes are tiny.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -193,6 +195,49 @@ async def loadtest(*args: str, timeout: float = 30.0) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "loadtest.md"
+
+
+def doc_examples() -> list[list[str]]:
+    """Every ``$ realtime loadtest ...`` command of docs/loadtest.md, as arguments after ``realtime``."""
+    return [
+        shlex.split(line[2:])[1:] for line in DOCS.read_text().splitlines() if line.startswith("$ realtime loadtest")
+    ]
+
+
+def doc_example(scenario: str, hub: RunningHub, having: str = "", **shrink: str) -> list[str]:
+    """The docs' first example of ``scenario`` (with the flag ``having``, if given), pointed at ``hub``,
+    with flags replaced or added by ``shrink`` (``subscribers="6"`` sets ``--subscribers 6``), and --quiet."""
+    argv = next(a for a in doc_examples() if a[1] == scenario and (not having or having in a))[1:]
+    out: list[str] = []
+    flags = {"--" + name.replace("_", "-"): value for name, value in shrink.items()}
+    i = 0
+    while i < len(argv):
+        flag = argv[i]
+        takes_value = i + 1 < len(argv) and not argv[i + 1].startswith("--")
+        if flag == "--url":
+            pass
+        elif flag in flags:
+            out += [flag, flags.pop(flag)]
+        else:
+            out += argv[i : i + 1 + takes_value]
+        i += 1 + takes_value
+    for flag, value in flags.items():
+        out += [flag, value] if value else [flag]
+    return [scenario, "--url", hub.url, *out[1:], "--quiet"]
+
+
+def test_every_doc_example_is_a_valid_command() -> None:
+    from realtime.cli import build_parser
+    from realtime.loadtest.runner import usage_error
+
+    examples = doc_examples()
+    assert {a[1] for a in examples} >= {"fanout", "idle", "storm", "ramp"}
+    for argv in examples:
+        args = build_parser().parse_args(argv)
+        assert usage_error(args) is None, argv
+
+
 def check_contract(report: dict[str, Any], scenario: str) -> None:
     assert set(report) == CONTRACT_KEYS
     assert report["scenario"] == scenario
@@ -206,10 +251,9 @@ def check_contract(report: dict[str, Any], scenario: str) -> None:
 async def test_fanout_run_delivers_everything(hub_factory: Any, tmp_path: Path) -> None:
     hub: RunningHub = await hub_factory(**LOADTEST_SETTINGS)
     out = tmp_path / "fanout.json"
-    code, stdout, stderr = await loadtest(
-        "fanout", "--url", hub.url, "--subscribers", "6", "--samplers", "3", "--duration", "1",
-        "--window", "4", "--ack", "delivery", "--procs", "2", "--json", str(out), "--quiet",
-    )  # fmt: skip
+    argv = doc_example("fanout", hub, "--ack", subscribers="6", samplers="3", duration="0.5", json=str(out))
+    assert argv[argv.index("--ack") + 1] == "delivery" and "--procs" in argv  # the docs' throughput example
+    code, stdout, stderr = await loadtest(*argv)
     assert code == 0, stderr
     report = json.loads(out.read_text())
     check_contract(report, "fanout")
@@ -224,16 +268,63 @@ async def test_fanout_run_delivers_everything(hub_factory: Any, tmp_path: Path) 
 async def test_idle_run_connects_every_client_with_a_token(hub_factory: Any, tmp_path: Path) -> None:
     hub: RunningHub = await hub_factory(**{**LOADTEST_SETTINGS, "allow_anonymous": False})
     out = tmp_path / "idle.json"
-    code, _, stderr = await loadtest(
-        "idle", "--url", hub.url, "--url", hub.url, "--connections", "10", "--hold", "1.2",
-        "--jwt-secret", TEST_SECRET, "--json", str(out),
-    )  # fmt: skip
+    argv = doc_example("idle", hub, connections="10", hold="0.1", jwt_secret=TEST_SECRET, json=str(out))
+    code, _, stderr = await loadtest(*argv, "--url", hub.url)  # two URLs: round-robin
     assert code == 0, stderr
     report = json.loads(out.read_text())
     check_contract(report, "idle")
     assert report["connected"] == 10 and report["connect"]["count"] == 10
     assert report["params"]["jwt_secret"] == "(set)"  # the secret is not written out
-    assert "connected 10" in stderr  # the live line
+
+
+async def test_storm_every_client_reconnects_and_recovers(hub_factory: Any, tmp_path: Path) -> None:
+    hub: RunningHub = await hub_factory(**LOADTEST_SETTINGS)
+    out = tmp_path / "storm.json"
+    argv = doc_example(
+        "storm", hub, clients="8", channels="2", rate="40", drop_after="1.1", duration="0.1", json=str(out)
+    )
+    argv.remove("--quiet")
+    code, _, stderr = await loadtest(*argv)
+    assert code == 0, stderr
+    report = json.loads(out.read_text())
+    check_contract(report, "storm")
+    extra = report["extra"]
+    assert extra["dropped"] == 8 and extra["reconnected"] == 8 and extra["still_down"] == 0
+    assert extra["recovered"] == 8 and extra["not_recovered"] == 0
+    assert extra["recovery_s"] > 0
+    assert report["sent"] > 0 and report["delivered"] == 4 * report["sent"]  # 4 clients per channel
+    assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
+    assert report["close_codes"] == {}  # the drops were ours
+    assert "connected 9  sent " in stderr  # the live line, once a second: the clients and the publisher
+
+
+async def test_ramp_reports_the_knee(hub_factory: Any, tmp_path: Path) -> None:
+    hub: RunningHub = await hub_factory(**LOADTEST_SETTINGS)
+    out = tmp_path / "ramp.json"
+    argv = doc_example(
+        "ramp", hub, step="3", step_duration="0.5", max_connections="6", rate="20", sample_every="2",
+        p99_budget_ms="5000", procs="1", json=str(out),
+    )  # fmt: skip
+    code, _, stderr = await loadtest(*argv)
+    assert code == 0, stderr
+    report = json.loads(out.read_text())
+    check_contract(report, "ramp")
+    extra = report["extra"]
+    assert extra["knee"] == 6 and extra["broke"] == "max connections reached"
+    assert [step["connections"] for step in extra["steps"]] == [3, 6]
+    assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
+
+
+def test_a_ramp_step_breaks_on_latency_errors_or_missing_connections() -> None:
+    from realtime.loadtest.ramp import Ramp
+
+    args = argparse.Namespace(p99_budget_ms=50.0, error_budget=1)
+    good = {"p99_ms": 20.0, "errors": 1, "connections": 100, "samples": 10}
+    assert Ramp._broken(args, good, 100) is None
+    assert "p99" in str(Ramp._broken(args, {**good, "p99_ms": 51.0}, 100))
+    assert "errors" in str(Ramp._broken(args, {**good, "errors": 2}, 100))
+    assert "connections" in str(Ramp._broken(args, {**good, "connections": 98}, 100))
+    assert "nothing delivered" in str(Ramp._broken(args, {**good, "samples": 0}, 100))
 
 
 async def test_refusals_are_explained(hub_factory: Any) -> None:
@@ -262,6 +353,7 @@ async def test_an_unreachable_hub_exits_1(unused_tcp_port: int) -> None:
         ["fanout", "--url", "ws://127.0.0.1:1/ws", "--ack", "never"],
         ["idle", "--url", "ws://127.0.0.1:1/ws", "--connections", "0"],
         ["idle", "--url", "ws://example.com/ws", "--source-addresses", "4"],
+        ["storm", "--url", "ws://127.0.0.1:1/ws", "--kill-pid", "1"],  # nowhere to reconnect to
         ["nosuch", "--url", "ws://127.0.0.1:1/ws"],
     ],
 )
