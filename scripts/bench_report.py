@@ -96,7 +96,7 @@ def judge(fig: Figure, new_samples: list[Sample]) -> tuple[bool | None, str]:
     if losses:
         lost, dup, ooo = (sum(x[i] for x in losses) for i in range(3))
         return False, f"not clean: lost {lost}, duplicated {dup}, out of order {ooo}"
-    troubles = [t for s in new_samples if s.ok and (t := troubles_of(s))]
+    troubles = [t for s in new_samples if s.ok and target.clean and (t := troubles_of(s))]
     if troubles:
         return False, f"not clean: {troubles[0]}"
     if target.saturated:

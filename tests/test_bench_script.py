@@ -39,13 +39,14 @@ def test_a_quick_run_writes_every_row_in_the_table_and_the_json(tmp_path: Path) 
     stdout, report, doc = bench(tmp_path, "--repeat", "1")
     rows = {row["key"]: row for row in report["rows"]}
     assert list(rows) == expected_rows()
-    runs = {s["run"] for s in report["samples"] if s["ok"]}
-    assert {"fanout-1k", "fanout-5k", "fanout-10k", "pair-1k", "cluster-1k", "idle-10k", "latency-1k"} <= runs
+    plan = load_script("bench_plan")
+    assert {s["run"] for s in report["samples"] if s["ok"]} == {run.key for run in plan.plan(plan.QUICK, big=False)}
     for key in ("fanout-1k", "fanout-5k", "fanout-10k", "pair-1k", "cluster-1k", "connects", "latency-p99"):
         assert rows[key]["new"] > 0, rows[key]
         assert rows[key]["base"] is None and rows[key]["ratio"] is None  # no --baseline
     assert rows["pair-vs-single"]["new"] > 0
     assert rows["rss"]["new"] is not None  # read while the idle clients held
+    assert rows["storm-recovery"]["new"] is not None and rows["storm-lost"]["new"] == 0
     for sample in report["samples"]:
         if sample["ok"]:
             assert (sample["result"]["lost"], sample["result"]["duplicated"]) == (0, 0), sample
