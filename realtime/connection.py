@@ -307,8 +307,9 @@ class Connection:
         self._next_ping = 0.0
         self._ping_sent: float | None = None  # loop time of the ping not answered yet
         self._in_frame = False  # run() is running a frame's commands
-        #: Pipelined commands not replied yet, oldest first (see the module's docstring).
-        self._in_flight: deque[_InFlight] = deque()
+        #: Pipelined commands not replied yet, oldest first (see the module's docstring); made
+        #: by the first one (most connections never publish).
+        self._in_flight: deque[_InFlight] | None = None
         #: Refusals written to the audit log for it (realtime.audit caps them per connection).
         self.audit_records = 0
         settings = hub.settings
@@ -537,7 +538,7 @@ class Connection:
                     self._note_end(ws.close_code or 1000, "client closed")
                     return
         except asyncio.CancelledError:
-            for entry in self._in_flight:
+            for entry in self._in_flight or ():
                 assert entry.task is not None
                 entry.task.cancel()
             raise
@@ -683,7 +684,10 @@ class Connection:
 
     async def _start(self, command: Command) -> None:
         """Start a pipelined command; it replies in its turn (:meth:`_release`)."""
-        if len(self._in_flight) >= MAX_IN_FLIGHT:
+        in_flight = self._in_flight
+        if in_flight is None:
+            in_flight = self._in_flight = deque()
+        elif len(in_flight) >= MAX_IN_FLIGHT:
             await self._settle(MAX_IN_FLIGHT - 1)
             if self.closed:
                 return
@@ -691,7 +695,7 @@ class Connection:
         # Tasks start in creation order and this one reaches the engine before it first
         # waits: the engine receives the connection's publishes in command order.
         entry.task = task = asyncio.ensure_future(self.execute(command, entry))
-        self._in_flight.append(entry)
+        in_flight.append(entry)
         task.add_done_callback(self._release)
 
     def _release(self, _: object = None) -> None:
@@ -711,7 +715,7 @@ class Connection:
     async def _settle(self, keep: int) -> None:
         """Wait until at most ``keep`` pipelined commands are in flight, their replies sent."""
         in_flight = self._in_flight
-        while len(in_flight) > keep:
+        while in_flight is not None and len(in_flight) > keep:
             task = in_flight[0].task
             assert task is not None
             await asyncio.wait((task,))
