@@ -114,9 +114,9 @@ class PublishPipeline:
             except asyncio.CancelledError:
                 pass
         while self._queue:
-            future = self._queue.popleft().future
-            if not future.done():
-                future.set_exception(EngineUnavailable("temporarily unavailable: retry"))
+            call = self._queue.popleft()
+            if not call.future.done():  # one waiting to be sent again may have run
+                call.future.set_exception(_gave_up(call))
 
     # --- sending -----------------------------------------------------------
 
@@ -160,10 +160,8 @@ class PublishPipeline:
                 continue
             if call.retry and attempt < self.attempts and now + call.delay < call.deadline:
                 again.append(call)
-            elif call.unknown:
-                call.future.set_exception(OutcomeUnknown("outcome unknown: retry with the same id"))
             else:
-                call.future.set_exception(EngineUnavailable("temporarily unavailable: retry"))
+                call.future.set_exception(_gave_up(call))
         if again:
             self._queue.extendleft(reversed(again))
             await asyncio.sleep(max(call.delay for call in again))
@@ -248,6 +246,13 @@ class PublishPipeline:
             failed.extend((call, exc, False) for call in missing)  # answered NOSCRIPT: did not run
             return []
         return missing
+
+
+def _gave_up(call: _Call) -> Exception:
+    """What a call not sent again raises: it may have run (unknown), or certainly did not."""
+    if call.unknown:
+        return OutcomeUnknown("outcome unknown: retry with the same id")
+    return EngineUnavailable("temporarily unavailable: retry")
 
 
 def _same(exc: BaseException) -> BaseException:
