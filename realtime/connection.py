@@ -520,10 +520,13 @@ class Connection:
                         await self.handle_frame(data if isinstance(data, bytes) else data.encode())
                     finally:
                         self._in_frame = False
-                    if self._pending and self._frames is not None and self._frames.failing:
-                        # aiohttp closes at the bad frame that follows: the replies leave first. (Not
-                        # after every frame: replies leave with the loop's one flush, coalesced.)
-                        self.flush()
+                    if self._frames is not None and self._frames.failing:
+                        # aiohttp closes at the bad frame that follows: the replies leave first, those
+                        # of pipelined commands too. (Not after every frame: replies leave with the
+                        # loop's one flush, coalesced.)
+                        await self._settle(0)
+                        if self._pending:
+                            self.flush()
                     if not self.connected and not self.closed and self._past_connect_deadline():
                         # The deadline passed while this frame ran (a slow, refused connect).
                         self.close(DisconnectError(CloseCode.CONNECT_TIMEOUT))
@@ -619,6 +622,9 @@ class Connection:
             items = self.codec.decode_commands(frame)
         except ProtocolError as exc:
             self.hub.metrics.invalid_command()
+            await self._settle(0)  # its error reply follows the earlier replies
+            if self.closed:
+                return
             if not self.connected:
                 self.close(DisconnectError(CloseCode.BAD_REQUEST, exc.message))
             elif budget is not None and (wait := budget.take(time.monotonic())):

@@ -20,6 +20,7 @@ from protocol.messages import (
     Command,
     Connect,
     EmptyResult,
+    Ping,
     Publication,
     Publish,
     PublishResult,
@@ -260,3 +261,24 @@ async def test_publishes_keep_their_submit_order_through_connection_kills(redis_
     finally:
         await admin.aclose()
         await engine.close()
+
+
+async def test_publishes_in_flight_reply_before_the_1002_of_an_unmasked_frame(make_hub: Hubs) -> None:
+    running = await make_hub()
+    peer = await RawSocket.open(running.port)
+    try:
+        peer.send(Connect(1, name="raw"))
+        await peer.reply()
+        publishes = [publish(i, "masks", i) for i in range(2, 12)]
+        # One write: masked publishes, then an unmasked frame.
+        peer.writer.write(peer.frame_of(*publishes) + peer.frame_of(Ping(12), masked=False))
+        got: list[Reply] = []
+        while len(got) < len(publishes):
+            for message in await peer.messages(pong=True):
+                assert isinstance(message, Reply), message
+                got.append(message)
+        assert [r.id for r in got] == [p.id for p in publishes]
+        assert all(isinstance(r.result, PublishResult) for r in got)
+        assert await peer.close_frame() == 1002
+    finally:
+        peer.close()
