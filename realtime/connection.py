@@ -16,6 +16,31 @@ pong timeout ends in 1006 without a Disconnect push, and whose receive timeout
 restarts on every ping or pong). Received bytes only store a float
 (``ClientFrames.last_seen``), so the timer is never cancelled or rescheduled per
 read; it fires twice per ``ping_interval`` (the ping, then the pong deadline).
+
+**Commands run in order, publishes overlap.** Where the engine can keep their
+order (``Engine.pipelines_publishes``: one Redis), a plain publish (no feature
+owns its namespace's publishes) is started and the next command is read and
+started at once, so a client with 20 publishes in flight keeps 20 in Redis, not
+one. What each kind of command waits for:
+
+=====================  ===========================================================
+command                starts when
+=====================  ===========================================================
+pipelined publish      at once: the engine receives it after the connection's
+                       earlier publishes; at most :data:`MAX_IN_FLIGHT` at a time
+                       (the next one waits for the oldest, and no frame is read)
+any other command      every earlier command has replied (so it sees what they
+                       did: a publish after a subscribe sees the subscription,
+                       and a subscribe after a publish reads history after it)
+refusal, bad command   every earlier command has replied
+=====================  ===========================================================
+
+Replies leave in command order: a finished publish's reply waits for the
+replies of the commands before it. A publish that ends the connection
+(DisconnectError) closes it in its turn, after the earlier replies. When the
+socket closes, publishes in flight are let finish (they were sent), their
+replies dropped; a cancelled connection task cancels them (one not yet sent is
+not published).
 """
 
 from __future__ import annotations
@@ -24,6 +49,8 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import WSMsgType, web
@@ -57,6 +84,9 @@ WRITE_BUFFER = 64 * 1024
 #: A frame's commands give the loop a turn at least this often (other clients' pings,
 #: publications); more often when their replies fill the transport.
 YIELD_EVERY = 8
+#: Most pipelined commands of one connection in flight; the next waits for the oldest
+#: (and no frame is read meanwhile), so a slow engine bounds what one client queues.
+MAX_IN_FLIGHT = 32
 
 
 def close_timeout(ping_interval: float) -> float:
@@ -178,6 +208,20 @@ class ConnectionHost(Protocol):
     async def run_command(self, conn: Connection, command: Command) -> Result | None:
         """Run one command of ``conn``: the result for its reply, or None if the handler replied."""
 
+    def pipelined(self, command: Command) -> bool:
+        """Whether ``command`` (of a connected client) may start before the earlier ones replied."""
+
+
+class _InFlight:
+    """A pipelined command: its task, and what it will send in its turn."""
+
+    __slots__ = ("close", "replies", "task")
+
+    def __init__(self) -> None:
+        self.replies: list[Outgoing] = []
+        self.close: DisconnectError | None = None
+        self.task: asyncio.Future[None] | None = None
+
 
 class Connection:
     """Created by the server's WebSocket handler once the handshake is done; call :meth:`run`."""
@@ -194,6 +238,7 @@ class Connection:
         "_drain_task",
         "_expiry",
         "_frames",
+        "_in_flight",
         "_in_frame",
         "_intake",
         "_max_queue",
@@ -262,6 +307,9 @@ class Connection:
         self._next_ping = 0.0
         self._ping_sent: float | None = None  # loop time of the ping not answered yet
         self._in_frame = False  # run() is running a frame's commands
+        #: Pipelined commands not replied yet, oldest first (see the module's docstring); made
+        #: by the first one (most connections never publish).
+        self._in_flight: deque[_InFlight] | None = None
         #: Refusals written to the audit log for it (realtime.audit caps them per connection).
         self.audit_records = 0
         settings = hub.settings
@@ -320,10 +368,13 @@ class Connection:
         return self._pending_bytes + self.transport.get_write_buffer_size()
 
     def reply(self, id: int, result: Result | None = None, error: Error | None = None) -> None:
+        self.send(self._encode_reply(id, result, error))
+
+    def _encode_reply(self, id: int, result: Result | None, error: Error | None) -> Outgoing:
         codec = self.codec
         out = Outgoing(codec.encode(Reply(id, result, error)), codec.binary)
         self.hub.metrics.replied(len(out.payload), error)
-        self.send(out)
+        return out
 
     def flush(self) -> None:
         """Write what is queued, coalesced; disconnect the client if it cannot keep up.
@@ -469,10 +520,13 @@ class Connection:
                         await self.handle_frame(data if isinstance(data, bytes) else data.encode())
                     finally:
                         self._in_frame = False
-                    if self._pending and self._frames is not None and self._frames.failing:
-                        # aiohttp closes at the bad frame that follows: the replies leave first. (Not
-                        # after every frame: replies leave with the loop's one flush, coalesced.)
-                        self.flush()
+                    if self._frames is not None and self._frames.failing:
+                        # aiohttp closes at the bad frame that follows: the replies leave first, those
+                        # of pipelined commands too. (Not after every frame: replies leave with the
+                        # loop's one flush, coalesced.)
+                        await self._settle(0)
+                        if self._pending:
+                            self.flush()
                     if not self.connected and not self.closed and self._past_connect_deadline():
                         # The deadline passed while this frame ran (a slow, refused connect).
                         self.close(DisconnectError(CloseCode.CONNECT_TIMEOUT))
@@ -486,8 +540,16 @@ class Connection:
                 else:  # CLOSE, CLOSING, CLOSED
                     self._note_end(ws.close_code or 1000, "client closed")
                     return
+        except asyncio.CancelledError:
+            for entry in self._in_flight or ():
+                assert entry.task is not None
+                entry.task.cancel()
+            raise
         finally:
             self._stop_clock()
+            if self._in_flight:
+                # Sent to the engine: let them finish, as a command in progress always did.
+                await self._settle(0)
 
     # --- the clock: connect deadline and heartbeat -----------------------------
 
@@ -560,6 +622,9 @@ class Connection:
             items = self.codec.decode_commands(frame)
         except ProtocolError as exc:
             self.hub.metrics.invalid_command()
+            await self._settle(0)  # its error reply follows the earlier replies
+            if self.closed:
+                return
             if not self.connected:
                 self.close(DisconnectError(CloseCode.BAD_REQUEST, exc.message))
             elif budget is not None and (wait := budget.take(time.monotonic())):
@@ -575,8 +640,19 @@ class Connection:
                 if self.closed:
                     return
             if budget is not None and (wait := budget.take(time.monotonic())):
+                if self._in_flight:
+                    await self._settle(0)
+                    if self.closed:
+                        return
                 self._refuse(item, budget, wait)
                 continue
+            if self.connected and not isinstance(item, ProtocolError) and self.hub.pipelined(item):
+                await self._start(item)
+                continue
+            if self._in_flight:
+                await self._settle(0)  # every other command (and refusal) waits for the earlier replies
+                if self.closed:
+                    return
             if isinstance(item, ProtocolError):
                 self.hub.metrics.invalid_command()
                 if not self.connected:
@@ -610,29 +686,82 @@ class Connection:
         error = CommandError(ErrorCode.TOO_MANY_REQUESTS, "too many commands", retry_after=wait)
         self.reply(item.id, error=error.to_error())
 
-    async def execute(self, command: Command) -> None:
-        """Run one command and send its one reply."""
+    # --- pipelined commands ------------------------------------------------
+
+    async def _start(self, command: Command) -> None:
+        """Start a pipelined command; it replies in its turn (:meth:`_release`)."""
+        in_flight = self._in_flight
+        if in_flight is None:
+            in_flight = self._in_flight = deque()
+        elif len(in_flight) >= MAX_IN_FLIGHT:
+            await self._settle(MAX_IN_FLIGHT - 1)
+            if self.closed:
+                return
+        entry = _InFlight()
+        # Tasks start in creation order and this one reaches the engine before it first
+        # waits: the engine receives the connection's publishes in command order.
+        entry.task = task = asyncio.ensure_future(self.execute(command, entry))
+        in_flight.append(entry)
+        task.add_done_callback(self._release)
+
+    def _release(self, _: object = None) -> None:
+        """Send the replies of the oldest finished commands, up to the first one still running."""
+        in_flight = self._in_flight
+        while in_flight:
+            entry = in_flight[0]
+            assert entry.task is not None
+            if not entry.task.done():
+                return
+            in_flight.popleft()
+            for out in entry.replies:
+                self.send(out)
+            if entry.close is not None:
+                self.close(entry.close)
+
+    async def _settle(self, keep: int) -> None:
+        """Wait until at most ``keep`` pipelined commands are in flight, their replies sent."""
+        in_flight = self._in_flight
+        while in_flight is not None and len(in_flight) > keep:
+            task = in_flight[0].task
+            assert task is not None
+            await asyncio.wait((task,))
+            self._release()
+
+    async def execute(self, command: Command, entry: _InFlight | None = None) -> None:
+        """Run one command and send its one reply (into ``entry`` when pipelined)."""
         self.hub.metrics.command(type(command))
         if not self.connected and not isinstance(command, Connect):
             self.close(DisconnectError(CloseCode.BAD_REQUEST, "connect first"))
             return
+        answer: Callable[[int, Result | None, Error | None], None] = (
+            self.reply if entry is None else self._answer(entry)
+        )
         try:
             result = await self.hub.run_command(self, command)
             if result is not None:  # inside the try: a result that cannot be encoded is an INTERNAL error
-                self.reply(command.id, result)
+                answer(command.id, result, None)
         except CommandError as exc:
-            self.reply(command.id, error=exc.to_error())
+            answer(command.id, None, exc.to_error())
             audit.refused(self, command, exc)  # an audit record when it refused a right
         except EngineError as exc:  # the one place engine errors become client errors here
             if not isinstance(exc, EngineUnavailable):
                 log.error("command %s failed on connection %s: %r", type(command).__name__, self.id, exc)
-            self.reply(command.id, error=client_error(exc).to_error())
+            answer(command.id, None, client_error(exc).to_error())
         except DisconnectError as exc:
             audit.refused(self, command, exc)
-            self.close(exc)
+            if entry is None:
+                self.close(exc)
+            else:
+                entry.close = exc
         except Exception:
             log.exception("command %s failed on connection %s", type(command).__name__, self.id)
-            self.reply(command.id, error=Error(ErrorCode.INTERNAL, "internal error"))
+            answer(command.id, None, Error(ErrorCode.INTERNAL, "internal error"))
+
+    def _answer(self, entry: _InFlight) -> Callable[[int, Result | None, Error | None], None]:
+        def answer(id: int, result: Result | None, error: Error | None) -> None:
+            entry.replies.append(self._encode_reply(id, result, error))
+
+        return answer
 
 
 def _describe(exc: object) -> str:

@@ -32,6 +32,7 @@ from protocol.messages import (
     Connect,
     HistoryResult,
     Publication,
+    Publish,
     PublishResult,
     Result,
     ServerMessage,
@@ -181,6 +182,15 @@ class Hub:
         if handler is None:
             raise CommandError(ErrorCode.UNKNOWN_COMMAND)
         return await handler(conn, command)
+
+    def pipelined(self, command: Command) -> bool:
+        """Whether a connected client's ``command`` may start before its earlier commands replied:
+        a publish, where the engine keeps concurrent publishes in order and no feature owns the
+        namespace's publishes (a feature's publish may wait on other things before the engine)."""
+        if type(command) is not Publish or not self.engine.pipelines_publishes:
+            return False
+        ns = self.namespace(command.channel)
+        return ns is not None and ns.kind not in self._publishers
 
     # --- writes ----------------------------------------------------------
 

@@ -134,6 +134,11 @@ class Broker(abc.ABC):
     #: Whether the engine may send one publish more than once (it retries after a lost answer):
     #: then a publish without an id needs one (``realtime.publish_ids``). The memory engine never does.
     retries_publishes = True
+    #: Whether publishes started one after another without awaiting each other (each one's
+    #: call made before the next) take effect in that order, and are worth overlapping: then
+    #: a connection may pipeline its publishes (``realtime.connection``). Off for engines whose
+    #: publish never waits (the memory engine: nothing to overlap) or cannot keep the order.
+    pipelines_publishes = False
 
     @abc.abstractmethod
     async def start(self, handler: PublicationHandler) -> None:

@@ -27,7 +27,6 @@ import logging
 import math
 import secrets
 import time
-import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +45,7 @@ from .base import Engine
 from .broker import DeliveryHealth, HistoryOptions, HistorySlice, Idempotency, PublicationHandler, Published
 from .errors import EngineUnavailable, OutcomeUnknown, StateLimitExceeded, VersionConflict
 from .presence import PresenceCounts, PresenceEntry
+from .redis_publish import PublishPipeline
 from .state import NO_LIMITS, StateLimits, StateSlice, StateWrite
 
 if TYPE_CHECKING:
@@ -101,14 +101,6 @@ def transport_closed(exc: BaseException) -> bool:
 def is_outage(exc: BaseException) -> bool:
     """Whether ``exc`` means "Redis is not reachable or not serving now"."""
     return isinstance(exc, UNAVAILABLE) or transport_closed(exc)
-
-
-class _NotSent(Exception):
-    """A publish attempt failed before its script reached Redis (or Redis refused to run it)."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
 
 
 #: Seconds between attempts to load the Function library while Redis is unreachable.
@@ -248,8 +240,22 @@ class RedisEngine(Engine):
         self._closed = False
         self._warned_at = 0.0
         self._suppressed = 0
-        #: Command connection -> the stream it answered a PING on (see :meth:`_evalsha`).
-        self._proven: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        #: One Redis: every publish of this node goes through one ordered pipeline.
+        self._pipeline = (
+            None
+            if isinstance(self.redis, RedisCluster)
+            else PublishPipeline(
+                self.redis,
+                self._publish_script,
+                is_outage=is_outage,
+                warn=self._warn,
+                refused=REFUSED,
+                attempts=PUBLISH_ATTEMPTS,
+                retry_time=publish_retry_time,
+                backoff=PUBLISH_BACKOFF,
+            )
+        )
+        self.pipelines_publishes = not cluster  # one ordered pipeline (a cluster has none yet)
 
     # --- keys ------------------------------------------------------------
 
@@ -320,6 +326,8 @@ class RedisEngine(Engine):
         if self._pubsub is not None:
             await self._pubsub.close()
             self._pubsub = None
+        if self._pipeline is not None:
+            await self._pipeline.close()
         await self.redis.aclose()
 
     async def load_library(self) -> None:
@@ -463,10 +471,13 @@ class RedisEngine(Engine):
         a timeout) leaves the outcome unknown; with an idempotency key (``retry``) the script
         runs again with the same key, which publishes or replays the first result, at most
         :data:`PUBLISH_ATTEMPTS` times and not past ``publish_retry_time`` seconds. Still
-        unknown (or without a key): :class:`OutcomeUnknown`. On one Redis each attempt is one
-        command on one connection (:meth:`_evalsha`), so where it failed is known; on a
-        cluster redis-py's own retries cannot be seen, so any failure leaves it unknown.
+        unknown (or without a key): :class:`OutcomeUnknown`. On one Redis the node's publishes
+        go through one :class:`~.redis_publish.PublishPipeline` (in submit order, on one
+        connection per round trip), so where an attempt failed is known; on a cluster
+        redis-py's own retries cannot be seen, so any failure leaves it unknown.
         """
+        if self._pipeline is not None:
+            return await self._pipeline.call(keys, args, retry=retry)
         deadline = time.monotonic() + self.publish_retry_time
         unknown = False
         delay = PUBLISH_BACKOFF
@@ -474,11 +485,7 @@ class RedisEngine(Engine):
         while True:
             attempt += 1
             try:
-                if self.cluster:
-                    return await self._publish_script(keys=keys, args=args)
-                return await self._evalsha(keys, args)
-            except _NotSent as failed:
-                self._warn("publish" if attempt == 1 else f"publish (attempt {attempt})", failed.cause)
+                return await self._publish_script(keys=keys, args=args)
             except _OUTAGE_TYPES as exc:
                 if not is_outage(exc):
                     raise
@@ -491,51 +498,6 @@ class RedisEngine(Engine):
         if unknown:
             raise OutcomeUnknown("outcome unknown: retry with the same id") from None
         raise EngineUnavailable("temporarily unavailable: retry") from None
-
-    async def _evalsha(self, keys: list[str], args: list[Any]) -> Any:
-        """One attempt of the publish script on one pooled connection, without redis-py's
-        retry, so that what failed is known: :class:`_NotSent` when nothing reached Redis
-        (no connection; a new connection that did not answer a PING, which it sends first)
-        or Redis refused to run it; any other failure may follow the run."""
-        assert isinstance(self.redis, Redis)
-        pool = self.redis.connection_pool
-        try:
-            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        except _OUTAGE_TYPES as exc:
-            if not is_outage(exc):
-                raise
-            raise _NotSent(exc) from None
-        try:
-            try:
-                stale = conn.is_connected and await conn.can_read()  # EOF, or a reply nobody read
-            except _OUTAGE_TYPES:
-                stale = True
-            if stale:
-                await conn.disconnect(nowait=True)
-            if not conn.is_connected or self._proven.get(conn) is not conn._reader:
-                # A new connection proves itself first: a failure here is before the script.
-                try:
-                    await conn.send_command("PING")
-                    await conn.read_response()
-                except _OUTAGE_TYPES as exc:
-                    if not is_outage(exc):
-                        raise
-                    raise _NotSent(exc) from None
-                self._proven[conn] = conn._reader
-            script = self._publish_script
-            try:
-                await conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                return await conn.read_response()
-            except rex.NoScriptError:  # Redis restarted empty: the script did not run
-                await conn.send_command("EVAL", script.script, len(keys), *keys, *args)
-                return await conn.read_response()
-            except REFUSED as exc:  # answered without running it
-                raise _NotSent(exc) from None
-        except BaseException:
-            await conn.disconnect(nowait=True)  # never hand a connection with a reply due back to the pool
-            raise
-        finally:
-            await pool.release(conn)
 
     async def subscribe(self, channel: str) -> None:
         assert self._pubsub is not None, "start the engine first"
