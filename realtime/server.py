@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -415,6 +416,29 @@ class HubServer:
             self._close_audit = None
 
 
+#: Allocations (net of frees) between two young-generation collections of the cyclic garbage
+#: collector in ``realtime serve`` (CPython's default is 700).
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Collect cyclic garbage less often, and never rescan what startup built.
+
+    Every connection keeps ~150 container objects alive (aiohttp's request, tasks and
+    coroutine frames, the connection) that the collector traverses at each young
+    collection they are part of; with the default threshold, half of a connect's CPU
+    went to the collector (py-spy, 6,000 JWT connects: 0.44 ms with the threshold
+    below vs 0.87 ms). The garbage that does form cycles (exceptions and their
+    tracebacks, mostly) is short-lived and small, so waiting for 50,000 allocations
+    holds a few MiB at most. ``gc.freeze`` moves the modules, the app and the
+    settings to the permanent generation: full collections no longer walk them.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 async def serve(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully."""
     stop = asyncio.Event()
@@ -423,6 +447,7 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     server = HubServer(settings)
     await server.start()
+    tune_gc()
     if hasattr(signal, "SIGHUP"):  # not on Windows
         loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
     try:
