@@ -260,12 +260,12 @@ class TokenVerifier:
         self._keys = keys
         hmac_secret = keys.get("HS256")
         assert hmac_secret is None or isinstance(hmac_secret, bytes)
-        self._decoders = {
+        self._decoders: dict[tuple[str, ...], jwt.PyJWT] = {
             required: _decoder(required, hmac_secret) for required in (_CONNECTION_CLAIMS, _SUBSCRIPTION_CLAIMS)
         }
         #: The one algorithm when one key is configured: a token's header need not be read
         #: first to pick the key (PyJWT refuses any other ``alg`` itself).
-        self._only = next(iter(keys.items())) if len(keys) == 1 else None
+        self._only: tuple[str, bytes | PublicKey] | None = next(iter(keys.items())) if len(keys) == 1 else None
         self.audience = audience
         self.issuer = issuer
         self.allow_anonymous = allow_anonymous
@@ -343,10 +343,11 @@ class TokenVerifier:
             if self._only is not None:
                 algorithm, key = self._only
             else:
-                algorithm = jwt.get_unverified_header(token).get("alg")
-                key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
-                if key is None or not isinstance(algorithm, str):
+                named = jwt.get_unverified_header(token).get("alg")
+                found = self._keys.get(named) if isinstance(named, str) else None
+                if found is None or not isinstance(named, str):
                     raise TokenInvalid("algorithm not allowed")
+                algorithm, key = named, found
             claims = self._decoders[required].decode(
                 token, key, algorithms=[algorithm], audience=self.audience, issuer=self.issuer, leeway=0
             )
