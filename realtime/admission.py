@@ -303,6 +303,9 @@ class Gate(asyncio.Protocol):
     Every protocol event is passed on to ``inner``; reads go straight to it.
     """
 
+    # One per connection for its whole life: no instance dict (memory per connection).
+    __slots__ = ("_admission", "_admitted", "_inner", "_timer", "address", "data_received", "key", "transport")
+
     def __init__(self, admission: Admission, inner: asyncio.Protocol) -> None:
         self._admission = admission
         self._inner = inner
@@ -356,9 +359,6 @@ class Gate(asyncio.Protocol):
         # Transparent to whoever asks the transport for its protocol (``transport.get_protocol()``):
         # e.g. the connection reads aiohttp's ``writing_paused`` to bound what the transport holds.
         return getattr(self._inner, name)
-
-    def data_received(self, data: bytes) -> None:  # replaced per instance in __init__
-        self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received() if self._admitted else None
