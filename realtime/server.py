@@ -120,7 +120,7 @@ async def _websocket(request: web.Request, hub: Hub, admission: Admission) -> we
         decode_text=False,
     )
     remote = admission.proxies.client_address(request.remote or "-", request.headers.getall("X-Forwarded-For", ()))
-    refusal = admission.admit_upgrade(remote)
+    refusal = admission.admit_upgrade(remote, request.transport)
     try:
         writer = await ws.prepare(request)
         transport = request.transport
