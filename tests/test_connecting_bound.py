@@ -8,6 +8,7 @@ over the seconds the node needs; the SDK honours it and every client gets in. Re
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -29,7 +30,7 @@ def test_the_line_spaces_refusals_by_the_rate_connects_complete() -> None:
     # No history: at least the floor (10 a second), from the least advice up.
     waits = [line.advice() for _ in range(5)]
     assert waits[0] == MIN_RETRY_AFTER
-    assert [b - a for a, b in zip(waits, waits[1:])] == pytest.approx([0.1] * 4)
+    assert [b - a for a, b in itertools.pairwise(waits)] == pytest.approx([0.1] * 4)
     # 50 connects completed in a second: the next second's refusals are 1/50 s apart.
     now[0] = 101.0
     for _ in range(50):
