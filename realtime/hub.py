@@ -52,6 +52,7 @@ from .namespaces import Namespace, resolve
 from .publish_ids import publish_idempotency
 from .revocations import RevocationFile, RevocationFileError
 from .subscriptions import Channel, SubEvent, Subscriptions, SubState
+from .timers import TimerWheel
 
 F = TypeVar("F", bound=Feature)
 K = TypeVar("K")
@@ -74,6 +75,8 @@ class Hub:
         self.engine = engine
         self.metrics = metrics or Metrics(settings.namespaces)
         self.verifier = TokenVerifier.from_settings(settings)
+        #: Times every connection's deadlines (pings, connect deadline, token expiry).
+        self.timers = TimerWheel()
         #: Where revocations outlive the process on the memory engine (``revocations_file``), or None.
         self.revocation_file = RevocationFile(settings.revocations_file) if settings.revocations_file else None
         #: In the order they were plugged in: the order of their hooks.
