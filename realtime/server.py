@@ -80,6 +80,22 @@ def origin_allowed(origin: str | None, host: str, allowed: tuple[str, ...]) -> b
     return any(pattern == "*" or fnmatchcase(origin, pattern.lower()) for pattern in allowed)
 
 
+def _refuse_upgrade(request: web.Request, hub: Hub) -> web.StreamResponse | None:
+    """What an upgrade gets instead of a WebSocket (None: nothing, go on): 503 while the node
+    drains, 421 for a Host not allowed, 403 for an Origin not allowed."""
+    if hub.closing:
+        return shutting_down()
+    agent = request.headers.get("User-Agent")
+    origin = request.headers.get("Origin")
+    if not host_allowed(host := request.headers.get("Host"), request.app[ALLOWED_HOSTS]):
+        audit.upgrade_refused(request.remote or "-", "host not allowed", origin=origin, user_agent=agent, host=host)
+        return host_not_allowed()
+    if not origin_allowed(origin, request.host, hub.settings.allowed_origins):
+        audit.upgrade_refused(request.remote or "-", "origin not allowed", origin=origin, user_agent=agent)
+        raise web.HTTPForbidden(text="origin not allowed")
+    return None
+
+
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     """GET /ws. It does the work of the app's middlewares itself (the handshake timer, draining,
     the Host check), which pass this path straight through: their frames would otherwise stay
@@ -88,71 +104,57 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     admission.request_started(request.transport)
     try:
         hub = request.app[HUB]
-        if hub.closing:
-            return shutting_down()
-        if not host_allowed(host := request.headers.get("Host"), request.app[ALLOWED_HOSTS]):
-            agent = request.headers.get("User-Agent")
-            origin = request.headers.get("Origin")
-            audit.upgrade_refused(request.remote or "-", "host not allowed", origin=origin, user_agent=agent, host=host)
-            return host_not_allowed()
-        return await _websocket(request, hub, admission)
+        settings = hub.settings
+        refused = _refuse_upgrade(request, hub)
+        if refused is not None:
+            return refused
+        ws = HubWebSocket(
+            protocols=(MSGPACK_SUBPROTOCOL, JSON_SUBPROTOCOL),
+            # No heartbeat=: the connection pings and drops silent peers itself (4003 with a
+            # Disconnect push; aiohttp's would end in 1006), see realtime.connection.
+            timeout=close_timeout(settings.ping_interval),  # aiohttp's wait for the client's close frame
+            # aiohttp refuses a message of max_msg_size bytes or more: + 1 makes max_frame_size
+            # the largest frame a client may send.
+            max_msg_size=settings.max_frame_size + 1,
+            compress=False,  # frames are shared by all subscribers, see realtime.frames
+            decode_text=False,
+        )
+        remote = admission.proxies.client_address(request.remote or "-", request.headers.getall("X-Forwarded-For", ()))
+        refusal = admission.admit_upgrade(remote, request.transport)
+        try:
+            writer = await ws.prepare(request)
+            transport = request.transport
+            if transport is None:  # the peer left during the handshake
+                return ws
+            release_upgrade(request, ws)
+            codec = codec_for(ws.ws_protocol)
+            conn = Connection(hub, ws, transport, codec, remote, writer=writer, frames=ws.frames)
+            if refusal is not None:
+                hub.disconnects[refusal.code] += 1  # refused connections end with their code (metrics)
+                if refusal.code == CloseCode.TOO_MANY_CONNECTIONS:
+                    audit.connection_limit(remote, refusal.reason)
+                # Upgraded, then refused with the push and close frame: every client can read the
+                # advice (a browser sees no HTTP status of a refused upgrade, only 1006).
+                conn.close(refusal)
+                await conn.wait_closed()
+                return ws
+            hub.add(conn)
+            context = bind(conn)  # what is logged while serving it names it (and tasks it starts)
+            try:
+                await conn.run()
+            except Exception:
+                log.exception("connection %s failed", conn.id)
+                conn.close(DisconnectError(CloseCode.INTERNAL))
+            finally:
+                await hub.remove(conn)
+                await conn.wait_closed()
+                unbind(context)
+            return ws
+        finally:
+            if refusal is None:
+                admission.upgrade_ended(remote)
     finally:
         admission.request_done(request.transport)
-
-
-async def _websocket(request: web.Request, hub: Hub, admission: Admission) -> web.StreamResponse:
-    settings = hub.settings
-    origin = request.headers.get("Origin")
-    if not origin_allowed(origin, request.host, settings.allowed_origins):
-        audit.upgrade_refused(
-            request.remote or "-", "origin not allowed", origin=origin, user_agent=request.headers.get("User-Agent")
-        )
-        raise web.HTTPForbidden(text="origin not allowed")
-    ws = HubWebSocket(
-        protocols=(MSGPACK_SUBPROTOCOL, JSON_SUBPROTOCOL),
-        # No heartbeat=: the connection pings and drops silent peers itself (4003 with a
-        # Disconnect push; aiohttp's would end in 1006), see realtime.connection.
-        timeout=close_timeout(settings.ping_interval),  # aiohttp's wait for the client's close frame
-        # aiohttp refuses a message of max_msg_size bytes or more: + 1 makes max_frame_size
-        # the largest frame a client may send.
-        max_msg_size=settings.max_frame_size + 1,
-        compress=False,  # frames are shared by all subscribers, see realtime.frames
-        decode_text=False,
-    )
-    remote = admission.proxies.client_address(request.remote or "-", request.headers.getall("X-Forwarded-For", ()))
-    refusal = admission.admit_upgrade(remote, request.transport)
-    try:
-        writer = await ws.prepare(request)
-        transport = request.transport
-        if transport is None:  # the peer left during the handshake
-            return ws
-        release_upgrade(request, ws)
-        codec = codec_for(ws.ws_protocol)
-        conn = Connection(hub, ws, transport, codec, remote, writer=writer, frames=ws.frames)
-        if refusal is not None:
-            hub.disconnects[refusal.code] += 1  # refused connections end with their code (metrics)
-            if refusal.code == CloseCode.TOO_MANY_CONNECTIONS:
-                audit.connection_limit(remote, refusal.reason)
-            # Upgraded, then refused with the push and close frame: every client can read the
-            # advice (a browser sees no HTTP status of a refused upgrade, only 1006).
-            conn.close(refusal)
-            await conn.wait_closed()
-            return ws
-        hub.add(conn)
-        context = bind(conn)  # what is logged while serving it names it (and tasks it starts)
-        try:
-            await conn.run()
-        except Exception:
-            log.exception("connection %s failed", conn.id)
-            conn.close(DisconnectError(CloseCode.INTERNAL))
-        finally:
-            await hub.remove(conn)
-            await conn.wait_closed()
-            unbind(context)
-        return ws
-    finally:
-        if refusal is None:
-            admission.upgrade_ended(remote)
 
 
 #: What every upgraded connection's aiohttp objects share instead of holding their own (see
