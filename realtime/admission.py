@@ -20,8 +20,10 @@ closes it when idle).
   socket that sends nothing) is closed. Between requests of a keep-alive
   connection aiohttp's keep-alive timeout (``http_idle_timeout``) applies.
 * **Connection limits** (:meth:`Admission.admit_upgrade`, at each WebSocket
-  upgrade): ``max_connections`` per node and ``max_connects_per_second`` (a
-  token bucket) refuse with 4008 OVERLOADED, ``max_connections_per_address``
+  upgrade): ``max_connections`` per node, ``max_connects_per_second`` (a
+  token bucket) and ``max_connecting`` (connections upgraded whose connect is
+  not answered yet: the storm bound, see :class:`ConnectingLine`) refuse with
+  4008 OVERLOADED, ``max_connections_per_address``
   with 4009 TOO_MANY_CONNECTIONS; the upgrade is accepted and answered with
   the Disconnect push, which carries retry advice, then the close frame, so
   that every client (browsers too, which see no HTTP status) can honour it.
@@ -41,6 +43,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, cast
@@ -168,6 +171,47 @@ class ConnectRate:
         return self._line - now
 
 
+class ConnectingLine:
+    """Retry advice for upgrades refused over ``max_connecting``: a place in a virtual line.
+
+    A storm of reconnecting clients (a node died, its clients all come here) is more than a
+    node can connect within their connect timeouts; taken all at once, every connect waits
+    behind the others and most time out, then retry together. Refused instead, each client
+    is told to come back one client's share of a second after the one refused before it, at
+    the rate this node completed connects in the last full second (at least ``floor`` a
+    second: a node hit by a storm out of quiet has no such history), so the storm returns at
+    about the rate the node takes it. The SDK adds up to half the advice at random.
+    """
+
+    def __init__(self, floor: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.floor = max(1.0, floor)
+        self._clock = clock
+        self._second = math.floor(clock())
+        self._count = 0  # connects completed in the current second
+        self._rate = 0.0  # ... in the one before
+        self._line = 0.0  # when the last refused client was told to come back
+
+    def _roll(self, now: float) -> None:
+        second = math.floor(now)
+        if second != self._second:
+            self._rate = float(self._count) if second == self._second + 1 else 0.0
+            self._count = 0
+            self._second = second
+
+    def completed(self) -> None:
+        """A connect was answered: count it towards this second's rate."""
+        self._roll(self._clock())
+        self._count += 1
+
+    def advice(self) -> float:
+        """The seconds the next refused client should wait."""
+        now = self._clock()
+        self._roll(now)
+        rate = max(self._rate, self.floor)
+        self._line = min(max(self._line + 1 / rate, now + MIN_RETRY_AFTER), now + MAX_RETRY_AFTER)
+        return self._line - now
+
+
 PER_ADDRESS_REFUSAL = _refusal("too many unauthenticated connections from this address")
 NODE_REFUSAL = _refusal("too many unauthenticated connections on this node")
 
@@ -183,7 +227,12 @@ class Admission:
         self.max_connections_per_address = settings.max_connections_per_address
         self.proxies = TrustedProxies(settings.trusted_proxies)
         self._rate = ConnectRate(settings.max_connects_per_second) if settings.max_connects_per_second else None
-        #: Pending sockets on this node, and per address key (keys with none are dropped).
+        self.max_connecting = settings.max_connecting
+        # At least half the bound a second: a node that can hold that many connects in flight
+        # completes about that many a second (one core: 1,000-2,000 with a JWT each).
+        self._line = ConnectingLine(settings.max_connecting / 2)
+        #: WebSocket connections upgraded on this node whose connect is not answered yet.
+        self.connecting = 0  #: Pending sockets on this node, and per address key (keys with none are dropped).
         self.pending = 0
         self._by_address: dict[str, int] = {}
         self._gates: dict[asyncio.BaseTransport, Gate] = {}
@@ -202,10 +251,11 @@ class Admission:
 
     # -- WebSocket upgrades
 
-    def admit_upgrade(self, address: str) -> DisconnectError | None:
-        """Count a WebSocket upgrade from client ``address`` in, or return its refusal.
+    def admit_upgrade(self, address: str, transport: asyncio.BaseTransport | None = None) -> DisconnectError | None:
+        """Count a WebSocket upgrade from client ``address`` on ``transport`` in, or return its refusal.
 
-        Admitted, the caller calls :meth:`upgrade_ended` when the connection ends.
+        Admitted, the caller calls :meth:`upgrade_ended` when the connection ends; it counts
+        as connecting until :meth:`authenticated` (or its socket closes).
         """
         refusal = None
         key = address_key(address)
@@ -223,12 +273,20 @@ class Admission:
             wait = self._rate.take()
             if wait is not None:
                 refusal = DisconnectError(CloseCode.OVERLOADED, "too many connects", retry_after=wait)
+        if refusal is None and self.max_connecting and self.connecting >= self.max_connecting:
+            refusal = DisconnectError(
+                CloseCode.OVERLOADED, "too many connects in progress", retry_after=self._line.advice()
+            )
         if refusal is not None:
             self.refused_upgrades[refusal.code] = self.refused_upgrades.get(refusal.code, 0) + 1
             log.debug("refused a WebSocket from %s: %s", address, refusal.reason)
             return refusal
         self.connections += 1
         self._upgraded[key] = self._upgraded.get(key, 0) + 1
+        gate = self._gates.get(transport) if transport is not None else None
+        if gate is not None:  # pending until its connect: counted out by _release
+            gate.connecting = True
+            self.connecting += 1
         return None
 
     def upgrade_ended(self, address: str) -> None:
@@ -246,10 +304,13 @@ class Admission:
         if gate is not None:
             gate.got_request()
 
-    def authenticated(self, transport: asyncio.BaseTransport | None) -> None:
-        """The WebSocket on ``transport`` completed its connect: it no longer counts as pending."""
+    def authenticated(self, transport: asyncio.BaseTransport | None, connected: bool = False) -> None:
+        """The WebSocket on ``transport`` completed its connect (``connected``), or the request
+        on it was answered: it no longer counts as pending."""
         gate = self._gates.get(transport) if transport is not None else None
         if gate is not None:
+            if connected and gate.connecting:
+                self._line.completed()
             gate.got_request()
             self._release(gate)
 
@@ -286,6 +347,9 @@ class Admission:
             return  # authenticated before, or never admitted
         self.pending -= 1
         _count_out(self._by_address, gate.key)
+        if gate.connecting:
+            gate.connecting = False
+            self.connecting -= 1
 
 
 def _count_out(counts: dict[str, int], key: str) -> None:
@@ -303,6 +367,19 @@ class Gate(asyncio.Protocol):
     Every protocol event is passed on to ``inner``; reads go straight to it.
     """
 
+    # One per connection for its whole life: no instance dict (memory per connection).
+    __slots__ = (
+        "_admission",
+        "_admitted",
+        "_inner",
+        "_timer",
+        "address",
+        "connecting",
+        "data_received",
+        "key",
+        "transport",
+    )
+
     def __init__(self, admission: Admission, inner: asyncio.Protocol) -> None:
         self._admission = admission
         self._inner = inner
@@ -311,6 +388,7 @@ class Gate(asyncio.Protocol):
         self.transport: asyncio.BaseTransport | None = None
         self.address = "-"
         self.key = "-"  # what the address is counted under (address_key)
+        self.connecting = False  # upgraded, its connect not answered yet (Admission.connecting)
         # Reads bypass the gate (event loops look the method up on the protocol, some once, at
         # creation): a refused socket is closed before its first read, so it never gets here.
         self.data_received = inner.data_received  # type: ignore[method-assign]
@@ -357,9 +435,6 @@ class Gate(asyncio.Protocol):
         # e.g. the connection reads aiohttp's ``writing_paused`` to bound what the transport holds.
         return getattr(self._inner, name)
 
-    def data_received(self, data: bytes) -> None:  # replaced per instance in __init__
-        self._inner.data_received(data)
-
     def eof_received(self) -> bool | None:
         return self._inner.eof_received() if self._admitted else None
 
@@ -379,7 +454,7 @@ class AuthenticatedHook(Feature):
         self._admission = admission
 
     async def on_connect(self, conn: Connection) -> None:
-        self._admission.authenticated(conn.transport)
+        self._admission.authenticated(conn.transport, connected=True)
 
 
 __all__ = [
@@ -388,6 +463,7 @@ __all__ = [
     "Admission",
     "AuthenticatedHook",
     "ConnectRate",
+    "ConnectingLine",
     "Gate",
     "TrustedProxies",
     "address_key",

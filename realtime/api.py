@@ -827,14 +827,23 @@ async def _close_unread(request: web.Request, response: web.StreamResponse) -> w
 
 
 @web.middleware
-async def api_middleware(
+def api_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+) -> Awaitable[web.StreamResponse]:
     """For ``/api`` and ``/api/*``: every error answer is the JSON error map (aiohttp's own 404, 405,
     413... included), and a request whose body was not read to its end (refused before reading it,
-    or past the limit while reading) is answered and its connection closed, the body left unread."""
+    or past the limit while reading) is answered and its connection closed, the body left unread.
+
+    Any other path gets its handler's coroutine as is: no frame of this middleware stays alive
+    under a WebSocket's handler for the connection's life (memory per connection)."""
     if not _is_api(request.path):
-        return await handler(request)
+        return handler(request)
+    return _api_request(request, handler)
+
+
+async def _api_request(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     try:
         response = await handler(request)
     except web.HTTPException as exc:

@@ -44,6 +44,7 @@ import msgpack  # type: ignore[import-untyped]  # no stubs
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import HMACAlgorithm
 
 from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import CommandError, RealtimeError
@@ -192,6 +193,46 @@ _JWT_ERRORS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
 )
 
 
+class _PreparedHMAC(HMACAlgorithm):
+    """HS256 whose key is prepared once: PyJWT prepares the key on every decode, and for an
+    HMAC secret that means scanning it for PEM, SSH and JWK shapes (a regex and a JSON
+    parse), a fifth of a token's verification (py-spy)."""
+
+    def __init__(self, secret: bytes) -> None:
+        super().__init__(HMACAlgorithm.SHA256)
+        self._secret = secret
+        self._prepared = super().prepare_key(secret)
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        return self._prepared if key is self._secret else super().prepare_key(key)
+
+
+def _decoder(required: tuple[str, ...], hmac_secret: bytes | None) -> jwt.PyJWT:
+    """A PyJWT decoder whose options are set once (PyJWT merges per-call options into new
+    dicts on every decode) and whose HS256 key is prepared once."""
+    decoder = jwt.PyJWT(
+        options={
+            "require": list(required),
+            # Checked by TokenVerifier._decode: times against `now` (PyJWT would also refuse
+            # an iat in the future, and PyJWT 2.8 checks no sub type).
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
+            "verify_sub": False,
+        }
+    )
+    if hmac_secret is not None:
+        jws = decoder._jws  # PyJWT's own JWS decoder: no public way to hand it a prepared key
+        jws.unregister_algorithm("HS256")
+        jws.register_algorithm("HS256", _PreparedHMAC(hmac_secret))
+    return decoder
+
+
+#: The claims each kind of token must carry.
+_CONNECTION_CLAIMS = ("sub",)
+_SUBSCRIPTION_CLAIMS = ("sub", "channel")
+
+
 class TokenVerifier:
     """Verifies connection and subscription tokens against the configured keys.
 
@@ -217,6 +258,14 @@ class TokenVerifier:
             key, algorithm = load_public_key(public_key)
             keys[algorithm] = key
         self._keys = keys
+        hmac_secret = keys.get("HS256")
+        assert hmac_secret is None or isinstance(hmac_secret, bytes)
+        self._decoders: dict[tuple[str, ...], jwt.PyJWT] = {
+            required: _decoder(required, hmac_secret) for required in (_CONNECTION_CLAIMS, _SUBSCRIPTION_CLAIMS)
+        }
+        #: The one algorithm when one key is configured: a token's header need not be read
+        #: first to pick the key (PyJWT refuses any other ``alg`` itself).
+        self._only: tuple[str, bytes | PublicKey] | None = next(iter(keys.items())) if len(keys) == 1 else None
         self.audience = audience
         self.issuer = issuer
         self.allow_anonymous = allow_anonymous
@@ -246,7 +295,7 @@ class TokenVerifier:
             if self.allow_anonymous:
                 return ANONYMOUS
             raise TokenInvalid("token required")
-        claims = self._decode(token, ("sub",), now)
+        claims = self._decode(token, _CONNECTION_CLAIMS, now)
         if "channel" in claims:  # the mark of a subscription token: it never connects
             raise TokenInvalid("a subscription token cannot connect")
         user = claims["sub"]
@@ -279,7 +328,7 @@ class TokenVerifier:
         """
         if not token:
             raise TokenInvalid("token required")
-        claims = self._decode(token, ("sub", "channel"), now)
+        claims = self._decode(token, _SUBSCRIPTION_CLAIMS, now)
         if claims["channel"] != channel:
             raise TokenInvalid("token is for another channel")
         if claims["sub"] != user:
@@ -291,26 +340,16 @@ class TokenVerifier:
         if not isinstance(token, str):
             raise TokenInvalid("malformed token")
         try:
-            algorithm = jwt.get_unverified_header(token).get("alg")
-            key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
-            if key is None or not isinstance(algorithm, str):
-                raise TokenInvalid("algorithm not allowed")
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[algorithm],
-                audience=self.audience,
-                issuer=self.issuer,
-                leeway=0,
-                options={
-                    "require": list(required),
-                    # Checked below: times against `now` (PyJWT would also refuse an iat
-                    # in the future, and PyJWT 2.8 checks no sub type).
-                    "verify_exp": False,
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                    "verify_sub": False,
-                },
+            if self._only is not None:
+                algorithm, key = self._only
+            else:
+                named = jwt.get_unverified_header(token).get("alg")
+                found = self._keys.get(named) if isinstance(named, str) else None
+                if found is None or not isinstance(named, str):
+                    raise TokenInvalid("algorithm not allowed")
+                algorithm, key = named, found
+            claims = self._decoders[required].decode(
+                token, key, algorithms=[algorithm], audience=self.audience, issuer=self.issuer, leeway=0
             )
         except jwt.MissingRequiredClaimError as exc:
             raise TokenInvalid(f"missing claim {exc.claim}") from None

@@ -167,6 +167,12 @@ class Settings:
     #: worth); over it an upgrade is refused with 4008 OVERLOADED and advice that spreads
     #: the refused clients over time. 0: no limit.
     max_connects_per_second: float = 0.0
+    #: Most WebSocket connections on this node in the middle of connecting (upgraded, their
+    #: connect not yet answered); over it an upgrade is refused with 4008 OVERLOADED and advice
+    #: that spreads the refused clients over the seconds the node needs to take them: a storm
+    #: larger than the node can serve within clients' connect timeouts is shed instead of
+    #: timing everyone out. 0: no limit.
+    max_connecting: int = 1000
     #: Addresses or networks (CIDR) of the proxies in front of the hub: a connection from one
     #: of them is counted under the client address its X-Forwarded-For names (the rightmost
     #: address that is not a trusted proxy), and is not held to max_pending_per_address.
@@ -631,6 +637,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "max_connections_per_address": _non_negative,
     "max_connections_per_user": _non_negative,
     "max_connects_per_second": _non_negative,
+    "max_connecting": _non_negative,
     "trusted_proxies": _networks,
     "tls_cert": _readable_file,
     "tls_key": _readable_file,

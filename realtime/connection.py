@@ -10,11 +10,12 @@ frames; what does not fit waits in the connection's own queue, which is what
 gets dropped when the client is too slow (4002), so the Disconnect push and the
 close frame follow at most that much.
 
-**Heartbeat and connect deadline.** One ``TimerHandle`` per connection, re-armed
-from its own callback, drives both (instead of aiohttp's ``heartbeat=``, whose
-pong timeout ends in 1006 without a Disconnect push, and whose receive timeout
-restarts on every ping or pong). Received bytes only store a float
-(``ClientFrames.last_seen``), so the timer is never cancelled or rescheduled per
+**Heartbeat, connect deadline and token expiry.** One entry per connection in
+the hub's :class:`~realtime.timers.TimerWheel` (no ``TimerHandle`` of its own),
+filed again from its own callback, drives all three (instead of aiohttp's
+``heartbeat=``, whose pong timeout ends in 1006 without a Disconnect push, and
+whose receive timeout restarts on every ping or pong). Received bytes only
+store a float (``ClientFrames.last_seen``), so the timer is never moved per
 read; it fires twice per ``ping_interval`` (the ping, then the pong deadline).
 
 **Commands run in order, publishes overlap.** Where the engine can keep their
@@ -69,6 +70,7 @@ from .engines.errors import EngineError, EngineUnavailable, client_error
 from .frames import PING_FRAME, ClientFrames, Outgoing, coalesce
 from .metrics import Metrics
 from .subscriptions import SubState
+from .timers import TimerWheel
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -208,6 +210,10 @@ class ConnectionHost(Protocol):
     async def run_command(self, conn: Connection, command: Command) -> Result | None:
         """Run one command of ``conn``: the result for its reply, or None if the handler replied."""
 
+    @property
+    def timers(self) -> TimerWheel:
+        """The wheel that times every connection's deadlines."""
+
     def pipelined(self, command: Command) -> bool:
         """Whether ``command`` (of a connected client) may start before the earlier ones replied."""
 
@@ -246,7 +252,6 @@ class Connection:
         "_pending",
         "_pending_bytes",
         "_ping_sent",
-        "_timer",
         "_writer",
         "audit_records",
         "channels",
@@ -260,6 +265,7 @@ class Connection:
         "identity",
         "info",
         "remote",
+        "timer_slot",
         "transport",
         "user",
         "ws",
@@ -287,7 +293,8 @@ class Connection:
         self.user = ""
         #: Publisher info attached to what this connection publishes.
         self.info = ClientInfo("", self.id)
-        self._expiry: asyncio.TimerHandle | None = None
+        #: Loop time at which its token (plus the grace window) expires; None: never.
+        self._expiry: float | None = None
         self.connected = False  # the connect command succeeded
         self.closed = False  # no more writes: closing or closed
         self.close_code = 0
@@ -301,8 +308,9 @@ class Connection:
         self._max_queue = hub.settings.max_queue_bytes
         self._close_task: asyncio.Task[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
-        # The clock (see the module's docstring), started by run().
-        self._timer: asyncio.TimerHandle | None = None
+        # The clock (see the module's docstring), started by run(): the wheel slot it is filed
+        # under (None: not filed, or being called back).
+        self.timer_slot: int | None = None
         self._connect_deadline = 0.0
         self._next_ping = 0.0
         self._ping_sent: float | None = None  # loop time of the ping not answered yet
@@ -333,14 +341,14 @@ class Connection:
         self.identity = identity
         self.user = identity.user
         self.info = ClientInfo(identity.user, self.id, identity.info)
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
+        self._expiry = None
         if identity.expires is not None and not self.closed:  # closed while the token was checked
             delay = identity.expires - time.time() + self.hub.settings.token_grace
-            self._expiry = asyncio.get_running_loop().call_later(
-                max(0.0, delay), self.close, DisconnectError(CloseCode.TOKEN_EXPIRED)
-            )
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            self._expiry = now + max(0.0, delay)
+            if self.timer_slot is not None:  # the clock runs: file it by its new next deadline
+                self._arm(now)
 
     # --- writing -------------------------------------------------------------
 
@@ -555,40 +563,39 @@ class Connection:
 
     def _start_clock(self) -> None:
         settings = self.hub.settings
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = asyncio.get_running_loop().time()
         opened = now if self._frames is None else self._frames.opened  # the upgrade
         self._connect_deadline = opened + settings.connect_timeout
         self._next_ping = opened + settings.ping_interval
         self.transport.set_write_buffer_limits(high=WRITE_BUFFER)
-        self._arm(loop, now)
+        self._arm(now)
 
     def _stop_clock(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
+        self.timer_slot = None  # TimerWheel.cancel: its entry is skipped when its slot fires
+        self._expiry = None
 
     def _past_connect_deadline(self) -> bool:
         return asyncio.get_running_loop().time() >= self._connect_deadline
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+    def _arm(self, now: float) -> None:
         when = self._next_ping
         if self._ping_sent is not None:
             when = min(when, self._ping_sent + self.hub.settings.ping_interval / 2)
         if not self.connected and self._connect_deadline > now:  # once past, run() checks it
             when = min(when, self._connect_deadline)
-        self._timer = loop.call_at(when, self._tick)
+        if self._expiry is not None:
+            when = min(when, self._expiry)
+        self.hub.timers.schedule(self, when)
 
-    def _tick(self) -> None:
-        """The connection's one timer: connect deadline, pong deadline, next ping."""
-        self._timer = None
+    def on_timer(self) -> None:
+        """The connection's one timer: token expiry, connect deadline, pong deadline, next ping."""
         if self.closed:
             return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = asyncio.get_running_loop().time()
+        if self._expiry is not None and now >= self._expiry:
+            # Past exp plus the grace window, not refreshed: the client refreshes, then reconnects.
+            self.close(DisconnectError(CloseCode.TOKEN_EXPIRED))
+            return
         if not self.connected and now >= self._connect_deadline and not self._in_frame:
             # Whatever arrived meanwhile (pings, pongs, refused connects): no connect, no connection.
             # (A frame being run is let finish: run() checks the deadline after it.)
@@ -606,7 +613,7 @@ class Connection:
             self.transport.write(PING_FRAME)
             self._ping_sent = now
             self._next_ping = now + interval
-        self._arm(loop, now)
+        self._arm(now)
 
     def _note_end(self, code: int, reason: str) -> None:
         self._stop_clock()

@@ -53,6 +53,7 @@ from .namespaces import Namespace, resolve
 from .publish_ids import publish_idempotency
 from .revocations import RevocationFile, RevocationFileError
 from .subscriptions import Channel, SubEvent, Subscriptions, SubState
+from .timers import TimerWheel
 
 F = TypeVar("F", bound=Feature)
 K = TypeVar("K")
@@ -75,6 +76,8 @@ class Hub:
         self.engine = engine
         self.metrics = metrics or Metrics(settings.namespaces)
         self.verifier = TokenVerifier.from_settings(settings)
+        #: Times every connection's deadlines (pings, connect deadline, token expiry).
+        self.timers = TimerWheel()
         #: Where revocations outlive the process on the memory engine (``revocations_file``), or None.
         self.revocation_file = RevocationFile(settings.revocations_file) if settings.revocations_file else None
         #: In the order they were plugged in: the order of their hooks.

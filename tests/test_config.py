@@ -154,6 +154,7 @@ TEXT_VALUES: dict[str, tuple[str, object]] = {
     "max_connections_per_address": ("0", 0),
     "max_connections_per_user": ("5", 5),
     "max_connects_per_second": ("50.5", 50.5),
+    "max_connecting": ("200", 200),
     "trusted_proxies": ("10.0.0.1, 192.168.0.0/16,fd00::/8", ("10.0.0.1/32", "192.168.0.0/16", "fd00::/8")),
     "tls_cert": (str(TLS_CERT), str(TLS_CERT)),
     "tls_key": (str(TLS_KEY), str(TLS_KEY)),

@@ -1,0 +1,77 @@
+"""The timer wheel (one loop timer for many connections' deadlines), and what an idle connection holds.
+
+The wheel on a real event loop; the connection checks on a real hub with a real client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import types
+
+from realtime.timers import RESOLUTION, TimerWheel
+
+from .helpers import RunningHub, make_token
+from .wsclient import RawClient
+
+
+class Deadline:
+    """A Timed that records when it was called back."""
+
+    def __init__(self, name: str, calls: list[tuple[str, float]]) -> None:
+        self.name = name
+        self.calls = calls
+        self.timer_slot: int | None = None
+
+    def on_timer(self) -> None:
+        self.calls.append((self.name, asyncio.get_running_loop().time()))
+        if self.name == "fails":
+            raise RuntimeError("a broken callback")
+
+
+async def test_deadlines_are_met_in_order_never_early_and_at_most_a_slot_late() -> None:
+    loop = asyncio.get_running_loop()
+    wheel = TimerWheel()
+    calls: list[tuple[str, float]] = []
+    start = loop.time()
+    due = {"a": start + 0.12, "b": start + 0.03, "c": start + 0.2}
+    for name, when in due.items():
+        wheel.schedule(Deadline(name, calls), when)
+    await asyncio.sleep(0.2 + 3 * RESOLUTION)
+    assert [name for name, _ in calls] == ["b", "a", "c"]
+    for name, at in calls:
+        assert at >= due[name] - 0.002  # the loop's own timer granularity
+        assert at <= due[name] + RESOLUTION + 0.5  # a busy machine may add its own lateness
+    assert len(wheel) == 0
+
+
+async def test_a_moved_or_cancelled_deadline_fires_once_at_its_new_time_or_never() -> None:
+    loop = asyncio.get_running_loop()
+    wheel = TimerWheel()
+    calls: list[tuple[str, float]] = []
+    moved, cancelled, fails, after = (Deadline(n, calls) for n in ("moved", "cancelled", "fails", "after"))
+    now = loop.time()
+    wheel.schedule(moved, now + 0.02)
+    wheel.schedule(moved, now + 0.15)  # moved later: the first entry is skipped
+    wheel.schedule(cancelled, now + 0.02)
+    wheel.cancel(cancelled)
+    wheel.schedule(fails, now + 0.05)
+    wheel.schedule(after, now + 0.05)  # same slot as the failing one: still called back
+    await asyncio.sleep(0.15 + 3 * RESOLUTION)
+    assert [name for name, _ in calls] == ["fails", "after", "moved"]
+    assert calls[-1][1] >= now + 0.15 - 0.002
+    assert moved.timer_slot is None and cancelled.timer_slot is None
+
+
+async def test_an_idle_connection_holds_no_timer_handle_nor_http_parser(hub: RunningHub) -> None:
+    async with await RawClient.open(hub.url, token=make_token("alice")) as client:
+        await client.subscribe("alpha")
+        conn = next(iter(hub.hub.connections.values()))
+        assert conn.timer_slot is not None  # filed in the hub's wheel
+        request = conn.ws._req
+        assert request is not None
+        assert request.protocol._parser is None  # released at the upgrade
+        gc.collect()
+        holders: list[object] = [r for r in gc.get_referrers(conn) if isinstance(r, types.MethodType)]
+        holders += [r for m in holders for r in gc.get_referrers(m)]
+        assert not [h for h in holders if "TimerHandle" in type(h).__name__]
