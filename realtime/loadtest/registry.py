@@ -12,6 +12,9 @@ from typing import Any
 SCENARIOS: dict[str, str] = {
     "fanout": "fanout:Fanout",
     "idle": "idle:Idle",
+    "chat": "chat:Chat",
+    "presence": "presence:Presence",
+    "live": "live:Live",
 }
 
 
