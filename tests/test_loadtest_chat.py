@@ -1,0 +1,75 @@
+"""`realtime loadtest chat`: the documented hub and command at tiny sizes, the room layout, usage errors.
+
+No test here asserts a speed: the machine is shared and the sizes are tiny.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from realtime.loadtest.chat import Layout, rooms
+
+from .helpers import RunningHub
+from .loadtest_docs import example, hub_settings, secret
+from .test_loadtest import check_contract, loadtest
+
+
+async def test_every_member_gets_every_message_once_in_order(hub_factory: Any, tmp_path: Path) -> None:
+    hub: RunningHub = await hub_factory(**hub_settings(tmp_path))
+    out = tmp_path / "chat.json"
+    args = example(
+        "chat", hub.url, users=12, room_min=2, room_max=5, message_rate=3, duration=1.5,
+        typing_lead=0.1, read_delay=0.1, procs=2, json=out,
+    )  # fmt: skip
+    code, stdout, stderr = await loadtest(*args, "--quiet")
+    assert code == 0, stderr
+    report = json.loads(out.read_text())
+    check_contract(report, "chat")
+    extra = report["extra"]
+    assert report["connected"] == 12 and extra["users"] == 12
+    assert report["sent"] == extra["messages"] > 0
+    assert report["delivered"] == extra["expected_deliveries"] > report["sent"]
+    assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
+    assert report["errors"] == {} and report["close_codes"] == {}
+    assert report["latency_ms"]["count"] == report["delivered"]
+    assert extra["typing_sent"] > 0 and extra["typing_pushes"] > 0 and extra["typing_throttled"] == 0
+    assert extra["reads_sent"] > 0 and extra["read_pushes"] > 0
+    assert "typing pushes" in stdout
+
+
+async def test_without_typing_and_reads_only_messages_go(hub_factory: Any, tmp_path: Path) -> None:
+    hub: RunningHub = await hub_factory(**hub_settings(tmp_path))
+    out = tmp_path / "chat.json"
+    code, _, stderr = await loadtest(
+        "chat", "--url", hub.url, "--jwt-secret", secret(), "--users", "6", "--room-min", "3", "--room-max", "3",
+        "--message-rate", "4", "--duration", "1", "--no-typing", "--no-reads", "--json", str(out), "--quiet",
+    )  # fmt: skip
+    assert code == 0, stderr
+    report = json.loads(out.read_text())
+    assert report["extra"]["rooms"] == 2 and report["delivered"] == 3 * report["sent"] > 0
+    assert report["lost"] == 0 and report["errors"] == {}
+    assert report["extra"]["typing_sent"] == report["extra"]["reads_sent"] == 0
+
+
+def test_rooms_cover_every_user_within_the_sizes() -> None:
+    for users, lo, hi in ((10_000, 2, 20), (7, 2, 3), (5, 5, 5), (3, 2, 20)):
+        starts = rooms(users, lo, hi, seed=7)
+        assert starts == rooms(users, lo, hi, seed=7)  # every process computes the same rooms
+        sizes = [b - a for a, b in zip(starts, [*starts[1:], users], strict=True)]
+        assert sum(sizes) == users and starts[0] == 0
+        assert all(lo <= s for s in sizes) and all(s <= hi for s in sizes[:-1])
+        assert sizes[-1] < hi + lo  # a short last room joined the one before it
+    layout = Layout(argparse.Namespace(users=7, room_min=2, room_max=3, seed=7, namespace="chat", room_prefix="r"))
+    assert [i for r in range(len(layout.starts)) for i in layout.members(r)] == list(range(7))
+    assert all(layout.room(i) == r for r in range(len(layout.starts)) for i in layout.members(r))
+    assert layout.channel(1) == "chat:r1"
+
+
+async def test_chat_usage_errors_exit_2() -> None:
+    url = "ws://127.0.0.1:9/ws"
+    assert (await loadtest("chat", "--url", url, "--users", "4"))[0] == 2  # no --jwt-secret
+    assert (await loadtest("chat", "--url", url, "--jwt-secret", "s", "--room-min", "5", "--room-max", "3"))[0] == 2
+    assert (await loadtest("chat", "--url", url, "--jwt-secret", "s", "--message-rate", "0"))[0] == 2
