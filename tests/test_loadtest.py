@@ -5,6 +5,7 @@ No test here asserts a speed: the machine is shared and the sizes are tiny.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -236,6 +237,53 @@ async def test_idle_run_connects_every_client_with_a_token(hub_factory: Any, tmp
     assert "connected 10" in stderr  # the live line
 
 
+async def test_storm_every_client_reconnects_and_recovers(hub_factory: Any, tmp_path: Path) -> None:
+    hub: RunningHub = await hub_factory(**LOADTEST_SETTINGS)
+    out = tmp_path / "storm.json"
+    code, _, stderr = await loadtest(
+        "storm", "--url", hub.url, "--clients", "8", "--channels", "2", "--rate", "40", "--drop-after", "0.5",
+        "--duration", "0.3", "--procs", "2", "--json", str(out), "--quiet",
+    )  # fmt: skip
+    assert code == 0, stderr
+    report = json.loads(out.read_text())
+    check_contract(report, "storm")
+    extra = report["extra"]
+    assert extra["dropped"] == 8 and extra["reconnected"] == 8 and extra["still_down"] == 0
+    assert extra["recovered"] == 8 and extra["not_recovered"] == 0
+    assert extra["recovery_s"] > 0
+    assert report["sent"] > 0 and report["delivered"] == 4 * report["sent"]  # 4 clients per channel
+    assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
+    assert report["close_codes"] == {}  # the drops were ours
+
+
+async def test_ramp_reports_the_knee(hub_factory: Any, tmp_path: Path) -> None:
+    hub: RunningHub = await hub_factory(**LOADTEST_SETTINGS)
+    out = tmp_path / "ramp.json"
+    code, _, stderr = await loadtest(
+        "ramp", "--url", hub.url, "--step", "3", "--step-duration", "0.5", "--max-connections", "6",
+        "--rate", "20", "--sample-every", "2", "--p99-budget-ms", "5000", "--json", str(out), "--quiet",
+    )  # fmt: skip
+    assert code == 0, stderr
+    report = json.loads(out.read_text())
+    check_contract(report, "ramp")
+    extra = report["extra"]
+    assert extra["knee"] == 6 and extra["broke"] == "max connections reached"
+    assert [step["connections"] for step in extra["steps"]] == [3, 6]
+    assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
+
+
+def test_a_ramp_step_breaks_on_latency_errors_or_missing_connections() -> None:
+    from realtime.loadtest.ramp import Ramp
+
+    args = argparse.Namespace(p99_budget_ms=50.0, error_budget=1)
+    good = {"p99_ms": 20.0, "errors": 1, "connections": 100, "samples": 10}
+    assert Ramp._broken(args, good, 100) is None
+    assert "p99" in str(Ramp._broken(args, {**good, "p99_ms": 51.0}, 100))
+    assert "errors" in str(Ramp._broken(args, {**good, "errors": 2}, 100))
+    assert "connections" in str(Ramp._broken(args, {**good, "connections": 98}, 100))
+    assert "nothing delivered" in str(Ramp._broken(args, {**good, "samples": 0}, 100))
+
+
 async def test_refusals_are_explained(hub_factory: Any) -> None:
     hub: RunningHub = await hub_factory(**{**LOADTEST_SETTINGS, "max_connections_per_address": 2})
     code, stdout, stderr = await loadtest("idle", "--url", hub.url, "--connections", "4", "--hold", "0", "--quiet")
@@ -262,6 +310,7 @@ async def test_an_unreachable_hub_exits_1(unused_tcp_port: int) -> None:
         ["fanout", "--url", "ws://127.0.0.1:1/ws", "--ack", "never"],
         ["idle", "--url", "ws://127.0.0.1:1/ws", "--connections", "0"],
         ["idle", "--url", "ws://example.com/ws", "--source-addresses", "4"],
+        ["storm", "--url", "ws://127.0.0.1:1/ws", "--kill-pid", "1"],  # nowhere to reconnect to
         ["nosuch", "--url", "ws://127.0.0.1:1/ws"],
     ],
 )

@@ -25,6 +25,7 @@ class Client(WSClient):
         self.stats = stats
         self.index = index
         self.ready = False  # counted in stats.connected
+        self.dropped = False  # we aborted it on purpose (a simulated network loss): no close code to count
 
     def mark_ready(self) -> None:
         if not self.ready:
@@ -35,7 +36,7 @@ class Client(WSClient):
         if self.ready:
             self.ready = False
             self.stats.connected -= 1
-            if not self.closing:
+            if not self.closing and not self.dropped:
                 self.stats.closed(self.close_code or 1006)
 
 
@@ -60,11 +61,13 @@ async def dial(
     index: int,
     factory: Callable[[], _C],
     timeout: float = CONNECT_TIMEOUT,
+    target: Target | None = None,
 ) -> _C:
     """Open client ``index`` and send ``connect`` (with its token); record the connect latency
-    (dial -> connect reply) and count it connected. Raises what failed (see :func:`error_kind`)."""
+    (dial -> connect reply) and count it connected. ``target`` defaults to the client's URL
+    (round-robin over --url). Raises what failed (see :func:`error_kind`)."""
     started = monotonic_ns()
-    client = await open_client(factory, ctx.target(index), ctx.source(index), timeout)
+    client = await open_client(factory, target or ctx.target(index), ctx.source(index), timeout)
     try:
         command: dict[str, object] = {"cmd": "connect", "name": CLIENT_NAME}
         token = ctx.token(index)

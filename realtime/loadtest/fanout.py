@@ -25,13 +25,14 @@ import asyncio
 import time
 from typing import Any
 
-from .clients import Client, dial, error_kind, gather_bounded
+from .clients import gather_bounded
 from .context import WorkerContext
 from .flags import non_negative, positive_int
+from .publisher import Publisher, wait_progress
 from .run import Run
 from .scenario import Outcome, Role, Scenario
-from .stats import Latency, OffsetTracker, Stats, count_shortfall
-from .wsclient import LoadtestError, Target, count_markers, monotonic_ns
+from .subscriber import Subscriber, subscribe
+from .wsclient import LoadtestError, monotonic_ns
 
 #: Seconds without a new delivery after which the drain at the end gives up.
 DRAIN_STALL = 3.0
@@ -86,7 +87,7 @@ class Fanout(Scenario):
 
     async def drive(self, run: Run) -> Outcome:
         args = run.args
-        publisher = await Publisher.open(run)
+        publisher = await Publisher.open(run, run.targets[0], args.payload)
         floors: dict[int, int] = {}
         progress = asyncio.Event()
         publisher.progress = progress
@@ -122,20 +123,20 @@ class Fanout(Scenario):
         while time.monotonic() < end:
             room = args.window - inflight()
             if room <= 0:
-                await _wait(progress, STALL, "no publish progress")
+                await wait_progress(progress, STALL, "no publish progress")
                 continue
             if interval:
                 delay = next_at - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                publisher.publish(1)
+                publisher.publish(args.channel, 1)
                 next_at = max(next_at + interval, time.monotonic() - interval)
             else:
-                publisher.publish(room)
-                await _wait(progress, STALL, "no publish progress")
+                publisher.publish(args.channel, room)
+                await wait_progress(progress, STALL, "no publish progress")
         publish_s = (monotonic_ns() - t0) / 1e9
         while publisher.pending and time.monotonic() < run.deadline:
-            await _wait(progress, STALL, f"{len(publisher.pending)} publishes unanswered")
+            await wait_progress(progress, STALL, f"{len(publisher.pending)} publishes unanswered")
         # Drain: until every subscriber has every publication, or deliveries stall.
         expected = publisher.acked * subscribers
         last, last_change = -1, time.monotonic()
@@ -147,7 +148,8 @@ class Fanout(Scenario):
             if delivered != last:
                 last, last_change = delivered, time.monotonic()
             await asyncio.sleep(0.05)
-        finish = {"published": publisher.acked, "last_offset": publisher.last_offset, "epoch": publisher.epoch}
+        epoch, last_offset = publisher.positions.get(args.channel, ("", 0))
+        finish = {"last_offset": last_offset, "epoch": epoch}
         ends = await run.pool.request("finish", finish, timeout=max(1.0, run.remaining()))
         publisher.close()
         last_ns = max((e["last_ns"] for e in ends), default=0)
@@ -166,123 +168,6 @@ class Fanout(Scenario):
                 "per_subscriber_max": max(e["max"] for e in ends),
             },
         )
-
-
-async def _wait(event: asyncio.Event, timeout: float, what: str) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            await event.wait()
-    except TimeoutError:
-        raise LoadtestError(f"{what} for {timeout:.0f}s") from None
-    event.clear()
-
-
-class Publisher(Client):
-    """The controller's publisher: timestamped payloads, replies tracked by id."""
-
-    def __init__(self, target: Target, stats: Stats, args: argparse.Namespace) -> None:
-        super().__init__(target, stats)
-        self.channel: str = args.channel
-        self.pad = b"x" * (args.payload - 8)
-        self.pending: dict[int, int] = {}  # command id -> monotonic ns sent
-        self.published = 0  # sent
-        self.acked = 0
-        self.last_offset = 0
-        self.epoch = ""
-        self.acks = Latency()  # publish -> reply
-        self.progress = asyncio.Event()
-
-    @classmethod
-    async def open(cls, run: Run) -> Publisher:
-        from .wsclient import open_client
-
-        target = run.targets[0]
-        try:
-            pub = await open_client(lambda: cls(target, run.stats, run.args), target, timeout=10.0)
-            command: dict[str, Any] = {"cmd": "connect", "name": "realtime-loadtest-publisher"}
-            if run.args.jwt_secret:
-                import jwt
-
-                now = int(time.time())
-                claims = {"sub": "lt-publisher", "iat": now, "exp": now + 86400}
-                command["token"] = jwt.encode(claims, run.args.jwt_secret, algorithm="HS256")
-            await pub.command(command)
-        except (OSError, TimeoutError, LoadtestError) as exc:
-            run.stats.error(error_kind("publisher connect", exc))
-            raise LoadtestError(f"the publisher could not connect to {target.url}: {exc}") from None
-        pub.mark_ready()
-        return pub
-
-    def publish(self, count: int) -> None:
-        """Send ``count`` publishes in one write."""
-        now = monotonic_ns()
-        data = now.to_bytes(8, "big") + self.pad
-        commands = []
-        for _ in range(count):
-            id = self.next_id
-            self.next_id += 1
-            self.pending[id] = now
-            commands.append({"id": id, "cmd": "publish", "channel": self.channel, "data": data})
-        self.published += count
-        self.send(*commands)
-
-    def on_reply(self, message: dict[str, Any]) -> None:
-        sent = self.pending.pop(message.get("id", -1), None)
-        if sent is None:
-            self.stats.error("reply to an unknown id")
-            return
-        self.acks.record_ns(monotonic_ns() - sent)
-        result = message.get("result")
-        if isinstance(result, dict):
-            self.acked += 1
-            self.stats.sent += 1
-            if result.get("epoch", self.epoch) != self.epoch:
-                self.epoch = result["epoch"]
-                self.last_offset = 0
-            self.last_offset = max(self.last_offset, int(result.get("offset", 0)))
-        else:
-            code = (message.get("error") or {}).get("code", 0)
-            self.stats.error(f"publish refused {code}")
-        self.progress.set()
-
-    def on_end(self) -> None:
-        super().on_end()
-        self.progress.set()
-
-
-class Subscriber(Client):
-    """Connects, subscribes, then counts publications in the raw stream (a sampler decodes them)."""
-
-    def __init__(self, target: Target, role: FanoutRole, index: int, slot: int, sampler: bool) -> None:
-        super().__init__(target, role.stats, index)
-        self.role = role
-        self.slot = slot
-        self.sampler = sampler
-        self.count = 0
-        self.tracker = OffsetTracker(role.stats)
-        self._tail = b""
-
-    def count_raw(self, data: bytes) -> None:
-        n, self._tail = count_markers(data, self._tail)
-        if n:
-            self.count += n
-            self.role.received(self, n)
-
-    def on_push(self, message: dict[str, Any]) -> None:
-        if message.get("push") != "pub":
-            return
-        self.count += 1
-        now = monotonic_ns()
-        if self.sampler:
-            self.tracker.observe(message["offset"], message["epoch"])
-            data = message.get("data")
-            if isinstance(data, bytes) and len(data) >= 8:
-                self.stats.latency.record_ns(now - int.from_bytes(data[:8], "big"))
-        self.role.received(self, 1)
-
-    def on_end(self) -> None:
-        super().on_end()
-        self.role.gone(self)
 
 
 class FanoutRole(Role):
@@ -316,23 +201,8 @@ class FanoutRole(Role):
         slots: list[Subscriber | None] = [None] * ctx.count
 
         async def one(i: int) -> None:
-            sampler = i % self.stride == 0
             slot = i - ctx.first
-            try:
-                sub = await dial(ctx, i, lambda: Subscriber(ctx.target(i), self, i, slot, sampler))
-            except (OSError, TimeoutError, LoadtestError) as exc:
-                self.stats.error(error_kind("connect", exc))
-                return
-            try:
-                result = await sub.command({"cmd": "subscribe", "channel": ctx.args.channel})
-            except (OSError, TimeoutError, LoadtestError) as exc:
-                self.stats.error(error_kind("subscribe", exc))
-                sub.abort()
-                return
-            sub.tracker.reset(int(result.get("offset", 0)), str(result.get("epoch", "")))
-            if not sampler:
-                sub.decoding = False
-            slots[slot] = sub
+            slots[slot] = await subscribe(ctx, self, i, slot, ctx.args.channel, i % self.stride == 0)
 
         await gather_bounded(ctx.indices, ctx.args.concurrency, one)
         self.counts = [GONE] * ctx.count
@@ -354,6 +224,9 @@ class FanoutRole(Role):
             self.at_floor -= 1
             if self.at_floor <= 0:
                 self._recompute()
+
+    def record(self, latency_ns: int) -> None:
+        self.stats.latency.record_ns(latency_ns)
 
     def gone(self, sub: Subscriber) -> None:
         if self.counts and self.counts[sub.slot] < GONE:
@@ -378,14 +251,9 @@ class FanoutRole(Role):
         self.ctx.emit(self.floor)
 
     def _finish(self, arg: dict[str, Any]) -> dict[str, Any]:
-        published, last_offset = arg["published"], arg["last_offset"]
         counts = [sub.count for sub in self.subs]
         for sub in self.subs:
-            if sub.sampler:
-                if sub.tracker.epoch in ("", arg["epoch"]):
-                    sub.tracker.finish(last_offset)
-            else:
-                count_shortfall(self.stats, sub.count, published)
+            sub.finish(arg["epoch"], arg["last_offset"])
         return {
             "last_ns": self.last_ns,
             "samplers": sum(1 for sub in self.subs if sub.sampler),

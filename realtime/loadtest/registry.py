@@ -12,6 +12,8 @@ from typing import Any
 SCENARIOS: dict[str, str] = {
     "fanout": "fanout:Fanout",
     "idle": "idle:Idle",
+    "storm": "storm:Storm",
+    "ramp": "ramp:Ramp",
     "chat": "chat:Chat",
     "presence": "presence:Presence",
     "live": "live:Live",

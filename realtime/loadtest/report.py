@@ -98,7 +98,8 @@ def summary_table(report: dict[str, Any]) -> str:
     ]
     if report["connect"] is not None:
         c = report["connect"]
-        rows.append(("connects", f"{c['count']:,} at {c['per_s']:,.1f}/s"))
+        rate = f" at {c['per_s']:,.1f}/s" if c["per_s"] else ""
+        rows.append(("connects", f"{c['count']:,}{rate}"))
         rows.append(("connect latency", _ms(c["latency_ms"])))
     rows += [
         ("lost", f"{report['lost']:,}"),
