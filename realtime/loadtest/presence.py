@@ -303,14 +303,15 @@ class PresenceRole(Role):
         slot.paused = True
         self.stats.counters["backgrounds"] += 1
         started = time.monotonic()
-        client.closing = True  # our doing: not a close code of the hub's
         mode = self.args.background
         if mode == "close":
             client.close()
-        elif mode == "drop":
-            client.abort()
-        elif client.transport is not None:
-            client.transport.pause_reading()
+        else:
+            client.dropped = True  # our doing: no close code of the hub's to count
+            if mode == "drop":
+                client.abort()
+            elif client.transport is not None:
+                client.transport.pause_reading()
         await asyncio.sleep(pause)
         client.abort()  # a silent one is dropped now; the others are gone already
         slot.client = None
