@@ -33,6 +33,8 @@ async def test_pauses_within_the_grace_make_no_leaves(hub_factory: Any, tmp_path
     extra = report["extra"]
     assert report["connected"] == 12 + 2 * 2 and extra["channels"] == 2
     assert extra["backgrounds"] > 0 and extra["resume_failures"] == 0
+    assert report["connect"]["count"] == 12 + 2 * 2 + extra["backgrounds"]  # reconnects included
+    assert report["connect"]["per_s"] == 0 and extra["first_connects_per_s"] > 0
     assert extra["long_absences"] == 0 and extra["leaves_seen"] <= extra["borderline_absences"]
     assert all(extra[name] == 0 for name in CLEAN), extra
     assert (report["lost"], report["duplicated"]) == (0, 0)
