@@ -86,7 +86,7 @@ class Layout:
 
 class Chat(Scenario):
     name = "chat"
-    help = "users in rooms of 2-20 sending at human rates, typing and read receipts: every message to every member"
+    help = "users in small rooms sending at human rates, with typing and read receipts: every message to every member"
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
