@@ -3,7 +3,7 @@
 Measures what the hub's Python does per publication and per delivery (command dispatch,
 publish, continuity, fan-out, flush), without sockets or client processes: the connections
 write to a transport that only counts (a stand-in, since a kernel socket per subscriber
-would measure the kernel and the clients, which ``bench_fanout.py`` does). Deterministic
+would measure the kernel and the clients, which ``realtime loadtest fanout`` does). Deterministic
 under callgrind, so a change's cost can be compared exactly::
 
     python scripts/bench_inprocess.py --subscribers 1000 --publishes 2000

@@ -7,19 +7,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from realtime.cli import build_parser
+from realtime.engines.redis import RedisEngine
 from realtime.loadtest.clients import Client
+from realtime.loadtest.runner import execute, usage_error
 from realtime.loadtest.stats import Latency, OffsetTracker, Stats, count_shortfall
 from realtime.loadtest.wsclient import Target, open_client, parse_url
 
 from .helpers import TEST_SECRET, RunningHub
+from .redis_server import RedisServer
 
 #: What a hub under load test needs (docs/loadtest.md): no command budget, no per-address limits.
 LOADTEST_SETTINGS: dict[str, Any] = {
@@ -170,7 +177,19 @@ async def test_tracker_on_a_real_hub_sees_what_a_resubscribe_skips_and_repeats(h
 
 
 async def loadtest(*args: str, timeout: float = 30.0) -> tuple[int, str, str]:
-    """``python -m realtime loadtest ARGS`` as a process; (exit status, stdout, stderr)."""
+    """``realtime loadtest ARGS`` run on this loop (its workers are processes of their own), so the
+    in-process hubs of ``hub_factory`` serve it; (exit status, stdout, stderr)."""
+    parsed = build_parser().parse_args(["loadtest", *args])
+    assert usage_error(parsed) is None
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        async with asyncio.timeout(timeout):
+            code = await execute(parsed)
+    return code, out.getvalue(), err.getvalue()
+
+
+async def loadtest_process(*args: str, timeout: float = 30.0) -> tuple[int, str, str]:
+    """``python -m realtime loadtest ARGS`` as a process of its own; (exit status, stdout, stderr)."""
     root = Path(__file__).resolve().parent.parent
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -194,6 +213,46 @@ async def loadtest(*args: str, timeout: float = 30.0) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "loadtest.md"
+
+
+def doc_examples() -> list[list[str]]:
+    """Every ``$ realtime loadtest ...`` command of docs/loadtest.md, as arguments after ``realtime``."""
+    return [
+        shlex.split(line[2:])[1:] for line in DOCS.read_text().splitlines() if line.startswith("$ realtime loadtest")
+    ]
+
+
+def doc_example(scenario: str, hub: RunningHub, having: str = "", **shrink: str) -> list[str]:
+    """The docs' first example of ``scenario`` (with the flag ``having``, if given), pointed at ``hub``,
+    with flags replaced or added by ``shrink`` (``subscribers="6"`` sets ``--subscribers 6``), and --quiet."""
+    argv = next(a for a in doc_examples() if a[1] == scenario and (not having or having in a))[1:]
+    out: list[str] = []
+    flags = {"--" + name.replace("_", "-"): value for name, value in shrink.items()}
+    i = 0
+    while i < len(argv):
+        flag = argv[i]
+        takes_value = i + 1 < len(argv) and not argv[i + 1].startswith("--")
+        if flag == "--url":
+            pass
+        elif flag in flags:
+            out += [flag, flags.pop(flag)]
+        else:
+            out += argv[i : i + 1 + takes_value]
+        i += 1 + takes_value
+    for flag, value in flags.items():
+        out += [flag, value] if value else [flag]
+    return [scenario, "--url", hub.url, *out[1:], "--quiet"]
+
+
+def test_every_doc_example_is_a_valid_command() -> None:
+    examples = doc_examples()
+    assert {a[1] for a in examples} >= {"fanout", "idle", "storm", "ramp"}
+    for argv in examples:
+        args = build_parser().parse_args(argv)
+        assert usage_error(args) is None, argv
+
+
 def check_contract(report: dict[str, Any], scenario: str) -> None:
     assert set(report) == CONTRACT_KEYS
     assert report["scenario"] == scenario
@@ -207,10 +266,9 @@ def check_contract(report: dict[str, Any], scenario: str) -> None:
 async def test_fanout_run_delivers_everything(hub_factory: Any, tmp_path: Path) -> None:
     hub: RunningHub = await hub_factory(**LOADTEST_SETTINGS)
     out = tmp_path / "fanout.json"
-    code, stdout, stderr = await loadtest(
-        "fanout", "--url", hub.url, "--subscribers", "6", "--samplers", "3", "--duration", "1",
-        "--window", "4", "--ack", "delivery", "--procs", "2", "--json", str(out), "--quiet",
-    )  # fmt: skip
+    argv = doc_example("fanout", hub, "--ack", subscribers="6", samplers="3", duration="0.5", json=str(out))
+    assert argv[argv.index("--ack") + 1] == "delivery" and "--procs" in argv  # the docs' throughput example
+    code, stdout, stderr = await loadtest(*argv)
     assert code == 0, stderr
     report = json.loads(out.read_text())
     check_contract(report, "fanout")
@@ -225,25 +283,38 @@ async def test_fanout_run_delivers_everything(hub_factory: Any, tmp_path: Path) 
 async def test_idle_run_connects_every_client_with_a_token(hub_factory: Any, tmp_path: Path) -> None:
     hub: RunningHub = await hub_factory(**{**LOADTEST_SETTINGS, "allow_anonymous": False})
     out = tmp_path / "idle.json"
-    code, _, stderr = await loadtest(
-        "idle", "--url", hub.url, "--url", hub.url, "--connections", "10", "--hold", "1.2",
-        "--jwt-secret", TEST_SECRET, "--json", str(out),
-    )  # fmt: skip
+    argv = doc_example("idle", hub, connections="10", hold="0.1", jwt_secret=TEST_SECRET, json=str(out))
+    extra = ["--url", hub.url, "--source-addresses", "3", "--hub-pid", str(os.getpid())]  # the hub runs here
+    code, _, stderr = await loadtest(*argv, *extra)
     assert code == 0, stderr
     report = json.loads(out.read_text())
     check_contract(report, "idle")
     assert report["connected"] == 10 and report["connect"]["count"] == 10
     assert report["params"]["jwt_secret"] == "(set)"  # the secret is not written out
-    assert "connected 10" in stderr  # the live line
+    assert set(report["extra"]["hubs"][str(os.getpid())]) == {"cpu_s", "cores_busy", "rss_kib"}
+    assert "rss_per_connection_kib" in report["extra"]
+
+
+async def test_the_run_stops_at_its_timeout(hub_factory: Any, tmp_path: Path) -> None:
+    hub: RunningHub = await hub_factory(**LOADTEST_SETTINGS)
+    out = tmp_path / "late.json"
+    code, _, stderr = await loadtest(
+        "idle", "--url", hub.url, "--connections", "2", "--hold", "60", "--timeout", "1", "--json", str(out), "--quiet"
+    )
+    assert code == 1
+    assert "passed --timeout 1s" in stderr
+    report = json.loads(out.read_text())  # what it had is still reported
+    assert report["errors"] == {"run timeout": 1}
 
 
 async def test_storm_every_client_reconnects_and_recovers(hub_factory: Any, tmp_path: Path) -> None:
     hub: RunningHub = await hub_factory(**LOADTEST_SETTINGS)
     out = tmp_path / "storm.json"
-    code, _, stderr = await loadtest(
-        "storm", "--url", hub.url, "--clients", "8", "--channels", "2", "--rate", "40", "--drop-after", "0.5",
-        "--duration", "0.3", "--procs", "2", "--json", str(out), "--quiet",
-    )  # fmt: skip
+    argv = doc_example(
+        "storm", hub, clients="8", channels="2", rate="40", drop_after="1.1", duration="0.1", json=str(out)
+    )
+    argv.remove("--quiet")
+    code, _, stderr = await loadtest(*argv)
     assert code == 0, stderr
     report = json.loads(out.read_text())
     check_contract(report, "storm")
@@ -254,15 +325,17 @@ async def test_storm_every_client_reconnects_and_recovers(hub_factory: Any, tmp_
     assert report["sent"] > 0 and report["delivered"] == 4 * report["sent"]  # 4 clients per channel
     assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
     assert report["close_codes"] == {}  # the drops were ours
+    assert "connected 9  sent " in stderr  # the live line, once a second: the clients and the publisher
 
 
 async def test_ramp_reports_the_knee(hub_factory: Any, tmp_path: Path) -> None:
     hub: RunningHub = await hub_factory(**LOADTEST_SETTINGS)
     out = tmp_path / "ramp.json"
-    code, _, stderr = await loadtest(
-        "ramp", "--url", hub.url, "--step", "3", "--step-duration", "0.5", "--max-connections", "6",
-        "--rate", "20", "--sample-every", "2", "--p99-budget-ms", "5000", "--json", str(out), "--quiet",
+    argv = doc_example(
+        "ramp", hub, step="3", step_duration="0.5", max_connections="6", rate="20", sample_every="2",
+        p99_budget_ms="5000", procs="1", json=str(out),
     )  # fmt: skip
+    code, _, stderr = await loadtest(*argv)
     assert code == 0, stderr
     report = json.loads(out.read_text())
     check_contract(report, "ramp")
@@ -293,7 +366,7 @@ async def test_refusals_are_explained(hub_factory: Any) -> None:
 
 
 async def test_an_unreachable_hub_exits_1(unused_tcp_port: int) -> None:
-    code, _, stderr = await loadtest(
+    code, _, stderr = await loadtest_process(
         "fanout", "--url", f"ws://127.0.0.1:{unused_tcp_port}/ws", "--subscribers", "1", "--quiet"
     )
     assert code == 1
@@ -318,3 +391,25 @@ def test_usage_errors_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]
     from realtime.cli import main
 
     assert main(["loadtest", *args]) == 2
+
+
+async def test_fanout_across_two_nodes_publishing_through_redis(
+    hub_factory: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A cluster: subscribers round-robin over two nodes of one Redis, a backend publishing with FCALL."""
+    hubs: list[RunningHub] = [
+        await hub_factory(**LOADTEST_SETTINGS, redis=redis_server.url, redis_prefix="lt") for _ in range(2)
+    ]
+    for hub in hubs:
+        engine = hub.hub.engine
+        assert isinstance(engine, RedisEngine)
+        await engine.library_loaded()
+    out = tmp_path / "redis.json"
+    code, _, stderr = await loadtest(
+        "fanout", "--url", hubs[0].url, "--url", hubs[1].url, "--subscribers", "4", "--duration", "0.5",
+        "--publish-via", "redis", "--redis", redis_server.url, "--redis-prefix", "lt", "--json", str(out), "--quiet",
+    )  # fmt: skip
+    assert code == 0, stderr
+    report = json.loads(out.read_text())
+    assert report["sent"] > 0 and report["delivered"] == 4 * report["sent"]
+    assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)

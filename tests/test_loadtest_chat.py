@@ -14,7 +14,7 @@ from realtime.loadtest.chat import Layout, rooms
 
 from .helpers import RunningHub
 from .loadtest_docs import example, hub_settings, secret
-from .test_loadtest import check_contract, loadtest
+from .test_loadtest import check_contract, loadtest, loadtest_process
 
 
 async def test_every_member_gets_every_message_once_in_order(hub_factory: Any, tmp_path: Path) -> None:
@@ -70,6 +70,9 @@ def test_rooms_cover_every_user_within_the_sizes() -> None:
 
 async def test_chat_usage_errors_exit_2() -> None:
     url = "ws://127.0.0.1:9/ws"
-    assert (await loadtest("chat", "--url", url, "--users", "4"))[0] == 2  # no --jwt-secret
-    assert (await loadtest("chat", "--url", url, "--jwt-secret", "s", "--room-min", "5", "--room-max", "3"))[0] == 2
-    assert (await loadtest("chat", "--url", url, "--jwt-secret", "s", "--message-rate", "0"))[0] == 2
+    assert (await loadtest_process("chat", "--url", url, "--users", "4"))[0] == 2  # no --jwt-secret
+    code, _, stderr = await loadtest_process(
+        "chat", "--url", url, "--jwt-secret", "s", "--room-min", "5", "--room-max", "3"
+    )
+    assert code == 2 and "--room-min" in stderr
+    assert (await loadtest_process("chat", "--url", url, "--jwt-secret", "s", "--message-rate", "0"))[0] == 2

@@ -14,7 +14,7 @@ import pytest
 
 from .helpers import RunningHub
 from .loadtest_docs import example, hub_settings
-from .test_loadtest import check_contract, loadtest
+from .test_loadtest import check_contract, loadtest, loadtest_process
 
 CLEAN = ("flaps", "missed_leaves", "join_mismatches", "pushed_state_mismatches", "presence_list_mismatches")
 
@@ -68,5 +68,5 @@ async def test_pauses_beyond_the_grace_make_one_leave_and_one_join(
 
 
 async def test_presence_needs_a_token() -> None:
-    code, _, stderr = await loadtest("presence", "--url", "ws://127.0.0.1:9/ws", "--devices", "2")
+    code, _, stderr = await loadtest_process("presence", "--url", "ws://127.0.0.1:9/ws", "--devices", "2")
     assert code == 2 and "--jwt-secret" in stderr

@@ -27,8 +27,8 @@ from typing import Any
 
 from .clients import gather_bounded
 from .context import WorkerContext
-from .flags import non_negative, positive_int
-from .publisher import Publisher, wait_progress
+from .flags import non_negative, non_negative_int, positive_int
+from .publisher import Publisher, RedisPublisher, wait_progress
 from .run import Run
 from .scenario import Outcome, Role, Scenario
 from .subscriber import Subscriber, subscribe
@@ -65,6 +65,24 @@ class Fanout(Scenario):
             "--rate", type=non_negative, default=0.0, help="publishes/s; 0: as fast as the window allows"
         )
         group.add_argument(
+            "--publish-via",
+            choices=("hub", "redis"),
+            default="hub",
+            help="hub: a WebSocket client of the first URL publishes (default); redis: FCALL realtime_publish"
+            " straight into --redis, as a backend would",
+        )
+        group.add_argument("--redis", metavar="URL", help="the hubs' Redis, for --publish-via redis")
+        group.add_argument("--redis-cluster", action="store_true", help="--redis names a Redis Cluster node")
+        group.add_argument("--redis-prefix", default="rt", help="the hubs' redis_prefix (default rt)")
+        group.add_argument(
+            "--history",
+            type=non_negative_int,
+            nargs=2,
+            default=[100, 300],
+            metavar=("SIZE", "TTL"),
+            help="history size and TTL (s) FCALL passes: the channel's namespace's (default 100 300)",
+        )
+        group.add_argument(
             "--samplers",
             type=positive_int,
             default=50,
@@ -75,6 +93,8 @@ class Fanout(Scenario):
     def check(cls, args: argparse.Namespace) -> str | None:
         if args.payload < 8:
             return "--payload must be at least 8 (the timestamp)"
+        if (args.publish_via == "redis") != bool(args.redis):
+            return "--publish-via redis and --redis URL go together"
         return None
 
     @classmethod
@@ -87,7 +107,14 @@ class Fanout(Scenario):
 
     async def drive(self, run: Run) -> Outcome:
         args = run.args
-        publisher = await Publisher.open(run, run.targets[0], args.payload)
+        publisher: Publisher | RedisPublisher
+        if args.publish_via == "redis":
+            publisher = RedisPublisher(
+                run.stats, args.payload, args.redis, args.redis_cluster, args.redis_prefix, tuple(args.history)
+            )
+            await publisher.check()
+        else:
+            publisher = await Publisher.open(run, run.targets[0], args.payload)
         floors: dict[int, int] = {}
         progress = asyncio.Event()
         publisher.progress = progress
@@ -116,6 +143,7 @@ class Fanout(Scenario):
             return len(publisher.pending)
 
         run.status = lambda: f"in flight {inflight():,}"
+        hubs0 = run.hub_readings()
         t0 = monotonic_ns()
         end = min(time.monotonic() + args.duration, run.deadline)
         interval = 1.0 / args.rate if args.rate else 0.0
@@ -139,7 +167,7 @@ class Fanout(Scenario):
             await wait_progress(progress, STALL, f"{len(publisher.pending)} publishes unanswered")
         # Drain: until every subscriber has every publication, or deliveries stall.
         expected = publisher.acked * subscribers
-        last, last_change = -1, time.monotonic()
+        last, last_change, delivered = -1, time.monotonic(), 0
         drain_end = min(time.monotonic() + DRAIN_MAX, run.deadline)
         while time.monotonic() < drain_end:
             delivered = (await run.snapshot()).delivered
@@ -149,12 +177,16 @@ class Fanout(Scenario):
                 last, last_change = delivered, time.monotonic()
             await asyncio.sleep(0.05)
         epoch, last_offset = publisher.positions.get(args.channel, ("", 0))
+        hubs1 = run.hub_readings()
         finish = {"last_offset": last_offset, "epoch": epoch}
         ends = await run.pool.request("finish", finish, timeout=max(1.0, run.remaining()))
-        publisher.close()
+        if isinstance(publisher, RedisPublisher):
+            await publisher.aclose()
+        else:
+            publisher.close()
         last_ns = max((e["last_ns"] for e in ends), default=0)
         span = max(0, last_ns - t0) / 1e9 or publish_s
-        return Outcome(
+        outcome = Outcome(
             elapsed_s=span,
             connect_s=connect_s,
             extra={
@@ -168,6 +200,11 @@ class Fanout(Scenario):
                 "per_subscriber_max": max(e["max"] for e in ends),
             },
         )
+        hub_cpu = sum(hubs1[pid][0] - hubs0[pid][0] for pid in hubs1 if pid in hubs0)
+        if hub_cpu > 0:  # with --hub-pid: the hubs' CPU over the publishing and the drain alone
+            outcome.extra["hub_cpu_s"] = round(hub_cpu, 3)
+            outcome.extra["deliveries_per_hub_cpu_s"] = round(delivered / hub_cpu, 1)
+        return outcome
 
 
 class FanoutRole(Role):

@@ -77,6 +77,14 @@ def common_arguments() -> argparse.ArgumentParser:
         "--timeout", type=seconds, default=300.0, help="hard bound on the whole run, in seconds (default 300)"
     )
     group.add_argument(
+        "--hub-pid",
+        type=positive_int,
+        action="append",
+        default=[],
+        metavar="PID",
+        help="a hub process on this machine to read CPU and RSS of (/proc); repeat for several",
+    )
+    group.add_argument(
         "--concurrency",
         type=positive_int,
         default=50,

@@ -42,6 +42,7 @@ class Idle(Scenario):
 
     async def drive(self, run: Run) -> Outcome:
         args = run.args
+        rss0 = run.hub_readings()
         started = time.monotonic()
         answers = await run.pool.request("connect", timeout=run.remaining())
         connect_s = time.monotonic() - started
@@ -51,14 +52,15 @@ class Idle(Scenario):
             raise LoadtestError("no client could connect and subscribe")
         hold = min(args.hold, run.remaining())
         await asyncio.sleep(hold)
+        rss1 = run.hub_readings()
         # connects/s over the connect phase alone: the workers report their own spans
         spans = await run.pool.request("span")
         connect_span = max((s for s in spans if s), default=connect_s)
-        return Outcome(
-            elapsed_s=connect_s + hold,
-            connect_s=connect_span,
-            extra={"connections": connected, "connect_s": round(connect_span, 3), "hold_s": hold},
-        )
+        extra: dict[str, Any] = {"connections": connected, "connect_s": round(connect_span, 3), "hold_s": hold}
+        grown = [rss1[pid][1] - rss0[pid][1] for pid in rss1 if pid in rss0]
+        if grown:  # with --hub-pid: what the connections cost the hubs, at the end of the hold
+            extra["rss_per_connection_kib"] = round(sum(grown) / connected, 2)
+        return Outcome(elapsed_s=connect_s + hold, connect_s=connect_span, extra=extra)
 
 
 class IdleRole(Role):

@@ -113,3 +113,82 @@ async def wait_progress(event: asyncio.Event, timeout: float, what: str) -> None
     except TimeoutError:
         raise LoadtestError(f"{what} for {timeout:.0f}s") from None
     event.clear()
+
+
+class RedisPublisher:
+    """Publishes as a backend does: ``FCALL realtime_publish`` straight into Redis (pipelined), so no
+    hub connection orders the publishes and the hubs only fan out (docs/redis.md). The same
+    interface as :class:`Publisher`."""
+
+    def __init__(self, stats: Stats, payload: int, url: str, cluster: bool, prefix: str, history: tuple[int, int]):
+        from redis.asyncio import Redis, RedisCluster
+
+        self.client: Any = RedisCluster.from_url(url) if cluster else Redis.from_url(url)
+        self.stats = stats
+        self.prefix = prefix
+        self.history = history
+        self.pad = b"x" * (payload - 8)
+        self.pending: dict[int, int] = {}
+        self.published = 0
+        self.acked = 0
+        self.positions: dict[str, tuple[str, int]] = {}
+        self.acks = Latency()
+        self.progress = asyncio.Event()
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._next = 1
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def check(self, timeout: float = 10.0) -> None:
+        """LoadtestError unless Redis answers and holds the hub's Function library."""
+        try:
+            async with asyncio.timeout(timeout):
+                found = await self.client.function_list(library="realtime")
+        except Exception as exc:
+            raise LoadtestError(f"cannot use Redis for publishing: {exc}") from None
+        if not found:
+            raise LoadtestError("Redis holds no realtime Function library: is a hub running on it?")
+
+    def publish(self, channel: str, count: int = 1) -> None:
+        now = monotonic_ns()
+        ids = list(range(self._next, self._next + count))
+        self._next += count
+        for id in ids:
+            self.pending[id] = now
+        self.published += count
+        task = asyncio.create_task(self._send(channel, ids, now))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, channel: str, ids: list[int], sent: int) -> None:
+        import msgpack  # type: ignore[import-untyped]
+
+        data = msgpack.packb(sent.to_bytes(8, "big") + self.pad)  # FCALL takes the data's msgpack
+        stem = f"{self.prefix}:{{{channel}}}"
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for _ in ids:
+                    pipe.fcall("realtime_publish", 1, stem, data, *self.history)
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            results = [exc] * len(ids)
+        now = monotonic_ns()
+        for id, result in zip(ids, results):
+            self.pending.pop(id, None)
+            self.acks.record_ns(now - sent)
+            if isinstance(result, Exception):
+                self.stats.error(f"publish redis {type(result).__name__}")
+                continue
+            self.acked += 1
+            self.stats.sent += 1
+            offset = int(result[0])
+            epoch = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
+            known = self.positions.get(channel)
+            if known is None or known[0] != epoch or offset > known[1]:
+                self.positions[channel] = (epoch, offset)
+        self.progress.set()
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.client.aclose()

@@ -19,6 +19,11 @@ HINTS = {
     "4009": "connections were refused with 4009 TOO_MANY_CONNECTIONS: a per-address or per-user limit;"
     " set max_connections_per_address = 0 (all clients come from few addresses) and check"
     " max_connections_per_user, or use --source-addresses",
+    "4501": "connections were closed with 4501 UNAUTHORIZED: the hub wants a token; pass its token_secret"
+    " as --jwt-secret (or set allow_anonymous = true)",
+    "101": "commands were refused with 101 UNAUTHORIZED: pass the hub's token_secret as --jwt-secret",
+    "103": "commands were refused with 103 PERMISSION_DENIED: the channel's namespace must let these clients"
+    ' subscribe (subscribe = "anyone", or "authenticated" with --jwt-secret) and publish (publish = "clients")',
     "503": "upgrades were refused with HTTP 503: the node caps sockets that have not authenticated yet,"
     " or is shutting down; lower --concurrency or raise the hub's caps",
 }

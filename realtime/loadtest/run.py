@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from .procinfo import own_cpu_seconds
+from .procinfo import cpu_seconds, own_cpu_seconds, rss_kib
 from .stats import Stats
 from .workers import Pool
 from .wsclient import LoadtestError, parse_url
@@ -43,6 +43,15 @@ class Run:
     def remaining(self) -> float:
         """Seconds left before ``deadline`` (0 when passed)."""
         return max(0.0, self.deadline - time.monotonic())
+
+    def hub_readings(self) -> dict[int, tuple[float, int]]:
+        """``--hub-pid`` processes: pid -> (CPU seconds so far, RSS in KiB); a pid gone is left out."""
+        readings: dict[int, tuple[float, int]] = {}
+        for pid in self.args.hub_pid:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                user, system = cpu_seconds(pid)
+                readings[pid] = (user + system, rss_kib(pid))
+        return readings
 
     def note(self, text: str) -> None:
         if not self.args.quiet:

@@ -96,15 +96,20 @@ async def execute(args: argparse.Namespace) -> int:
     failure: str | None = None
     progress: asyncio.Task[None] | None = None
     cpu0 = 0.0
+    hubs0: dict[int, tuple[float, int]] = {}
     try:
         async with asyncio.timeout(run.remaining()):
             first = await run.pool.snap(timeout=60.0)  # the workers are up
             cpu0 = sum(s.cpu_s for s in first) + own_cpu_seconds()
             run.started = time.monotonic()
+            hubs0 = run.hub_readings()
             if not args.quiet:
                 progress = asyncio.create_task(run.progress())
             outcome = await scenario.drive(run)
             await run.snapshot()  # the connected gauge before the workers close their clients
+            hubs = _hub_figures(hubs0, run.hub_readings(), time.monotonic() - run.started)
+            if hubs:
+                outcome.extra["hubs"] = hubs
     except TimeoutError:
         failure = f"the run passed --timeout {args.timeout:g}s"
         run.stats.error("run timeout")
@@ -138,3 +143,19 @@ async def execute(args: argparse.Namespace) -> int:
             json.dump(report, out, indent=1)
             out.write("\n")
     return code
+
+
+def _hub_figures(
+    before: dict[int, tuple[float, int]], after: dict[int, tuple[float, int]], seconds: float
+) -> dict[str, dict[str, float]]:
+    """Per --hub-pid: its CPU over the run, as seconds and cores busy, and its RSS at the end."""
+    figures: dict[str, dict[str, float]] = {}
+    for pid, (cpu, rss) in after.items():
+        if pid in before:
+            used = cpu - before[pid][0]
+            figures[str(pid)] = {
+                "cpu_s": round(used, 3),
+                "cores_busy": round(used / seconds, 2) if seconds > 0 else 0.0,
+                "rss_kib": rss,
+            }
+    return figures
