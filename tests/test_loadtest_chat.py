@@ -13,18 +13,18 @@ from typing import Any
 from realtime.loadtest.chat import Layout, rooms
 
 from .helpers import RunningHub
-from .loadtest_docs import example, hub_settings, secret
-from .test_loadtest import check_contract, loadtest, loadtest_process
+from .loadtest_docs import hub_settings, secret
+from .test_loadtest import check_contract, doc_example, loadtest, loadtest_process
 
 
 async def test_every_member_gets_every_message_once_in_order(hub_factory: Any, tmp_path: Path) -> None:
     hub: RunningHub = await hub_factory(**hub_settings(tmp_path))
     out = tmp_path / "chat.json"
-    args = example(
-        "chat", hub.url, users=12, room_min=2, room_max=5, message_rate=3, duration=1.5,
-        typing_lead=0.1, read_delay=0.1, procs=2, json=out,
+    args = doc_example(
+        "chat", hub, users="12", room_min="2", room_max="5", message_rate="3", duration="1.5",
+        typing_lead="0.1", read_delay="0.1", procs="2", json=str(out),
     )  # fmt: skip
-    code, stdout, stderr = await loadtest(*args, "--quiet")
+    code, stdout, stderr = await loadtest(*args)
     assert code == 0, stderr
     report = json.loads(out.read_text())
     check_contract(report, "chat")

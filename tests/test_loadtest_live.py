@@ -18,15 +18,17 @@ from realtime.loadtest.stats import Stats
 from realtime.loadtest.wsclient import open_client, parse_url
 
 from .helpers import RunningHub, make_token
-from .loadtest_docs import example, hub_settings, secret
-from .test_loadtest import check_contract, loadtest
+from .loadtest_docs import hub_settings, secret
+from .test_loadtest import check_contract, doc_example, loadtest
 
 
 async def test_every_subscriber_ends_with_the_last_version_of_every_key(hub_factory: Any, tmp_path: Path) -> None:
     hub: RunningHub = await hub_factory(**hub_settings(tmp_path))  # max_rate = 10: conflation
     out = tmp_path / "live.json"
-    args = example("live", hub.url, subscribers=6, keys=3, update_rate=150, duration=1, procs=2, json=out)
-    code, stdout, stderr = await loadtest(*args, "--quiet")
+    args = doc_example(
+        "live", hub, subscribers="6", keys="3", update_rate="150", duration="1", procs="2", json=str(out)
+    )
+    code, stdout, stderr = await loadtest(*args)
     assert code == 0, stderr
     report = json.loads(out.read_text())
     check_contract(report, "live")

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from .helpers import RunningHub
-from .loadtest_docs import example, hub_settings
-from .test_loadtest import check_contract, loadtest, loadtest_process
+from .loadtest_docs import hub_settings
+from .test_loadtest import check_contract, doc_example, loadtest, loadtest_process
 
 CLEAN = ("flaps", "missed_leaves", "join_mismatches", "pushed_state_mismatches", "presence_list_mismatches")
 
@@ -22,11 +22,11 @@ CLEAN = ("flaps", "missed_leaves", "join_mismatches", "pushed_state_mismatches",
 async def test_pauses_within_the_grace_make_no_leaves(hub_factory: Any, tmp_path: Path) -> None:
     hub: RunningHub = await hub_factory(**hub_settings(tmp_path, presence={"presence_grace": 1.5}))
     out = tmp_path / "presence.json"
-    args = example(
-        "presence", hub.url, devices=12, room_size=6, observers=2, churn_rate=8, background_s=0.2, grace=1.5,
-        duration=1.5, procs=2, json=out,
+    args = doc_example(
+        "presence", hub, devices="12", room_size="6", observers="2", churn_rate="8", background_s="0.2",
+        grace="1.5", duration="1.5", procs="2", json=str(out),
     )  # fmt: skip
-    code, stdout, stderr = await loadtest(*args, "--quiet")
+    code, stdout, stderr = await loadtest(*args)
     assert code == 0, stderr
     report = json.loads(out.read_text())
     check_contract(report, "presence")
@@ -48,11 +48,11 @@ async def test_pauses_beyond_the_grace_make_one_leave_and_one_join(
 ) -> None:
     hub: RunningHub = await hub_factory(**hub_settings(tmp_path, presence={"presence_grace": 0.3}))
     out = tmp_path / "presence.json"
-    args = example(
-        "presence", hub.url, devices=6, room_size=6, observers=1, churn_rate=6, background_s=1.2, grace=0.3,
-        duration=1.0, background=background, json=out,
+    args = doc_example(
+        "presence", hub, devices="6", room_size="6", observers="1", churn_rate="6", background_s="1.2",
+        grace="0.3", duration="1.0", procs="1", background=background, json=str(out),
     )  # fmt: skip
-    code, _, stderr = await loadtest(*args, "--quiet")
+    code, _, stderr = await loadtest(*args)
     assert code == 0, stderr
     report = json.loads(out.read_text())
     extra = report["extra"]
