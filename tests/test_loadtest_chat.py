@@ -14,6 +14,7 @@ from realtime.loadtest.chat import Layout, rooms
 
 from .helpers import RunningHub
 from .loadtest_docs import hub_settings, secret
+from .redis_server import RedisServer
 from .test_loadtest import check_contract, doc_example, loadtest, loadtest_process
 
 
@@ -76,3 +77,19 @@ async def test_chat_usage_errors_exit_2() -> None:
     )
     assert code == 2 and "--room-min" in stderr
     assert (await loadtest_process("chat", "--url", url, "--jwt-secret", "s", "--message-rate", "0"))[0] == 2
+
+
+async def test_chat_across_two_nodes_on_one_redis(hub_factory: Any, redis_server: RedisServer, tmp_path: Path) -> None:
+    settings = {**hub_settings(tmp_path), "redis": redis_server.url, "redis_prefix": "ltchat"}
+    hubs: list[RunningHub] = [await hub_factory(**settings) for _ in range(2)]
+    out = tmp_path / "chat.json"
+    code, _, stderr = await loadtest(
+        "chat", "--url", hubs[0].url, "--url", hubs[1].url, "--jwt-secret", secret(), "--users", "8",
+        "--room-min", "4", "--room-max", "4", "--message-rate", "3", "--duration", "1", "--typing-lead", "0.1",
+        "--read-delay", "0.1", "--json", str(out), "--quiet",
+    )  # fmt: skip
+    assert code == 0, stderr
+    report = json.loads(out.read_text())
+    assert report["delivered"] == 4 * report["sent"] > 0  # members of a room sit on both nodes
+    assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
+    assert report["errors"] == {} and report["extra"]["typing_pushes"] > 0

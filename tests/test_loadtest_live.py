@@ -19,6 +19,7 @@ from realtime.loadtest.wsclient import open_client, parse_url
 
 from .helpers import RunningHub, make_token
 from .loadtest_docs import hub_settings, secret
+from .redis_server import RedisServer
 from .test_loadtest import check_contract, doc_example, loadtest
 
 
@@ -91,3 +92,18 @@ async def test_a_missed_patch_is_healed_by_resubscribing(hub_factory: Any, tmp_p
     assert (role.stats.lost, role.stats.duplicated, role.stats.out_of_order) == (0, 0, 0)
     writer.close()
     await role.close()
+
+
+async def test_live_across_two_nodes_on_one_redis(hub_factory: Any, redis_server: RedisServer, tmp_path: Path) -> None:
+    settings = {**hub_settings(tmp_path), "redis": redis_server.url, "redis_prefix": "ltlive"}
+    hubs: list[RunningHub] = [await hub_factory(**settings) for _ in range(2)]
+    out = tmp_path / "live.json"
+    code, _, stderr = await loadtest(
+        "live", "--url", hubs[0].url, "--url", hubs[1].url, "--jwt-secret", secret(), "--subscribers", "4",
+        "--keys", "3", "--update-rate", "150", "--duration", "1", "--json", str(out), "--quiet",
+    )  # fmt: skip
+    assert code == 0, stderr
+    report = json.loads(out.read_text())
+    assert report["sent"] > 0 and 0 < report["delivered"] < 4 * report["sent"]  # conflated on each node
+    assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
+    assert report["errors"] == {}

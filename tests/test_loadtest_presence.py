@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from .helpers import RunningHub
-from .loadtest_docs import hub_settings
+from .loadtest_docs import hub_settings, secret
+from .redis_server import RedisServer
 from .test_loadtest import check_contract, doc_example, loadtest, loadtest_process
 
 CLEAN = ("flaps", "missed_leaves", "join_mismatches", "pushed_state_mismatches", "presence_list_mismatches")
@@ -70,3 +71,26 @@ async def test_pauses_beyond_the_grace_make_one_leave_and_one_join(
 async def test_presence_needs_a_token() -> None:
     code, _, stderr = await loadtest_process("presence", "--url", "ws://127.0.0.1:9/ws", "--devices", "2")
     assert code == 2 and "--jwt-secret" in stderr
+
+
+async def test_presence_across_two_nodes_on_one_redis(
+    hub_factory: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    settings = {
+        **hub_settings(tmp_path, presence={"presence_grace": 0.3}),
+        "redis": redis_server.url,
+        "redis_prefix": "ltpresence",
+    }
+    hubs: list[RunningHub] = [await hub_factory(**settings) for _ in range(2)]
+    out = tmp_path / "presence.json"
+    code, _, stderr = await loadtest(
+        "presence", "--url", hubs[0].url, "--url", hubs[1].url, "--jwt-secret", secret(), "--devices", "6",
+        "--room-size", "6", "--observers", "2", "--churn-rate", "6", "--background-s", "1.2", "--grace", "0.3",
+        "--duration", "1", "--background", "drop", "--json", str(out), "--quiet",
+    )  # fmt: skip
+    assert code == 0, stderr
+    report = json.loads(out.read_text())
+    extra = report["extra"]
+    assert extra["long_absences"] > 0 and extra["leaves_seen"] >= 2 * extra["long_absences"]  # two observers
+    assert all(extra[name] == 0 for name in CLEAN), extra
+    assert (report["lost"], report["duplicated"]) == (0, 0) and report["errors"] == {}
