@@ -11,7 +11,10 @@ second on average (exponential gaps, as people do), for ``--duration`` seconds:
   ``--typing-interval`` ago (the hub's ``typing_interval`` throttle), then the
   publish ``--typing-lead`` seconds later;
 * the publish's data is ``{"s": sender, "n": seq, "t": monotonic_ns}``: ``n``
-  counts the sender's messages from 1, ``t`` is when it left.
+  counts the sender's messages from 1, ``t`` is when it left. A message whose
+  publish got no answer (a timeout, or still waiting when the senders are stopped
+  ``SEND_GRACE`` seconds after ``--duration``) keeps its ``n``: members that never
+  get it count it lost.
 
 Every member decodes what it receives (a few messages a second each): it keeps
 one :class:`OffsetTracker` per sender of its room over ``n`` (lost, duplicated,
@@ -312,19 +315,19 @@ class ChatRole(Role):
 
     async def _publish(self, member: Member) -> bool:
         """One message; False when the connection is gone."""
-        n = member.seq + 1
+        # n counts as sent from here: a publish whose outcome stays unknown (a timeout, the run
+        # ending while it waits) may still be delivered, and must not look like the next one.
+        n = member.seq = member.seq + 1
         data = {"s": member.index, "n": n, "t": monotonic_ns()}
         try:
             await member.command({"cmd": "publish", "channel": member.channel, "data": data}, COMMAND_TIMEOUT)
         except Refused as exc:  # not published: the next message reuses n
+            member.seq = n - 1
             self.stats.error(error_kind("publish", exc))
             return True
         except (OSError, TimeoutError, LoadtestError) as exc:
-            # Unknown outcome: count n as sent, so a delivery of it is not a duplicate of the next.
-            member.seq = n
             self.stats.error(error_kind("publish", exc))
             return not isinstance(exc, Closed)
-        member.seq = n
         self.stats.sent += 1
         return True
 

@@ -27,9 +27,11 @@ async def drain(
     done: Callable[[], Awaitable[tuple[bool, int]]],
     stall: float = DRAIN_STALL,
     longest: float = DRAIN_MAX,
+    poll: float = DRAIN_POLL,
 ) -> bool:
-    """Poll ``done()`` -> (finished, progress) until finished, until ``progress`` stops moving for
-    ``stall`` seconds, or ``longest`` / the run's deadline passes; returns whether it finished."""
+    """Poll ``done()`` -> (finished, progress) every ``poll`` seconds until finished, until
+    ``progress`` stops moving for ``stall`` seconds, or ``longest`` / the run's deadline passes;
+    returns whether it finished."""
     last, last_change = -1, time.monotonic()
     end = min(time.monotonic() + longest, run.deadline)
     while time.monotonic() < end:
@@ -40,7 +42,7 @@ async def drain(
             last, last_change = progress, time.monotonic()
         elif time.monotonic() - last_change > stall:
             return False
-        await asyncio.sleep(DRAIN_POLL)
+        await asyncio.sleep(poll)
     return False
 
 

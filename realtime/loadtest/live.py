@@ -45,6 +45,8 @@ from .wsclient import LoadtestError, Target, monotonic_ns
 STALL = 10.0
 #: Seconds a subscribe waits for its reply.
 COMMAND_TIMEOUT = 10.0
+#: Seconds between two polls of the workers for subscribers behind the publisher's last versions.
+BEHIND_POLL = 0.2
 #: Most updates one run sends, whatever the rate and duration.
 MAX_UPDATES = 100_000_000
 
@@ -104,7 +106,7 @@ class Live(Scenario):
             behind = sum(await run.pool.request("behind", final, timeout=max(1.0, run.remaining())))
             return behind == 0, -behind
 
-        if not await drain(run, caught_up):
+        if not await drain(run, caught_up, poll=BEHIND_POLL):  # each poll walks every (subscriber, key)
             run.note("subscribers stalled before every one had the last version of every key")
         ends = await run.pool.request("finish", final, timeout=max(1.0, run.remaining()))
         publisher.close()
