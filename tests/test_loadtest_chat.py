@@ -6,11 +6,13 @@ No test here asserts a speed: the machine is shared and the sizes are tiny.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 from realtime.loadtest.chat import Layout, rooms
+from realtime.loadtest.workers import Pool
 
 from .helpers import RunningHub
 from .loadtest_docs import hub_settings, secret
@@ -93,3 +95,19 @@ async def test_chat_across_two_nodes_on_one_redis(hub_factory: Any, redis_server
     assert report["delivered"] == 4 * report["sent"] > 0  # members of a room sit on both nodes
     assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
     assert report["errors"] == {} and report["extra"]["typing_pushes"] > 0
+
+
+async def test_a_request_larger_than_a_pipe_reaches_a_worker_whole() -> None:
+    # The controller sends chat's "finish" every sender's count: at 10,000s of users more than a
+    # pipe holds, so the worker reads it in pieces.
+    args = argparse.Namespace(
+        url=["ws://127.0.0.1:9/ws"], procs=1, timeout=30.0, source_addresses=1, jwt_secret="s", concurrency=1,
+        users=2, room_min=2, room_max=2, seed=1, namespace="chat", room_prefix="r",
+    )  # fmt: skip
+    pool = Pool("chat", args, 2)
+    try:
+        last = {i: i for i in range(1_000_000)}  # about 5 MB pickled
+        for _ in range(5):
+            assert await asyncio.wait_for(pool.ask(0, "finish", last), 30) == 0
+    finally:
+        await pool.stop()
