@@ -41,7 +41,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from .clients import Client, dial, error_kind, gather_bounded
+from .clients import CONNECT_TIMEOUT, Client, dial, error_kind, gather_bounded
 from .context import WorkerContext
 from .flags import non_negative, positive_int
 from .run import Run
@@ -123,8 +123,7 @@ class Presence(Scenario):
         run.status = lambda: "churning"
         await run.pool.request("start", duration)
         await asyncio.sleep(duration)
-        longest = args.background_s * 1.5 + RESUME_ATTEMPTS * 25.0
-        settled = await run.pool.request("settle", timeout=max(1.0, min(longest, run.remaining())))
+        settled = await run.pool.request("settle", timeout=max(1.0, min(settle_s(args) + 5.0, run.remaining())))
         absences: dict[int, tuple[int, int]] = {}
         connected: list[int] = []
         for part in settled:
@@ -161,6 +160,15 @@ COUNTERS = (
     "pushed_state_mismatches",
     "presence_truncated",
 )
+
+
+def settle_s(args: argparse.Namespace) -> float:
+    """Most seconds a device's last pause can take: the longest pause, then every resume attempt
+    timing out, with the backoff between attempts."""
+    attempt = CONNECT_TIMEOUT + COMMAND_TIMEOUT
+    return (
+        float(args.background_s) * 1.5 + RESUME_ATTEMPTS * attempt + sum(0.5 * (1 << a) for a in range(RESUME_ATTEMPTS))
+    )
 
 
 def channels(args: argparse.Namespace) -> int:
@@ -347,7 +355,10 @@ class PresenceRole(Role):
         if self.churn is not None:
             await self.churn
         if self.pauses:
-            await asyncio.wait(set(self.pauses))
+            await asyncio.wait(set(self.pauses), timeout=settle_s(self.args))
+            for task in list(self.pauses):  # cannot happen: every step of a pause is bounded
+                task.cancel()
+                self.stats.counters["resume_failures"] += 1
         return {
             "absences": {s.index: (s.long, s.borderline) for s in self.slots if s.long or s.borderline},
             "connected": [s.index for s in self.slots if s.client is not None and not s.client.ended.done()],
