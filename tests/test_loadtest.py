@@ -27,6 +27,7 @@ from realtime.loadtest.wsclient import Target, open_client, parse_url
 
 from .helpers import TEST_SECRET, RunningHub
 from .redis_server import RedisServer
+from .test_serve_process import start_serve
 
 #: What a hub under load test needs (docs/loadtest.md): no command budget, no per-address limits.
 LOADTEST_SETTINGS: dict[str, Any] = {
@@ -381,6 +382,7 @@ async def test_an_unreachable_hub_exits_1(unused_tcp_port: int) -> None:
         ["fanout", "--url", "http://127.0.0.1:1/ws"],  # not a WebSocket URL
         ["fanout", "--url", "ws://127.0.0.1:1/ws", "--payload", "4"],
         ["fanout", "--url", "ws://127.0.0.1:1/ws", "--ack", "never"],
+        ["fanout", "--url", "ws://127.0.0.1:1/ws", "--publish-via", "redis"],  # no --redis
         ["idle", "--url", "ws://127.0.0.1:1/ws", "--connections", "0"],
         ["idle", "--url", "ws://example.com/ws", "--source-addresses", "4"],
         ["storm", "--url", "ws://127.0.0.1:1/ws", "--kill-pid", "1"],  # nowhere to reconnect to
@@ -413,3 +415,37 @@ async def test_fanout_across_two_nodes_publishing_through_redis(
     report = json.loads(out.read_text())
     assert report["sent"] > 0 and report["delivered"] == 4 * report["sent"]
     assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
+    redis = report["extra"]["redis"]  # the hubs' pub/sub connections, watched
+    assert redis["pubsub_connections"] == {"redis": 2} and redis["replaced"] == {}
+
+
+async def test_storm_after_a_node_is_killed_moves_its_clients_to_the_other(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Two hub processes on one Redis; one is SIGKILLed: its clients reconnect to the other and recover."""
+    config = tmp_path / "hub.toml"
+    config.write_text(
+        "allow_anonymous = true\ncommand_rate = 0\nreceive_rate = 0\n"
+        '[namespaces.default]\nsubscribe = "anyone"\npublish = "clients"\nhistory_size = 100\nhistory_ttl = 300\n'
+    )
+    nodes = [await start_serve("--config", str(config), "--redis", redis_server.url) for _ in range(2)]
+    try:
+        urls = [f"ws://127.0.0.1:{port}/ws" for _, port in nodes]
+        out = tmp_path / "kill.json"
+        code, _, stderr = await loadtest(
+            "storm", "--url", urls[0], "--url", urls[1], "--clients", "6", "--channels", "2", "--rate", "40",
+            "--drop-after", "0.5", "--duration", "0.3", "--kill-pid", str(nodes[1][0].pid), "--json", str(out),
+            "--quiet",
+        )  # fmt: skip
+        assert code == 0, stderr
+        report = json.loads(out.read_text())
+        extra = report["extra"]
+        assert extra["dropped"] == 3 and extra["reconnected"] == 3 and extra["still_down"] == 0
+        assert extra["recovered"] == 3 and extra["recovery_s"] > 0
+        assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0)
+        assert report["close_codes"] == {"1006": 3}  # the killed node sent no close frame
+    finally:
+        for proc, _ in nodes:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()

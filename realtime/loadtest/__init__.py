@@ -15,11 +15,16 @@ start, and only the URLs given. A hub under load test needs, in its config:
 
 When the hub refuses anyway, the tool names the setting to change.
 
-Layout: :mod:`.wsclient` (the raw WebSocket client), :mod:`.stats` (HDR
-histograms and delivery accounting), :mod:`.workers` (worker processes over
-pipes), :mod:`.scenario` (how a scenario plugs in), :mod:`.runner` (flags, the
-live line, the summary, ``--json``), :mod:`.report`, and one module per
-scenario (:mod:`.fanout`, :mod:`.idle`, :mod:`.storm`, :mod:`.ramp`).
+Layout: :mod:`.wsclient` (the raw WebSocket client), :mod:`.clients` (dialling
+with a connect command, error kinds), :mod:`.subscriber` (a cheap counting or
+sampling subscriber), :mod:`.publisher` (the controller's publisher, or FCALL
+into Redis), :mod:`.stats` (HDR histograms and delivery accounting),
+:mod:`.workers` and :mod:`.context` (worker processes over pipes, and what a
+scenario gets in one), :mod:`.scenario` and :mod:`.registry` (how a scenario
+plugs in, and the list of them), :mod:`.run` (a run as a scenario sees it),
+:mod:`.runner` (the command: parser, run, summary, ``--json``), :mod:`.flags`,
+:mod:`.report`, :mod:`.procinfo`, and one module per scenario (:mod:`.fanout`,
+:mod:`.idle`, :mod:`.storm`, :mod:`.ramp`).
 
 ``--json FILE`` writes one object::
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
@@ -49,7 +50,8 @@ def error_kind(what: str, exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return f"{what} timeout"
     if isinstance(exc, OSError):
-        return f"{what} {type(exc).__name__}"
+        name = errno.errorcode.get(exc.errno or 0)  # EMFILE: raise the open files limit; EADDRNOTAVAIL: ports
+        return f"{what} {type(exc).__name__}" + (f" {name}" if name else "")
     return f"{what} {type(exc).__name__}: {exc}"[:120]
 
 

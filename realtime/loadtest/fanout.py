@@ -29,6 +29,7 @@ from .clients import gather_bounded
 from .context import WorkerContext
 from .flags import non_negative, non_negative_int, positive_int
 from .publisher import Publisher, RedisPublisher, wait_progress
+from .redis_watch import RedisWatch
 from .run import Run
 from .scenario import Outcome, Role, Scenario
 from .subscriber import Subscriber, subscribe
@@ -71,7 +72,12 @@ class Fanout(Scenario):
             help="hub: a WebSocket client of the first URL publishes (default); redis: FCALL realtime_publish"
             " straight into --redis, as a backend would",
         )
-        group.add_argument("--redis", metavar="URL", help="the hubs' Redis, for --publish-via redis")
+        group.add_argument(
+            "--redis",
+            metavar="URL",
+            help="the hubs' Redis: watch their pub/sub connections (extra.redis), and publish there with"
+            " --publish-via redis",
+        )
         group.add_argument("--redis-cluster", action="store_true", help="--redis names a Redis Cluster node")
         group.add_argument("--redis-prefix", default="rt", help="the hubs' redis_prefix (default rt)")
         group.add_argument(
@@ -93,8 +99,8 @@ class Fanout(Scenario):
     def check(cls, args: argparse.Namespace) -> str | None:
         if args.payload < 8:
             return "--payload must be at least 8 (the timestamp)"
-        if (args.publish_via == "redis") != bool(args.redis):
-            return "--publish-via redis and --redis URL go together"
+        if args.publish_via == "redis" and not args.redis:
+            return "--publish-via redis needs --redis URL"
         return None
 
     @classmethod
@@ -143,13 +149,21 @@ class Fanout(Scenario):
             return len(publisher.pending)
 
         run.status = lambda: f"in flight {inflight():,}"
+        watch = RedisWatch(args.redis, args.redis_cluster, args.redis_prefix) if args.redis else None
+        if watch is not None:
+            await watch.start()
+        cpu0 = (await run.snapshot()).cpu_s
         hubs0 = run.hub_readings()
         t0 = monotonic_ns()
         end = min(time.monotonic() + args.duration, run.deadline)
         interval = 1.0 / args.rate if args.rate else 0.0
         next_at = time.monotonic()
         while time.monotonic() < end:
-            room = args.window - inflight()
+            if isinstance(publisher, Publisher) and publisher.ended.done():
+                raise LoadtestError(f"the publisher's connection closed with {publisher.close_code}")
+            if args.ack == "delivery" and delivered_to_all() >= GONE:
+                raise LoadtestError("every subscriber disconnected")
+            room = min(args.window, args.window - inflight())
             if room <= 0:
                 await wait_progress(progress, STALL, "no publish progress")
                 continue
@@ -163,14 +177,16 @@ class Fanout(Scenario):
                 publisher.publish(args.channel, room)
                 await wait_progress(progress, STALL, "no publish progress")
         publish_s = (monotonic_ns() - t0) / 1e9
-        while publisher.pending and time.monotonic() < run.deadline:
+        while publisher.pending and time.monotonic() < run.deadline and not publisher.ended.done():
             await wait_progress(progress, STALL, f"{len(publisher.pending)} publishes unanswered")
         # Drain: until every subscriber has every publication, or deliveries stall.
         expected = publisher.acked * subscribers
         last, last_change, delivered = -1, time.monotonic(), 0
         drain_end = min(time.monotonic() + DRAIN_MAX, run.deadline)
+        cpu1 = cpu0
         while time.monotonic() < drain_end:
-            delivered = (await run.snapshot()).delivered
+            snap = await run.snapshot()
+            delivered, cpu1 = snap.delivered, snap.cpu_s
             if delivered >= expected or time.monotonic() - last_change > DRAIN_STALL:
                 break
             if delivered != last:
@@ -178,6 +194,7 @@ class Fanout(Scenario):
             await asyncio.sleep(0.05)
         epoch, last_offset = publisher.positions.get(args.channel, ("", 0))
         hubs1 = run.hub_readings()
+        redis = await watch.stop() if watch is not None else None
         finish = {"last_offset": last_offset, "epoch": epoch}
         ends = await run.pool.request("finish", finish, timeout=max(1.0, run.remaining()))
         if isinstance(publisher, RedisPublisher):
@@ -198,8 +215,13 @@ class Fanout(Scenario):
                 "ack_ms": publisher.acks.summary(),
                 "per_subscriber_min": min(e["min"] for e in ends),
                 "per_subscriber_max": max(e["max"] for e in ends),
+                # the generator over the same span as deliveries/s (the report's generator figure spans
+                # the whole run, connects included): near --procs + 1 cores, the generator set the pace
+                "generator_cores_busy": round((cpu1 - cpu0) / span, 2) if span else 0.0,
             },
         )
+        if redis is not None:
+            outcome.extra["redis"] = redis
         hub_cpu = sum(hubs1[pid][0] - hubs0[pid][0] for pid in hubs1 if pid in hubs0)
         if hub_cpu > 0:  # with --hub-pid: the hubs' CPU over the publishing and the drain alone
             outcome.extra["hub_cpu_s"] = round(hub_cpu, 3)

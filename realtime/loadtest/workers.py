@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import multiprocessing
 import multiprocessing.connection
@@ -184,7 +185,7 @@ class Pool:
             WorkerHandle(
                 WorkerSpec(scenario, params, i, procs, firsts[i], shares[i]),
                 self._loop,
-                functools_partial(self._on_message, i),
+                functools.partial(self._on_message, i),
             )
             for i in range(procs)
         ]
@@ -250,7 +251,3 @@ class Pool:
     def _join(self) -> None:
         for handle in self.handles:
             handle.stop()
-
-
-def functools_partial(f: Callable[[int, Any], None], index: int) -> Callable[[Any], None]:
-    return lambda message: f(index, message)
