@@ -23,8 +23,10 @@ into Redis), :mod:`.stats` (HDR histograms and delivery accounting),
 scenario gets in one), :mod:`.scenario` and :mod:`.registry` (how a scenario
 plugs in, and the list of them), :mod:`.run` (a run as a scenario sees it),
 :mod:`.runner` (the command: parser, run, summary, ``--json``), :mod:`.flags`,
-:mod:`.report`, :mod:`.procinfo`, and one module per scenario (:mod:`.fanout`,
-:mod:`.idle`, :mod:`.storm`, :mod:`.ramp`).
+:mod:`.report`, :mod:`.procinfo`, :mod:`.drain` (waiting for deliveries to
+settle, and a client of the controller's own, for chat, presence and live), and
+one module per scenario (:mod:`.fanout`, :mod:`.idle`, :mod:`.storm`,
+:mod:`.ramp`, :mod:`.chat`, :mod:`.presence`, :mod:`.live`).
 
 ``--json FILE`` writes one object::
 

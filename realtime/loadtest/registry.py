@@ -14,6 +14,9 @@ SCENARIOS: dict[str, str] = {
     "idle": "idle:Idle",
     "storm": "storm:Storm",
     "ramp": "ramp:Ramp",
+    "chat": "chat:Chat",
+    "presence": "presence:Presence",
+    "live": "live:Live",
 }
 
 

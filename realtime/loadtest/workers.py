@@ -22,6 +22,7 @@ import functools
 import itertools
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import threading
 import time
@@ -57,6 +58,10 @@ class _Worker:
         loop = asyncio.get_running_loop()
         self.done = loop.create_future()
         loop.add_reader(self.requests.fileno(), self._on_request)
+        # uvloop (libuv) makes a watched fd non-blocking; Connection.recv must block instead, or a
+        # request larger than the pipe (chat's per-sender counts at 10,000s of users) fails half
+        # read with BlockingIOError, which would read as the controller gone.
+        os.set_blocking(self.requests.fileno(), True)
         try:
             await asyncio.wait_for(asyncio.shield(self.done), max(0.0, self.ctx.deadline - time.monotonic()))
         except TimeoutError:
