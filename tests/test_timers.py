@@ -9,6 +9,10 @@ import asyncio
 import gc
 import types
 
+import msgpack  # type: ignore[import-untyped]  # no stubs
+from aiohttp import web
+
+from realtime.server import CONNECTION_TASKS
 from realtime.timers import RESOLUTION, TimerWheel
 
 from .helpers import RunningHub, make_token
@@ -75,3 +79,42 @@ async def test_an_idle_connection_holds_no_timer_handle_nor_http_parser(hub: Run
         holders: list[object] = [r for r in gc.get_referrers(conn) if isinstance(r, types.MethodType)]
         holders += [r for m in holders for r in gc.get_referrers(m)]
         assert not [h for h in holders if "TimerHandle" in type(h).__name__]
+
+
+async def test_an_upgraded_connection_outlives_aiohttp_s_request_and_its_request_loop(hub: RunningHub) -> None:
+    async with await RawClient.open(hub.url, token=make_token("alice")) as client:
+        await client.subscribe("alpha")
+        await asyncio.sleep(0)  # the request loop ends one loop turn after the handler returned
+        gc.collect()
+        # Neither the request (and the head it parsed) nor the coroutines of aiohttp's request
+        # loop stay alive for the connection's life.
+        assert not [o for o in gc.get_objects() if isinstance(o, web.BaseRequest)]
+        loops = [t for t in asyncio.all_tasks() if "RequestHandler" in getattr(t.get_coro(), "__qualname__", "")]
+        assert not loops
+        # The connection goes on: reads, writes, pings, and its end as before.
+        await client.publish("alpha", "hello")
+        publication = await client.publication()
+        assert msgpack.unpackb(publication.data) == "hello"
+        conn = next(iter(hub.hub.connections.values()))
+        assert conn.ws._req is not None and conn.ws._req.transport is conn.transport
+    for _ in range(100):
+        if not hub.hub.connections:
+            break
+        await asyncio.sleep(0.01)
+    assert not hub.hub.connections
+    assert hub.server.app is not None and not hub.server.app[CONNECTION_TASKS]
+
+
+async def test_a_stopped_server_leaves_no_connection_task_running(hub: RunningHub) -> None:
+    client = await RawClient.open(hub.url, token=make_token("alice"))
+    try:
+        await client.subscribe("alpha")
+        assert hub.server.app is not None
+        tasks = hub.server.app[CONNECTION_TASKS]
+        serving = list(tasks)
+        assert len(serving) == 1
+        await hub.stop()
+        assert all(task.done() for task in serving)
+        assert not tasks
+    finally:
+        await client.ws.close()
