@@ -12,6 +12,7 @@ import types
 import msgpack  # type: ignore[import-untyped]  # no stubs
 from aiohttp import web
 
+from realtime.hub import FEW_DEVICES
 from realtime.server import CONNECTION_TASKS
 from realtime.timers import RESOLUTION, TimerWheel
 
@@ -118,3 +119,16 @@ async def test_a_stopped_server_leaves_no_connection_task_running(hub: RunningHu
         assert not tasks
     finally:
         await client.ws.close()
+
+
+async def test_a_user_s_connections_are_counted_past_the_few_a_tuple_holds(hub: RunningHub) -> None:
+    node = hub.hub
+    devices = [object() for _ in range(FEW_DEVICES + 3)]
+    for n, device in enumerate(devices, 1):
+        node.track_user(device, "alice")  # only its identity is used
+        node.track_user(device, "alice")  # twice: counted once
+        assert len(node.users["alice"]) == n
+    for n, device in enumerate(reversed(devices), 1):
+        node.untrack_user(device, "alice")
+        assert len(node.users.get("alice", ())) == len(devices) - n
+    assert "alice" not in node.users
