@@ -204,6 +204,7 @@ async def serve_connection(hub: Hub, conn: Connection, admission: Admission, han
     finally:
         admission.upgrade_ended(conn.remote)
         admission.request_done(handler.transport)
+        conn.transport.close()  # as aiohttp's request loop did after the handler (a no-op when closing)
 
 
 class UpgradedProtocol(asyncio.Protocol):
