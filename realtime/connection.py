@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Protocol
 from aiohttp import WSMsgType, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import WebSocketError, WebSocketWriter
+from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from protocol.codec import Codec
@@ -96,6 +97,21 @@ def close_timeout(ping_interval: float) -> float:
     return min(CLOSE_TIMEOUT, ping_interval / 2)
 
 
+class UpgradedRequest:
+    """What a WebSocketResponse reads of its request once upgraded: the transport (to close it after
+    the closing handshake), through the protocol as ``BaseRequest.transport`` does. Holds none of the
+    request's head (its headers and URL, ~2 KiB a connection)."""
+
+    __slots__ = ("protocol",)
+
+    def __init__(self, protocol: RequestHandler) -> None:
+        self.protocol = protocol
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self.protocol.transport
+
+
 class HubWebSocket(web.WebSocketResponse):
     """aiohttp's ``WebSocketResponse`` with its frame parser behind :class:`~realtime.frames.ClientFrames`.
 
@@ -105,6 +121,18 @@ class HubWebSocket(web.WebSocketResponse):
     """
 
     frames: ClientFrames | None = None
+    _detached = False
+
+    def detach(self, protocol: RequestHandler) -> None:
+        """The handler returns while the WebSocket stays open (``realtime.server.hand_over``):
+        aiohttp's ``write_eof`` after a handler, which closes a WebSocket, does nothing, and the
+        request is let go for an :class:`UpgradedRequest` (what aiohttp still reads of it)."""
+        self._detached = True
+        self._req = UpgradedRequest(protocol)  # type: ignore[assignment]
+
+    async def write_eof(self) -> None:  # type: ignore[override]
+        if not self._detached:
+            await super().write_eof()
 
     def _post_start(self, request: BaseRequest, protocol: str | None, writer: WebSocketWriter) -> None:
         handler = request.protocol

@@ -59,6 +59,9 @@ F = TypeVar("F", bound=Feature)
 K = TypeVar("K")
 V = TypeVar("V")
 
+#: Connections of one user held in a tuple (each connect and end copies it); more in a set.
+FEW_DEVICES = 8
+
 log = logging.getLogger("realtime.hub")
 
 
@@ -88,8 +91,9 @@ class Hub:
         self._publishers: dict[str, PublishHook] = {}
         self._event_hooks: dict[str, EventHook] = {}
         self.connections: dict[str, Connection] = {}
-        #: Connected users -> their connections on this node.
-        self.users: dict[str, set[Connection]] = {}
+        #: Connected users -> their connections on this node: a tuple of up to
+        #: :data:`FEW_DEVICES` (most users have one; a 1-tuple is 48 bytes, a set 216), a set beyond.
+        self.users: dict[str, tuple[Connection, ...] | set[Connection]] = {}
         self._history: dict[str, HistoryOptions] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.closing = False
@@ -136,14 +140,23 @@ class Hub:
 
     def track_user(self, conn: Connection, user: str) -> None:
         """Count ``conn`` among ``user``'s connections: control messages for the user reach it."""
-        self.users.setdefault(user, set()).add(conn)
+        devices = self.users.get(user, ())
+        if isinstance(devices, set):
+            devices.add(conn)
+        elif conn not in devices:
+            self.users[user] = (*devices, conn) if len(devices) < FEW_DEVICES else {*devices, conn}
 
     def untrack_user(self, conn: Connection, user: str) -> None:
         devices = self.users.get(user)
-        if devices is not None:
+        if devices is None:
+            return
+        if isinstance(devices, set):
             devices.discard(conn)
-            if not devices:
-                del self.users[user]
+        elif conn in devices:
+            devices = tuple(c for c in devices if c is not conn)
+            self.users[user] = devices
+        if not devices:
+            del self.users[user]
 
     def connection_ready(self, conn: Connection, cmd: Connect) -> None:
         """The connect command succeeded: the one log line of a connection's opening."""

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_protocol import RequestHandler
 
 from handlers.chat import Chat
 from handlers.live import Live
@@ -56,6 +57,9 @@ ADMISSION = web.AppKey("admission", Admission)
 #: The Host header values upgrades may carry (``allowed_hosts``, resolved).
 ALLOWED_HOSTS = web.AppKey("allowed_hosts", tuple[str, ...])
 WS_PATH = "/ws"
+#: The tasks serving handed-over WebSockets (:func:`hand_over`): held here (asyncio keeps only
+#: weak references), cancelled when the app stops.
+CONNECTION_TASKS = web.AppKey("connection_tasks", set[asyncio.Task[None]])
 
 
 def create_engine(settings: Settings) -> Engine:
@@ -99,9 +103,14 @@ def _refuse_upgrade(request: web.Request, hub: Hub) -> web.StreamResponse | None
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     """GET /ws. It does the work of the app's middlewares itself (the handshake timer, draining,
     the Host check), which pass this path straight through: their frames would otherwise stay
-    alive under this one for the connection's life."""
+    alive under this one for the connection's life.
+
+    Once upgraded and admitted, the connection is served by a task of its own
+    (:func:`serve_connection`) and this handler returns: aiohttp's request, its parsed head and
+    the coroutines of its request loop are then let go (~4 KiB a connection, tracemalloc)."""
     admission = request.app[ADMISSION]
     admission.request_started(request.transport)
+    handed_over = False  # serve_connection does what the finally blocks below would
     try:
         hub = request.app[HUB]
         settings = hub.settings
@@ -139,22 +148,104 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                 await conn.wait_closed()
                 return ws
             hub.add(conn)
-            context = bind(conn)  # what is logged while serving it names it (and tasks it starts)
-            try:
-                await conn.run()
-            except Exception:
-                log.exception("connection %s failed", conn.id)
-                conn.close(DisconnectError(CloseCode.INTERNAL))
-            finally:
-                await hub.remove(conn)
-                await conn.wait_closed()
-                unbind(context)
+            hand_over(request, ws, conn)
+            handed_over = True
             return ws
         finally:
-            if refusal is None:
+            if refusal is None and not handed_over:
                 admission.upgrade_ended(remote)
     finally:
-        admission.request_done(request.transport)
+        if not handed_over:
+            admission.request_done(request.transport)
+
+
+def hand_over(request: web.Request, ws: HubWebSocket, conn: Connection) -> None:
+    """Serve ``conn`` in a task of its own, so that the handler can return with the socket open.
+
+    aiohttp's request loop (``RequestHandler.start``) closes the transport after the handler
+    unless the handler's ``_force_close`` is set, and with it set drops the bytes it reads: the
+    transport's protocol becomes :class:`UpgradedProtocol`, which feeds them to the frame
+    parser itself. ``ws.detach`` keeps aiohttp's ``write_eof`` after the handler from closing
+    the WebSocket.
+    """
+    handler = request.protocol
+    transport = request.transport
+    assert transport is not None
+    transport.set_protocol(UpgradedProtocol(transport.get_protocol(), handler))
+    handler._force_close = True  # its request loop then ends without closing the transport
+    loop_task = handler._task_handler
+    if loop_task is not None:  # a finished task (and its coroutine) would stay referenced
+        loop_task.add_done_callback(partial(_forget_request_loop, handler))
+    ws.detach(handler)
+    task = asyncio.create_task(serve_connection(request.app[HUB], conn, request.app[ADMISSION], handler))
+    tasks = request.app[CONNECTION_TASKS]
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+def _forget_request_loop(handler: RequestHandler, task: asyncio.Task[None]) -> None:
+    if handler._task_handler is task:
+        handler._task_handler = None
+
+
+async def serve_connection(hub: Hub, conn: Connection, admission: Admission, handler: RequestHandler) -> None:
+    """Run an upgraded, admitted connection until it ends (see :func:`hand_over`)."""
+    context = bind(conn)  # what is logged while serving it names it (and tasks it starts)
+    try:
+        try:
+            await conn.run()
+        except Exception:
+            log.exception("connection %s failed", conn.id)
+            conn.close(DisconnectError(CloseCode.INTERNAL))
+        finally:
+            await hub.remove(conn)
+            await conn.wait_closed()
+            unbind(context)
+    finally:
+        admission.upgrade_ended(conn.remote)
+        admission.request_done(handler.transport)
+        conn.transport.close()  # as aiohttp's request loop did after the handler (a no-op when closing)
+
+
+class UpgradedProtocol(asyncio.Protocol):
+    """A handed-over WebSocket's transport protocol: reads go to its frame parser (what aiohttp's
+    ``RequestHandler.data_received`` does once upgraded), every other event to the protocol it
+    replaced (the admission's Gate, or aiohttp's handler), which still owns the connection."""
+
+    __slots__ = ("_handler", "_outer")
+
+    def __init__(self, outer: asyncio.BaseProtocol, handler: RequestHandler) -> None:
+        self._outer = outer
+        self._handler = handler
+
+    def data_received(self, data: bytes) -> None:
+        handler = self._handler
+        parser = handler._payload_parser
+        if parser is None or handler._close or not data:
+            return
+        eof, _ = parser.feed_data(data)
+        if eof:
+            handler.close()
+
+    def eof_received(self) -> bool | None:
+        return self._outer.eof_received()  # type: ignore[attr-defined, no-any-return]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._outer.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._outer.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._outer.resume_writing()
+
+    @property
+    def writing_paused(self) -> bool:
+        """aiohttp's flag, read by the connection to bound what the transport holds."""
+        return self._handler.writing_paused
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._outer, name)
 
 
 #: What every upgraded connection's aiohttp objects share instead of holding their own (see
@@ -170,10 +261,12 @@ def release_upgrade(request: web.Request, ws: web.WebSocketResponse) -> None:
     After the upgrade every byte goes to the WebSocket reader, so the HTTP parser and the
     queue of parsed requests (a deque allocates 600 bytes empty) are never used again; the
     writer's masking and compression state serve clients and ``compress=True`` only. One
-    shared object instead of one per connection, ~1.5 KiB each (tracemalloc).
+    shared object instead of one per connection, ~1.5 KiB each (tracemalloc); and the
+    handler's cached addresses (~0.3 KiB), which the connection has its own copy of.
     """
     handler = request.protocol
     handler._parser = None  # aiohttp's own state after connection_lost: it checks for None
+    handler._cache.clear()  # peername and sockname, read for the request (read again if asked)
     if not handler._messages:
         handler._messages = _NO_MESSAGES  # never appended to once upgraded (maxlen=0: never holds)
     writer = ws._writer
@@ -301,9 +394,18 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     app[ALLOWED_HOSTS] = allowed_hosts
     app[METRICS] = metrics
 
+    tasks: set[asyncio.Task[None]] = set()
+    app[CONNECTION_TASKS] = tasks
+
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         await hub.start()
         yield
+        # aiohttp's shutdown closed their sockets; a connection still running is cancelled, as
+        # aiohttp cancels a handler still running.
+        for task in list(tasks):
+            task.cancel()
+        if tasks:
+            await asyncio.wait(list(tasks))
         await hub.close()
 
     app.cleanup_ctx.append(lifecycle)

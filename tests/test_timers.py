@@ -9,6 +9,11 @@ import asyncio
 import gc
 import types
 
+import msgpack  # type: ignore[import-untyped]  # no stubs
+from aiohttp import web
+
+from realtime.hub import FEW_DEVICES
+from realtime.server import CONNECTION_TASKS
 from realtime.timers import RESOLUTION, TimerWheel
 
 from .helpers import RunningHub, make_token
@@ -75,3 +80,55 @@ async def test_an_idle_connection_holds_no_timer_handle_nor_http_parser(hub: Run
         holders: list[object] = [r for r in gc.get_referrers(conn) if isinstance(r, types.MethodType)]
         holders += [r for m in holders for r in gc.get_referrers(m)]
         assert not [h for h in holders if "TimerHandle" in type(h).__name__]
+
+
+async def test_an_upgraded_connection_outlives_aiohttp_s_request_and_its_request_loop(hub: RunningHub) -> None:
+    async with await RawClient.open(hub.url, token=make_token("alice")) as client:
+        await client.subscribe("alpha")
+        await asyncio.sleep(0)  # the request loop ends one loop turn after the handler returned
+        gc.collect()
+        # Neither the request (and the head it parsed) nor the coroutines of aiohttp's request
+        # loop stay alive for the connection's life.
+        assert not [o for o in gc.get_objects() if isinstance(o, web.BaseRequest)]
+        loops = [t for t in asyncio.all_tasks() if "RequestHandler" in getattr(t.get_coro(), "__qualname__", "")]
+        assert not loops
+        # The connection goes on: reads, writes, pings, and its end as before.
+        await client.publish("alpha", "hello")
+        publication = await client.publication()
+        assert msgpack.unpackb(publication.data) == "hello"
+        conn = next(iter(hub.hub.connections.values()))
+        assert conn.ws._req is not None and conn.ws._req.transport is conn.transport
+    for _ in range(100):
+        if not hub.hub.connections:
+            break
+        await asyncio.sleep(0.01)
+    assert not hub.hub.connections
+    assert hub.server.app is not None and not hub.server.app[CONNECTION_TASKS]
+
+
+async def test_a_stopped_server_leaves_no_connection_task_running(hub: RunningHub) -> None:
+    client = await RawClient.open(hub.url, token=make_token("alice"))
+    try:
+        await client.subscribe("alpha")
+        assert hub.server.app is not None
+        tasks = hub.server.app[CONNECTION_TASKS]
+        serving = list(tasks)
+        assert len(serving) == 1
+        await hub.stop()
+        assert all(task.done() for task in serving)
+        assert not tasks
+    finally:
+        await client.ws.close()
+
+
+async def test_a_user_s_connections_are_counted_past_the_few_a_tuple_holds(hub: RunningHub) -> None:
+    node = hub.hub
+    devices = [object() for _ in range(FEW_DEVICES + 3)]
+    for n, device in enumerate(devices, 1):
+        node.track_user(device, "alice")  # only its identity is used
+        node.track_user(device, "alice")  # twice: counted once
+        assert len(node.users["alice"]) == n
+    for n, device in enumerate(reversed(devices), 1):
+        node.untrack_user(device, "alice")
+        assert len(node.users.get("alice", ())) == len(devices) - n
+    assert "alice" not in node.users
