@@ -356,7 +356,7 @@ class Connection:
         """Queue one message; it leaves at the end of this loop iteration.
 
         Hot path: called once per subscriber per publication (once per burst of a
-        channel's publications, which join one batch: :meth:`~realtime.frames.Outgoing.batch`).
+        channel's publications, which join one batch: :meth:`~realtime.frames.Outgoing.open_batch`).
         """
         if self.closed:
             return

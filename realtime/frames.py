@@ -62,7 +62,7 @@ class Outgoing:
     still subscribing can drop what its recovery already delivered. ``size`` is
     the payload's length: what the message adds to a connection's backlog.
 
-    **Batches.** Fan-out queues a *batch* (:meth:`batch`) once per subscriber; the
+    **Batches.** Fan-out queues a *batch* (:meth:`open_batch`) once per subscriber; the
     channel's next publications of the same loop turn join it in O(1) (:meth:`add`)
     instead of being queued once more per subscriber, and every subscriber writes
     the same frame, built once: a burst of k publications to N subscribers costs
@@ -77,11 +77,25 @@ class Outgoing:
     hot path's attribute reads stay monomorphic.)
     """
 
-    __slots__ = ("_frame", "_parts", "_separator", "detached", "epoch", "offset", "opcode", "open", "payload", "size")
+    __slots__ = (
+        "_frame",
+        "_members",
+        "_parts",
+        "_separator",
+        "detached",
+        "epoch",
+        "offset",
+        "opcode",
+        "open",
+        "payload",
+        "size",
+    )
 
-    _separator: bytes  # set on batches only
+    # Set on batches only (:meth:`open_batch`).
+    _separator: bytes
+    _members: int
     #: Subscribers of a batch that took a copy (:meth:`detach`): what joins later is sent to them apart.
-    detached: list[Recipient]
+    detached: list[Recipient] | None
 
     def __init__(self, payload: bytes, binary: bool, offset: int = 0, epoch: str = "") -> None:
         self.payload = payload
@@ -93,14 +107,13 @@ class Outgoing:
         self.open = False
         self._parts: list[bytes] | None = None
 
-    @classmethod
-    def batch(cls, first: Outgoing, separator: bytes) -> Outgoing:
-        """An open batch holding ``first``, joined with ``separator`` (the codec's)."""
-        batch = cls(first.payload, first.opcode == OP_BINARY, first.offset, first.epoch)
-        batch.open = True
-        batch._separator = separator
-        batch.detached = []
-        return batch
+    def open_batch(self, separator: bytes, members: int) -> None:
+        """Make this message, about to be queued to ``members`` subscribers, a batch that the
+        channel's later publications may join (joined with ``separator``, the codec's)."""
+        self.open = True
+        self._separator = separator
+        self._members = members
+        self.detached = None
 
     def frame(self) -> bytes:
         frame = self._frame
@@ -141,8 +154,16 @@ class Outgoing:
 
     def detach(self, recipient: Recipient) -> Outgoing:
         """What joined this open batch so far, for ``recipient`` to queue instead of it (it is
-        getting another message): the batch's later publications go to it one by one."""
-        self.detached.append(recipient)
+        getting another message): the batch's later publications go to it one by one. The
+        last member to detach closes the batch and keeps it (no copy)."""
+        self._members -= 1
+        if not self._members:
+            self.close()
+            return self
+        if self.detached is None:
+            self.detached = [recipient]
+        else:
+            self.detached.append(recipient)
         parts = self._parts
         payload = self.payload if parts is None else self._separator.join(parts)
         return Outgoing(payload, self.opcode == OP_BINARY, self.offset, self.epoch)
@@ -151,7 +172,7 @@ class Outgoing:
         """No more messages join this batch: its payload is final."""
         if self.open:
             self.open = False
-            self.detached = []
+            self.detached = None
             if self._parts is not None:
                 self.payload = self._separator.join(self._parts)
                 self._parts = None

@@ -20,7 +20,7 @@ subscribing to, to its state; no other code writes it.
 Fan-out is the hot path: a publication is encoded once per codec in use on the
 channel and the same bytes go to every live subscriber. Per subscriber the work
 is one ``Connection.send`` per loop turn, not per publication: the channel's
-publications of one turn join one batch (:meth:`~realtime.frames.Outgoing.batch`) (one frame),
+publications of one turn join one batch (:meth:`~realtime.frames.Outgoing.open_batch`) (one frame),
 queued once to each subscriber. The hub closes the turn's batches before it
 flushes (:meth:`Subscriptions.close_batches`), and any change of the channel's
 subscribers closes the channel's batches at once.
@@ -216,23 +216,28 @@ class Subscriptions(Generic[C]):
         """Deliver ``pub`` to the channel's subscribers: encoded once per codec, and joined
         to the codec's batch of this loop turn when it has one (no per-subscriber work)."""
         encoded: dict[Codec, Outgoing] = {}
+        newcomers = bool(ch.joining or ch.ahead)
         for codec, conns in ch.subscribers.items():
             if conns:
                 out = encoded[codec] = Outgoing(codec.encode(pub), codec.binary, pub.offset, pub.epoch)
+                size = out.size
                 batches = ch.batches
-                if batches is None:
-                    batches = ch.batches = {}
-                    self._batched.append(ch)
-                batch = batches.get(codec)
-                if batch is None or not batch.add(out):
-                    batch = batches[codec] = Outgoing.batch(out, codec.separator)
-                    for conn in conns:
-                        conn.send(batch)
+                batch = None if batches is None else batches.get(codec)
+                if batch is not None and batch.add(out):
+                    if batch.detached:
+                        for detached in batch.detached:
+                            detached.send(out)
                 else:
-                    for detached in batch.detached:
-                        detached.send(out)
-                self._pubs.add(len(conns), len(conns) * out.size)
-        if ch.joining or ch.ahead:
+                    if not newcomers and len(conns) > 1:  # (newcomers queue ``out`` itself: it must not grow)
+                        out.open_batch(codec.separator, len(conns))
+                        if batches is None:
+                            batches = ch.batches = {}
+                            self._batched.append(ch)
+                        batches[codec] = out
+                    for conn in conns:
+                        conn.send(out)
+                self._pubs.add(len(conns), len(conns) * size)
+        if newcomers:
             self.fan_out_to_newcomers(ch, pub, encoded)
 
     def close_batches(self) -> None:
