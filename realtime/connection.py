@@ -407,21 +407,28 @@ class Connection:
             self._pending_bytes = 0
             return
         # Batches queued here may have grown since (publications joined them): count again.
-        size = self._pending_bytes = pending[0].size if len(pending) == 1 else sum(out.size for out in pending)
+        single = pending[0] if len(pending) == 1 else None
+        if single is not None:
+            size = single.size
+        else:
+            size = 0
+            for out in pending:
+                size += out.size
         buffered = transport.get_write_buffer_size()
         if buffered + size > self._max_queue:
             self.close(DisconnectError(CloseCode.SLOW))  # drops the backlog
             return
-        if self._drain_task is not None:
-            return  # the transport is full: the drain flushes again
-        if size <= WRITE_BUFFER - buffered:  # the hot path, once per subscriber: all fits
-            if len(pending) == 1:
-                transport.write(pending[0].frame())
+        if self._drain_task is None and size <= WRITE_BUFFER - buffered:  # the hot path: all fits
+            if single is not None:
+                transport.write(single.frame())
             else:
                 transport.writelines(coalesce(pending, self.codec.separator))
             pending.clear()
             self._pending_bytes = 0
             return
+        self._pending_bytes = size
+        if self._drain_task is not None:
+            return  # the transport is full: the drain flushes again
         self._write(bounded=True)
 
     def _write(self, bounded: bool) -> None:
