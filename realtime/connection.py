@@ -383,17 +383,23 @@ class Connection:
     def send(self, out: Outgoing) -> None:
         """Queue one message; it leaves at the end of this loop iteration.
 
-        Hot path: called once per subscriber per publication.
+        Hot path: called once per subscriber per publication (once per burst of a
+        channel's publications, which join one batch: :meth:`~realtime.frames.Outgoing.open_batch`).
         """
         if self.closed:
             return
-        pending = self._pending_bytes + len(out.payload)
-        if pending > self._max_queue:
+        pending = self._pending
+        if pending:
+            last = pending[-1]
+            if last.open:  # a batch: what joins it later would overtake ``out``; take a copy
+                pending[-1] = last.detach(self)
+        size = self._pending_bytes + out.size
+        if size > self._max_queue:
             # Over the bound now, not at the next flush: the backlog never grows past it.
             self.close(DisconnectError(CloseCode.SLOW))  # drops the backlog
             return
-        self._pending.append(out)
-        self._pending_bytes = pending
+        pending.append(out)
+        self._pending_bytes = size
         if not self._dirty:
             self._dirty = True
             self.hub.mark_dirty(self)
@@ -401,7 +407,7 @@ class Connection:
     @property
     def queued_bytes(self) -> int:
         """Bytes waiting for the client: in this connection's queue and in its transport's buffer."""
-        return self._pending_bytes + self.transport.get_write_buffer_size()
+        return sum(out.size for out in self._pending) + self.transport.get_write_buffer_size()
 
     def reply(self, id: int, result: Result | None = None, error: Error | None = None) -> None:
         self.send(self._encode_reply(id, result, error))
@@ -428,29 +434,36 @@ class Connection:
             pending.clear()
             self._pending_bytes = 0
             return
+        # Batches queued here may have grown since (publications joined them): count again.
+        single = pending[0] if len(pending) == 1 else None
+        if single is not None:
+            size = single.size
+        else:
+            size = 0
+            for out in pending:
+                size += out.size
         buffered = transport.get_write_buffer_size()
-        if buffered + self._pending_bytes > self._max_queue:
+        if buffered + size > self._max_queue:
             self.close(DisconnectError(CloseCode.SLOW))  # drops the backlog
             return
-        if self._drain_task is not None:
-            return  # the transport is full: the drain flushes again
-        if self._pending_bytes <= WRITE_BUFFER - buffered:  # the hot path, once per subscriber: all fits
-            if len(pending) == 1:
-                transport.write(pending[0].frame())
+        if self._drain_task is None and size <= WRITE_BUFFER - buffered:  # the hot path: all fits
+            if single is not None:
+                transport.write(single.frame())
             else:
-                for frame in coalesce(pending, self.codec.separator):
-                    transport.write(frame)
+                transport.writelines(coalesce(pending, self.codec.separator))
             pending.clear()
             self._pending_bytes = 0
             return
+        self._pending_bytes = size
+        if self._drain_task is not None:
+            return  # the transport is full: the drain flushes again
         self._write(bounded=True)
 
     def _write(self, bounded: bool) -> None:
         """Hand queued messages to the transport: all of them, or (``bounded``) until it is full."""
         pending, transport, separator = self._pending, self.transport, self.codec.separator
         if not bounded or self._pending_bytes <= WRITE_BUFFER - transport.get_write_buffer_size():
-            for frame in coalesce(pending, separator):
-                transport.write(frame)
+            transport.writelines(coalesce(pending, separator))
             pending.clear()
             self._pending_bytes = 0
             return
@@ -460,10 +473,9 @@ class Connection:
             room = WRITE_BUFFER - transport.get_write_buffer_size()
             stop, size = start, 0
             while stop < count and (stop == start or size < room):  # at least one message
-                size += len(pending[stop].payload)
+                size += pending[stop].size
                 stop += 1
-            for frame in coalesce(pending[start:stop], separator):
-                transport.write(frame)
+            transport.writelines(coalesce(pending[start:stop], separator))
             self._pending_bytes -= size
             start = stop
         del pending[:start]

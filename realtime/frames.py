@@ -49,30 +49,133 @@ def frame_header(opcode: int, length: int) -> bytes:
 PING_FRAME = frame_header(OP_PING, 0)
 
 
+class Recipient(Protocol):
+    """Who a batch is queued to (``realtime.connection.Connection``)."""
+
+    def send(self, out: Outgoing) -> None: ...
+
+
 class Outgoing:
     """One encoded server message for one codec, with its WebSocket frame built on first use.
 
     ``offset`` and ``epoch`` are set for publications so a connection that is
-    still subscribing can drop what its recovery already delivered.
+    still subscribing can drop what its recovery already delivered. ``size`` is
+    the payload's length: what the message adds to a connection's backlog.
+
+    **Batches.** Fan-out queues a *batch* (:meth:`open_batch`) once per subscriber; the
+    channel's next publications of the same loop turn join it in O(1) (:meth:`add`)
+    instead of being queued once more per subscriber, and every subscriber writes
+    the same frame, built once: a burst of k publications to N subscribers costs
+    N + k queue operations and one join, not N * k and N joins. A batch is
+    ``open`` while every subscriber holding it holds it last in its queue and none
+    has written it. A subscriber that gets another message first (its reply to a
+    publish, a push of another channel) queues a copy of what joined so far
+    instead (:meth:`detach`) and gets the batch's later publications one by one, so
+    nothing overtakes that message. The batch closes for good (:meth:`close`) when
+    its frame is built, the channel's subscribers change, or the loop turn ends; the
+    channel's next publication starts a new one. (One class for both, so that the
+    hot path's attribute reads stay monomorphic.)
     """
 
-    __slots__ = ("_frame", "epoch", "offset", "opcode", "payload")
+    __slots__ = (
+        "_frame",
+        "_members",
+        "_parts",
+        "_separator",
+        "detached",
+        "epoch",
+        "offset",
+        "opcode",
+        "open",
+        "payload",
+        "size",
+    )
+
+    # Set on batches only (:meth:`open_batch`).
+    _separator: bytes
+    _members: int
+    #: Subscribers of a batch that took a copy (:meth:`detach`): what joins later is sent to them apart.
+    detached: list[Recipient] | None
 
     def __init__(self, payload: bytes, binary: bool, offset: int = 0, epoch: str = "") -> None:
         self.payload = payload
+        self.size = len(payload)
         self.opcode = OP_BINARY if binary else OP_TEXT
         self.offset = offset
         self.epoch = epoch
         self._frame: bytes | None = None
+        self.open = False
+        self._parts: list[bytes] | None = None
+
+    def open_batch(self, separator: bytes, members: int) -> None:
+        """Make this message, about to be queued to ``members`` subscribers, a batch that the
+        channel's later publications may join (joined with ``separator``, the codec's)."""
+        self.open = True
+        self._separator = separator
+        self._members = members
+        self.detached = None
 
     def frame(self) -> bytes:
         frame = self._frame
         if frame is None:
+            if self.open:
+                self.close()
             frame = self._frame = frame_header(self.opcode, len(self.payload)) + self.payload
         return frame
 
+    def body(self) -> bytes:
+        """The payload, as coalesced with other messages (a batch closes)."""
+        if self.open:
+            self.close()
+        return self.payload
+
     def __len__(self) -> int:
-        return len(self.payload)
+        return self.size
+
+    # --- batches ---------------------------------------------------------------
+
+    def add(self, out: Outgoing) -> bool:
+        """Join ``out`` (a later publication of the channel) to this batch; False when it is
+        closed or would exceed :data:`MAX_COALESCED_FRAME` (queue a new batch then). The
+        caller sends ``out`` to :attr:`detached` itself."""
+        if not self.open:
+            return False
+        size = self.size + len(self._separator) + out.size
+        if size > MAX_COALESCED_FRAME:
+            self.close()
+            return False
+        parts = self._parts
+        if parts is None:
+            parts = self._parts = [self.payload]
+        parts.append(out.payload)
+        self.size = size
+        self.offset = out.offset
+        return True
+
+    def detach(self, recipient: Recipient) -> Outgoing:
+        """What joined this open batch so far, for ``recipient`` to queue instead of it (it is
+        getting another message): the batch's later publications go to it one by one. The
+        last member to detach closes the batch and keeps it (no copy)."""
+        self._members -= 1
+        if not self._members:
+            self.close()
+            return self
+        if self.detached is None:
+            self.detached = [recipient]
+        else:
+            self.detached.append(recipient)
+        parts = self._parts
+        payload = self.payload if parts is None else self._separator.join(parts)
+        return Outgoing(payload, self.opcode == OP_BINARY, self.offset, self.epoch)
+
+    def close(self) -> None:
+        """No more messages join this batch: its payload is final."""
+        if self.open:
+            self.open = False
+            self.detached = None
+            if self._parts is not None:
+                self.payload = self._separator.join(self._parts)
+                self._parts = None
 
 
 def coalesce(pending: list[Outgoing], separator: bytes) -> list[bytes]:
@@ -84,15 +187,16 @@ def coalesce(pending: list[Outgoing], separator: bytes) -> list[bytes]:
     parts: list[bytes] = []
     size = 0
     for out in pending:
-        n = len(out.payload) + len(separator)
+        body = out.body()
+        n = len(body) + len(separator)
         if parts and size + n > MAX_COALESCED_FRAME:
-            body = separator.join(parts)
-            frames.append(frame_header(opcode, len(body)) + body)
+            joined = separator.join(parts)
+            frames.append(frame_header(opcode, len(joined)) + joined)
             parts, size = [], 0
-        parts.append(out.payload)
+        parts.append(body)
         size += n
-    body = separator.join(parts)
-    frames.append(frame_header(opcode, len(body)) + body)
+    joined = separator.join(parts)
+    frames.append(frame_header(opcode, len(joined)) + joined)
     return frames
 
 

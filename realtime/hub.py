@@ -3,8 +3,9 @@
 The engine calls :meth:`Hub.on_publication` once per publication of a channel
 this node listens to; ``realtime.continuity`` keeps each channel's order and
 ``realtime.subscriptions`` hands the same encoded :class:`Outgoing` to every
-local subscriber. Writes are flushed once per loop iteration for every
-connection that got something.
+local subscriber (a channel's publications of one loop iteration as one
+batch). Writes are flushed once per loop iteration for every connection that
+got something.
 
 The hub knows its features only as :class:`~realtime.feature.Feature`: the
 composition root (``realtime.server``) plugs them in with :meth:`Hub.use`, and
@@ -217,6 +218,7 @@ class Hub:
         self._dirty.append(conn)
 
     def _flush(self) -> None:
+        self.subscriptions.close_batches()  # this turn's publications are all in; frames are final
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
             conn.flush()

@@ -18,8 +18,12 @@ subscribing to, to its state; no other code writes it.
     any       LEAVE            (none)    unsubscribed by the client or the server, closed
 
 Fan-out is the hot path: a publication is encoded once per codec in use on the
-channel and the same :class:`Outgoing` goes to every live subscriber; per
-subscriber the work is one ``Connection.send``.
+channel and the same bytes go to every live subscriber. Per subscriber the work
+is one ``Connection.send`` per loop turn, not per publication: the channel's
+publications of one turn join one batch (:meth:`~realtime.frames.Outgoing.open_batch`) (one frame),
+queued once to each subscriber. The hub closes the turn's batches before it
+flushes (:meth:`Subscriptions.close_batches`), and any change of the channel's
+subscribers closes the channel's batches at once.
 """
 
 from __future__ import annotations
@@ -95,7 +99,7 @@ C = TypeVar("C", bound=Subscriber)
 class Channel(Generic[C]):
     """This node's side of one channel: its subscribers by state, and its delivery position."""
 
-    __slots__ = ("ahead", "epoch", "joining", "offset", "ready", "repairing", "subscribers")
+    __slots__ = ("ahead", "batches", "epoch", "joining", "offset", "ready", "repairing", "subscribers")
 
     def __init__(self) -> None:
         #: The last publication this node delivered on the channel ("" = none yet).
@@ -111,6 +115,16 @@ class Channel(Generic[C]):
         self.ahead: dict[C, StreamPosition] = {}
         #: Resolved once the engine subscription for this node is in place.
         self.ready: asyncio.Future[None] | None = None
+        #: This loop turn's batch per codec, queued to every LIVE subscriber of that codec, or None.
+        self.batches: dict[Codec, Outgoing] | None = None
+
+    def close_batches(self) -> None:
+        """What is published from now on is queued anew (the subscribers changed, or the turn ended)."""
+        batches = self.batches
+        if batches is not None:
+            self.batches = None
+            for batch in batches.values():
+                batch.close()
 
     def empty(self) -> bool:
         return not self.joining and not self.ahead and not any(self.subscribers.values())
@@ -130,6 +144,8 @@ class Subscriptions(Generic[C]):
         # Messages sent by fan-out, counted once per codec per publication or event (metrics).
         self._pubs = Tally() if sent is None else sent["pub"]
         self._events = Tally() if sent is None else sent["event"]
+        #: Channels with batches opened this loop turn (:meth:`close_batches`).
+        self._batched: list[Channel[C]] = []
 
     def channel(self, name: str) -> Channel[C]:
         """The channel's node state, made on first use."""
@@ -171,6 +187,8 @@ class Subscriptions(Generic[C]):
                 raise IllegalTransition(name, state, event)
             ch = self.channel(name) if new is not None else None
         if ch is not None:
+            if ch.batches is not None:  # a batch must not reach a leaver, nor miss a newcomer
+                ch.close_batches()
             if state is SubState.JOINING:
                 waiting = ch.joining.pop(conn, waiting)
             elif state is SubState.AHEAD:
@@ -195,16 +213,39 @@ class Subscriptions(Generic[C]):
     # --- fan-out ---------------------------------------------------------
 
     def fan_out(self, ch: Channel[C], pub: Publication) -> None:
-        """Deliver ``pub`` to the channel's subscribers: encoded once per codec."""
+        """Deliver ``pub`` to the channel's subscribers: encoded once per codec, and joined
+        to the codec's batch of this loop turn when it has one (no per-subscriber work)."""
         encoded: dict[Codec, Outgoing] = {}
+        newcomers = bool(ch.joining or ch.ahead)
         for codec, conns in ch.subscribers.items():
             if conns:
                 out = encoded[codec] = Outgoing(codec.encode(pub), codec.binary, pub.offset, pub.epoch)
-                for conn in conns:
-                    conn.send(out)
-                self._pubs.add(len(conns), len(conns) * len(out.payload))
-        if ch.joining or ch.ahead:
+                size = out.size
+                batches = ch.batches
+                batch = None if batches is None else batches.get(codec)
+                if batch is not None and batch.add(out):
+                    if batch.detached:
+                        for detached in batch.detached:
+                            detached.send(out)
+                else:
+                    if not newcomers and len(conns) > 1:  # (newcomers queue ``out`` itself: it must not grow)
+                        out.open_batch(codec.separator, len(conns))
+                        if batches is None:
+                            batches = ch.batches = {}
+                            self._batched.append(ch)
+                        batches[codec] = out
+                    for conn in conns:
+                        conn.send(out)
+                self._pubs.add(len(conns), len(conns) * size)
+        if newcomers:
             self.fan_out_to_newcomers(ch, pub, encoded)
+
+    def close_batches(self) -> None:
+        """End the loop turn's batches (the hub, before it flushes): their frames are built
+        from what joined them, and the next publications start new ones."""
+        batched, self._batched = self._batched, []
+        for ch in batched:
+            ch.close_batches()
 
     def fan_out_to_newcomers(self, ch: Channel[C], pub: Publication, encoded: dict[Codec, Outgoing]) -> None:
         """Queue ``pub`` for subscribes still in flight; deliver it to AHEAD subscribers

@@ -47,6 +47,9 @@ class CountingTransport:
     def write(self, data: bytes) -> None:
         CountingTransport.writes += 1
 
+    def writelines(self, data: list[bytes]) -> None:
+        CountingTransport.writes += 1
+
     def is_closing(self) -> bool:
         return False
 
@@ -54,7 +57,7 @@ class CountingTransport:
         return 0
 
 
-async def run(subscribers: int, publishes: int, payload: int) -> float:
+async def run(subscribers: int, publishes: int, payload: int, per_turn: int = 1) -> float:
     """Microseconds of process time per publication delivered to every subscriber."""
     config = Path(tempfile.mkdtemp(prefix="bench-inprocess-")) / "hub.toml"
     config.write_text(CONFIG)
@@ -74,7 +77,9 @@ async def run(subscribers: int, publishes: int, payload: int) -> float:
     start = time.process_time()
     for i in range(publishes):
         await hub.run_command(conns[0], Publish(i + 1, "bench", data))
-        await asyncio.sleep(0)  # the loop's flush of every connection
+        if (i + 1) % per_turn == 0:
+            await asyncio.sleep(0)  # the loop's flush of every connection
+    await asyncio.sleep(0)
     spent = time.process_time() - start
     await hub.close()
     return spent / max(1, publishes) * 1e6
@@ -85,8 +90,11 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--publishes", type=int, default=2000)
     parser.add_argument("--payload", type=int, default=64, help="bytes of each publication's data")
+    parser.add_argument(
+        "--per-turn", type=int, default=1, help="publications per loop turn (a burst, as under load; default 1)"
+    )
     args = parser.parse_args()
-    per_publish = asyncio.run(run(args.subscribers, args.publishes, args.payload))
+    per_publish = asyncio.run(run(args.subscribers, args.publishes, args.payload, args.per_turn))
     print(
         f"{per_publish:.1f} us per publication to {args.subscribers} subscribers "
         f"({per_publish / max(1, args.subscribers) * 1000:.0f} ns per delivery; {CountingTransport.writes} writes)"
