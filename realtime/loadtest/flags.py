@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import math
 
+#: Bounds on time and rate flags: beyond them a value is a typo, and a run could not be bounded.
+MAX_SECONDS = 1e7
+MAX_NUMBER = 1e9
+
 
 def positive_int(text: str) -> int:
     try:
@@ -31,8 +35,8 @@ def seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not 0 < value < 1e7:
-        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {text!r}")
+    if not 0 < value < MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"expected seconds above 0 and below {MAX_SECONDS:,.0f}, got {text!r}")
     return value
 
 
@@ -41,8 +45,8 @@ def non_negative(text: str) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not 0 <= value < 1e9:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    if not 0 <= value < MAX_NUMBER:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 and below {MAX_NUMBER:,.0f}, got {text!r}")
     return value
 
 

@@ -64,6 +64,8 @@ class Ramp(Scenario):
     def check(cls, args: argparse.Namespace) -> str | None:
         if args.payload < 8:
             return "--payload must be at least 8 (the timestamp)"
+        if args.step_duration >= args.timeout:
+            return f"--step-duration {args.step_duration:g} leaves no step within --timeout {args.timeout:g}"
         return None
 
     @classmethod
@@ -117,6 +119,8 @@ class Ramp(Scenario):
         await self._settle(run, publisher, channels)
         ends = await run.pool.request("finish", dict(publisher.positions))
         publisher.close()
+        if not steps:  # no knee measured (a knee of 0 would say the first step broke): not a completed run
+            raise LoadtestError(f"--timeout {args.timeout:g}s left no time for one --step-duration step")
         return Outcome(
             elapsed_s=time.monotonic() - t0,
             connect_s=None,

@@ -1,0 +1,68 @@
+"""`realtime loadtest` as its users meet it: flags it refuses up front, and notes that name the fix
+when the hub is misconfigured or not there. Tiny runs; no speed asserted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from realtime.cli import build_parser, main
+from realtime.loadtest.runner import usage_error
+
+from .helpers import RunningHub
+from .test_loadtest import LOADTEST_SETTINGS, loadtest, loadtest_process
+
+URL = "ws://127.0.0.1:1/ws"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["idle", "--url", URL, "--json", "/nonexistent-dir/out.json"], "no directory"),
+        (["idle", "--url", URL, "--json", "/"], "is a directory"),
+        (["idle", "--url", URL, "--hub-pid", "999999999"], "no such process"),
+        (["ramp", "--url", URL, "--step-duration", "5", "--timeout", "5"], "leaves no step within --timeout"),
+    ],
+)
+def test_flags_that_cannot_work_exit_2_before_the_run(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert usage_error(build_parser().parse_args(["loadtest", *args])) is not None
+    assert main(["loadtest", *args]) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_a_value_over_a_bound_says_the_bound(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["loadtest", "fanout", "--url", URL, "--duration", "1e9"]) == 2
+    assert "below 10,000,000" in capsys.readouterr().err
+
+
+async def test_a_wrong_secret_is_named_as_such(hub_factory: Any) -> None:
+    hub: RunningHub = await hub_factory(**{**LOADTEST_SETTINGS, "allow_anonymous": False})
+    secret = "not-the-hubs-secret-but-long-enough-for-hs256"
+    code, _, stderr = await loadtest("idle", "--url", hub.url, "--connections", "2", "--jwt-secret", secret)
+    assert code == 1
+    assert "--jwt-secret must be the hub's token_secret" in stderr
+    assert "the hub wants a token" not in stderr  # that note is for runs without --jwt-secret
+
+
+async def test_a_wrong_path_names_the_hubs_path(hub_factory: Any) -> None:
+    hub: RunningHub = await hub_factory(**LOADTEST_SETTINGS)
+    code, stdout, stderr = await loadtest("idle", "--url", hub.url.replace("/ws", "/nope"), "--connections", "1")
+    assert code == 1
+    assert "404" in stdout and "at /ws" in stderr
+
+
+async def test_a_hub_down_is_named(unused_tcp_port: int) -> None:
+    code, _, stderr = await loadtest("idle", "--url", f"ws://127.0.0.1:{unused_tcp_port}/ws", "--connections", "1")
+    assert code == 1
+    assert "nothing listens at that host and port" in stderr
+
+
+async def test_a_ramp_left_no_time_for_a_step_exits_1(hub_factory: Any) -> None:
+    hub: RunningHub = await hub_factory(**LOADTEST_SETTINGS)
+    argv = ["ramp", "--url", hub.url, "--step", "1", "--step-duration", "1", "--timeout", "1.01", "--quiet"]
+    code, _, stderr = await loadtest_process(*argv)  # starting the worker alone takes more than 10 ms
+    assert code == 1
+    assert "left no time" in stderr
