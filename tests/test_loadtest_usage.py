@@ -3,12 +3,16 @@ when the hub is misconfigured or not there. Tiny runs; no speed asserted."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from realtime.cli import build_parser, main
 from realtime.loadtest.runner import usage_error
+from realtime.loadtest.workers import Pool
 
 from .helpers import RunningHub
 from .test_loadtest import LOADTEST_SETTINGS, loadtest, loadtest_process
@@ -66,3 +70,18 @@ async def test_a_ramp_left_no_time_for_a_step_exits_1(hub_factory: Any) -> None:
     code, _, stderr = await loadtest_process(*argv)  # starting the worker alone takes more than 10 ms
     assert code == 1
     assert "left no time" in stderr
+
+
+async def test_workers_start_with_ctrl_c_ignored() -> None:
+    """Ctrl-C goes to the whole process group; the controller stops the workers, which must not
+    die of it themselves (with a traceback) even while they are still importing."""
+    args = build_parser().parse_args(["loadtest", "idle", "--url", URL, "--connections", "1"])
+    before = signal.getsignal(signal.SIGINT)
+    pool = Pool("idle", args, 1)
+    assert signal.getsignal(signal.SIGINT) is before  # ours is as it was
+    try:
+        status = Path(f"/proc/{pool.handles[0].process.pid}/status").read_text()
+        ignored = int(next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16)
+        assert ignored & (1 << (2 - 1))  # SIGINT is signal 2
+    finally:
+        await asyncio.wait_for(pool.stop(), 30)
