@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from realtime.cli import build_parser, main
-from realtime.loadtest.runner import usage_error
+from realtime.loadtest.clients import gather_bounded
 from realtime.loadtest.workers import Pool
 
 from .helpers import RunningHub
@@ -25,14 +25,17 @@ URL = "ws://127.0.0.1:1/ws"
     [
         (["idle", "--url", URL, "--json", "/nonexistent-dir/out.json"], "no directory"),
         (["idle", "--url", URL, "--json", "/"], "is a directory"),
-        (["idle", "--url", URL, "--hub-pid", "999999999"], "no such process"),
+        (["idle", "--url", URL, "--hub-pid", "9999999"], "no such process"),
         (["ramp", "--url", URL, "--step-duration", "5", "--timeout", "5"], "leaves no step within --timeout"),
+        (["fanout", "--url", URL, "--window", "10001"], "from 1 to 10,000"),  # built in one go, past --timeout
+        (["live", "--url", URL, "--window", "100000000"], "from 1 to 10,000"),
+        (["idle", "--url", URL, "--connections", "10000001"], "from 1 to 10,000,000"),
+        (["chat", "--url", URL, "--jwt-secret", "s", "--users", "1e9"], "from 1 to 10,000,000"),
     ],
 )
 def test_flags_that_cannot_work_exit_2_before_the_run(
     args: list[str], says: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert usage_error(build_parser().parse_args(["loadtest", *args])) is not None
     assert main(["loadtest", *args]) == 2
     assert says in capsys.readouterr().err
 
@@ -85,3 +88,24 @@ async def test_workers_start_with_ctrl_c_ignored() -> None:
         assert ignored & (1 << (2 - 1))  # SIGINT is signal 2
     finally:
         await asyncio.wait_for(pool.stop(), 30)
+
+
+async def test_gather_bounded_runs_in_order_with_only_limit_tasks() -> None:
+    """Connecting a million clients must not make a million tasks up front (memory, and a loop held
+    past --timeout while they are made)."""
+    started: list[int] = []
+    running, most, tasks = 0, 0, 0
+    baseline = len(asyncio.all_tasks())
+
+    async def make(i: int) -> None:
+        nonlocal running, most, tasks
+        started.append(i)
+        running += 1
+        most = max(most, running)
+        tasks = max(tasks, len(asyncio.all_tasks()) - baseline)
+        await asyncio.sleep(0)
+        running -= 1
+
+    await gather_bounded(range(1000), 7, make)
+    assert started == list(range(1000))
+    assert most == 7 and tasks <= 7
