@@ -61,6 +61,13 @@ async def test_a_wrong_path_names_the_hubs_path(hub_factory: Any) -> None:
     assert "404" in stdout and "at /ws" in stderr
 
 
+async def test_wss_to_a_plain_hub_names_tls(hub_factory: Any) -> None:
+    hub: RunningHub = await hub_factory(**LOADTEST_SETTINGS)
+    code, _, stderr = await loadtest("idle", "--url", hub.url.replace("ws://", "wss://"), "--connections", "1")
+    assert code == 1
+    assert "TLS handshake failed" in stderr
+
+
 async def test_a_hub_down_is_named(unused_tcp_port: int) -> None:
     code, _, stderr = await loadtest("idle", "--url", f"ws://127.0.0.1:{unused_tcp_port}/ws", "--connections", "1")
     assert code == 1

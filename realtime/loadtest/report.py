@@ -30,6 +30,8 @@ HINTS = {
     " at /ws (--url ws://HOST:PORT/ws)",
     "ECONNREFUSED": "connections were refused by the operating system: nothing listens at that host and"
     " port; start the hub, or check --url",
+    "SSLError": "the TLS handshake failed: a wss:// URL needs a hub (or proxy) serving TLS with a certificate"
+    " this machine trusts (a private CA: SSL_CERT_FILE=ca.pem); a hub without tls_cert is ws://",
 }
 #: 4501 when the clients did present a token: the secret, not its absence, is wrong.
 WRONG_SECRET = (
