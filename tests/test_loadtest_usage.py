@@ -31,6 +31,7 @@ URL = "ws://127.0.0.1:1/ws"
         (["live", "--url", URL, "--window", "100000000"], "from 1 to 10,000"),
         (["idle", "--url", URL, "--connections", "10000001"], "from 1 to 10,000,000"),
         (["chat", "--url", URL, "--jwt-secret", "s", "--users", "1e9"], "from 1 to 10,000,000"),
+        (["ramp", "--url", URL, "--rate", "0"], "expected a number above 0"),  # a rate, not seconds
     ],
 )
 def test_flags_that_cannot_work_exit_2_before_the_run(

@@ -56,6 +56,17 @@ def seconds(text: str) -> float:
     return value
 
 
+def positive(text: str) -> float:
+    """A rate or a budget above 0 (not seconds: the message says a number)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"expected a number above 0 and below {MAX_SECONDS:,.0f}, got {text!r}")
+    return value
+
+
 def non_negative(text: str) -> float:
     try:
         value = float(text)
