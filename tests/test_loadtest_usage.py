@@ -69,6 +69,14 @@ async def test_wss_to_a_plain_hub_names_tls(hub_factory: Any) -> None:
     assert "TLS handshake failed" in stderr
 
 
+async def test_a_payload_over_the_frame_size_names_it(hub_factory: Any) -> None:
+    hub: RunningHub = await hub_factory(**{**LOADTEST_SETTINGS, "max_frame_size": 1024})
+    argv = ["fanout", "--url", hub.url, "--subscribers", "1", "--payload", "2000", "--duration", "0.5"]
+    code, stdout, stderr = await loadtest(*argv)
+    assert code == 1
+    assert "1009" in stdout and "lower --payload" in stderr
+
+
 async def test_a_hub_down_is_named(unused_tcp_port: int) -> None:
     code, _, stderr = await loadtest("idle", "--url", f"ws://127.0.0.1:{unused_tcp_port}/ws", "--connections", "1")
     assert code == 1

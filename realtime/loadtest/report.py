@@ -30,6 +30,8 @@ HINTS = {
     " at /ws (--url ws://HOST:PORT/ws)",
     "ECONNREFUSED": "connections were refused by the operating system: nothing listens at that host and"
     " port; start the hub, or check --url",
+    "1009": "connections were closed with 1009: a frame was over the hub's max_frame_size;"
+    " lower --payload, or raise max_frame_size on the hub",
     "SSLError": "the TLS handshake failed: a wss:// URL needs a hub (or proxy) serving TLS with a certificate"
     " this machine trusts (a private CA: SSL_CERT_FILE=ca.pem); a hub without tls_cert is ws://",
 }
