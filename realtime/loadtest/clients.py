@@ -86,14 +86,16 @@ async def dial(
 
 
 async def gather_bounded(items: Iterable[int], limit: int, make: Callable[[int], Awaitable[None]]) -> None:
-    """Await ``make(i)`` for each of ``items``, at most ``limit`` at once."""
-    semaphore = asyncio.Semaphore(limit)
+    """Await ``make(i)`` for each of ``items``, at most ``limit`` at once, in order. ``limit`` tasks
+    take the items in turn: a task per item up front would cost memory per client not yet dialled
+    (gigabytes at a million) and hold the loop while they are made, past ``--timeout``."""
+    pending = iter(items)
 
-    async def one(i: int) -> None:
-        async with semaphore:
+    async def runner() -> None:
+        for i in pending:
             await make(i)
 
-    await asyncio.gather(*(one(i) for i in items))
+    await asyncio.gather(*(runner() for _ in range(limit)))
 
 
 __all__ = ["CLIENT_NAME", "CONNECT_TIMEOUT", "Client", "LoadtestError", "dial", "error_kind", "gather_bounded"]

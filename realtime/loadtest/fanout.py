@@ -27,7 +27,7 @@ from typing import Any
 
 from .clients import gather_bounded
 from .context import WorkerContext
-from .flags import non_negative, non_negative_int, positive_int
+from .flags import non_negative, non_negative_int, positive_int, window_size
 from .publisher import Publisher, RedisPublisher, wait_progress
 from .redis_watch import RedisWatch
 from .run import Run
@@ -55,7 +55,7 @@ class Fanout(Scenario):
         group.add_argument("--subscribers", type=positive_int, default=1000, help="subscribers (default 1000)")
         group.add_argument("--channel", default="loadtest", help="the channel (default loadtest)")
         group.add_argument("--payload", type=positive_int, default=64, help="bytes of data per publication, >= 8")
-        group.add_argument("--window", type=positive_int, default=20, help="publishes in flight at most (default 20)")
+        group.add_argument("--window", type=window_size, default=20, help="publishes in flight at most (default 20)")
         group.add_argument(
             "--ack",
             choices=("reply", "delivery"),

@@ -5,14 +5,34 @@ from __future__ import annotations
 import argparse
 import math
 
+#: Bounds on time and rate flags: beyond them a value is a typo, and a run could not be bounded.
+MAX_SECONDS = 1e7
+MAX_NUMBER = 1e9
+#: Bound on counts (clients, keys, ...): one machine reaches a hub address from at most 254 loopback
+#: source addresses of ~28,000 ports each; far beyond, a typo would be set up for minutes, past --timeout.
+MAX_COUNT = 10_000_000
+#: Commands in flight at most: the hub works on 32 of a connection at a time (docs/protocol.md),
+#: so a larger window only queues in buffers; a huge one would build its commands in one go.
+MAX_WINDOW = 10_000
+
 
 def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
+    if not 1 <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {MAX_COUNT:,}, got {text!r}")
+    return value
+
+
+def window_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_WINDOW:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {MAX_WINDOW:,}, got {text!r}")
     return value
 
 
@@ -21,8 +41,8 @@ def non_negative_int(text: str) -> int:
         value = int(text)
     except ValueError:
         value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    if not 0 <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_COUNT:,}, got {text!r}")
     return value
 
 
@@ -31,8 +51,19 @@ def seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not 0 < value < 1e7:
-        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {text!r}")
+    if not 0 < value < MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"expected seconds above 0 and below {MAX_SECONDS:,.0f}, got {text!r}")
+    return value
+
+
+def positive(text: str) -> float:
+    """A rate or a budget above 0 (not seconds: the message says a number)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"expected a number above 0 and below {MAX_SECONDS:,.0f}, got {text!r}")
     return value
 
 
@@ -41,8 +72,8 @@ def non_negative(text: str) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not 0 <= value < 1e9:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    if not 0 <= value < MAX_NUMBER:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 and below {MAX_NUMBER:,.0f}, got {text!r}")
     return value
 
 

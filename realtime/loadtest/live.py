@@ -35,7 +35,7 @@ from protocol import merge_patch
 from .clients import Client, dial, error_kind, gather_bounded
 from .context import WorkerContext
 from .drain import controller_client, drain
-from .flags import non_negative, non_negative_int, positive_int
+from .flags import non_negative, non_negative_int, positive_int, window_size
 from .run import Run
 from .scenario import Outcome, Role, Scenario
 from .stats import Latency, Stats
@@ -66,7 +66,7 @@ class Live(Scenario):
             default=100.0,
             help="updates/s, all keys together; 0: as fast as the window allows (default 100)",
         )
-        group.add_argument("--window", type=positive_int, default=20, help="updates in flight at most (default 20)")
+        group.add_argument("--window", type=window_size, default=20, help="updates in flight at most (default 20)")
         group.add_argument("--channel", default="live:lt", help="the live channel (default live:lt)")
         group.add_argument(
             "--payload",

@@ -22,7 +22,7 @@ from typing import Any
 
 from .clients import gather_bounded
 from .context import WorkerContext
-from .flags import non_negative_int, positive_int, seconds
+from .flags import non_negative_int, positive, positive_int, seconds
 from .publisher import Publisher
 from .run import Run
 from .scenario import Outcome, Role, Scenario
@@ -50,10 +50,10 @@ class Ramp(Scenario):
         )
         group.add_argument("--channels", type=positive_int, default=1, help="channels (default 1)")
         group.add_argument("--channel-prefix", default="ramp-", help="channel i is PREFIX<i> (default ramp-)")
-        group.add_argument("--rate", type=seconds, default=10.0, help="publishes/s to each channel (default 10)")
+        group.add_argument("--rate", type=positive, default=10.0, help="publishes/s to each channel (default 10)")
         group.add_argument("--payload", type=positive_int, default=64, help="bytes of data per publication, >= 8")
         group.add_argument(
-            "--p99-budget-ms", type=seconds, default=50.0, help="a step's p99 latency must stay within (default 50)"
+            "--p99-budget-ms", type=positive, default=50.0, help="a step's p99 latency must stay within (default 50)"
         )
         group.add_argument("--error-budget", type=non_negative_int, default=0, help="errors a step may see (default 0)")
         group.add_argument(
@@ -64,6 +64,8 @@ class Ramp(Scenario):
     def check(cls, args: argparse.Namespace) -> str | None:
         if args.payload < 8:
             return "--payload must be at least 8 (the timestamp)"
+        if args.step_duration >= args.timeout:
+            return f"--step-duration {args.step_duration:g} leaves no step within --timeout {args.timeout:g}"
         return None
 
     @classmethod
@@ -117,6 +119,8 @@ class Ramp(Scenario):
         await self._settle(run, publisher, channels)
         ends = await run.pool.request("finish", dict(publisher.positions))
         publisher.close()
+        if not steps:  # no knee measured (a knee of 0 would say the first step broke): not a completed run
+            raise LoadtestError(f"--timeout {args.timeout:g}s left no time for one --step-duration step")
         return Outcome(
             elapsed_s=time.monotonic() - t0,
             connect_s=None,

@@ -26,7 +26,20 @@ HINTS = {
     ' subscribe (subscribe = "anyone", or "authenticated" with --jwt-secret) and publish (publish = "clients")',
     "503": "upgrades were refused with HTTP 503: the node caps sockets that have not authenticated yet,"
     " or is shutting down; lower --concurrency or raise the hub's caps",
+    "404": "upgrades were answered HTTP 404: nothing serves WebSockets at that path; a hub serves them"
+    " at /ws (--url ws://HOST:PORT/ws)",
+    "ECONNREFUSED": "connections were refused by the operating system: nothing listens at that host and"
+    " port; start the hub, or check --url",
+    "1009": "connections were closed with 1009: a frame was over the hub's max_frame_size;"
+    " lower --payload, or raise max_frame_size on the hub",
+    "SSLError": "the TLS handshake failed: a wss:// URL needs a hub (or proxy) serving TLS with a certificate"
+    " this machine trusts (a private CA: SSL_CERT_FILE=ca.pem); a hub without tls_cert is ws://",
 }
+#: 4501 when the clients did present a token: the secret, not its absence, is wrong.
+WRONG_SECRET = (
+    "connections were closed with 4501 UNAUTHORIZED although each client presented a token: --jwt-secret"
+    " must be the hub's token_secret (and the hub must not require token_audience or token_issuer)"
+)
 
 
 def _public_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -133,11 +146,12 @@ def _extra(value: Any) -> str:
     return str(value)
 
 
-def hints(total: Stats) -> list[str]:
-    """One explanation for each kind of refusal seen (close codes, error replies, HTTP statuses)."""
+def hints(total: Stats, signed: bool = False) -> list[str]:
+    """One explanation for each kind of refusal seen (close codes, error replies, HTTP statuses,
+    refused TCP connects); ``signed``: the clients presented tokens (``--jwt-secret``)."""
     seen = {str(code) for code in total.close_codes}
     for kind in total.errors:
         for code in HINTS:
             if kind.endswith(f" {code}") or f" {code} " in kind:
                 seen.add(code)
-    return [text for code, text in HINTS.items() if code in seen]
+    return [WRONG_SECRET if code == "4501" and signed else text for code, text in HINTS.items() if code in seen]

@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -60,7 +62,37 @@ def usage_error(args: argparse.Namespace) -> str | None:
         return "--source-addresses needs loopback URLs (127.x.x.x or localhost)"
     if args.source_addresses > 254:
         return "--source-addresses is at most 254"
+    for pid in args.hub_pid:
+        if not _process_exists(pid):
+            return f"--hub-pid {pid}: no such process on this machine"
+    if args.json:
+        problem = _unwritable(args.json)
+        if problem is not None:
+            return f"--json {args.json}: {problem}"  # said now, not after the run, whose figures would be lost
     return scenario_class(args.scenario).check(args)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: there, but its /proc may still be readable
+        return True
+    return True
+
+
+def _unwritable(path: str) -> str | None:
+    """Why the results could not be written to ``path``, or None."""
+    target = Path(path)
+    if target.is_dir():
+        return "is a directory"
+    folder = target.parent
+    if not folder.is_dir():
+        return f"no directory {str(folder)!r}"
+    if not os.access(target if target.exists() else folder, os.W_OK):
+        return "not writable"
+    return None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -134,7 +166,7 @@ async def execute(args: argparse.Namespace) -> int:
     total.cpu_s = max(0.0, total.cpu_s - cpu0)
     report = json_report(args, outcome, total, procs=len(run.pool), wall_s=elapsed)
     print(summary_table(report), flush=True)
-    for hint in hints(total):
+    for hint in hints(total, signed=bool(args.jwt_secret)):
         print(f"note: {hint}", file=sys.stderr)
     if failure is not None:
         print(f"realtime loadtest: {failure}", file=sys.stderr)

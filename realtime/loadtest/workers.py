@@ -26,7 +26,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvloop
@@ -118,6 +118,20 @@ def worker_main(
         runner.run(_Worker(requests, replies, spec).run())
 
 
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored meanwhile (main thread only): a process started now starts ignoring it, as
+    Python installs its KeyboardInterrupt handler only over the default disposition."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class WorkerHandle:
     """The controller's side of one worker process; a thread reads its replies."""
 
@@ -129,7 +143,8 @@ class WorkerHandle:
         self.replies, replies_out = ctx.Pipe(duplex=False)
         self.spec = spec
         self.process = ctx.Process(target=worker_main, args=(requests_in, replies_out, spec), daemon=True)
-        self.process.start()
+        with _sigint_ignored():  # inherited: a Ctrl-C while the worker imports prints no traceback there
+            self.process.start()
         requests_in.close()
         replies_out.close()
         self._loop = loop
