@@ -78,6 +78,7 @@ class Outgoing:
     """
 
     __slots__ = (
+        "_copy",
         "_frame",
         "_members",
         "_parts",
@@ -94,6 +95,8 @@ class Outgoing:
     # Set on batches only (:meth:`open_batch`).
     _separator: bytes
     _members: int
+    #: The last copy :meth:`detach` made: shared by every member detaching before the next join.
+    _copy: Outgoing | None
     #: Subscribers of a batch that took a copy (:meth:`detach`): what joins later is sent to them apart.
     detached: list[Recipient] | None
 
@@ -114,6 +117,7 @@ class Outgoing:
         self._separator = separator
         self._members = members
         self.detached = None
+        self._copy = None
 
     def frame(self) -> bytes:
         frame = self._frame
@@ -164,15 +168,19 @@ class Outgoing:
             self.detached = [recipient]
         else:
             self.detached.append(recipient)
-        parts = self._parts
-        payload = self.payload if parts is None else self._separator.join(parts)
-        return Outgoing(payload, self.opcode == OP_BINARY, self.offset, self.epoch)
+        copy = self._copy
+        if copy is None or copy.size != self.size:  # one copy per state of the batch (size grows per join)
+            parts = self._parts
+            payload = self.payload if parts is None else self._separator.join(parts)
+            copy = self._copy = Outgoing(payload, self.opcode == OP_BINARY, self.offset, self.epoch)
+        return copy
 
     def close(self) -> None:
         """No more messages join this batch: its payload is final."""
         if self.open:
             self.open = False
             self.detached = None
+            self._copy = None
             if self._parts is not None:
                 self.payload = self._separator.join(self._parts)
                 self._parts = None

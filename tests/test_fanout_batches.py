@@ -77,6 +77,22 @@ def test_a_detached_subscriber_keeps_what_joined_and_gets_the_rest_apart() -> No
     assert batch.detached is None and not batch.open and not batch.add(outs[2])
 
 
+def test_members_detaching_from_the_same_batch_share_one_copy() -> None:
+    """A thousand members detaching after a burst hold one copy of it, not a thousand."""
+    outs = [Outgoing(bytes([i]) * 100, True) for i in range(100)]
+    batch = outs[0]
+    batch.open_batch(b"", 1001)
+    for out in outs[1:]:
+        assert batch.add(out)
+    copies = [batch.detach(Inbox()) for _ in range(1000)]
+    shared = copies[0]
+    assert all(copy is shared for copy in copies)
+    assert shared.payload == b"".join(out.payload for out in outs) and not shared.open
+    late = Outgoing(b"z", True)
+    assert batch.add(late)  # one member left: a join makes the next detacher's copy anew
+    assert batch.detach(Inbox()) is batch and batch.payload.endswith(b"z")
+
+
 def test_a_batch_stays_under_the_coalesced_frame_cap() -> None:
     big = Outgoing(b"x" * (MAX_COALESCED_FRAME // 2 + 1), True)
     batch = Outgoing(big.payload, True)
