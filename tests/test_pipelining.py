@@ -8,12 +8,15 @@ are not), so the rules of ``realtime.connection`` hold whichever engine runs the
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 import pytest
+import redis.exceptions as rex
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from protocol.codes import ErrorCode
 from protocol.messages import (
@@ -31,8 +34,9 @@ from protocol.messages import (
 )
 from realtime.connection import MAX_IN_FLIGHT
 from realtime.engines.broker import HistoryOptions, Idempotency
-from realtime.engines.errors import EngineError
-from realtime.engines.redis import RedisEngine
+from realtime.engines.errors import EngineError, EngineUnavailable
+from realtime.engines.redis import REFUSED, RedisEngine
+from realtime.engines.redis_publish import PublishPipeline, _Call
 from realtime.namespaces import Namespace, Namespaces
 
 from .helpers import MS, HubFactory, Recorder, RunningHub, make_token, unique_prefix, until
@@ -282,3 +286,46 @@ async def test_publishes_in_flight_reply_before_the_1002_of_an_unmasked_frame(ma
         assert await peer.close_frame() == 1002
     finally:
         peer.close()
+
+
+class _LoadingThenRunning:
+    """A pooled connection whose first reply is a refusal (LOADING) and whose others ran.
+
+    A fake, because a real Redis cannot be made to refuse one script of a pipeline and run the
+    next one on demand (LOADING, OOM and READONLY hold for every call of a pipeline in a test)."""
+
+    def __init__(self, replies: int) -> None:
+        self.replies = [rex.BusyLoadingError("LOADING"), *range(1, replies)]
+
+    def pack_commands(self, commands: list[tuple[Any, ...]]) -> list[bytes]:
+        return [b""]
+
+    async def send_packed_command(self, packed: list[bytes]) -> None:
+        return None
+
+    async def read_response(self) -> Any:
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+async def test_a_refused_publish_is_not_retried_after_a_later_one_of_its_pipeline_ran() -> None:
+    """Retried, the refused publish would be stored after the later ones: out of command order."""
+    pipeline = PublishPipeline(
+        Redis(),
+        AsyncScript(Redis(), "return 1"),
+        is_outage=lambda exc: False,
+        warn=lambda op, exc: None,
+        refused=REFUSED,
+        attempts=4,
+        retry_time=3.0,
+        backoff=0.01,
+    )
+    calls = [_Call([], [], retry=True, deadline=time.monotonic() + 3, delay=0.01) for _ in range(3)]
+    failed: list[tuple[_Call, BaseException, bool]] = []
+    missing = await pipeline._pipeline(_LoadingThenRunning(3), calls, "EVALSHA", failed)
+    assert not missing and not failed  # nothing to send again
+    with pytest.raises(EngineUnavailable):
+        calls[0].future.result()  # not published: the client may retry it, knowing the order
+    assert [call.future.result() for call in calls[1:]] == [1, 2]

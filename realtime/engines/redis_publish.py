@@ -19,7 +19,9 @@ after (a dropped connection, a timeout) is unknown. A call with a publish id
 (``retry``) is sent again, at most ``attempts`` times and not past its
 deadline, with a backoff doubling from ``backoff``; a failed call goes back to
 the head of the queue, before the calls queued after it, so retries keep the
-order too. A call whose waiter was cancelled before it was sent is dropped
+order too. A call refused (or NOSCRIPT) while a later call of its pipeline ran
+is not sent again but fails (not published): sent again, it would be stored
+after that one. A call whose waiter was cancelled before it was sent is dropped
 (not published).
 """
 
@@ -220,6 +222,7 @@ class PublishPipeline:
         self.pipelines += 1
         self.calls += len(batch)
         missing: list[_Call] = []
+        not_run: list[_Call] = []  # refused or NOSCRIPT so far, to be run again unless a later call ran
         i = 0
         try:
             await conn.send_packed_command(packed)
@@ -228,14 +231,19 @@ class PublishPipeline:
                     reply = await conn.read_response()
                 except rex.NoScriptError:
                     missing.append(call)
+                    not_run.append(call)
                     continue
                 except self._refused as exc:  # answered without running it
                     failed.append((call, exc, False))
+                    not_run.append(call)
                     continue
                 except rex.ResponseError as exc:
                     if not call.future.done():
                         call.future.set_exception(exc)
                     continue
+                if not_run:  # run again, they would land after this one: they fail instead
+                    _overtaken(not_run, missing, failed)
+                    not_run = []
                 if not call.future.done():
                     call.future.set_result(reply)
         except Exception as exc:
@@ -246,6 +254,17 @@ class PublishPipeline:
             failed.extend((call, exc, False) for call in missing)  # answered NOSCRIPT: did not run
             return []
         return missing
+
+
+def _overtaken(calls: list[_Call], missing: list[_Call], failed: list[tuple[_Call, BaseException, bool]]) -> None:
+    """Give up ``calls``, which did not run while a later call of their pipeline did: sent again,
+    they would be published after it, out of the connection's command order."""
+    gone = set(map(id, calls))
+    for call in calls:
+        if not call.future.done():
+            call.future.set_exception(_gave_up(call))
+    missing[:] = [call for call in missing if id(call) not in gone]
+    failed[:] = [entry for entry in failed if id(entry[0]) not in gone]
 
 
 def _gave_up(call: _Call) -> Exception:
