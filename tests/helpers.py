@@ -390,7 +390,7 @@ def client_roundtrip(codec: Codec, *commands: Command) -> list[object]:
 
 
 _HI = pack({"text": "hi"})
-_PUB = Publication("chat:lobby", _HI, 42, "Xq3v", ClientInfo("alice", "c0ffee"))
+# chat:lobby is a chat channel (quickstart.toml): its publications carry mid and time.
 _CHAT_PUB = Publication("chat:lobby", _HI, 42, "Xq3v", ClientInfo("alice", "c0ffee"), mid="01HV7Z", time=1767225600123)
 
 #: name -> the message; docs/protocol.md shows each in JSON and as msgpack hex.
@@ -400,12 +400,12 @@ EXAMPLES: dict[str, Command | ServerMessage] = {
     "subscribe": Subscribe(2, "chat:lobby"),
     "subscribe-reply": Reply(2, SubscribeResult(41, "Xq3v", recoverable=True)),
     "publish": Publish(3, "chat:lobby", _HI),
-    "publish-reply": Reply(3, PublishResult(42, "Xq3v")),
-    "publication": _PUB,
+    "publish-reply": Reply(3, PublishResult(42, "Xq3v", mid="01HV7Z", time=1767225600123)),
+    "publication": _CHAT_PUB,
     "resubscribe": Subscribe(4, "chat:lobby", StreamPosition(41, "Xq3v")),
     "resubscribe-reply": Reply(
         4,
-        SubscribeResult(42, "Xq3v", recoverable=True, recovered=True, publications=(_PUB,)),
+        SubscribeResult(42, "Xq3v", recoverable=True, recovered=True, publications=(_CHAT_PUB,)),
     ),
     "ping": Ping(5),
     "ping-reply": Reply(5, EmptyResult()),
@@ -424,9 +424,9 @@ EXAMPLES: dict[str, Command | ServerMessage] = {
     "read": Read(10, "chat:lobby", 42),
     "read-reply": Reply(10, ReadResult(42)),
     "read-push": ReadNotice("chat:lobby", "bob", 42),
-    "state-set": StateSet(11, "match:7", "score", pack({"home": 1, "away": 0}), version=3),
+    "state-set": StateSet(11, "live:scores", "match-1", pack({"home": 1, "away": 0}), version=3),
     "state-set-reply": Reply(11, StateResult(4)),
-    "state-push": StateChange("match:7", "score", 5, patch=pack({"away": 1})),
+    "state-push": StateChange("live:scores", "match-1", 5, patch=pack({"away": 1})),
     "join": Join("chat:lobby", "bob", pack({"name": "Bob"})),
     "leave": Leave("chat:lobby", "bob"),
     "status": StatusQuery(12, ("alice", "bob")),
