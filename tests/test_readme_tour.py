@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import sys
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
 
 from realtime.config import load_settings
 
@@ -73,3 +76,49 @@ async def test_readme_curl_commands(hub: RunningHub) -> None:
         out, _ = await proc.communicate()
     assert proc.returncode == 0, out.decode()
     assert b'"mid":' in out and b'"clients":' in out and b'"version":' in out
+
+
+#: The values of the README's JSON transcript that differ on every run (the README says which).
+_VARYING = re.compile(r'"(client|mid|version)":"[^"]*"|"epoch":"[^"]+"|"time":\d+')
+
+
+def _normalised(line: str) -> str:
+    return _VARYING.sub(lambda m: m[0].split(":", 1)[0] + ":*", line)
+
+
+def readme_transcript() -> tuple[list[str], list[str]]:
+    """The README's JSON exchange: the client's lines (``>``) and the hub's (``<``)."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("With the JSON subprotocol, one JSON object per line", 1)[1]
+    block = block.split("```text\n", 1)[1].split("```", 1)[0]
+    lines = block.splitlines()
+    assert all(line[:2] in ("> ", "< ") for line in lines), lines
+    return [x[2:] for x in lines if x[0] == ">"], [x[2:] for x in lines if x[0] == "<"]
+
+
+async def test_readme_json_transcript_is_what_the_hub_sends(hub: RunningHub) -> None:
+    """The README's client lines, sent as they stand, get the README's hub lines back (varying values aside)."""
+    sent, expected = readme_transcript()
+    assert len(sent) == 3 and len(expected) == 4
+    got: list[str] = []
+    async with connect(hub.url, subprotocols=["realtime.v1.json"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "realtime.v1.json"
+        for line in sent:
+            await ws.send(line)
+        async with asyncio.timeout(10):
+            while len(got) < len(expected):
+                frame = await ws.recv()
+                assert isinstance(frame, str)
+                got += [line for line in frame.split("\n") if line]
+    assert [_normalised(line) for line in got] == [_normalised(line) for line in expected]
+    # what varies still agrees between the lines, as in the README: one connection, one message
+    connected, _, pub, published = (json.loads(line) for line in got)
+    assert pub["info"]["client"] == connected["result"]["client"]
+    assert {k: pub[k] for k in published["result"]} == published["result"]
+
+
+async def test_raw_json_tour_prints_the_readme_transcript(hub: RunningHub) -> None:
+    sent, expected = readme_transcript()
+    out = (await run_script("tour_raw_json.py", hub.url)).splitlines()
+    assert [x[2:] for x in out if x.startswith("> ")] == sent
+    assert sorted(_normalised(x[2:]) for x in out if x.startswith("< ")) == sorted(map(_normalised, expected))
