@@ -538,3 +538,20 @@ def test_docs_examples_match_the_codecs(name: str) -> None:
         assert MSGPACK.decode_commands(bytes.fromhex(docs[name, "msgpack"])) == [message]
     else:
         assert MSGPACK.decode_messages(bytes.fromhex(docs[name, "msgpack"]), expected_results(message)) == [message]
+
+
+_INLINE = re.compile(r"`(\{\"(?:id|push)\".*?\})`")
+
+
+def test_docs_inline_messages_are_what_the_codec_writes() -> None:
+    """Messages quoted in the prose of docs/protocol.md (a next history page, the slow client's push) are exact."""
+    spans = _INLINE.findall(DOCS.read_text(encoding="utf-8"))
+    assert len(spans) >= 2
+    for span in spans:
+        frame = span.encode()
+        if b'"cmd"' in frame:
+            [command] = JSON.decode_commands(frame)
+            assert isinstance(command, Command) and JSON.encode_command(command) == frame
+        else:
+            [message] = JSON.decode_messages(frame)
+            assert JSON.encode(message) == frame
