@@ -29,7 +29,9 @@ WAIT = 5.0
 @pytest.fixture
 async def hub(hub_factory: HubFactory, tmp_path: Path) -> RunningHub:
     """quickstart.toml, with a presence grace short enough to see leaves."""
-    toml = (ROOT / "quickstart.toml").read_text().replace("join_leave = true", "join_leave = true\npresence_grace = 0.1")
+    toml = (
+        (ROOT / "quickstart.toml").read_text().replace("join_leave = true", "join_leave = true\npresence_grace = 0.1")
+    )
     (tmp_path / "hub.toml").write_text(toml)
     quick = load_settings(env={}, config_file=tmp_path / "hub.toml")
     fields = {f: getattr(quick, f) for f in quick.__dataclass_fields__ if f not in ("host", "port")}
