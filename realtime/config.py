@@ -207,9 +207,10 @@ class Settings:
     #: accepted) or the path of a PEM file, read at load time and kept here as PEM
     #: text. May be set together with token_secret.
     token_public_key: str | None = None
-    #: When set, tokens must name this audience (aud); when unset, tokens with aud are refused.
+    #: When set, tokens must name this audience (aud: the string, or a list holding it); when
+    #: unset, aud is not checked (identity providers put one in every token).
     token_audience: str | None = None
-    #: When set, tokens must name this issuer (iss).
+    #: When set, tokens must name this issuer (iss); when unset, iss is not checked.
     token_issuer: str | None = None
     #: A file where the memory engine keeps revocations (POST /api/revoke) across restarts:
     #: read at start, rewritten (atomically) on each revocation. Unset: they live in memory
