@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import jwt
 import pytest
@@ -212,7 +213,7 @@ async def test_a_revocation_during_the_connects_own_check_still_disconnects(
 
 # --- aud and iss (token_audience, token_issuer) --------------------------------------
 
-AUD_CASES = [
+AUD_CASES: list[tuple[dict[str, str], dict[str, Any], bool]] = [
     # (hub settings, claims, accepted)
     ({}, {"aud": "https://idp.example/app"}, True),  # not configured: aud not checked
     ({}, {"iss": "https://idp.example"}, True),
@@ -228,12 +229,14 @@ AUD_CASES = [
 
 @pytest.mark.parametrize(("settings", "claims", "accepted"), AUD_CASES)
 async def test_aud_and_iss_on_connect_refresh_and_subscribe(
-    hub_factory: HubFactory, settings: dict[str, str], claims: dict[str, object], accepted: bool
+    hub_factory: HubFactory, settings: dict[str, str], claims: dict[str, Any], accepted: bool
 ) -> None:
     """docs/protocol.md, Tokens: checked only when the hub is configured with them; then they
     must be in the token and match, for connect, refresh and subscription tokens alike."""
     hub = await hub_factory(namespaces=NAMESPACES, allow_anonymous=False, **settings)
-    good = {k: v for k, v in (("aud", settings.get("token_audience")), ("iss", settings.get("token_issuer"))) if v}
+    good: dict[str, Any] = {
+        k: v for k, v in (("aud", settings.get("token_audience")), ("iss", settings.get("token_issuer"))) if v
+    }
     if accepted:
         async with await RawClient.open(hub.url, token=make_token("alice", **claims)) as c:
             refreshed = await c.command(Refresh(0, make_token("alice", **claims)))
