@@ -34,7 +34,7 @@ from typing import Any
 from protocol.errors import RealtimeError
 
 from .auth import ALL_SCOPES, ApiKey, load_public_key, secret_bytes
-from .hosts import ANY_HOST, LOOPBACK_HOSTS, effective_allowed_hosts
+from .hosts import ANY_HOST, LOOPBACK_HOSTS, effective_allowed_hosts, origin_entry_problem
 from .hosts import ENTRY as HOST_ENTRY
 from .namespaces import OPTIONS as NAMESPACE_OPTIONS
 from .namespaces import Namespace, Namespaces, OptionError, default_namespaces
@@ -532,15 +532,12 @@ def _redis_prefix(value: str) -> str:
     return value
 
 
-_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/]+")
-
-
 def _origins(value: tuple[str, ...]) -> tuple[str, ...]:
     """Origins are compared case-insensitively, so they are kept lower-cased."""
     value = tuple(origin.lower() for origin in value)
     for origin in value:
-        if origin != "*" and not _ORIGIN.fullmatch(origin):
-            raise ValueError(f"expected '*' or scheme://host[:port] (no path), got {origin!r}")
+        if (problem := origin_entry_problem(origin)) is not None:
+            raise ValueError(problem)
     return value
 
 
