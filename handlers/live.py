@@ -77,6 +77,7 @@ import msgpack  # type: ignore[import-untyped]  # no stubs
 from protocol import merge_patch
 from protocol.codes import ErrorCode
 from protocol.errors import CommandError, ProtocolError
+from protocol.fields import keep_pairs, pack_value
 from protocol.messages import (
     StateChange,
     StateEntry,
@@ -115,8 +116,12 @@ STATE_SHARE_OF_QUEUE = 8
 #: Most seconds between two sweeps for expired keys (see :meth:`Live._sweep_forever`).
 SWEEP_MAX = 60.0
 
-_unpack: Callable[[bytes], Any] = partial(msgpack.unpackb, raw=False, strict_map_key=False)
-_pack: Callable[[object], bytes] = msgpack.Packer().pack
+# keep_pairs: a map of the server side's with keys a dict would merge (1 and true) stays as sent;
+# merge patches treat it as a value, replaced whole.
+_unpack: Callable[[bytes], Any] = partial(
+    msgpack.unpackb, raw=False, strict_map_key=False, object_pairs_hook=keep_pairs
+)
+_pack: Callable[[object], bytes] = pack_value
 #: First bytes of a msgpack map (fixmap, map16, map32): only maps can have a smaller patch.
 _MAP_HEADS = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
 

@@ -26,7 +26,10 @@ Who may ask: presence queries need the channel's subscription or the right to
 subscribe (as history does); a status query needs an authenticated connection,
 and each user asked about must be the asker or someone whose status channel in
 some status namespace the asker may subscribe to. Without a status namespace,
-status queries answer NOT_AVAILABLE.
+status queries answer BAD_REQUEST, as presence queries in a namespace without
+presence do: the hub's configuration decides, so retrying cannot help (the
+temporary NOT_AVAILABLE would send clients into retrying forever), and no token
+grants it either (PERMISSION_DENIED would say one could).
 
 Multi-node: entries carry a TTL (the ``presence_ttl`` setting); one task per hub
 re-adds this node's entries every third of it, one ``presence_add`` per
@@ -185,7 +188,7 @@ class Presence(Feature):
         if not conn.user:
             raise CommandError(ErrorCode.PERMISSION_DENIED, "anonymous connections may not ask for status")
         if not self.status_namespaces:
-            raise CommandError(ErrorCode.NOT_AVAILABLE, "no status namespace is configured")
+            raise CommandError(ErrorCode.BAD_REQUEST, "no status namespace is configured")
         for user in cmd.users:
             if user != conn.user and not self._may_watch(conn, user):
                 raise CommandError(ErrorCode.PERMISSION_DENIED, f"may not see the status of {user}")
@@ -194,7 +197,7 @@ class Presence(Feature):
     def _check_presence(self, conn: Connection, channel: str) -> None:
         ns = namespace_of(self.hub, channel)
         if not ns.presence:
-            raise CommandError(ErrorCode.NOT_AVAILABLE, "this namespace keeps no presence")
+            raise CommandError(ErrorCode.BAD_REQUEST, "this namespace keeps no presence")
         if channel not in conn.channels:  # subscribers may ask; others need the right to subscribe
             check_subscribe(conn.identity, channel, ns, None, self.hub.verifier)
 

@@ -33,11 +33,78 @@ Writer = Callable[[Any, DataOut], object]
 
 T_co = TypeVar("T_co", covariant=True)
 
-_CONTAINERS = frozenset((dict, list, tuple))
-_pack: Callable[[object], bytes] = msgpack.Packer().pack  # one C call, holds the GIL
+_packer = msgpack.Packer()
+_pack: Callable[[object], bytes] = _packer.pack  # one C call, holds the GIL
 
 
 # --- data ------------------------------------------------------------------------
+
+
+class Pairs:
+    """A msgpack map with a key that is not a string, kept as its pairs in order.
+
+    Only the server side may publish such maps. A dict would merge keys that Python
+    holds equal and msgpack does not (``1``, ``1.0`` and ``true``; ``0`` and ``false``),
+    so ``{1: "a", true: "b"}`` would reach subscribers as ``{1: "b"}``: data is
+    relayed as sent instead (docs/protocol.md, "data values").
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[tuple[Any, Any]]) -> None:
+        self.items = items
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Pairs) and _same_pairs(self.items, other.items)
+
+    def __repr__(self) -> str:
+        return f"Pairs({self.items!r})"
+
+
+def _same_pairs(a: list[tuple[Any, Any]], b: list[tuple[Any, Any]]) -> bool:
+    return len(a) == len(b) and all(type(x[0]) is type(y[0]) and x == y for x, y in zip(a, b, strict=True))
+
+
+def keep_pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any] | Pairs:
+    """``object_pairs_hook`` for msgpack from the server side: a dict while every key is a
+    string (the common case), else the map's :class:`Pairs` as sent."""
+    for key, _ in pairs:
+        if type(key) is not str and type(key) is not bytes:
+            return Pairs(pairs)
+    return dict(pairs)
+
+
+def _emit(value: Any, out: list[bytes]) -> None:
+    t = type(value)
+    if t is Pairs:
+        out.append(_packer.pack_map_header(len(value.items)))
+        for k, v in value.items:
+            out.append(_pack(k))
+            _emit(v, out)
+    elif t is dict:
+        out.append(_packer.pack_map_header(len(value)))
+        for k, v in value.items():
+            out.append(_pack(k))
+            _emit(v, out)
+    elif t is list or t is tuple:
+        out.append(_packer.pack_array_header(len(value)))
+        for v in value:
+            _emit(v, out)
+    else:
+        out.append(_pack(value))
+
+
+def pack_value(value: object) -> bytes:
+    """Pack a decoded value, its :class:`Pairs` as sent; TypeError for what msgpack cannot hold."""
+    try:
+        return _pack(value)  # the common case: no Pairs inside
+    except TypeError:
+        out: list[bytes] = []
+        _emit(value, out)
+        return b"".join(out)
+
+
+_CONTAINERS = frozenset((dict, list, tuple, Pairs))
 
 
 def too_deep(value: object, limit: int = MAX_DATA_DEPTH) -> bool:
@@ -52,7 +119,10 @@ def too_deep(value: object, limit: int = MAX_DATA_DEPTH) -> bool:
 def _exceeds(container: Any, budget: int) -> bool:
     if budget <= 0:
         return True
-    for item in container.values() if type(container) is dict else container:
+    t = type(container)
+    if t is Pairs:
+        container = [v for _, v in container.items]
+    for item in container.values() if t is dict else container:
         if type(item) in _CONTAINERS and _exceeds(item, budget - 1):
             return True
     return False
@@ -63,7 +133,7 @@ def pack_data(value: object, where: str, id: int) -> bytes:
     if too_deep(value):
         raise ProtocolError(f"{where} is nested too deeply", id=id)
     try:
-        return _pack(value)
+        return pack_value(value)
     except (TypeError, ValueError, OverflowError):  # cannot happen for decoded values
         raise ProtocolError(f"{where} cannot be encoded", id=id) from None
 

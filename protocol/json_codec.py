@@ -102,14 +102,10 @@ def _key(key: object) -> str:
     return orjson.dumps(key).decode()  # 1 -> "1", true -> "true", null -> "null"
 
 
-def _jsonable(value: object) -> object:
-    if isinstance(value, dict):
-        return {_key(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bytes):
-        return _base64(value)
-    return value
+def _json_object(pairs: list[tuple[object, object]]) -> dict[str, object]:
+    """``object_pairs_hook``: a map's pairs in order, keys as JSON strings; two keys that
+    become one string keep the last (a dict first would already have merged 1 and true)."""
+    return {_key(k): v for k, v in pairs}
 
 
 def _refuse_ext(code: int, data: bytes) -> object:
@@ -130,10 +126,13 @@ def msgpack_to_json(data: bytes) -> bytes:
     try:  # fast path: string keys only (bin values handled by default=)
         return orjson.dumps(value, default=_base64)
     except TypeError:
-        # Checked before _jsonable walks it: past orjson's depth it would recurse into a RecursionError.
         if too_deep(value, _JSON_DEPTH):
             raise ValueError("msgpack value nested too deeply for JSON") from None
-        return orjson.dumps(_jsonable(value), default=_base64)
+    # A key that is not a string: decode again, keeping each map's pairs as sent.
+    value = msgpack.unpackb(
+        data, raw=False, strict_map_key=False, ext_hook=_refuse_ext, max_ext_len=0, object_pairs_hook=_json_object
+    )
+    return orjson.dumps(value, default=_base64)
 
 
 def _fragment(data: bytes) -> orjson.Fragment:

@@ -64,6 +64,7 @@ from multidict import MultiMapping
 
 from protocol.codes import CLOSE_REASONS, CloseCode, ErrorCode
 from protocol.errors import CommandError, ProtocolError
+from protocol.fields import keep_pairs
 from protocol.json_codec import load_value, msgpack_to_json
 from protocol.limits import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_OFFSET, MAX_STATE_KEY_LENGTH, MAX_STATUS_USERS
 from protocol.messages import (
@@ -188,17 +189,34 @@ def _json_default(value: object) -> object:
     raise TypeError
 
 
-def _msgpack_default(value: object) -> object:
+_packer = msgpack.Packer()
+_pack: Callable[[object], bytes] = _packer.pack
+
+
+def _emit(value: object, out: list[bytes]) -> None:
+    """Append the msgpack of ``value``, each :class:`Data` copied as stored (never decoded:
+    a map of the server side may hold keys a dict would merge, such as 1 and true)."""
     if isinstance(value, Data):
-        return msgpack.unpackb(value.packed, raw=False, strict_map_key=False)
-    raise TypeError(f"cannot pack {type(value).__name__}")
+        out.append(value.packed)
+    elif isinstance(value, dict):
+        out.append(_packer.pack_map_header(len(value)))
+        for k, v in value.items():
+            out.append(_pack(k))
+            _emit(v, out)
+    elif isinstance(value, list | tuple):
+        out.append(_packer.pack_array_header(len(value)))
+        for v in value:
+            _emit(v, out)
+    else:
+        out.append(_pack(value))
 
 
 def render(payload: object, fmt: str) -> bytes:
     """The response body of ``payload`` (dicts, lists, scalars and :class:`Data`) in ``fmt``."""
     if fmt == MSGPACK:
-        packed: bytes = msgpack.packb(payload, default=_msgpack_default)
-        return packed
+        out: list[bytes] = []
+        _emit(payload, out)
+        return b"".join(out)
     return orjson.dumps(payload, default=_json_default)
 
 
@@ -389,8 +407,11 @@ async def _read_body_in_time(request: web.Request, limit: int) -> Body:
         raise _bad("a request body is required")
     try:
         if ctype == MSGPACK:
-            # Data may be any MessagePack value, maps with integer keys included.
-            body = msgpack.unpackb(raw, raw=False, strict_map_key=False, ext_hook=_refuse_ext, max_ext_len=0)
+            # Data may be any MessagePack value, maps with integer keys included: keep_pairs keeps
+            # such a map's pairs as sent (a dict would merge 1 and true).
+            body = msgpack.unpackb(
+                raw, raw=False, strict_map_key=False, ext_hook=_refuse_ext, max_ext_len=0, object_pairs_hook=keep_pairs
+            )
         else:
             body = load_value(raw)
     except ProtocolError as exc:  # its message never echoes the body
@@ -687,7 +708,7 @@ class Api:
         channel, key, version = self._state_target(body)
         patch = _required(body, "patch")
         if not isinstance(patch, dict):
-            raise _bad("patch must be an object (a map)")
+            raise _bad("patch must be an object (a map with string keys)")
         packed = self.pack(patch, "patch")
         self.namespace(channel)
         live = self.live_states

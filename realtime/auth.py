@@ -18,8 +18,9 @@ non-empty), ``exp`` (optional: without it the token never expires), ``iat``,
 ``nbf`` (Unix times up to year 9999), ``info`` (any JSON value, kept as msgpack bytes), ``channels`` (grants:
 exact channel names, or a prefix ending in ``*`` such as ``live:*``, see
 :func:`grant_matches`), and ``aud``/``iss``,
-checked when ``token_audience``/``token_issuer`` are set (a token carrying
-``aud`` is refused when no audience is configured). ``sub`` must be a user id
+checked when ``token_audience``/``token_issuer`` are set (the token must then
+carry them, matching; unset, the claim is not checked, as identity providers put
+``aud`` in every token). ``sub`` must be a user id
 that user-limited channels can name (:func:`realtime.namespaces.user_id_problem`).
 Subscription tokens carry ``sub`` (the connection's user) and ``channel`` (the
 exact channel), plus the same ``exp``/``iat``/``nbf``/``aud``/``iss``. The
@@ -207,7 +208,7 @@ class _PreparedHMAC(HMACAlgorithm):
         return self._prepared if key is self._secret else super().prepare_key(key)
 
 
-def _decoder(required: tuple[str, ...], hmac_secret: bytes | None) -> jwt.PyJWT:
+def _decoder(required: tuple[str, ...], hmac_secret: bytes | None, check_audience: bool) -> jwt.PyJWT:
     """A PyJWT decoder whose options are set once (PyJWT merges per-call options into new
     dicts on every decode) and whose HS256 key is prepared once."""
     decoder = jwt.PyJWT(
@@ -219,6 +220,9 @@ def _decoder(required: tuple[str, ...], hmac_secret: bytes | None) -> jwt.PyJWT:
             "verify_nbf": False,
             "verify_iat": False,
             "verify_sub": False,
+            # Without token_audience, aud is not read: identity providers put one in every
+            # token (PyJWT would refuse them all); with it, aud must name it.
+            "verify_aud": check_audience,
         }
     )
     if hmac_secret is not None:
@@ -261,7 +265,8 @@ class TokenVerifier:
         hmac_secret = keys.get("HS256")
         assert hmac_secret is None or isinstance(hmac_secret, bytes)
         self._decoders: dict[tuple[str, ...], jwt.PyJWT] = {
-            required: _decoder(required, hmac_secret) for required in (_CONNECTION_CLAIMS, _SUBSCRIPTION_CLAIMS)
+            required: _decoder(required, hmac_secret, audience is not None)
+            for required in (_CONNECTION_CLAIMS, _SUBSCRIPTION_CLAIMS)
         }
         #: The one algorithm when one key is configured: a token's header need not be read
         #: first to pick the key (PyJWT refuses any other ``alg`` itself).

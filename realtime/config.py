@@ -34,7 +34,7 @@ from typing import Any
 from protocol.errors import RealtimeError
 
 from .auth import ALL_SCOPES, ApiKey, load_public_key, secret_bytes
-from .hosts import ANY_HOST, LOOPBACK_HOSTS, effective_allowed_hosts
+from .hosts import ANY_HOST, LOOPBACK_HOSTS, effective_allowed_hosts, origin_entry_problem
 from .hosts import ENTRY as HOST_ENTRY
 from .namespaces import OPTIONS as NAMESPACE_OPTIONS
 from .namespaces import Namespace, Namespaces, OptionError, default_namespaces
@@ -207,9 +207,10 @@ class Settings:
     #: accepted) or the path of a PEM file, read at load time and kept here as PEM
     #: text. May be set together with token_secret.
     token_public_key: str | None = None
-    #: When set, tokens must name this audience (aud); when unset, tokens with aud are refused.
+    #: When set, tokens must name this audience (aud: the string, or a list holding it); when
+    #: unset, aud is not checked (identity providers put one in every token).
     token_audience: str | None = None
-    #: When set, tokens must name this issuer (iss).
+    #: When set, tokens must name this issuer (iss); when unset, iss is not checked.
     token_issuer: str | None = None
     #: A file where the memory engine keeps revocations (POST /api/revoke) across restarts:
     #: read at start, rewritten (atomically) on each revocation. Unset: they live in memory
@@ -531,15 +532,12 @@ def _redis_prefix(value: str) -> str:
     return value
 
 
-_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/]+")
-
-
 def _origins(value: tuple[str, ...]) -> tuple[str, ...]:
     """Origins are compared case-insensitively, so they are kept lower-cased."""
     value = tuple(origin.lower() for origin in value)
     for origin in value:
-        if origin != "*" and not _ORIGIN.fullmatch(origin):
-            raise ValueError(f"expected '*' or scheme://host[:port] (no path), got {origin!r}")
+        if (problem := origin_entry_problem(origin)) is not None:
+            raise ValueError(problem)
     return value
 
 

@@ -69,3 +69,49 @@ def host_allowed(header: str | None, allowed: tuple[str, ...]) -> bool:
         elif name == entry:
             return True
     return False
+
+
+# --- Origin (allowed_origins) --------------------------------------------------------
+
+#: An Origin, or an allowed_origins entry (lower-cased): scheme, host (IPv6 in brackets), port.
+#: In an entry, ``*`` in the host matches any characters of a host name (never a ``:``),
+#: and a port ``*`` any port, or none.
+_ORIGIN = re.compile(r"([a-z][a-z0-9+.-]*)://(\[[0-9a-f:.*]+\]|[^\s/:\[\]@?#]+)(?::([0-9]{1,5}|\*))?")
+
+
+def origin_entry_problem(entry: str) -> str | None:
+    """Why ``entry`` (lower-cased) is no allowed_origins entry, or None."""
+    if entry == "*" or _ORIGIN.fullmatch(entry):
+        return None
+    return f"expected '*' or scheme://host[:port] (no path), got {entry!r}"
+
+
+def origin_allowed(origin: str | None, host: str, allowed: tuple[str, ...]) -> bool:
+    """Native apps send no Origin and are always allowed; browsers must match the list.
+
+    With an empty list only the hub's own host is allowed (same-origin pages).
+    ``http://localhost:*`` allows every port of localhost (a dev server's), and
+    ``https://*.example.com`` every name under example.com, on the default port.
+    """
+    if origin is None:
+        return True
+    origin = origin.lower()
+    if not allowed:
+        found = _ORIGIN.fullmatch(origin)
+        return found is not None and origin.partition("://")[2] == host.lower()
+    parts = _ORIGIN.fullmatch(origin)
+    if parts is None or parts[3] == "*" or "*" in parts[2]:  # not an Origin a browser sends
+        return "*" in allowed
+    return any(_matches(parts, entry) for entry in allowed)
+
+
+def _matches(origin: re.Match[str], entry: str) -> bool:
+    if entry == "*":
+        return True
+    pattern = _ORIGIN.fullmatch(entry)
+    if pattern is None or pattern[1] != origin[1]:
+        return False
+    if pattern[3] != "*" and pattern[3] != origin[3]:
+        return False
+    # Only * is special (fnmatch would read the brackets of an IPv6 address as a set).
+    return re.fullmatch(".*".join(map(re.escape, pattern[2].split("*"))), origin[2]) is not None

@@ -17,10 +17,8 @@ import ssl
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
-from fnmatch import fnmatchcase
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -42,7 +40,7 @@ from .config import Settings, startup_warnings
 from .connection import Connection, HubWebSocket, close_timeout
 from .engines.base import Engine
 from .engines.memory import MemoryEngine
-from .hosts import effective_allowed_hosts, host_allowed
+from .hosts import effective_allowed_hosts, host_allowed, origin_allowed
 from .hub import Hub
 from .logs import bind, node_name, unbind
 from .metrics import METRICS, Metrics, metrics_app, serve_metrics
@@ -69,19 +67,6 @@ def create_engine(settings: Settings) -> Engine:
 
         return RedisEngine(settings.redis, prefix=settings.redis_prefix, cluster=settings.redis_cluster)
     return MemoryEngine()
-
-
-def origin_allowed(origin: str | None, host: str, allowed: tuple[str, ...]) -> bool:
-    """Native apps send no Origin and are always allowed; browsers must match the list.
-
-    With an empty list only the hub's own host is allowed (same-origin pages).
-    """
-    if origin is None:
-        return True
-    if not allowed:
-        return urlsplit(origin).netloc.lower() == host.lower()
-    origin = origin.lower()
-    return any(pattern == "*" or fnmatchcase(origin, pattern.lower()) for pattern in allowed)
 
 
 def _refuse_upgrade(request: web.Request, hub: Hub) -> web.StreamResponse | None:

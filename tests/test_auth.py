@@ -263,10 +263,20 @@ def test_audience() -> None:
     assert verifier.verify_connection(hs256({"sub": "a", "aud": ["web", "hub"]})).user == "a"
     assert invalid(lambda: verifier.verify_connection(hs256({"sub": "a", "aud": "web"}))) == "wrong audience"
     assert invalid(lambda: verifier.verify_connection(hs256({"sub": "a"}))) == "missing claim aud"
+    subscription = {"sub": "a", "channel": "c"}
+    assert invalid(lambda: verifier.verify_subscription(hs256(subscription), user="a", channel="c")) == (
+        "missing claim aud"
+    )
+    wrong = hs256({**subscription, "aud": "web"})
+    assert invalid(lambda: verifier.verify_subscription(wrong, user="a", channel="c")) == "wrong audience"
 
 
-def test_audience_in_token_but_not_configured() -> None:
-    assert invalid(lambda: hs256_verifier().verify_connection(hs256({"sub": "a", "aud": "hub"}))) == "wrong audience"
+@pytest.mark.parametrize("aud", ["hub", ["web", "hub"], 7])
+def test_audience_in_token_but_not_configured(aud: object) -> None:
+    """No token_audience: aud is not checked (every identity provider's tokens carry one)."""
+    verifier = hs256_verifier()
+    assert verifier.verify_connection(hs256({"sub": "a", "aud": aud})).user == "a"
+    verifier.verify_subscription(hs256({"sub": "a", "channel": "c", "aud": aud}), user="a", channel="c")  # no raise
 
 
 def test_issuer() -> None:

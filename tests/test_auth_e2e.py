@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import jwt
 import pytest
@@ -208,3 +209,48 @@ async def test_a_revocation_during_the_connects_own_check_still_disconnects(
         while hub.hub.connections:
             await asyncio.sleep(0.01)
     assert "alice" not in hub.hub.users
+
+
+# --- aud and iss (token_audience, token_issuer) --------------------------------------
+
+AUD_CASES: list[tuple[dict[str, str], dict[str, Any], bool]] = [
+    # (hub settings, claims, accepted)
+    ({}, {"aud": "https://idp.example/app"}, True),  # not configured: aud not checked
+    ({}, {"iss": "https://idp.example"}, True),
+    ({"token_audience": "mobile"}, {"aud": "mobile"}, True),
+    ({"token_audience": "mobile"}, {"aud": ["web", "mobile"]}, True),
+    ({"token_audience": "mobile"}, {"aud": "web"}, False),
+    ({"token_audience": "mobile"}, {}, False),
+    ({"token_issuer": "https://idp.example"}, {"iss": "https://idp.example"}, True),
+    ({"token_issuer": "https://idp.example"}, {"iss": "https://evil.example"}, False),
+    ({"token_issuer": "https://idp.example"}, {}, False),
+]
+
+
+@pytest.mark.parametrize(("settings", "claims", "accepted"), AUD_CASES)
+async def test_aud_and_iss_on_connect_refresh_and_subscribe(
+    hub_factory: HubFactory, settings: dict[str, str], claims: dict[str, Any], accepted: bool
+) -> None:
+    """docs/protocol.md, Tokens: checked only when the hub is configured with them; then they
+    must be in the token and match, for connect, refresh and subscription tokens alike."""
+    hub = await hub_factory(namespaces=NAMESPACES, allow_anonymous=False, **settings)
+    good: dict[str, Any] = {
+        k: v for k, v in (("aud", settings.get("token_audience")), ("iss", settings.get("token_issuer"))) if v
+    }
+    if accepted:
+        async with await RawClient.open(hub.url, token=make_token("alice", **claims)) as c:
+            refreshed = await c.command(Refresh(0, make_token("alice", **claims)))
+            assert isinstance(refreshed.result, RefreshResult)
+            sub = await c.subscribe("vip:1", token=make_token("alice", channel="vip:1", **claims))
+            assert sub.error is None
+        return
+    async with await RawClient.open(hub.url, connect_first=False) as c:
+        await c.send(Connect(1, token=make_token("alice", **claims)))
+        assert (await c.disconnect_push()).code == CloseCode.UNAUTHORIZED
+        assert await closed_code(c) == CloseCode.UNAUTHORIZED
+    # A connection with the right claims: a subscription or refresh token with these is refused.
+    async with await RawClient.open(hub.url, token=make_token("alice", **good)) as c:
+        sub = await c.command(Subscribe(0, "vip:2", token=make_token("alice", channel="vip:2", **claims)))
+        assert sub.error is not None and sub.error.code == ErrorCode.PERMISSION_DENIED
+        await c.send(Refresh(c.next_id(), make_token("alice", **claims)))
+        assert (await c.disconnect_push()).code == CloseCode.UNAUTHORIZED

@@ -250,7 +250,7 @@ async def test_join_and_leave_events_and_presence_queries(hub: RunningHub) -> No
         assert len(sub) == 0  # events never reach the publications' iterator
         with pytest.raises(ReplyError) as info:
             await bob.presence("news")  # no presence there
-        assert info.value.code is ErrorCode.NOT_AVAILABLE
+        assert info.value.code is ErrorCode.BAD_REQUEST and not info.value.temporary  # no retrying
 
 
 async def test_status_channel_and_status_query(hub: RunningHub) -> None:

@@ -18,6 +18,7 @@ from aiohttp._websocket.reader import WebSocketDataQueue
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http import WebSocketError, WebSocketReader
 from aiohttp.http_websocket import WSMsgType
+from websockets.frames import Frame, Opcode
 
 from protocol import codec_for
 from protocol.codec import MSGPACK_SUBPROTOCOL
@@ -119,6 +120,28 @@ async def test_a_silent_peer_gets_the_stale_push_and_close_frame(hub_factory: Hu
         peer.close()
     await until(lambda: not hub.hub.connections, what="the connection's end")
     assert hub.hub.disconnects[CloseCode.STALE] == 1
+
+
+async def test_a_library_client_that_stops_answering_pings_sees_4003(hub_factory: HubFactory) -> None:
+    """docs/protocol.md, Keep-alive, as a client library sees it: a WebSocket library whose
+    automatic pong is turned off (Node ``ws`` with ``autoPong: false`` does the same) and which
+    keeps reading gets the Disconnect push, then the close frame 4003, never a bare 1006."""
+    hub = await hub_factory(ping_interval=0.3)
+    client = await RawClient.open(hub.url, ping_interval=None)  # the client's own pings off too
+    protocol = client.ws.protocol
+    send_frame = protocol.send_frame
+
+    def no_pong(frame: Frame) -> None:
+        if frame.opcode is not Opcode.PONG:
+            send_frame(frame)
+
+    protocol.send_frame = no_pong  # type: ignore[method-assign]
+    try:
+        assert await client.disconnect_push() == Disconnect(CloseCode.STALE, "no pong", True)
+        assert await closed_code(client) == CloseCode.STALE  # from the close frame (1006 has none)
+    finally:
+        await client.close()
+    await until(lambda: hub.hub.disconnects[CloseCode.STALE] == 1, what="the connection's end")
 
 
 @pytest.mark.parametrize("answer", ["pong", "frame"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,7 +33,7 @@ from protocol.messages import (
     Typing,
     Unsubscribe,
 )
-from realtime.config import Settings
+from realtime.config import Settings, load_settings
 from realtime.engines.memory import MemoryEngine
 from realtime.feature import EventHook, Feature, PublishHook
 from realtime.hub import Hub
@@ -238,6 +239,60 @@ async def test_origin_allow_list(hub_factory: HubFactory) -> None:
     with pytest.raises(InvalidStatus) as info:
         await RawClient.open(hub.url, origin="https://evil.test")
     assert info.value.response.status_code == 403
+
+
+async def origin_status(hub: RunningHub, origin: str | None) -> int:
+    """101 when the upgrade with this Origin is accepted, else the HTTP status of the refusal."""
+    try:
+        client = await RawClient.open(hub.url, origin=origin, connect_first=False)
+    except InvalidStatus as exc:
+        return exc.response.status_code
+    await client.close()
+    return 101
+
+
+@pytest.mark.parametrize(
+    ("allowed", "origin", "status"),
+    [
+        # No list: only pages the hub serves itself (the Origin names the Host).
+        ((), None, 101),
+        ((), "http://127.0.0.1:{port}", 101),
+        ((), "http://127.0.0.1:5173", 403),
+        ((), "http://localhost:{port}", 403),  # another origin, though the same machine
+        # A port wildcard: any port, or none; the host and scheme must match.
+        (("http://localhost:*",), "http://localhost:5173", 101),
+        (("http://localhost:*",), "http://localhost", 101),
+        (("http://localhost:*",), "https://localhost:5173", 403),
+        (("http://localhost:*",), "http://localhost.evil.example:5173", 403),
+        (("http://localhost:*",), "http://evil.example", 403),
+        (("http://[::1]:*",), "http://[::1]:3000", 101),
+        # A host wildcard: names under the domain, on the default port only (no port in the entry).
+        (("https://*.example.com",), "https://app.example.com", 101),
+        (("https://*.example.com",), "https://a.b.example.com", 101),
+        (("https://*.example.com",), "https://example.com", 403),
+        (("https://*.example.com",), "https://app.example.com:8443", 403),
+        (("https://*.example.com",), "https://evil.example.com.attacker.test", 403),
+        (("https://app.example.com:8443",), "https://app.example.com:8443", 101),
+        (("https://app.example.com",), "null", 403),  # sandboxed frames, file:// pages
+        (("*",), "null", 101),
+    ],
+)
+async def test_the_origin_rule(
+    hub_factory: HubFactory, allowed: tuple[str, ...], origin: str | None, status: int
+) -> None:
+    """docs/protocol.md, Connecting: what each Origin gets (a browser sees a refusal as close 1006)."""
+    hub = await hub_factory(allowed_origins=allowed)
+    assert await origin_status(hub, origin and origin.format(port=hub.port)) == status
+
+
+async def test_quickstart_allows_local_dev_servers(hub_factory: HubFactory) -> None:
+    """A page of a JS dev server on another port connects to the quickstart hub; other sites do not."""
+    quick = load_settings(env={}, config_file=Path(__file__).parent.parent / "quickstart.toml")
+    hub = await hub_factory(allowed_origins=quick.allowed_origins)
+    for page in ("http://localhost:5173", "http://127.0.0.1:3000", "http://[::1]:8080", "http://localhost"):
+        assert await origin_status(hub, page) == 101, page
+    for page in ("https://evil.example", "http://192.168.1.20:5173", "http://localhost.evil.example"):
+        assert await origin_status(hub, page) == 403, page
 
 
 async def test_slow_client_is_disconnected_and_others_get_everything(hub_factory: HubFactory) -> None:

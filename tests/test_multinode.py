@@ -20,6 +20,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
 from protocol.messages import History, HistoryResult, Join, Leave, PresenceQuery, PresenceResult, Publication
 from realtime.auth import ApiKey
 from realtime.engines.redis import RedisEngine
@@ -196,6 +197,28 @@ async def test_publishing_straight_into_redis(nodes: Nodes, redis_client: Redis 
     finally:
         for c in subs:
             await c.close()
+
+
+async def test_msgpack_published_straight_into_redis_keeps_every_key(
+    nodes: Nodes, redis_client: Redis | RedisCluster
+) -> None:
+    """``{1: "a", true: "b"}`` (keys Python holds equal) reaches a MessagePack subscriber as sent
+    and a JSON one as ``{"1": "a", "true": "b"}`` (docs/protocol.md, "data values")."""
+    (hub,) = await nodes(1)
+    engine = hub.hub.engine
+    assert isinstance(engine, RedisEngine)
+    one_and_true = b"\x82\x01\xa1a\xc3\xa1b"
+    async with (
+        await RawClient.open(hub.url, subprotocol=MSGPACK_SUBPROTOCOL) as mp,
+        await RawClient.open(hub.url, subprotocol=JSON_SUBPROTOCOL) as js,
+    ):
+        await mp.subscribe("keys")
+        await js.subscribe("keys")
+        assert (await redis_client.fcall("realtime_publish", 1, engine.base("keys"), one_and_true))[0] == 1
+        # Raw frames: the test client's own decoder would merge the keys.
+        assert one_and_true in await asyncio.wait_for(mp.ws.recv(), 5)
+        got = await asyncio.wait_for(js.ws.recv(), 5)
+        assert isinstance(got, str) and json.loads(got)["data"] == {"1": "a", "true": "b"}
 
 
 async def test_presence_across_nodes(nodes: Nodes) -> None:
