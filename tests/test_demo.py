@@ -52,6 +52,21 @@ def test_the_demo_is_off_by_default_and_on_with_a_flag_or_variable() -> None:
     assert args.demo is True
 
 
+def test_the_readme_command_serves_the_demo_with_the_namespaces_it_needs() -> None:
+    """The README's command turns the demo on, and quickstart.toml declares what the page uses."""
+    readme = (ROOT / "README.md").read_text()
+    command = "realtime serve --config quickstart.toml --demo"
+    assert f"```sh\n{command}\n```" in readme
+    args = build_parser().parse_args(command.split()[1:])
+    settings = load_settings({"demo": args.demo}, env={}, config_file=ROOT / args.config)
+    assert settings.demo and settings.token_secret
+    chat, live = settings.namespaces.get("chat"), settings.namespaces.get("live")
+    assert chat is not None and chat.kind == "chat" and chat.presence and chat.join_leave
+    assert chat.publish == "clients"
+    assert live is not None and live.kind == "live" and live.client_write
+    assert (ROOT / "docs" / "images" / "demo.png").stat().st_size < 150_000
+
+
 async def test_off_nothing_is_served(hub: RunningHub, session: aiohttp.ClientSession) -> None:
     for path in ("/demo", "/demo/", "/demo/demo.js", "/demo/realtime.iife.js", "/demo/token?user=alice"):
         async with session.get(hub.http_url + path) as response:
@@ -73,6 +88,8 @@ async def test_on_the_page_and_its_files_are_served_with_safe_headers(
             assert response.content_type == content_type, path
             assert response.charset == "utf-8"
             assert response.headers["X-Content-Type-Options"] == "nosniff"
+            assert response.headers["Referrer-Policy"] == "no-referrer"
+            assert response.headers["Cache-Control"] == "no-store"
             policy = response.headers["Content-Security-Policy"]
             body = await response.read()
         directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))

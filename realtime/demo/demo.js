@@ -105,7 +105,12 @@ async function enterRoom(name) {
   const sub = await client.subscribe(here.channel);
   here.sub = sub;
   const current = (handler) => (event) => { if (room === here) handler(event); };
-  sub.on("publication", current((message) => { addMessages([message]); markRead(); }));
+  sub.on("publication", current((message) => {
+    const following = atBottom(); // a reader scrolled up to older messages is left where they are
+    addMessages([message]);
+    if (following || message.sender?.user === user) scrollToBottom();
+    markRead();
+  }));
   sub.on("join", current(({ user: who }) => { here.users.add(who); renderPresence(); }));
   sub.on("leave", current(({ user: who }) => { here.users.delete(who); here.typing.delete(who); renderPresence(); renderTyping(); }));
   sub.on("typing", current(({ user: who, typing }) => {

@@ -9,7 +9,9 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { startHub } from "../hub.mjs";
 
-const output = join(dirname(fileURLToPath(import.meta.url)), "output");
+const here = dirname(fileURLToPath(import.meta.url));
+const output = join(here, "output");
+const repo = join(here, "..", "..", "..", "..");
 const WAIT = { timeout: 15_000 }; // every wait for the page is bounded by this
 const HISTORY = 60; // messages posted before the second user arrives: more than one page (25)
 
@@ -110,7 +112,13 @@ test("two users talk through the demo page", async (t) => {
     await points(bob, "dogs", 1).waitFor(WAIT);
   });
 
+  // The picture in the docs: alice's page, with bob's receipt and bob typing again.
+  await bob.locator("#messages").evaluate((box) => { box.scrollTop = box.scrollHeight; });
+  await bob.locator("#text").pressSequentially("see you");
+  await alice.locator("#typing", { hasText: "bob is typing" }).waitFor(WAIT);
   await alice.screenshot({ path: join(output, "demo-alice.png") });
   await bob.screenshot({ path: join(output, "demo-bob.png") });
+  // UPDATE_DEMO_IMAGE=1 npm run test:demo refreshes the committed one (docs/images/demo.png).
+  if (process.env.UPDATE_DEMO_IMAGE) await alice.screenshot({ path: join(repo, "docs", "images", "demo.png") });
   assert.deepEqual(problems, []);
 });
