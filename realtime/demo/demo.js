@@ -119,24 +119,36 @@ async function enterRoom(name) {
     renderTyping();
   }));
   sub.on("read", current(({ user: who, offset }) => { here.receipts[who] = offset; renderReceipts(); }));
-  // After a reconnect the SDK resubscribes and replays what was missed; when it cannot (the history
-  // was too short, or the hub restarted), it says so and the page loads the room afresh.
-  sub.on("unrecovered", current(() => { room = null; enterRoom(name).catch((error) => showError(error.message)); }));
+  // After a reconnect the SDK resubscribes and replays what was missed; presence and receipts are
+  // asked again, since joins, leaves and reads may have happened meanwhile. When the SDK cannot
+  // replay (the history was too short, or the hub restarted), it says so: the page loads the room
+  // afresh.
+  sub.on("subscribed", current(() => loadPeople(here).catch((error) => console.warn("presence:", error))));
+  sub.on("unrecovered", current(() => loadRoom(here).catch((error) => showError(error.message))));
+  await loadRoom(here);
+}
 
-  const [presence, receipts, page] = await Promise.all([
-    client.presence(here.channel),
-    client.receipts(here.channel),
-    client.history(here.channel, { limit: PAGE }),
-  ]);
+// Who is here and who read what, then the newest page of messages.
+async function loadRoom(here) {
+  here.items.clear();
+  here.oldest = here.newest = 0;
+  $("message-list").replaceChildren();
+  const [page] = await Promise.all([client.history(here.channel, { limit: PAGE }), loadPeople(here)]);
   if (room !== here) return;
-  for (const { user: who } of Object.values(presence)) here.users.add(who);
-  Object.assign(here.receipts, receipts);
-  renderPresence();
   addMessages(page.publications);
   endOfHistory(here, page);
   scrollToBottom();
   await fillView(here);
   markRead();
+}
+
+async function loadPeople(here) {
+  const [presence, receipts] = await Promise.all([client.presence(here.channel), client.receipts(here.channel)]);
+  if (room !== here) return;
+  here.users = new Set(Object.values(presence).map((member) => member.user));
+  here.receipts = receipts;
+  renderPresence();
+  renderReceipts();
 }
 
 // Messages are kept in offset order; the same offset twice (a publication also in a history page)
