@@ -52,6 +52,8 @@ async function start() {
   });
   client.on("closed", ({ code, reason }) => showError(`The hub closed the connection (${code} ${reason}).`));
   client.on("error", ({ error }) => console.warn("realtime:", error));
+  // For trying things from the browser's console: demo.client.publish("chat:lobby", {text: "hi"}).
+  window.demo = { client, get room() { return room; }, get scores() { return scores; } };
   await client.connect();
 
   $("app").hidden = false;
@@ -78,8 +80,6 @@ async function start() {
   document.addEventListener("visibilitychange", markRead);
 
   await Promise.all([enterRoom(ROOMS.includes(params.get("room")) ? params.get("room") : "lobby"), startScores()]);
-  // For trying things from the browser's console: demo.client.publish("chat:lobby", {text: "hi"}).
-  window.demo = { client, get room() { return room; }, get scores() { return scores; } };
 }
 
 // ---- chat -------------------------------------------------------------------------------------
@@ -104,6 +104,7 @@ async function enterRoom(name) {
   // Subscribe first, then read presence, receipts and history: nothing that happens in between is lost.
   const sub = await client.subscribe(here.channel);
   here.sub = sub;
+  if (room !== here) return sub.unsubscribe(); // another room was chosen meanwhile
   const current = (handler) => (event) => { if (room === here) handler(event); };
   sub.on("publication", current((message) => {
     const following = atBottom(); // a reader scrolled up to older messages is left where they are

@@ -115,6 +115,21 @@ test("two users talk through the demo page", async (t) => {
     await points(bob, "dogs", 1).waitFor(WAIT);
   });
 
+  await t.test("a room of its own: bob's message in #random does not reach alice in #lobby", async () => {
+    await bob.locator("#rooms a", { hasText: "#random" }).click();
+    await bob.locator("#room-title", { hasText: "#random" }).waitFor(WAIT);
+    await bob.locator("#history-state", { hasText: "the start of #random" }).waitFor(WAIT);
+    assert.equal(await bob.locator("#message-list li").count(), 0);
+    await bob.locator("#presence li", { hasText: "bob" }).waitFor(WAIT);
+    assert.equal(await bob.locator("#presence li").count(), 1);
+    await bob.locator("#text").fill("anyone here?");
+    await bob.locator("#text").press("Enter");
+    await messages(bob, "anyone here?").waitFor(WAIT);
+    await bob.locator("#rooms a", { hasText: "#lobby" }).click();
+    await messages(bob, "hi bob").waitFor(WAIT);
+    assert.equal(await messages(alice, "anyone here?").count(), 0);
+  });
+
   // The picture in the docs: alice's page, with bob's receipt and bob typing again.
   await bob.locator("#messages").evaluate((box) => { box.scrollTop = box.scrollHeight; });
   await bob.locator("#text").pressSequentially("see you");
