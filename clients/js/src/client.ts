@@ -125,7 +125,9 @@ export function newPublishKey(): string {
 }
 
 function abortReason(signal: AbortSignal): Error {
-  return signal.reason instanceof Error ? signal.reason : new AbortError();
+  const error = new AbortError();
+  (error as { cause?: unknown }).cause = signal.reason;
+  return error;
 }
 
 /**
@@ -247,6 +249,8 @@ export class Client extends TypedEmitter<ClientEvents> {
     if (this._state === "closed" || this._state === "paused" || this._state === "idle") return;
     this.setState("paused");
     this.clearTimers();
+    this.waiting.push(...this.busy.splice(0).filter((req) => !req.done));
+    this.releasing = false;
     const conn = this.conn ?? this.opening;
     if (conn) conn.close(1000, "paused"); // dropped() runs now
     for (const req of this.waiting) this.stopTimers(req);
@@ -317,7 +321,7 @@ export class Client extends TypedEmitter<ClientEvents> {
     const target = globalThis as { removeEventListener?: (name: string, fn: () => void) => void };
     target.removeEventListener?.("online", this.onOnline);
     this.setState("closed");
-    for (const req of this.waiting.splice(0)) this.finish(req, error);
+    for (const req of [...this.waiting.splice(0), ...this.busy.splice(0)]) this.finish(req, error);
     for (const [, requests] of this.pending) for (const req of [...requests.values()]) this.finish(req, error);
     for (const conn of [this.conn, this.opening]) conn?.close(1000, "client closed");
     this.conn = this.opening = undefined;
@@ -603,14 +607,10 @@ export class Client extends TypedEmitter<ClientEvents> {
       const code = Number(error["code"]);
       const retryAfter = typeof error["retry_after"] === "number" ? error["retry_after"] : undefined;
       if (code === ErrorCode.TOO_MANY_REQUESTS && req.whenBusy && retryAfter !== undefined && retryAfter > 0) {
-        const wait = busyWait(retryAfter);
-        if (Date.now() + wait < req.deadline) {
-          req.busyTimer = setTimeout(() => {
-            req.busyTimer = undefined;
-            if (!req.done) this.dispatch(req);
-          }, wait);
-          return;
-        }
+        this.busy.push(req);
+        this.busyAdvice = retryAfter;
+        if (!this.releasing) this.releaseBusy();
+        return;
       }
       this.finish(req, new ReplyError(code, String(error["message"] ?? ""), isTemporary(code), retryAfter));
       return;
@@ -624,6 +624,26 @@ export class Client extends TypedEmitter<ClientEvents> {
     }
     this.finish(req, undefined, result);
   }
+
+  /**
+   * Commands refused with 110 go out again one at a time, each after the last advice plus up to as much again:
+   * the advice is the time until the hub's next token, so sending them all back at once would be refused again
+   * (and a connection whose refusals pile up is closed with 4010).
+   */
+  private releaseBusy(): void {
+    this.releasing = true;
+    this.later(() => {
+      let req = this.busy.shift();
+      while (req !== undefined && req.done) req = this.busy.shift();
+      if (req !== undefined) this.dispatch(req);
+      if (this.busy.length > 0) this.releaseBusy();
+      else this.releasing = false;
+    }, busyWait(this.busyAdvice));
+  }
+
+  private busy: Request[] = [];
+  private busyAdvice = 0;
+  private releasing = false;
 
   // --- commands --------------------------------------------------------------
 

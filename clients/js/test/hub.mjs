@@ -165,6 +165,9 @@ export async function startHub({ redis = false, config = {}, env = {} } = {}) {
       return `http://127.0.0.1:${port}`;
     },
     redisUrl: redisServer?.url,
+    get pid() {
+      return child.pid;
+    },
     kill,
     async restart() {
       await kill();
