@@ -2364,7 +2364,9 @@ var Realtime = (() => {
     return out;
   }
   function abortReason(signal) {
-    return signal.reason instanceof Error ? signal.reason : new AbortError();
+    const error = new AbortError();
+    error.cause = signal.reason;
+    return error;
   }
   var Client = class extends TypedEmitter {
     constructor(url, options = {}) {
@@ -2388,6 +2390,9 @@ var Realtime = (() => {
       this.typingUntil = /* @__PURE__ */ new Map();
       this.onOnline = () => this.networkChanged();
       this.disconnects = /* @__PURE__ */ new Map();
+      this.busy = [];
+      this.busyAdvice = 0;
+      this.releasing = false;
       this.subOwner = { unsubscribeSub: (sub) => this.unsubscribeSub(sub) };
       this.url = url;
       this.codec = codecFor(options.codec ?? "msgpack");
@@ -2460,6 +2465,8 @@ var Realtime = (() => {
       if (this._state === "closed" || this._state === "paused" || this._state === "idle") return;
       this.setState("paused");
       this.clearTimers();
+      this.waiting.push(...this.busy.splice(0).filter((req) => !req.done));
+      this.releasing = false;
       const conn = this.conn ?? this.opening;
       if (conn) conn.close(1e3, "paused");
       for (const req of this.waiting) this.stopTimers(req);
@@ -2524,7 +2531,7 @@ var Realtime = (() => {
       const target = globalThis;
       target.removeEventListener?.("online", this.onOnline);
       this.setState("closed");
-      for (const req of this.waiting.splice(0)) this.finish(req, error);
+      for (const req of [...this.waiting.splice(0), ...this.busy.splice(0)]) this.finish(req, error);
       for (const [, requests] of this.pending) for (const req of [...requests.values()]) this.finish(req, error);
       for (const conn of [this.conn, this.opening]) conn?.close(1e3, "client closed");
       this.conn = this.opening = void 0;
@@ -2784,14 +2791,10 @@ var Realtime = (() => {
         const code = Number(error["code"]);
         const retryAfter = typeof error["retry_after"] === "number" ? error["retry_after"] : void 0;
         if (code === ErrorCode.TOO_MANY_REQUESTS && req.whenBusy && retryAfter !== void 0 && retryAfter > 0) {
-          const wait = busyWait(retryAfter);
-          if (Date.now() + wait < req.deadline) {
-            req.busyTimer = setTimeout(() => {
-              req.busyTimer = void 0;
-              if (!req.done) this.dispatch(req);
-            }, wait);
-            return;
-          }
+          this.busy.push(req);
+          this.busyAdvice = retryAfter;
+          if (!this.releasing) this.releaseBusy();
+          return;
         }
         this.finish(req, new ReplyError(code, String(error["message"] ?? ""), isTemporary(code), retryAfter));
         return;
@@ -2804,6 +2807,21 @@ var Realtime = (() => {
         return;
       }
       this.finish(req, void 0, result);
+    }
+    /**
+     * Commands refused with 110 go out again one at a time, each after the last advice plus up to as much again:
+     * the advice is the time until the hub's next token, so sending them all back at once would be refused again
+     * (and a connection whose refusals pile up is closed with 4010).
+     */
+    releaseBusy() {
+      this.releasing = true;
+      this.later(() => {
+        let req = this.busy.shift();
+        while (req !== void 0 && req.done) req = this.busy.shift();
+        if (req !== void 0) this.dispatch(req);
+        if (this.busy.length > 0) this.releaseBusy();
+        else this.releasing = false;
+      }, busyWait(this.busyAdvice));
     }
     // --- commands --------------------------------------------------------------
     makeRequest(cmd, options, resolve, reject) {
