@@ -32,6 +32,7 @@ _FLAGS = {
     "max_frame_size": ("BYTES", "largest WebSocket frame accepted from a client"),
     "allowed_origins": ("ORIGIN", "allowed Origin header, e.g. https://*.example.com or *; repeat for more"),
     "allowed_hosts": ("HOST", "allowed Host header, e.g. hub.example.com, *.example.com or *; repeat for more"),
+    "demo": ("", "serve the demo chat page at /demo (for trying the hub only)"),
 }
 
 

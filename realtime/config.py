@@ -230,6 +230,10 @@ class Settings:
     #: namespace with default options; with some but no default, channels without a
     #: colon are unknown.
     namespaces: Mapping[str, Namespace] = field(default_factory=default_namespaces)
+    #: Serve the demo chat page at GET /demo (and /demo/token, which signs short-lived tokens
+    #: with token_secret for any user name, answered only on a loopback hub asked from its own
+    #: machine): for trying the hub, never in production.
+    demo: bool = False
     #: Keys of the server API: [[api_keys]] tables {name, key, scopes} in the config
     #: file, then one from REALTIME_API_KEY (name "env", all scopes) when it is set.
     api_keys: tuple[ApiKey, ...] = ()

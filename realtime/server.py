@@ -38,6 +38,8 @@ from .api import HANDLER_ARGS, guarded, setup_api
 from .commands import Commands
 from .config import Settings, startup_warnings
 from .connection import Connection, HubWebSocket, close_timeout
+from .demo import PATH as DEMO_PATH
+from .demo import setup_demo
 from .engines.base import Engine
 from .engines.memory import MemoryEngine
 from .hosts import effective_allowed_hosts, host_allowed, origin_allowed
@@ -311,9 +313,9 @@ def host_not_allowed() -> web.Response:
 
 
 def host_middleware(allowed: tuple[str, ...]) -> Middleware:
-    """Refuses upgrades (/ws), API requests (/api) and scrapes (/metrics) whose Host header
-    ``allowed`` does not allow: a DNS-rebinding page names its own host. /healthz and /readyz
-    answer any Host (load balancers probe by address); they tell nothing a client could use.
+    """Refuses upgrades (/ws), API requests (/api), scrapes (/metrics) and the demo page (/demo,
+    whose token endpoint signs tokens) whose Host header ``allowed`` does not allow: a
+    DNS-rebinding page names its own host. /healthz and /readyz answer any Host (load balancers probe by address); they tell nothing a client could use.
     (Upgrades: :func:`websocket_handler` checks them itself.)"""
 
     @web.middleware
@@ -321,7 +323,7 @@ def host_middleware(allowed: tuple[str, ...]) -> Middleware:
         path = request.path
         if path == WS_PATH:
             return handler(request)  # no frame held for the connection's life
-        guarded = path == METRICS_PATH or path == "/api" or path.startswith("/api/")
+        guarded = path == METRICS_PATH or path in ("/api", DEMO_PATH) or path.startswith(("/api/", DEMO_PATH + "/"))
         if guarded and not host_allowed(host := request.headers.get("Host"), allowed):
             audit.host_refused(request.remote or "-", request.method, path, host)
             return _answer(host_not_allowed())
@@ -399,6 +401,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     app.router.add_get("/readyz", readyz)
     setup_api(app, hub, presence=presence, live=live)
     app.router.add_get(METRICS_PATH, guarded("metrics", serve_metrics))  # main port: an API key's scope
+    if settings.demo:
+        setup_demo(app, settings)
     return app
 
 
@@ -519,6 +523,11 @@ class HubServer:
             WS_PATH,
             self.hub.engine.name,
         )
+        if settings.demo:
+            scheme = "https" if self.tls else "http"
+            log.info(
+                "demo chat page at %s://%s:%s%s (for trying the hub only)", scheme, settings.host, self.port, DEMO_PATH
+            )
 
     def reload_tls(self) -> bool:
         """Load tls_cert and tls_key again (SIGHUP): new handshakes use them, open connections

@@ -143,6 +143,7 @@ TEXT_VALUES: dict[str, tuple[str, object]] = {
     "history_ttl": ("1e3", 1000.0),
     "publish_id_window": ("0", 0.0),
     "allow_anonymous": (" Yes ", True),
+    "demo": ("on", True),
     "token_secret": (SECRET, SECRET),
     "token_public_key": (EC_PEM, EC_PEM),
     "token_audience": ("hub", "hub"),
