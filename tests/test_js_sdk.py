@@ -87,6 +87,4 @@ def test_browser_suite(npm: str) -> None:
     chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     if not os.access(chromium, os.X_OK):
         pytest.fail(f"the JS browser test needs chromium at {chromium} ($CHROMIUM): apt-get install chromium", pytrace=False)
-    # The browser bundle is built by `npm test`; build it here too so this test also runs alone.
-    _run(npm, "run", "build", timeout=TEST_TIMEOUT)
     _run(npm, "run", "test:browser", timeout=BROWSER_TIMEOUT)
