@@ -60,7 +60,9 @@ def _run(npm: str, *args: str, timeout: float) -> None:
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
         pytest.fail(f"npm {' '.join(args)} did not finish in {timeout:.0f} s; its output ends:\n{_tail(output)}")
-    assert process.returncode == 0, f"npm {' '.join(args)} exited with {process.returncode}; its output ends:\n{_tail(output)}"
+    assert process.returncode == 0, (
+        f"npm {' '.join(args)} exited with {process.returncode}; its output ends:\n{_tail(output)}"
+    )
 
 
 def _tail(output: str, lines: int = 80) -> str:
@@ -86,5 +88,7 @@ def test_node_suite(npm: str) -> None:
 def test_browser_suite(npm: str) -> None:
     chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     if not os.access(chromium, os.X_OK):
-        pytest.fail(f"the JS browser test needs chromium at {chromium} ($CHROMIUM): apt-get install chromium", pytrace=False)
+        pytest.fail(
+            f"the JS browser test needs chromium at {chromium} ($CHROMIUM): apt-get install chromium", pytrace=False
+        )
     _run(npm, "run", "test:browser", timeout=BROWSER_TIMEOUT)
