@@ -84,11 +84,17 @@ def test_node_suite(npm: str) -> None:
     _run(npm, "test", timeout=TEST_TIMEOUT)
 
 
-@pytest.mark.timeout(NPM_CI_TIMEOUT + BROWSER_TIMEOUT + 30)
-def test_browser_suite(npm: str) -> None:
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """The chromium playwright-core drives, checked before ``npm ci`` spends time."""
     chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     if not os.access(chromium, os.X_OK):
         pytest.fail(
             f"the JS browser test needs chromium at {chromium} ($CHROMIUM): apt-get install chromium", pytrace=False
         )
+    return chromium
+
+
+@pytest.mark.timeout(NPM_CI_TIMEOUT + BROWSER_TIMEOUT + 30)
+def test_browser_suite(chromium: str, npm: str) -> None:
     _run(npm, "run", "test:browser", timeout=BROWSER_TIMEOUT)
