@@ -25,7 +25,7 @@ before(async () => {
   // must be allowed, else the upgrade is refused with 403 (seen by the page only as close 1006).
   const config = { allowed_origins: [site.origin] };
   hub = await startHub({ redis: true, config });
-  publisher = await startHub({ config: { ...config, redis: hub.redis } });
+  publisher = await startHub({ config: { ...config, redis: hub.redisUrl } });
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
