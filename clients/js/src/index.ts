@@ -1,6 +1,14 @@
+export { Client, VERSION, newPublishKey } from "./client.js";
+export type { ClientEvents, ClientOptions, ClientState, Codec, PresenceMember } from "./client.js";
+export type { WebSocketConstructor, WebSocketLike } from "./connection.js";
+export { Subscription } from "./subscription.js";
+export type { SubscriptionEvents } from "./subscription.js";
+export { TypedEmitter } from "./events.js";
 export * from "./errors.js";
-export { ErrorCode, CloseCode, isTemporary, shouldReconnect } from "./protocol/codes.js";
-export { backoff, afterAdvice } from "./protocol/backoff.js";
+export type { HistoryPage, Message, Sender, Sent, UserStatus } from "./protocol/messages.js";
+export { CloseCode, ErrorCode, isTemporary, shouldReconnect } from "./protocol/codes.js";
+export { afterAdvice, backoff } from "./protocol/backoff.js";
 export { applyMergePatch } from "./protocol/mergePatch.js";
-export { msgpackCodec, jsonCodec, codecFor, parseJSON } from "./protocol/codec.js";
+export { LiveState } from "./protocol/liveState.js";
+export { codecFor, jsonCodec, msgpackCodec, parseJSON, toJSON } from "./protocol/codec.js";
 export type { Codec as WireCodec, Wire } from "./protocol/codec.js";
