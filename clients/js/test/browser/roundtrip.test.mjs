@@ -2,7 +2,9 @@
 // a page on its own origin connects to a hub with each codec, subscribes, publishes and receives; then the hub
 // is killed (the sockets drop for real), publications are made through a second hub on the same Redis while it
 // is down, and the restarted hub must give every page client what it missed: `recovered: true`, each offset
-// once, in order. A screenshot of the page is saved to test/browser/output/roundtrip.png.
+// once, in order. A screenshot of the page is saved to test/browser/output/roundtrip.png. Also: the page loads
+// both bundles (ESM and the IIFE's global `Realtime`), and a page on an origin the hub's `allowed_origins` does
+// not list is refused (403), which the browser shows the page only as close 1006.
 import assert from "node:assert/strict";
 import { mkdir } from "node:fs/promises";
 import { after, before, test } from "node:test";
@@ -47,6 +49,24 @@ after(async () => {
   await publisher?.stop();
   await hub?.stop();
   await site?.close();
+});
+
+test("the page loads both browser bundles", async () => {
+  assert.equal(await page.evaluate(() => typeof window.Realtime?.Client), "function", "the IIFE's global Realtime");
+  assert.equal(await page.evaluate(() => typeof window.roundtrip?.start), "function", "the page's ESM import");
+});
+
+test("a page on an origin the hub does not allow sees only close 1006", async () => {
+  // Same files, another origin: localhost instead of 127.0.0.1 (the hub answers 403, which a browser hides).
+  const other = await browser.newPage();
+  try {
+    await other.goto(`${site.origin.replace("127.0.0.1", "localhost")}/test/browser/page/roundtrip.html`);
+    await other.waitForFunction(() => document.documentElement.dataset.ready === "true", null, WAIT);
+    assert.deepEqual(await other.evaluate((url) => window.roundtrip.probe(url), publisher.url), { opened: false, code: 1006 });
+    assert.deepEqual(await page.evaluate((url) => window.roundtrip.probe(url), publisher.url), { opened: true, code: 1000 });
+  } finally {
+    await other.close();
+  }
 });
 
 const summary = () => page.evaluate(() => window.roundtrip.summary());
