@@ -98,3 +98,19 @@ def chromium() -> str:
 @pytest.mark.timeout(NPM_CI_TIMEOUT + BROWSER_TIMEOUT + 30)
 def test_browser_suite(chromium: str, npm: str) -> None:
     _run(npm, "run", "test:browser", timeout=BROWSER_TIMEOUT)
+
+
+def test_js_hub_harness_starts_from_quickstart() -> None:
+    """clients/js/test/hub.mjs's QUICKSTART is quickstart.toml as an object, so JS tests run the documented hub."""
+    import json
+    import tomllib
+
+    _node()
+    script = "import('./test/hub.mjs').then((m) => console.log(JSON.stringify(m.QUICKSTART)))"
+    out = subprocess.run(["node", "-e", script], cwd=JS, capture_output=True, text=True, timeout=60, check=True)
+    harness = json.loads(out.stdout)
+    quickstart = tomllib.loads((JS.parent.parent / "quickstart.toml").read_text())
+    # The harness picks a free port and drains fast; everything else is quickstart's.
+    quickstart.pop("port")
+    harness.pop("drain_window")
+    assert harness == quickstart

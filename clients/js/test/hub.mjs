@@ -16,6 +16,7 @@ const PYTHON = process.env.REALTIME_PYTHON ?? "python3";
 export const QUICKSTART = {
   host: "127.0.0.1",
   allow_anonymous: true,
+  allowed_origins: ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"],
   token_secret: SECRET,
   drain_window: 0.2,
   namespaces: {
