@@ -163,6 +163,13 @@ var Realtime = (() => {
   var RECOVER = "recover";
 
   // src/connection.ts
+  function retryAfterMs(value) {
+    const text = Array.isArray(value) ? value[0] : value;
+    if (text === void 0 || text.trim() === "") return void 0;
+    if (/^\s*\d+\s*$/.test(text)) return Number(text) * 1e3;
+    const date = Date.parse(text);
+    return Number.isNaN(date) ? void 0 : Math.max(0, date - Date.now());
+  }
   var Connection = class {
     constructor(url, codec, WebSocketImpl, handlers, batch) {
       this.codec = codec;
@@ -172,6 +179,9 @@ var Realtime = (() => {
       this.lastReceived = Date.now();
       this.opened = false;
       this.outbox = [];
+      /** The command ids of each frame sent, oldest first, while any of them waits for a reply. */
+      this.frames = [];
+      this.unanswered = /* @__PURE__ */ new Set();
       this.flushing = false;
       this.ended = false;
       const ws = new WebSocketImpl(url, [codec.subprotocol]);
@@ -186,6 +196,18 @@ var Realtime = (() => {
       ws.onmessage = (event) => this.receive(event.data);
       ws.onclose = (event) => this.end(event.code || 1006, event.reason || "");
       ws.onerror = () => void 0;
+      const native = ws;
+      if (typeof native.on === "function") {
+        native.on("unexpected-response", (_req, res) => {
+          this.refusedFor = retryAfterMs(res.headers?.["retry-after"]);
+          try {
+            const terminate = ws.terminate;
+            if (typeof terminate === "function") terminate.call(ws);
+            else ws.close();
+          } catch {
+          }
+        });
+      }
     }
     get ended_() {
       return this.ended;
@@ -208,6 +230,10 @@ var Realtime = (() => {
       if (this.ended) return;
       while (this.outbox.length > 0) {
         const batch = this.outbox.splice(0, MAX_BATCH);
+        this.forgetAnswered();
+        const ids = batch.map((m) => m["id"]).filter((id) => typeof id === "number");
+        for (const id of ids) this.unanswered.add(id);
+        this.frames.push(ids);
         try {
           this.ws.send(this.codec.encode(batch));
         } catch {
@@ -215,6 +241,19 @@ var Realtime = (() => {
           return;
         }
       }
+    }
+    /**
+     * The ids of the oldest frame with a command still unanswered, forgotten from now on: the frame an error
+     * reply with id 0 is about (the hub replies in command order).
+     */
+    unreadFrame() {
+      this.forgetAnswered();
+      const ids = this.frames.shift() ?? [];
+      for (const id of ids) this.unanswered.delete(id);
+      return ids;
+    }
+    forgetAnswered() {
+      while (this.frames.length > 0 && this.frames[0].every((id) => !this.unanswered.has(id))) this.frames.shift();
     }
     /** Close the socket and end now: no event of this socket reaches the client after this. */
     close(code = 1e3, reason = "") {
@@ -235,6 +274,7 @@ var Realtime = (() => {
       }
       for (const message of messages) {
         if (this.ended) return;
+        if (typeof message["id"] === "number" && !("push" in message)) this.unanswered.delete(message["id"]);
         this.handlers.message(this, message);
       }
     }
@@ -1806,7 +1846,53 @@ var Realtime = (() => {
 
   // src/protocol/codec.ts
   var encoder = new Encoder({ ignoreUndefined: true, useBigInt64: true });
-  var decoder = new Decoder({ useBigInt64: true, mapKeyConverter: mapKey });
+  var PROTO_BYTES = [95, 95, 112, 114, 111, 116, 111, 95, 95];
+  var PROTO_MARKER = Object.freeze({ key: "__proto__" });
+  var PROTO_KEY = /* @__PURE__ */ Symbol("__proto__");
+  var sawProto = false;
+  var keyDecoder = {
+    canBeCached: (byteLength) => byteLength === PROTO_BYTES.length,
+    decode(bytes, at, byteLength) {
+      if (PROTO_BYTES.every((b, i) => bytes[at + i] === b)) {
+        sawProto = true;
+        return PROTO_MARKER;
+      }
+      return utf8(bytes.subarray(at, at + byteLength));
+    }
+  };
+  function utf8(bytes) {
+    if (bytes.every((b) => b < 128)) return String.fromCharCode(...bytes);
+    if (typeof TextDecoder !== "undefined") return new TextDecoder().decode(bytes);
+    try {
+      return decodeURIComponent(Array.from(bytes, (b) => `%${b.toString(16).padStart(2, "0")}`).join(""));
+    } catch {
+      return String.fromCharCode(...Array.from(bytes, (b) => b < 128 ? b : 65533));
+    }
+  }
+  function dataKey(key) {
+    const name = key === PROTO_MARKER ? "__proto__" : mapKey(key);
+    if (name !== "__proto__") return name;
+    sawProto = true;
+    return PROTO_KEY;
+  }
+  function ownProto(value) {
+    if (Array.isArray(value)) {
+      value.forEach(ownProto);
+    } else if (isMap(value)) {
+      const record = value;
+      if (Object.prototype.hasOwnProperty.call(record, PROTO_KEY)) {
+        Object.defineProperty(record, "__proto__", {
+          value: record[PROTO_KEY],
+          enumerable: true,
+          writable: true,
+          configurable: true
+        });
+        delete record[PROTO_KEY];
+      }
+      for (const key of Object.keys(record)) ownProto(record[key]);
+    }
+  }
+  var decoder = new Decoder({ useBigInt64: true, keyDecoder, mapKeyConverter: dataKey });
   var msgpackCodec = {
     name: "msgpack",
     subprotocol: MSGPACK_SUBPROTOCOL,
@@ -1826,6 +1912,7 @@ var Realtime = (() => {
       if (typeof frame === "string") throw new ProtocolError("a text frame on the msgpack subprotocol");
       const out = [];
       let values;
+      sawProto = false;
       try {
         values = decoder.decodeMulti(frame);
         for (const value of values) {
@@ -1836,6 +1923,7 @@ var Realtime = (() => {
         if (error instanceof ProtocolError) throw error;
         throw new ProtocolError(`a frame that does not decode: ${error.message}`);
       }
+      if (sawProto) out.forEach(ownProto);
       if (frame.includes(207) || frame.includes(211)) out.forEach(narrowInts);
       return out;
     }
@@ -2047,8 +2135,17 @@ var Realtime = (() => {
     if (!isObject(patch)) return patch;
     const result = isObject(target) ? { ...target } : {};
     for (const [key, value] of Object.entries(patch)) {
-      if (value === null) delete result[key];
-      else result[key] = applyMergePatch(result[key], value);
+      if (value === null) {
+        delete result[key];
+      } else {
+        const current = Object.prototype.hasOwnProperty.call(result, key) ? result[key] : void 0;
+        Object.defineProperty(result, key, {
+          value: applyMergePatch(current, value),
+          enumerable: true,
+          writable: true,
+          configurable: true
+        });
+      }
     }
     return result;
   }
@@ -2158,7 +2255,7 @@ var Realtime = (() => {
   // src/subscription.ts
   var Subscription = class extends TypedEmitter {
     /** @internal */
-    constructor(owner, channel, token) {
+    constructor(owner, channel, token, getToken) {
       super();
       this.owner = owner;
       this._offset = 0;
@@ -2172,6 +2269,7 @@ var Realtime = (() => {
       this._confirmed = false;
       this.channel = channel;
       this._token = token;
+      this._getToken = getToken;
     }
     /** The offset of the last publication delivered (or where the stream stood at the last subscribe). */
     get offset() {
@@ -2393,6 +2491,7 @@ var Realtime = (() => {
       this.busy = [];
       this.busyAdvice = 0;
       this.releasing = false;
+      this.subTokenAborts = /* @__PURE__ */ new Set();
       this.subOwner = { unsubscribeSub: (sub) => this.unsubscribeSub(sub) };
       this.url = url;
       this.codec = codecFor(options.codec ?? "msgpack");
@@ -2528,6 +2627,8 @@ var Realtime = (() => {
       if (this._state === "closed") return;
       this.closedError = error;
       this.clearTimers();
+      for (const abort of this.subTokenAborts) abort.abort();
+      this.subTokenAborts.clear();
       const target = globalThis;
       target.removeEventListener?.("online", this.onOnline);
       this.setState("closed");
@@ -2658,7 +2759,7 @@ var Realtime = (() => {
         code = typeof disconnect["code"] === "number" ? disconnect["code"] : code;
         reason = typeof disconnect["reason"] === "string" ? disconnect["reason"] : reason;
       }
-      const retryAfter = disconnect !== void 0 && typeof disconnect["retry_after"] === "number" ? disconnect["retry_after"] : void 0;
+      const retryAfter = disconnect !== void 0 && typeof disconnect["retry_after"] === "number" ? disconnect["retry_after"] : conn.refusedFor;
       const reconnect = disconnect !== void 0 && typeof disconnect["reconnect"] === "boolean" ? disconnect["reconnect"] : shouldReconnect(code);
       const lost = new ConnectionLost(code, reason);
       const again = [];
@@ -2777,6 +2878,13 @@ var Realtime = (() => {
       const id = message["id"];
       const error = message["error"];
       const requests = this.pending.get(conn);
+      if (id === 0 && isMap(error) && requests !== void 0) {
+        const code = Number(error["code"]);
+        const failure = new ReplyError(code, String(error["message"] ?? ""), false);
+        const lost = conn.unreadFrame().map((n) => requests.get(n)).filter((r) => r !== void 0);
+        for (const req2 of lost) this.finish(req2, failure);
+        if (lost.length > 0) return;
+      }
       const req = typeof id === "number" ? requests?.get(id) : void 0;
       if (req === void 0) {
         if (isMap(error)) {
@@ -2893,25 +3001,42 @@ var Realtime = (() => {
       });
     }
     // --- subscriptions -----------------------------------------------------------
-    /** Subscribe to `channel`. Live channels: `sub.state` holds the snapshot when this resolves. */
+    /**
+     * Subscribe to `channel`. Live channels: `sub.state` holds the snapshot when this resolves. Channels that need a
+     * subscription token: pass `token`, or `getToken` (called before the subscribe, before every resubscribe, and
+     * again when the hub answers 109 TOKEN_EXPIRED), so the subscription outlives any one token.
+     */
     async subscribe(channel, options = {}) {
       if (this.subs.has(channel)) throw new RealtimeError(`already subscribed to ${channel}`);
-      const sub = new Subscription(this.subOwner, channel, options.token);
+      if (this._state === "closed") throw this.closedError;
+      if (this._state === "idle") throw new RealtimeError("call connect() first");
+      const sub = new Subscription(this.subOwner, channel, options.token, options.getToken);
       this.subs.set(channel, sub);
       sub._held = [];
       try {
-        await this.call(this.subscribeCommand(sub, void 0, void 0), {
-          retry: true,
-          whenBusy: true,
-          signal: options.signal,
-          onResult: (result, conn) => {
-            if (this.subs.get(channel) !== sub) {
-              this.call({ cmd: "unsubscribe", channel }, { retry: false, whenBusy: true }).catch(() => void 0);
-              return;
-            }
-            if (sub._subscribed(readSubscribe(result, channel), void 0, void 0)) this.resubscribe(conn, sub, true);
+        for (let attempt = 1; ; attempt++) {
+          if (sub._getToken !== void 0 && (attempt > 1 || sub._token === void 0)) {
+            await this.subToken(sub, options.signal);
           }
-        });
+          try {
+            await this.call(this.subscribeCommand(sub, void 0, void 0), {
+              retry: true,
+              whenBusy: true,
+              signal: options.signal,
+              onResult: (result, conn) => {
+                if (this.subs.get(channel) !== sub) {
+                  this.call({ cmd: "unsubscribe", channel }, { retry: false, whenBusy: true }).catch(() => void 0);
+                  return;
+                }
+                if (sub._subscribed(readSubscribe(result, channel), void 0, void 0)) this.resubscribe(conn, sub, true);
+              }
+            });
+            break;
+          } catch (error) {
+            const expired = error instanceof ReplyError && error.code === ErrorCode.TOKEN_EXPIRED;
+            if (!expired || sub._getToken === void 0 || attempt >= 2 || this.subs.get(channel) !== sub) throw error;
+          }
+        }
       } catch (error) {
         if (this.subs.get(channel) === sub) this.subs.delete(channel);
         sub._held = void 0;
@@ -2921,6 +3046,24 @@ var Realtime = (() => {
         throw error;
       }
       return sub;
+    }
+    /** A fresh subscription token for `sub` from its getToken (cancelled by `signal`, pause() and close()). */
+    async subToken(sub, signal) {
+      const abort = new AbortController();
+      const cancel = () => abort.abort();
+      signal?.addEventListener("abort", cancel, { once: true });
+      this.subTokenAborts.add(abort);
+      try {
+        if (signal?.aborted) throw abortReason(signal);
+        const token = await sub._getToken(abort.signal);
+        if (signal?.aborted) throw abortReason(signal);
+        if (abort.signal.aborted) throw new AbortError("token request cancelled");
+        if (typeof token !== "string") throw new TypeError("getToken must resolve to a string");
+        sub._token = token;
+      } finally {
+        signal?.removeEventListener("abort", cancel);
+        this.subTokenAborts.delete(abort);
+      }
     }
     subscribeCommand(sub, since, version) {
       const cmd = { cmd: "subscribe", channel: sub.channel };
@@ -2932,14 +3075,33 @@ var Realtime = (() => {
       if (version !== void 0 && version > 0) cmd["version"] = version;
       return cmd;
     }
-    /** Subscribe again from `sub`'s position and version (after a reconnect, an unsub "recover", or a gap). */
-    resubscribe(conn, sub, unsubscribeFirst) {
+    /**
+     * Subscribe again from `sub`'s position and version (after a reconnect, an unsub "recover", or a gap), with a
+     * fresh subscription token when the subscription has getToken (`renewed`: this one follows a 109).
+     */
+    resubscribe(conn, sub, unsubscribeFirst, renewed = false) {
       if (this.subs.get(sub.channel) !== sub || this.conn !== conn) return;
       if (sub._held !== void 0 && unsubscribeFirst) return;
       if (unsubscribeFirst) {
         this.call({ cmd: "unsubscribe", channel: sub.channel }, { retry: false, whenBusy: true }).catch(() => void 0);
       }
       sub._held = [];
+      if (sub._getToken === void 0) {
+        this.sendResubscribe(conn, sub, renewed);
+        return;
+      }
+      this.subToken(sub).then(
+        () => this.sendResubscribe(conn, sub, renewed),
+        (error) => {
+          if (this.subs.get(sub.channel) !== sub || this.conn !== conn) return;
+          this.emit("error", { error: new RealtimeError(`getToken failed for ${sub.channel}: ${String(error)}`) });
+          sub._held = void 0;
+          this.later(() => this.resubscribe(conn, sub, false), backoff(1, this.options.minBackoff, this.options.maxBackoff));
+        }
+      );
+    }
+    sendResubscribe(conn, sub, renewed) {
+      if (this.subs.get(sub.channel) !== sub || this.conn !== conn) return;
       const since = sub._position();
       const version = sub.version > 0 ? sub.version : void 0;
       this.call(this.subscribeCommand(sub, since, version), {
@@ -2954,7 +3116,10 @@ var Realtime = (() => {
         }
       }).catch((error) => {
         if (this.subs.get(sub.channel) !== sub) return;
-        if (error instanceof ReplyError && error.temporary) {
+        if (error instanceof ReplyError && error.code === ErrorCode.TOKEN_EXPIRED && sub._getToken !== void 0 && !renewed) {
+          sub._held = void 0;
+          this.resubscribe(conn, sub, false, true);
+        } else if (error instanceof ReplyError && error.temporary) {
           sub._held = void 0;
           this.later(() => this.resubscribe(conn, sub, false), Math.max(
             error.retryAfter ?? 0,

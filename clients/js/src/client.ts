@@ -76,6 +76,15 @@ export interface ClientEvents {
   closed: { code: number; reason: string };
 }
 
+export interface SubscribeOptions {
+  /** A subscription token, for channels that require one (namespaces with `subscribe = "token"`). */
+  token?: string;
+  /** Where fresh subscription tokens come from: called before subscribing (when `token` is absent), before every
+   * resubscribe, and after 109 TOKEN_EXPIRED. */
+  getToken?: (signal: AbortSignal) => Promise<string>;
+  signal?: AbortSignal;
+}
+
 export interface PresenceMember {
   user: string;
   info?: unknown;
@@ -318,6 +327,8 @@ export class Client extends TypedEmitter<ClientEvents> {
     if (this._state === "closed") return;
     this.closedError = error;
     this.clearTimers();
+    for (const abort of this.subTokenAborts) abort.abort();
+    this.subTokenAborts.clear();
     const target = globalThis as { removeEventListener?: (name: string, fn: () => void) => void };
     target.removeEventListener?.("online", this.onOnline);
     this.setState("closed");
@@ -458,8 +469,9 @@ export class Client extends TypedEmitter<ClientEvents> {
       code = typeof disconnect["code"] === "number" ? disconnect["code"] : code;
       reason = typeof disconnect["reason"] === "string" ? disconnect["reason"] : reason;
     }
+    // The Disconnect push's advice, or (Node's ws only) an HTTP 503's Retry-After.
     const retryAfter = disconnect !== undefined && typeof disconnect["retry_after"] === "number"
-      ? disconnect["retry_after"] : undefined;
+      ? disconnect["retry_after"] : conn.refusedFor;
     const reconnect = disconnect !== undefined && typeof disconnect["reconnect"] === "boolean"
       ? disconnect["reconnect"] : shouldReconnect(code);
     // Commands in flight: the idempotent ones wait for the next connection, the others fail.
@@ -593,6 +605,15 @@ export class Client extends TypedEmitter<ClientEvents> {
     const id = message["id"];
     const error = message["error"];
     const requests = this.pending.get(conn);
+    if (id === 0 && isMap(error) && requests !== undefined) {
+      // The hub could not read one of our frames (protocol.md: an `id` of 0): its commands get no other reply.
+      // Replies come in command order, so that frame is the oldest one still without a reply.
+      const code = Number(error["code"]);
+      const failure = new ReplyError(code, String(error["message"] ?? ""), false);
+      const lost = conn.unreadFrame().map((n) => requests.get(n)).filter((r): r is Request => r !== undefined);
+      for (const req of lost) this.finish(req, failure);
+      if (lost.length > 0) return;
+    }
     const req = typeof id === "number" ? requests?.get(id) : undefined;
     if (req === undefined) {
       if (isMap(error)) {
@@ -724,25 +745,43 @@ export class Client extends TypedEmitter<ClientEvents> {
 
   // --- subscriptions -----------------------------------------------------------
 
-  /** Subscribe to `channel`. Live channels: `sub.state` holds the snapshot when this resolves. */
-  async subscribe(channel: string, options: { token?: string; signal?: AbortSignal } = {}): Promise<Subscription> {
+  /**
+   * Subscribe to `channel`. Live channels: `sub.state` holds the snapshot when this resolves. Channels that need a
+   * subscription token: pass `token`, or `getToken` (called before the subscribe, before every resubscribe, and
+   * again when the hub answers 109 TOKEN_EXPIRED), so the subscription outlives any one token.
+   */
+  async subscribe(channel: string, options: SubscribeOptions = {}): Promise<Subscription> {
     if (this.subs.has(channel)) throw new RealtimeError(`already subscribed to ${channel}`);
-    const sub = new Subscription(this.subOwner, channel, options.token);
+    if (this._state === "closed") throw this.closedError!;
+    if (this._state === "idle") throw new RealtimeError("call connect() first");
+    const sub = new Subscription(this.subOwner, channel, options.token, options.getToken);
     this.subs.set(channel, sub);
     sub._held = [];
     try {
-      await this.call(this.subscribeCommand(sub, undefined, undefined), {
-        retry: true,
-        whenBusy: true,
-        signal: options.signal,
-        onResult: (result, conn) => {
-          if (this.subs.get(channel) !== sub) {
-            this.call({ cmd: "unsubscribe", channel }, { retry: false, whenBusy: true }).catch(() => undefined);
-            return;
-          }
-          if (sub._subscribed(readSubscribe(result, channel), undefined, undefined)) this.resubscribe(conn, sub, true);
-        },
-      });
+      for (let attempt = 1; ; attempt++) {
+        if (sub._getToken !== undefined && (attempt > 1 || sub._token === undefined)) {
+          await this.subToken(sub, options.signal);
+        }
+        try {
+          await this.call(this.subscribeCommand(sub, undefined, undefined), {
+            retry: true,
+            whenBusy: true,
+            signal: options.signal,
+            onResult: (result, conn) => {
+              if (this.subs.get(channel) !== sub) {
+                this.call({ cmd: "unsubscribe", channel }, { retry: false, whenBusy: true }).catch(() => undefined);
+                return;
+              }
+              if (sub._subscribed(readSubscribe(result, channel), undefined, undefined)) this.resubscribe(conn, sub, true);
+            },
+          });
+          break;
+        } catch (error) {
+          // An expired subscription token: one more try with a fresh one.
+          const expired = error instanceof ReplyError && error.code === ErrorCode.TOKEN_EXPIRED;
+          if (!expired || sub._getToken === undefined || attempt >= 2 || this.subs.get(channel) !== sub) throw error;
+        }
+      }
     } catch (error) {
       if (this.subs.get(channel) === sub) this.subs.delete(channel);
       sub._held = undefined;
@@ -755,6 +794,27 @@ export class Client extends TypedEmitter<ClientEvents> {
     return sub;
   }
 
+  /** A fresh subscription token for `sub` from its getToken (cancelled by `signal`, pause() and close()). */
+  private async subToken(sub: Subscription, signal?: AbortSignal): Promise<void> {
+    const abort = new AbortController();
+    const cancel = (): void => abort.abort();
+    signal?.addEventListener("abort", cancel, { once: true });
+    this.subTokenAborts.add(abort);
+    try {
+      if (signal?.aborted) throw abortReason(signal);
+      const token = await sub._getToken!(abort.signal);
+      if (signal?.aborted) throw abortReason(signal);
+      if (abort.signal.aborted) throw new AbortError("token request cancelled");
+      if (typeof token !== "string") throw new TypeError("getToken must resolve to a string");
+      sub._token = token;
+    } finally {
+      signal?.removeEventListener("abort", cancel);
+      this.subTokenAborts.delete(abort);
+    }
+  }
+
+  private readonly subTokenAborts = new Set<AbortController>();
+
   private subscribeCommand(sub: Subscription, since: { offset: number; epoch: string } | undefined, version: number | undefined): Wire {
     const cmd: Wire = { cmd: "subscribe", channel: sub.channel };
     if (since !== undefined) {
@@ -766,14 +826,35 @@ export class Client extends TypedEmitter<ClientEvents> {
     return cmd;
   }
 
-  /** Subscribe again from `sub`'s position and version (after a reconnect, an unsub "recover", or a gap). */
-  private resubscribe(conn: Connection, sub: Subscription, unsubscribeFirst: boolean): void {
+  /**
+   * Subscribe again from `sub`'s position and version (after a reconnect, an unsub "recover", or a gap), with a
+   * fresh subscription token when the subscription has getToken (`renewed`: this one follows a 109).
+   */
+  private resubscribe(conn: Connection, sub: Subscription, unsubscribeFirst: boolean, renewed = false): void {
     if (this.subs.get(sub.channel) !== sub || this.conn !== conn) return;
     if (sub._held !== undefined && unsubscribeFirst) return; // one is under way already
     if (unsubscribeFirst) {
       this.call({ cmd: "unsubscribe", channel: sub.channel }, { retry: false, whenBusy: true }).catch(() => undefined);
     }
     sub._held = [];
+    if (sub._getToken === undefined) {
+      this.sendResubscribe(conn, sub, renewed);
+      return;
+    }
+    this.subToken(sub).then(
+      () => this.sendResubscribe(conn, sub, renewed),
+      (error: unknown) => {
+        if (this.subs.get(sub.channel) !== sub || this.conn !== conn) return;
+        // getToken failed (its backend unreachable...): try again after a backoff, as long as this connection lives.
+        this.emit("error", { error: new RealtimeError(`getToken failed for ${sub.channel}: ${String(error)}`) });
+        sub._held = undefined;
+        this.later(() => this.resubscribe(conn, sub, false), backoff(1, this.options.minBackoff, this.options.maxBackoff));
+      },
+    );
+  }
+
+  private sendResubscribe(conn: Connection, sub: Subscription, renewed: boolean): void {
+    if (this.subs.get(sub.channel) !== sub || this.conn !== conn) return;
     const since = sub._position();
     const version = sub.version > 0 ? sub.version : undefined;
     this.call(this.subscribeCommand(sub, since, version), {
@@ -788,7 +869,10 @@ export class Client extends TypedEmitter<ClientEvents> {
       },
     }).catch((error: unknown) => {
       if (this.subs.get(sub.channel) !== sub) return;
-      if (error instanceof ReplyError && error.temporary) {
+      if (error instanceof ReplyError && error.code === ErrorCode.TOKEN_EXPIRED && sub._getToken !== undefined && !renewed) {
+        sub._held = undefined;
+        this.resubscribe(conn, sub, false, true);
+      } else if (error instanceof ReplyError && error.temporary) {
         sub._held = undefined;
         this.later(() => this.resubscribe(conn, sub, false), Math.max(error.retryAfter ?? 0,
           backoff(1, this.options.minBackoff, this.options.maxBackoff)));

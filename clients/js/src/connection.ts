@@ -18,6 +18,20 @@ export interface WebSocketLike {
   onerror: ((event: unknown) => void) | null;
 }
 
+interface HttpResponse {
+  statusCode?: number;
+  headers?: Record<string, string | string[] | undefined>;
+}
+
+/** Retry-After (delay-seconds, or an HTTP date) in ms; undefined when absent or unreadable. */
+function retryAfterMs(value: string | string[] | undefined): number | undefined {
+  const text = Array.isArray(value) ? value[0] : value;
+  if (text === undefined || text.trim() === "") return undefined;
+  if (/^\s*\d+\s*$/.test(text)) return Number(text) * 1000;
+  const date = Date.parse(text);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
+}
+
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
 export interface ConnectionHandlers {
@@ -34,7 +48,15 @@ export class Connection {
   /** When anything last arrived (ms, Date.now()). */
   lastReceived = Date.now();
   opened = false;
+  /**
+   * The advice (ms) of an HTTP refusal of the upgrade (503 + Retry-After), where the WebSocket shows it: Node's
+   * `ws` does ("unexpected-response"); browsers and React Native show a failed handshake only as close 1006.
+   */
+  refusedFor: number | undefined;
   private outbox: Wire[] = [];
+  /** The command ids of each frame sent, oldest first, while any of them waits for a reply. */
+  private frames: number[][] = [];
+  private readonly unanswered = new Set<number>();
   private flushing = false;
   private ended = false;
 
@@ -57,6 +79,19 @@ export class Connection {
     ws.onmessage = (event) => this.receive(event.data);
     ws.onclose = (event) => this.end(event.code || 1006, event.reason || "");
     ws.onerror = () => undefined; // a close event follows
+    const native = ws as unknown as { on?: (event: string, fn: (req: unknown, res: HttpResponse) => void) => void };
+    if (typeof native.on === "function") {
+      native.on("unexpected-response", (_req, res) => {
+        this.refusedFor = retryAfterMs(res.headers?.["retry-after"]);
+        try {
+          const terminate = (ws as unknown as { terminate?: () => void }).terminate;
+          if (typeof terminate === "function") terminate.call(ws);
+          else ws.close();
+        } catch {
+          // closing already: the close event follows
+        }
+      });
+    }
   }
 
   get ended_(): boolean {
@@ -82,6 +117,10 @@ export class Connection {
     if (this.ended) return;
     while (this.outbox.length > 0) {
       const batch = this.outbox.splice(0, MAX_BATCH);
+      this.forgetAnswered();
+      const ids = batch.map((m) => m["id"]).filter((id): id is number => typeof id === "number");
+      for (const id of ids) this.unanswered.add(id);
+      this.frames.push(ids);
       try {
         this.ws.send(this.codec.encode(batch));
       } catch {
@@ -89,6 +128,21 @@ export class Connection {
         return;
       }
     }
+  }
+
+  /**
+   * The ids of the oldest frame with a command still unanswered, forgotten from now on: the frame an error
+   * reply with id 0 is about (the hub replies in command order).
+   */
+  unreadFrame(): number[] {
+    this.forgetAnswered();
+    const ids = this.frames.shift() ?? [];
+    for (const id of ids) this.unanswered.delete(id);
+    return ids;
+  }
+
+  private forgetAnswered(): void {
+    while (this.frames.length > 0 && this.frames[0]!.every((id) => !this.unanswered.has(id))) this.frames.shift();
   }
 
   /** Close the socket and end now: no event of this socket reaches the client after this. */
@@ -112,6 +166,7 @@ export class Connection {
     }
     for (const message of messages) {
       if (this.ended) return;
+      if (typeof message["id"] === "number" && !("push" in message)) this.unanswered.delete(message["id"]);
       this.handlers.message(this, message);
     }
   }

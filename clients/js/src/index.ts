@@ -1,5 +1,5 @@
 export { Client, VERSION, newPublishKey } from "./client.js";
-export type { ClientEvents, ClientOptions, ClientState, Codec, PresenceMember } from "./client.js";
+export type { ClientEvents, ClientOptions, ClientState, Codec, PresenceMember, SubscribeOptions } from "./client.js";
 export type { WebSocketConstructor, WebSocketLike } from "./connection.js";
 export { Subscription } from "./subscription.js";
 export type { SubscriptionEvents } from "./subscription.js";

@@ -50,14 +50,22 @@ export class Subscription extends TypedEmitter<SubscriptionEvents> implements As
   _confirmed = false;
   /** @internal Pushes that came while a (re)subscribe waited for its reply. */
   _held: Wire[] | undefined;
-  /** @internal The subscription token, sent again with each resubscribe. */
+  /** @internal The subscription token, sent again with each resubscribe (fetched anew when `_getToken` is set). */
   _token: string | undefined;
+  /** @internal Where a fresh subscription token comes from, for every resubscribe and after 109. */
+  readonly _getToken: ((signal: AbortSignal) => Promise<string>) | undefined;
 
   /** @internal */
-  constructor(private readonly owner: SubscriptionOwner, channel: string, token?: string) {
+  constructor(
+    private readonly owner: SubscriptionOwner,
+    channel: string,
+    token?: string,
+    getToken?: (signal: AbortSignal) => Promise<string>,
+  ) {
     super();
     this.channel = channel;
     this._token = token;
+    this._getToken = getToken;
   }
 
   /** The offset of the last publication delivered (or where the stream stood at the last subscribe). */

@@ -4,7 +4,8 @@
  *
  * Integers: a value that does not fit a safe JS number decodes as a bigint (both codecs), so nothing is rounded;
  * protocol fields (offsets, versions) are checked by the message layer (PrecisionError). Map keys that are not
- * strings (MessagePack data written by the server side) become strings as protocol.md's table says.
+ * strings (MessagePack data written by the server side) become strings as protocol.md's table says. A key
+ * "__proto__" (legal in any client's data) stays an own property: Object.prototype is never touched.
  */
 import { Decoder, Encoder } from "@msgpack/msgpack";
 import { ProtocolError } from "../errors.js";
@@ -23,7 +24,65 @@ export interface Codec {
 }
 
 const encoder = new Encoder({ ignoreUndefined: true, useBigInt64: true });
-const decoder = new Decoder({ useBigInt64: true, mapKeyConverter: mapKey });
+
+/*
+ * "__proto__" keys. @msgpack/msgpack 3 throws on a "__proto__" map key (the whole frame would be lost), and
+ * stores other keys with `map[key] = value`, where "__proto__" would set the map's prototype. Its extension
+ * points get around both without a fork: the key decoder (consulted for short string keys before that check)
+ * returns a marker object for the 9 bytes "__proto__", the key converter turns the marker into a symbol (an own
+ * property no setter sees), and ownProto() then renames the symbol to an own "__proto__" data property.
+ */
+const PROTO_BYTES = [95, 95, 112, 114, 111, 116, 111, 95, 95]; // "__proto__"
+const PROTO_MARKER = Object.freeze({ key: "__proto__" });
+const PROTO_KEY = Symbol("__proto__");
+let sawProto = false;
+
+const keyDecoder = {
+  canBeCached: (byteLength: number): boolean => byteLength === PROTO_BYTES.length,
+  decode(bytes: Uint8Array, at: number, byteLength: number): string {
+    if (PROTO_BYTES.every((b, i) => bytes[at + i] === b)) {
+      sawProto = true;
+      return PROTO_MARKER as unknown as string;
+    }
+    return utf8(bytes.subarray(at, at + byteLength));
+  },
+};
+
+/** A short UTF-8 string; TextDecoder is not in every React Native runtime, so ASCII goes without it. */
+function utf8(bytes: Uint8Array): string {
+  if (bytes.every((b) => b < 0x80)) return String.fromCharCode(...bytes);
+  if (typeof TextDecoder !== "undefined") return new TextDecoder().decode(bytes);
+  try {
+    return decodeURIComponent(Array.from(bytes, (b) => `%${b.toString(16).padStart(2, "0")}`).join(""));
+  } catch {
+    return String.fromCharCode(...Array.from(bytes, (b) => (b < 0x80 ? b : 0xfffd)));
+  }
+}
+
+function dataKey(key: unknown): string | number {
+  const name = key === PROTO_MARKER ? "__proto__" : mapKey(key);
+  if (name !== "__proto__") return name;
+  sawProto = true;
+  return PROTO_KEY as unknown as string;
+}
+
+/** Every map holding the PROTO_KEY symbol gets it back as an own "__proto__" data property, in place. */
+function ownProto(value: unknown): void {
+  if (Array.isArray(value)) {
+    value.forEach(ownProto);
+  } else if (isMap(value)) {
+    const record = value as Record<string | symbol, unknown>;
+    if (Object.prototype.hasOwnProperty.call(record, PROTO_KEY)) {
+      Object.defineProperty(record, "__proto__", {
+        value: record[PROTO_KEY], enumerable: true, writable: true, configurable: true,
+      });
+      delete record[PROTO_KEY];
+    }
+    for (const key of Object.keys(record)) ownProto(record[key]);
+  }
+}
+
+const decoder = new Decoder({ useBigInt64: true, keyDecoder, mapKeyConverter: dataKey });
 
 export const msgpackCodec: Codec = {
   name: "msgpack",
@@ -44,6 +103,7 @@ export const msgpackCodec: Codec = {
     if (typeof frame === "string") throw new ProtocolError("a text frame on the msgpack subprotocol");
     const out: Wire[] = [];
     let values: Generator<unknown>;
+    sawProto = false;
     try {
       values = decoder.decodeMulti(frame) as Generator<unknown>;
       for (const value of values) {
@@ -55,6 +115,7 @@ export const msgpackCodec: Codec = {
       throw new ProtocolError(`a frame that does not decode: ${(error as Error).message}`);
     }
     // 64-bit ints come as bigint (useBigInt64); only frames holding such a head byte (cf, d3) need narrowing.
+    if (sawProto) out.forEach(ownProto);
     if (frame.includes(0xcf) || frame.includes(0xd3)) out.forEach(narrowInts);
     return out;
   },

@@ -9,8 +9,15 @@ export function applyMergePatch(target: unknown, patch: unknown): unknown {
   if (!isObject(patch)) return patch;
   const result: Record<string, unknown> = isObject(target) ? { ...target } : {};
   for (const [key, value] of Object.entries(patch)) {
-    if (value === null) delete result[key];
-    else result[key] = applyMergePatch(result[key], value);
+    if (value === null) {
+      delete result[key];
+    } else {
+      // defineProperty, not `=`: a "__proto__" key stays an own property (no prototype is set).
+      const current = Object.prototype.hasOwnProperty.call(result, key) ? result[key] : undefined;
+      Object.defineProperty(result, key, {
+        value: applyMergePatch(current, value), enumerable: true, writable: true, configurable: true,
+      });
+    }
   }
   return result;
 }
