@@ -2,7 +2,7 @@
 // Node built-ins only.
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -110,26 +110,73 @@ function exited(child) {
     : new Promise((resolve) => child.once("exit", () => resolve()));
 }
 
-async function startRedis() {
+/**
+ * Start a redis-server on a free port (no snapshots). With `persist`, an append-only file (fsync on every write)
+ * in a temporary directory keeps the data across kill() + restart(). Returns { port, url, pid, kill(), restart(
+ * { wipe }), stop() }: kill() SIGKILLs it; restart() starts it again on the same port (killing it first if it
+ * runs; `wipe` deletes what it persisted first, so it comes back empty); stop() ends it and removes its files.
+ */
+export async function startRedis({ persist = false } = {}) {
   const port = await freePort();
-  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  await waitFor(child, "stdout", /Ready to accept connections/, 15000, "redis-server");
-  child.stdout.resume();
-  child.stderr.resume();
-  return { port, child, url: `redis://127.0.0.1:${port}` };
+  const dir = mkdtempSync(join(tmpdir(), "realtime-js-redis-"));
+  const persistence = persist ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"];
+  let child;
+
+  async function launch() {
+    child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--dir", dir, ...persistence], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    await waitFor(child, "stdout", /Ready to accept connections/, 15000, "redis-server");
+    child.stdout.resume();
+    child.stderr.resume();
+  }
+
+  async function kill() {
+    if (child && child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGKILL");
+      await exited(child);
+    }
+  }
+
+  await launch();
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    get pid() {
+      return child.pid;
+    },
+    get child() {
+      return child;
+    },
+    kill,
+    async restart({ wipe = false } = {}) {
+      await kill();
+      if (wipe) {
+        rmSync(dir, { recursive: true, force: true });
+        mkdirSync(dir);
+      }
+      await launch();
+    },
+    async stop() {
+      await kill();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 /**
  * Start a hub: quickstart's namespaces plus `config` overrides (top-level settings, or namespaces.<name>.<option>).
+ * `redis`: false (memory engine), true (its own redis-server), or a server from startRedis() (or its URL) that
+ * several hubs share: the hub neither starts nor stops that one.
  * Returns { url, port, httpUrl, redisUrl, stop(), kill(), restart() }: kill() SIGKILLs the hub (not Redis);
- * restart() starts it again on the same port (killing it first if it runs); stop() ends the hub and Redis.
+ * restart() starts it again on the same port (killing it first if it runs); stop() ends the hub and the Redis
+ * it started.
  */
 export async function startHub({ redis = false, config = {}, env = {} } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "realtime-js-"));
-  const redisServer = redis ? await startRedis() : undefined;
-  const settings = merge(QUICKSTART, redisServer ? { redis: redisServer.url, ...config } : config);
+  const redisServer = redis === true ? await startRedis() : undefined;
+  const redisUrl = redisServer?.url ?? (typeof redis === "string" ? redis : redis ? redis.url : undefined);
+  const settings = merge(QUICKSTART, redisUrl ? { redis: redisUrl, ...config } : config);
   const file = join(dir, "hub.toml");
   writeFileSync(file, toToml(settings) + "\n");
   let child;
@@ -165,7 +212,7 @@ export async function startHub({ redis = false, config = {}, env = {} } = {}) {
     get httpUrl() {
       return `http://127.0.0.1:${port}`;
     },
-    redisUrl: redisServer?.url,
+    redisUrl,
     get pid() {
       return child.pid;
     },
@@ -183,10 +230,7 @@ export async function startHub({ redis = false, config = {}, env = {} } = {}) {
     },
     async stop() {
       await hub.terminate();
-      if (redisServer) {
-        redisServer.child.kill("SIGKILL");
-        await exited(redisServer.child);
-      }
+      await redisServer?.stop();
       rmSync(dir, { recursive: true, force: true });
     },
   };
