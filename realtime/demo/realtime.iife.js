@@ -2856,7 +2856,7 @@ var Realtime = (() => {
       if (sub === void 0) return;
       if (push === "unsub") {
         if (message["reason"] === RECOVER) {
-          this.resubscribe(conn, sub, false);
+          if (sub._held === void 0) this.resubscribe(conn, sub, false);
         } else {
           this.subs.delete(sub.channel);
           sub._end(typeof message["reason"] === "string" ? message["reason"] : "unsubscribed");
@@ -3116,7 +3116,10 @@ var Realtime = (() => {
         }
       }).catch((error) => {
         if (this.subs.get(sub.channel) !== sub) return;
-        if (error instanceof ReplyError && error.code === ErrorCode.TOKEN_EXPIRED && sub._getToken !== void 0 && !renewed) {
+        if (error instanceof ReplyError && error.code === ErrorCode.NOT_SUBSCRIBED) {
+          sub._held = void 0;
+          this.resubscribe(conn, sub, false, renewed);
+        } else if (error instanceof ReplyError && error.code === ErrorCode.TOKEN_EXPIRED && sub._getToken !== void 0 && !renewed) {
           sub._held = void 0;
           this.resubscribe(conn, sub, false, true);
         } else if (error instanceof ReplyError && error.temporary) {

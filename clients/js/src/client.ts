@@ -581,7 +581,9 @@ export class Client extends TypedEmitter<ClientEvents> {
     if (sub === undefined) return;
     if (push === "unsub") {
       if (message["reason"] === RECOVER) {
-        this.resubscribe(conn, sub, false);
+        // A resubscribe already under way covers this push: its reply is either a subscription made after the
+        // hub's unsubscribe, or NOT_SUBSCRIBED (the unsubscribe caught it), which sends it again (below).
+        if (sub._held === undefined) this.resubscribe(conn, sub, false);
       } else {
         this.subs.delete(sub.channel);
         sub._end(typeof message["reason"] === "string" ? message["reason"] : "unsubscribed");
@@ -869,7 +871,11 @@ export class Client extends TypedEmitter<ClientEvents> {
       },
     }).catch((error: unknown) => {
       if (this.subs.get(sub.channel) !== sub) return;
-      if (error instanceof ReplyError && error.code === ErrorCode.TOKEN_EXPIRED && sub._getToken !== undefined && !renewed) {
+      if (error instanceof ReplyError && error.code === ErrorCode.NOT_SUBSCRIBED) {
+        // The hub unsubscribed the channel (an unsub "recover" push) while this subscribe was under way.
+        sub._held = undefined;
+        this.resubscribe(conn, sub, false, renewed);
+      } else if (error instanceof ReplyError && error.code === ErrorCode.TOKEN_EXPIRED && sub._getToken !== undefined && !renewed) {
         sub._held = undefined;
         this.resubscribe(conn, sub, false, true);
       } else if (error instanceof ReplyError && error.temporary) {
