@@ -161,9 +161,13 @@ class CommandBudget:
     (so commands waiting on the advice are not pushed further away by each other's
     retries), but counts as a *strike*; strikes drain at ``FLOOD_FACTOR * rate`` a
     second, and more than ``burst`` of them is a flood (:meth:`flooding`).
+
+    Refused commands wait in a virtual line: each is told to come back when a token will be
+    there for it, ``1 / rate`` after the one refused before it (``line``), not all at the next
+    token, which the first of them to come back would take, the others being refused again.
     """
 
-    __slots__ = ("burst", "rate", "stamp", "strikes", "tokens")
+    __slots__ = ("burst", "line", "rate", "stamp", "strikes", "tokens")
 
     def __init__(self, rate: float, burst: int, now: float) -> None:
         self.rate = rate
@@ -171,9 +175,10 @@ class CommandBudget:
         self.tokens = float(burst)
         self.strikes = 0.0
         self.stamp = now
+        self.line = now  # when the token of the last refused command will be there
 
     def take(self, now: float) -> float:
-        """Spend one token: 0.0 when the command may run, else the seconds until one is there."""
+        """Spend one token: 0.0 when the command may run, else the seconds until one is there for it."""
         refill = (now - self.stamp) * self.rate
         self.stamp = now
         if self.strikes:
@@ -187,7 +192,11 @@ class CommandBudget:
             return 0.0
         self.tokens = tokens
         self.strikes += 1.0
-        return (1.0 - tokens) / self.rate
+        # The next token, or the one after those promised to the commands refused before.
+        line = self.line + 1.0 / self.rate
+        first = now + (1.0 - tokens) / self.rate
+        self.line = line if line > first else first
+        return self.line - now
 
     def flooding(self) -> bool:
         """More refused commands than the advice explains: close the connection (4010)."""

@@ -15,6 +15,7 @@ from protocol.messages import (
     Connect,
     ConnectResult,
     Disconnect,
+    Ping,
     Publish,
     Refresh,
     RefreshResult,
@@ -89,6 +90,22 @@ async def test_unrefreshed_token_disconnects_after_grace(hub_factory: HubFactory
         push = await c.disconnect_push()
         assert push == Disconnect(CloseCode.TOKEN_EXPIRED, "token expired", True)
         assert await closed_code(c) == CloseCode.TOKEN_EXPIRED
+
+
+async def test_a_token_past_exp_works_and_refreshes_within_the_grace(hub_factory: HubFactory) -> None:
+    """protocol.md, refresh: past ``exp`` the connection goes on for ``token_grace``, and a refresh
+    within it keeps the connection (4007 comes only ``token_grace`` after ``exp``)."""
+    hub = await hub_factory(namespaces=NAMESPACES, token_grace=30)
+    exp = time.time() + 0.2
+    token = jwt.encode({"sub": "alice", "exp": exp}, TEST_SECRET, algorithm="HS256")
+    async with await RawClient.open(hub.url, token=token) as c:
+        await asyncio.sleep(max(0.0, exp - time.time()) + 0.1)  # wall-clock expiry: no event to await
+        assert time.time() > exp
+        assert (await c.command(Ping(0))).error is None  # expired, within the grace: still served
+        reply = await c.command(Refresh(0, make_token("alice", ttl=60)))
+        assert isinstance(reply.result, RefreshResult) and reply.result.expires > time.time() + 30
+        await c.subscribe("room:1")
+        assert c.ws.close_code is None
 
 
 async def test_refresh_keeps_the_connection(hub_factory: HubFactory) -> None:

@@ -621,7 +621,8 @@ class Client:
                     except ReplyError as exc:
                         if not (when_busy and exc.code == ErrorCode.TOO_MANY_REQUESTS and exc.retry_after > 0):
                             raise
-                        # Commands refused together would come back together: spread them.
+                        # The hub already spaces the advice of commands refused together (each
+                        # is told when a token is there for it); the jitter adds slack.
                         wait = exc.retry_after * (1.0 + random.random())
                         deadline = scope.when()
                         if deadline is not None and loop.time() + wait >= deadline:
