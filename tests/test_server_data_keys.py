@@ -126,3 +126,41 @@ def test_pairs_round_trip_byte_for_byte() -> None:
     assert isinstance(value["n"], Pairs)
     assert pack_data(value, "data", 0) == NESTED
     assert keep_pairs([("a", 1), (b"b", 2)]) == {"a": 1, b"b": 2}  # str and bin keys: a dict
+
+
+#: ``{[1, b"x"]: "a", {"k": 1}: "b"}``: an array key and a map key, which no dict can hold.
+CONTAINER_KEYS = b"\x82\x92\x01\xc4\x01x\xa1a\x81\xa1k\x01\xa1b"
+CONTAINER_KEYS_AS_JSON = {'[1,"eA=="]': "a", '{"k":1}': "b"}
+
+
+def test_array_and_map_keys_become_their_json_text() -> None:
+    """An array or a map as a key (any MessagePack type may be one) becomes its JSON text: the
+    conversion raised ValueError, which took the publication from every subscriber."""
+    assert msgpack_to_json(b"\x81\x92\x01\x02\x01") == b'{"[1,2]":1}'  # docs/protocol.md's example
+    assert orjson.loads(msgpack_to_json(CONTAINER_KEYS)) == CONTAINER_KEYS_AS_JSON
+    nested = b"\x81\xa1n" + CONTAINER_KEYS  # {"n": ...}: the same one level down
+    assert orjson.loads(msgpack_to_json(nested)) == {"n": CONTAINER_KEYS_AS_JSON}
+    key_of_key = b"\x81\x81\x92\x01\x02\xa1v\xa1w"  # {{[1, 2]: "v"}: "w"}
+    assert orjson.loads(msgpack_to_json(key_of_key)) == {'{"[1,2]":"v"}': "w"}
+
+
+async def test_array_and_map_keys_reach_every_subscriber_and_every_reader(api: RunningHub) -> None:
+    """Published through the API, such a map reached nobody (500 after it was stored), and
+    the JSON reads of history and state, and a JSON client's subscribe to the live channel,
+    failed with an internal error from then on."""
+    async with (
+        await RawClient.open(api.url, subprotocol=MSGPACK_SUBPROTOCOL) as mp,
+        await RawClient.open(api.url, subprotocol=JSON_SUBPROTOCOL) as js,
+    ):
+        await mp.subscribe("news")
+        await js.subscribe("news")
+        await post(api, "/api/publish", body({"channel": "news"}, "data", CONTAINER_KEYS))
+        assert CONTAINER_KEYS in await frame(mp)
+        assert orjson.loads(await frame(js))["data"] == CONTAINER_KEYS_AS_JSON
+        await post(api, "/api/state/set", body({"channel": "live:c", "key": "k"}, "value", CONTAINER_KEYS))
+        reply = await js.subscribe("live:c")
+        assert reply.error is None, reply.error
+    page = orjson.loads(await get(api, "/api/history", {"channel": "news"}, "json"))
+    assert page["publications"][0]["data"] == CONTAINER_KEYS_AS_JSON
+    state = orjson.loads(await get(api, "/api/state", {"channel": "live:c"}, "json"))
+    assert state["state"][0]["value"] == CONTAINER_KEYS_AS_JSON
