@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
-from protocol.fields import Pairs, keep_pairs, pack_data
+from protocol.fields import Pairs, keep_pairs, pack_data, too_deep
 from protocol.json_codec import msgpack_to_json
 from realtime.auth import ApiKey
 from realtime.namespaces import Namespace
@@ -164,3 +164,25 @@ async def test_array_and_map_keys_reach_every_subscriber_and_every_reader(api: R
     assert page["publications"][0]["data"] == CONTAINER_KEYS_AS_JSON
     state = orjson.loads(await get(api, "/api/state", {"channel": "live:c"}, "json"))
     assert state["state"][0]["value"] == CONTAINER_KEYS_AS_JSON
+
+
+async def test_a_key_counts_in_the_nesting_depth(api: RunningHub) -> None:
+    """The depth limit (32) went by values only: a map whose key nested 300 arrays was stored,
+    and no JSON client or JSON read could have it (JSON is written 254 levels deep at most)."""
+    deep_key = b"\x81" + b"\x91" * 300 + b"\x01\x01"  # {[[[...[1]...]]]: 1}
+    value = msgpack.unpackb(deep_key, strict_map_key=False, object_pairs_hook=keep_pairs)
+    assert too_deep(value)
+    limit_key = b"\x81" + b"\x91" * 31 + b"\x01\x01"  # the map and its key's 31 arrays: 32 levels
+    assert not too_deep(msgpack.unpackb(limit_key, strict_map_key=False, object_pairs_hook=keep_pairs))
+    headers = {"Authorization": f"apikey {API.key}", "Content-Type": "application/msgpack"}
+    async with aiohttp.ClientSession() as s:
+        for path, fields, name in [
+            ("/api/publish", {"channel": "news"}, "data"),
+            ("/api/state/set", {"channel": "live:d", "key": "k"}, "value"),
+        ]:
+            async with s.post(api.http_url + path, data=body(fields, name, deep_key), headers=headers) as r:
+                assert r.status == 400, path
+                assert msgpack.unpackb(await r.read())["message"] == f"{name} is nested too deeply"
+    await post(api, "/api/publish", body({"channel": "news"}, "data", limit_key))
+    page = orjson.loads(await get(api, "/api/history", {"channel": "news"}, "json"))
+    assert page["publications"][0]["data"] == {"[" * 31 + "1" + "]" * 31: 1}
