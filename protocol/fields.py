@@ -110,8 +110,8 @@ _CONTAINERS = frozenset((dict, list, tuple, Pairs))
 def too_deep(value: object, limit: int = MAX_DATA_DEPTH) -> bool:
     """Whether ``value`` nests containers more than ``limit`` levels deep.
 
-    A scalar has depth 0 and ``{"a": [1]}`` depth 2. Only descends into
-    containers: a scalar costs one type check.
+    A scalar has depth 0 and ``{"a": [1]}`` depth 2, as has ``{[1]: "a"}`` (a key nests
+    as a value does). Only descends into containers: a scalar costs one type check.
     """
     return type(value) in _CONTAINERS and _exceeds(value, limit)
 
@@ -120,8 +120,8 @@ def _exceeds(container: Any, budget: int) -> bool:
     if budget <= 0:
         return True
     t = type(container)
-    if t is Pairs:
-        container = [v for _, v in container.items]
+    if t is Pairs:  # its keys count too: an array or a map may be a key, as deep as any value
+        container = [item for pair in container.items for item in pair]
     for item in container.values() if t is dict else container:
         if type(item) in _CONTAINERS and _exceeds(item, budget - 1):
             return True

@@ -99,7 +99,8 @@ def _key(key: object) -> str:
         return key
     if isinstance(key, bytes):
         return _base64(key)
-    return orjson.dumps(key).decode()  # 1 -> "1", true -> "true", null -> "null"
+    # 1 -> "1", true -> "true", null -> "null"; an array or a map key -> its JSON text
+    return orjson.dumps(key, default=_base64).decode()
 
 
 def _json_object(pairs: list[tuple[object, object]]) -> dict[str, object]:
@@ -112,6 +113,14 @@ def _refuse_ext(code: int, data: bytes) -> object:
     raise ValueError("msgpack ext types have no JSON form")
 
 
+_UNPACK_OPTIONS: dict[str, object] = {
+    "raw": False,
+    "strict_map_key": False,
+    "ext_hook": _refuse_ext,
+    "max_ext_len": 0,  # also refuses timestamps, which skip ext_hook
+}
+
+
 def msgpack_to_json(data: bytes) -> bytes:
     """The JSON text of one msgpack value: bin -> base64, non-string keys -> strings.
 
@@ -119,19 +128,23 @@ def msgpack_to_json(data: bytes) -> bytes:
     nests more than JSON can be written with (254 levels; data from clients holds 32).
     """
     try:
-        # max_ext_len=0 also refuses timestamps, which skip ext_hook
-        value = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_refuse_ext, max_ext_len=0)
+        value = msgpack.unpackb(data, **_UNPACK_OPTIONS)
+    except TypeError:
+        pass  # an array or a map as a map key, which no dict holds: the pairs below take it
+    except ValueError as exc:
+        raise ValueError(f"not one msgpack value: {exc}") from None
+    else:
+        try:  # fast path: string keys only (bin values handled by default=)
+            return orjson.dumps(value, default=_base64)
+        except TypeError:
+            pass
+    # A key that is not a string: decode again, keeping each map's pairs as sent.
+    try:
+        value = msgpack.unpackb(data, object_pairs_hook=_json_object, **_UNPACK_OPTIONS)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"not one msgpack value: {exc}") from None
-    try:  # fast path: string keys only (bin values handled by default=)
-        return orjson.dumps(value, default=_base64)
-    except TypeError:
-        if too_deep(value, _JSON_DEPTH):
-            raise ValueError("msgpack value nested too deeply for JSON") from None
-    # A key that is not a string: decode again, keeping each map's pairs as sent.
-    value = msgpack.unpackb(
-        data, raw=False, strict_map_key=False, ext_hook=_refuse_ext, max_ext_len=0, object_pairs_hook=_json_object
-    )
+    if too_deep(value, _JSON_DEPTH):
+        raise ValueError("msgpack value nested too deeply for JSON")
     return orjson.dumps(value, default=_base64)
 
 

@@ -29,6 +29,18 @@ from .helpers import TEST_SECRET, HubFactory, RunningHub, namespaces
 from .wsclient import RawClient
 
 ROOT = Path(__file__).resolve().parent.parent
+#: What reverse proxies add to a request they forward (the client's address, the name it asked for).
+PROXY_HEADERS = (
+    "X-Forwarded-For",
+    "Forwarded",
+    "X-Real-IP",
+    "X-Forwarded-Host",
+    "X-Forwarded-Proto",
+    "Via",
+    "True-Client-IP",
+    "CF-Connecting-IP",
+    "X-Client-IP",
+)
 #: The files the page is made of, as index.html names them.
 PAGE_FILES = ("demo.css", "demo.js", "realtime.iife.js")
 
@@ -171,10 +183,14 @@ async def test_no_token_without_a_secret_or_through_a_proxy(
             "message": "no token_secret is set: the demo cannot sign users in",
         }
     hub = await hub_factory(demo=True)
-    for header in ("X-Forwarded-For", "Forwarded"):
+    # Every header a reverse proxy adds, alone: nginx, for one, adds none unless told, and
+    # a common setup tells it X-Real-IP only (such a request was signed for).
+    for header in PROXY_HEADERS:
         async with session.get(hub.http_url + "/demo/token?user=alice", headers={header: "for=203.0.113.7"}) as r:
             assert r.status == 403, header
             assert "proxy" in (await r.json())["message"]
+    guide = (ROOT / "docs" / "guide.md").read_text()
+    assert all(f"`{header}`" in guide for header in PROXY_HEADERS)  # the guide lists them all
 
 
 def test_tokens_are_signed_only_on_loopback_for_this_machine() -> None:

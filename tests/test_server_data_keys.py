@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
-from protocol.fields import Pairs, keep_pairs, pack_data
+from protocol.fields import Pairs, keep_pairs, pack_data, too_deep
 from protocol.json_codec import msgpack_to_json
 from realtime.auth import ApiKey
 from realtime.namespaces import Namespace
@@ -126,3 +126,63 @@ def test_pairs_round_trip_byte_for_byte() -> None:
     assert isinstance(value["n"], Pairs)
     assert pack_data(value, "data", 0) == NESTED
     assert keep_pairs([("a", 1), (b"b", 2)]) == {"a": 1, b"b": 2}  # str and bin keys: a dict
+
+
+#: ``{[1, b"x"]: "a", {"k": 1}: "b"}``: an array key and a map key, which no dict can hold.
+CONTAINER_KEYS = b"\x82\x92\x01\xc4\x01x\xa1a\x81\xa1k\x01\xa1b"
+CONTAINER_KEYS_AS_JSON = {'[1,"eA=="]': "a", '{"k":1}': "b"}
+
+
+def test_array_and_map_keys_become_their_json_text() -> None:
+    """An array or a map as a key (any MessagePack type may be one) becomes its JSON text: the
+    conversion raised ValueError, which took the publication from every subscriber."""
+    assert msgpack_to_json(b"\x81\x92\x01\x02\x01") == b'{"[1,2]":1}'  # docs/protocol.md's example
+    assert orjson.loads(msgpack_to_json(CONTAINER_KEYS)) == CONTAINER_KEYS_AS_JSON
+    nested = b"\x81\xa1n" + CONTAINER_KEYS  # {"n": ...}: the same one level down
+    assert orjson.loads(msgpack_to_json(nested)) == {"n": CONTAINER_KEYS_AS_JSON}
+    key_of_key = b"\x81\x81\x92\x01\x02\xa1v\xa1w"  # {{[1, 2]: "v"}: "w"}
+    assert orjson.loads(msgpack_to_json(key_of_key)) == {'{"[1,2]":"v"}': "w"}
+
+
+async def test_array_and_map_keys_reach_every_subscriber_and_every_reader(api: RunningHub) -> None:
+    """Published through the API, such a map reached nobody (500 after it was stored), and
+    the JSON reads of history and state, and a JSON client's subscribe to the live channel,
+    failed with an internal error from then on."""
+    async with (
+        await RawClient.open(api.url, subprotocol=MSGPACK_SUBPROTOCOL) as mp,
+        await RawClient.open(api.url, subprotocol=JSON_SUBPROTOCOL) as js,
+    ):
+        await mp.subscribe("news")
+        await js.subscribe("news")
+        await post(api, "/api/publish", body({"channel": "news"}, "data", CONTAINER_KEYS))
+        assert CONTAINER_KEYS in await frame(mp)
+        assert orjson.loads(await frame(js))["data"] == CONTAINER_KEYS_AS_JSON
+        await post(api, "/api/state/set", body({"channel": "live:c", "key": "k"}, "value", CONTAINER_KEYS))
+        reply = await js.subscribe("live:c")
+        assert reply.error is None, reply.error
+    page = orjson.loads(await get(api, "/api/history", {"channel": "news"}, "json"))
+    assert page["publications"][0]["data"] == CONTAINER_KEYS_AS_JSON
+    state = orjson.loads(await get(api, "/api/state", {"channel": "live:c"}, "json"))
+    assert state["state"][0]["value"] == CONTAINER_KEYS_AS_JSON
+
+
+async def test_a_key_counts_in_the_nesting_depth(api: RunningHub) -> None:
+    """The depth limit (32) went by values only: a map whose key nested 300 arrays was stored,
+    and no JSON client or JSON read could have it (JSON is written 254 levels deep at most)."""
+    deep_key = b"\x81" + b"\x91" * 300 + b"\x01\x01"  # {[[[...[1]...]]]: 1}
+    value = msgpack.unpackb(deep_key, strict_map_key=False, object_pairs_hook=keep_pairs)
+    assert too_deep(value)
+    limit_key = b"\x81" + b"\x91" * 31 + b"\x01\x01"  # the map and its key's 31 arrays: 32 levels
+    assert not too_deep(msgpack.unpackb(limit_key, strict_map_key=False, object_pairs_hook=keep_pairs))
+    headers = {"Authorization": f"apikey {API.key}", "Content-Type": "application/msgpack"}
+    async with aiohttp.ClientSession() as s:
+        for path, fields, name in [
+            ("/api/publish", {"channel": "news"}, "data"),
+            ("/api/state/set", {"channel": "live:d", "key": "k"}, "value"),
+        ]:
+            async with s.post(api.http_url + path, data=body(fields, name, deep_key), headers=headers) as r:
+                assert r.status == 400, path
+                assert msgpack.unpackb(await r.read())["message"] == f"{name} is nested too deeply"
+    await post(api, "/api/publish", body({"channel": "news"}, "data", limit_key))
+    page = orjson.loads(await get(api, "/api/history", {"channel": "news"}, "json"))
+    assert page["publications"][0]["data"] == {"[" * 31 + "1" + "]" * 31: 1}

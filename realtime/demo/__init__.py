@@ -6,7 +6,7 @@ install serves the page without npm). ``GET /demo/token?user=NAME`` signs a conn
 any user name with ``token_secret``: typing and read receipts belong to a signed-in user, and the
 page has no other way to get one. Anyone who can reach it can be anyone, so it answers only a hub
 listening on a loopback address, asked from its own machine, with no proxy in between (a request
-carrying ``X-Forwarded-For`` or ``Forwarded`` came through one); the Host check
+carrying ``X-Forwarded-For``, ``Forwarded``, ``X-Real-IP``, ``Via``... came through one); the Host check
 (``allowed_hosts``) applies to every ``/demo`` path, against DNS rebinding.
 
 Every answer carries a Content-Security-Policy that lets the page run only this hub's own scripts
@@ -44,6 +44,21 @@ CONTENT_TYPES = {
     ".svg": "image/svg+xml",
     ".png": "image/png",
 }
+#: Headers a reverse proxy adds to what it forwards: the client's address (X-Forwarded-For,
+#: Forwarded, X-Real-IP and the CDNs' own), the name and scheme it was asked for, Via. Each is
+#: set by some common setup without the others (nginx adds none unless told; X-Real-IP alone
+#: is a frequent choice), so any one of them means the request did not come from this machine.
+PROXY_HEADERS = (
+    "X-Forwarded-For",
+    "Forwarded",
+    "X-Real-IP",
+    "X-Forwarded-Host",
+    "X-Forwarded-Proto",
+    "Via",
+    "True-Client-IP",
+    "CF-Connecting-IP",
+    "X-Client-IP",
+)
 #: A Host header that may be written into the policy as it is (the Host check ran before).
 _HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 DIRECTORY = Path(__file__).resolve().parent
@@ -81,12 +96,12 @@ def _error(request: web.Request, code: ErrorCode, message: str, status: int) -> 
 def signing_refused(settings: Settings, remote: str | None, headers: Mapping[str, str]) -> str:
     """Why ``GET /demo/token`` does not sign a token for a request from ``remote`` with ``headers``,
     or "" when it does: it needs token_secret, a hub listening on a loopback address, and a request
-    from this machine that no proxy forwarded (a proxy adds X-Forwarded-For or Forwarded)."""
+    from this machine that no proxy forwarded (a proxy adds one of :data:`PROXY_HEADERS`)."""
     if not settings.token_secret:
         return "no token_secret is set: the demo cannot sign users in"
     if not is_loopback(settings.host):
         return f"the hub listens on {settings.host}: demo tokens are signed only on a loopback address"
-    if "X-Forwarded-For" in headers or "Forwarded" in headers:
+    if any(name in headers for name in PROXY_HEADERS):
         return "the request came through a proxy: demo tokens are signed only for this machine"
     try:
         local = ipaddress.ip_address((remote or "").split("%")[0]).is_loopback
