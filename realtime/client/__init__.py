@@ -77,7 +77,15 @@ from __future__ import annotations
 from protocol.messages import ClientInfo
 
 from .client import Client
-from .errors import ClientError, CommandTimeout, ConnectionClosed, ConnectionLost, ReplyError, Unsubscribed
+from .errors import (
+    ClientError,
+    CommandTimeout,
+    ConnectionClosed,
+    ConnectionLost,
+    ReplyError,
+    TokenError,
+    Unsubscribed,
+)
 from .events import Event, Joined, Left, ReadReceipt, StateChanged, StatusChanged, TypingChanged
 from .subscription import Subscription
 from .values import HistoryPage, Message, PresenceMember, PresenceStats, Sender, Sent, StreamPosition, UserStatus
@@ -104,6 +112,7 @@ __all__ = [
     "StatusChanged",
     "StreamPosition",
     "Subscription",
+    "TokenError",
     "TypingChanged",
     "Unsubscribed",
     "UserStatus",
