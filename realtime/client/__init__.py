@@ -49,6 +49,21 @@ nobody reads events from does not buffer them forever; ``sub.state`` and
 client (wire push ``unsub``), both iterators end by raising
 :class:`Unsubscribed`, once what was queued is out.
 
+**Subscription tokens.** Channels of a ``subscribe = "token"`` namespace need
+a token from the app's backend (``sub`` = the user, ``channel`` = the channel):
+``subscribe(channel, token=...)`` sends the same one with every
+(re)subscribe, so it serves until it expires (then the resubscribe is refused
+with TOKEN_EXPIRED and the iterators raise it); ``subscribe(channel,
+get_token=...)`` (async, returns a str) is called before the first subscribe
+(unless ``token`` is given too), before every resubscribe (a reconnect, an
+``unsub`` with reason "recover", a live gap) and once more after a
+TOKEN_EXPIRED reply, so the subscription outlives any one token. After a
+reconnect these subscriptions come back once the connection is ready, each on
+its own, so a slow token backend holds up nothing else; when ``get_token``
+fails there it is called again with the reconnect backoff (a first subscribe
+raises :class:`TokenError` instead). :meth:`Client.close` cancels a call in
+flight.
+
 **Live channels.** ``sub.state`` (key -> value) and ``sub.version`` follow the
 client rules of ``handlers/live.py`` (:mod:`realtime.client.live_state`): the subscribe snapshot, then each state
 push (a merge patch applied only at ``version + 1``, a full value whenever it
@@ -77,7 +92,15 @@ from __future__ import annotations
 from protocol.messages import ClientInfo
 
 from .client import Client
-from .errors import ClientError, CommandTimeout, ConnectionClosed, ConnectionLost, ReplyError, Unsubscribed
+from .errors import (
+    ClientError,
+    CommandTimeout,
+    ConnectionClosed,
+    ConnectionLost,
+    ReplyError,
+    TokenError,
+    Unsubscribed,
+)
 from .events import Event, Joined, Left, ReadReceipt, StateChanged, StatusChanged, TypingChanged
 from .subscription import Subscription
 from .values import HistoryPage, Message, PresenceMember, PresenceStats, Sender, Sent, StreamPosition, UserStatus
@@ -104,6 +127,7 @@ __all__ = [
     "StatusChanged",
     "StreamPosition",
     "Subscription",
+    "TokenError",
     "TypingChanged",
     "Unsubscribed",
     "UserStatus",

@@ -31,7 +31,7 @@ from protocol.limits import JSON_SUBPROTOCOL, MAX_HISTORY_PAGE, MAX_ID, MAX_STAT
 from realtime import __version__  # the package root holds only the version
 
 from .connection import ABNORMAL, Connection
-from .errors import ClientError, CommandTimeout, ConnectionClosed, ConnectionLost, ReplyError, Unsubscribed
+from .errors import ClientError, CommandTimeout, ConnectionClosed, ConnectionLost, ReplyError, TokenError, Unsubscribed
 from .subscription import Subscription
 from .values import (
     HistoryPage,
@@ -169,6 +169,8 @@ class Client:
         self._run_task: asyncio.Task[None] | None = None
         #: Gap resubscribes of live channels, and Unsubscribes of abandoned Subscribes, in flight.
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Calls of subscriptions' get_token in flight: close() cancels them.
+        self._fetches: set[asyncio.Future[str]] = set()
 
     def __repr__(self) -> str:
         state = "closed" if self._stopped else "connected" if self.connected else "connecting"
@@ -253,7 +255,7 @@ class Client:
         conn = self._conn
         self._stop(ConnectionClosed(1000, "client closed"), by_app=True)
         task, self._run_task = self._run_task, None
-        tasks = [*self._tasks, *([task] if task is not None else [])]
+        tasks: list[asyncio.Future[Any]] = [*self._tasks, *self._fetches, *([task] if task is not None else [])]
         for t in tasks:
             t.cancel()
         if tasks:
@@ -297,7 +299,7 @@ class Client:
             async with asyncio.timeout(self.command_timeout):
                 result = await self._connect_on(conn)
                 self.client_id, self.user, self.server_ping = result.client, result.user, result.ping
-                await self._resubscribe(conn)
+                later = await self._resubscribe(conn)
             if result.expires and self.refresh_token is not None:
                 conn.refresher = asyncio.create_task(self._keep_token(conn, result.expires))
             if self._stopped is not None:  # close() ran meanwhile: nothing may outlive it
@@ -322,6 +324,8 @@ class Client:
             raise
         self._conn = conn
         self._ready.set()
+        for sub in later:
+            self._start_resync(conn, sub)
         log.info("connected to %s as %s", self.url, self.client_id)
         return conn
 
@@ -390,11 +394,18 @@ class Client:
                 stalled = backoff(_REFRESH_GAP, _REFRESH_MAX_BACKOFF)
             expires = result.expires
 
-    async def _resubscribe(self, conn: Connection) -> None:
-        """Subscribe again to every live channel, from its last position."""
+    async def _resubscribe(self, conn: Connection) -> list[Subscription]:
+        """Subscribe again to every live channel, from its last position.
+
+        Returns the subscriptions with a ``get_token``: they resubscribe once the
+        connection is ready (:meth:`_resync`), so that a slow or failing token
+        backend holds up neither the connection nor the other channels.
+        """
         subs = [sub for sub in self._subs.values() if sub._live]
         for sub in subs:
             sub._held = None  # pushes of the ended connection: this reply supersedes them
+        later = [sub for sub in subs if sub._get_token is not None]
+        subs = [sub for sub in subs if sub._get_token is None]
         outcomes = await asyncio.gather(*(self._subscribe_on(conn, sub) for sub in subs), return_exceptions=True)
         for sub, outcome in zip(subs, outcomes):
             if isinstance(outcome, ReplyError) and not outcome.temporary:
@@ -403,9 +414,11 @@ class Client:
                 raise outcome  # the connection failed: try again from scratch
             elif outcome:
                 self._start_resync(conn, sub)
+        return later
 
-    def _refused(self, sub: Subscription, error: ReplyError) -> None:
-        """The hub refused to resubscribe ``sub``: drop it, ending its iterators with ``error``."""
+    def _refused(self, sub: Subscription, error: ReplyError | TokenError) -> None:
+        """The hub refused to resubscribe ``sub`` (or its token could not be had, to the last
+        delay): drop it, ending its iterators with ``error``."""
         log.warning("resubscribe to %r refused: %s", sub.channel, error)
         if self._subs.get(sub.channel) is sub:
             del self._subs[sub.channel]
@@ -415,33 +428,45 @@ class Client:
         """Subscribe ``sub`` on ``conn`` (again: from its position and live version).
 
         Returns True if its state has a gap to heal. A subscription the app
-        dropped meanwhile is left unsubscribed on the hub.
+        dropped meanwhile is left unsubscribed on the hub. With a ``get_token``,
+        a fresh subscription token is fetched first (unless this is the first
+        subscribe and a token was given), and once more after a TOKEN_EXPIRED
+        reply; its failure raises :class:`TokenError`.
         """
         channel = sub.channel
+        fetch = sub._get_token is not None and (sub._live or sub._token is None)
+        renewed = False
         while True:
-            if self._subs.get(channel) is not sub:
-                return False  # dropped: whoever holds the channel now sends its own Subscribe
-            prev = conn.owners.get(channel)
-            if prev is None or prev is sub:
+            if fetch:
+                await self._sub_token(sub)
+            while True:
+                if self._subs.get(channel) is not sub:
+                    return False  # dropped: whoever holds the channel now sends its own Subscribe
+                prev = conn.owners.get(channel)
+                if prev is None or prev is sub:
+                    break
+                await self._release(conn, prev)  # a Subscribe given up on: undo it first, in order
+            since = sub.position if sub._live else None
+            version = sub.version if sub._live and sub.version else None
+            sub._hold()
+            command = m.Subscribe(self._next_id(conn), channel, since, sub._token, version)
+            conn.owners[channel] = sub  # no await between this and the send: the order holds
+            try:
+                result = await conn.call(command, m.SubscribeResult)
                 break
-            await self._release(conn, prev)  # a Subscribe given up on: undo it first, in order
-        since = sub.position if sub._live else None
-        version = sub.version if sub._live and sub.version else None
-        sub._hold()
-        command = m.Subscribe(self._next_id(conn), channel, since, version=version)
-        conn.owners[channel] = sub  # no await between this and the send: the order holds
-        try:
-            result = await conn.call(command, m.SubscribeResult)
-        except ReplyError:
-            if conn.owners.get(channel) is sub:
-                del conn.owners[channel]  # refused: the hub did not subscribe it
-            raise
-        except ClientError:
-            raise  # the connection is gone, and the hub's subscription with it
-        except BaseException:  # timed out or cancelled: the hub may subscribe it all the same
-            if self._stopped is None:
-                self._spawn(self._release_quietly(conn, sub), "realtime-client-release")
-            raise
+            except ReplyError as exc:
+                if conn.owners.get(channel) is sub:
+                    del conn.owners[channel]  # refused: the hub did not subscribe it
+                if exc.code == ErrorCode.TOKEN_EXPIRED and sub._get_token is not None and not renewed:
+                    fetch = renewed = True  # one more try, with a fresh token
+                    continue
+                raise
+            except ClientError:
+                raise  # the connection is gone, and the hub's subscription with it
+            except BaseException:  # timed out or cancelled: the hub may subscribe it all the same
+                if self._stopped is None:
+                    self._spawn(self._release_quietly(conn, sub), "realtime-client-release")
+                raise
         if self._subs.get(channel) is not sub:  # dropped while it was in flight
             try:
                 await self._release(conn, sub)
@@ -452,6 +477,30 @@ class Client:
         if since is not None and not result.recovered:
             self._unrecovered(sub, f"publications since {since} could not be recovered")
         return gap
+
+    async def _sub_token(self, sub: Subscription) -> None:
+        """A fresh subscription token for ``sub`` from its ``get_token``; :meth:`close` cancels the call.
+
+        Raises :class:`TokenError` when the app's callback fails, and the client's
+        :class:`ConnectionClosed` when close() cancelled it.
+        """
+        assert sub._get_token is not None
+        fetch = asyncio.ensure_future(sub._get_token())
+        self._fetches.add(fetch)
+        try:
+            token = await fetch
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._stopped is not None and not (task is not None and task.cancelling()):
+                raise self._stopped from None  # close() cancelled it, not our caller
+            raise
+        except Exception as error:
+            raise TokenError(sub.channel, repr(error)) from error
+        finally:
+            self._fetches.discard(fetch)
+        if not isinstance(token, str):
+            raise TokenError(sub.channel, f"it returned {type(token).__name__}, not a str")
+        sub._token = token
 
     def _unrecovered(self, sub: Subscription, why: str) -> None:
         """``sub`` missed publications for good: tell the app, which reloads the channel."""
@@ -519,9 +568,17 @@ class Client:
                     if delay is None:
                         raise
                     await asyncio.sleep(max(delay, exc.retry_after))
-                    if conn.reader.done():
-                        return  # the reconnect resubscribes it
-        except ReplyError as exc:
+                except TokenError as exc:
+                    # The app's token backend may be briefly down: ask again, with backoff.
+                    log.warning("%s; trying again", exc)
+                    delays = delays or self._delays()
+                    delay = next(delays, None)
+                    if delay is None:
+                        raise
+                    await asyncio.sleep(delay)
+                if conn.reader.done():
+                    return  # the reconnect resubscribes it
+        except (ReplyError, TokenError) as exc:
             self._refused(sub, exc)
         except ClientError:
             pass  # the connection ended: the reconnect resubscribes it
@@ -640,7 +697,14 @@ class Client:
         except TimeoutError:
             raise CommandTimeout(f"no reply within {self.command_timeout}s") from None
 
-    async def subscribe(self, channel: str, *, events: bool = False) -> Subscription:
+    async def subscribe(
+        self,
+        channel: str,
+        *,
+        events: bool = False,
+        token: str | None = None,
+        get_token: Callable[[], Awaitable[str]] | None = None,
+    ) -> Subscription:
         """Subscribe to ``channel``; iterate the returned :class:`Subscription`.
 
         With ``events=True`` the subscription also queues the channel's
@@ -648,14 +712,28 @@ class Client:
         ``sub.state`` holds the snapshot when this returns; in a status
         channel, ``sub.status`` the user's status.
 
-        Raises :class:`ReplyError` if the hub refuses, ``ValueError`` if this
+        Channels of namespaces with ``subscribe = "token"`` need a subscription
+        token (a JWT from the app's backend with ``sub`` = the user and
+        ``channel`` = the channel): pass ``token``, sent with every
+        (re)subscribe, or ``get_token`` (async, returns a token), called
+        before this subscribe (unless ``token`` is given too), before every
+        resubscribe (reconnects, a hub's "recover" unsubscribe, a live gap),
+        and once more when the hub answers TOKEN_EXPIRED, so the subscription
+        outlives any one token. When ``get_token`` fails on a resubscribe, it
+        is called again with the reconnect backoff while the connection lives;
+        :meth:`close` cancels a call in flight.
+
+        Raises :class:`ReplyError` if the hub refuses (PERMISSION_DENIED
+        without a valid token, TOKEN_EXPIRED for an expired one),
+        :class:`TokenError` if ``get_token`` fails, ``ValueError`` if this
         client is already subscribed to ``channel``.
         """
         if self._stopped is not None:
             raise self._stopped
         if channel in self._subs:
             raise ValueError(f"already subscribed to {channel!r}")
-        sub = self._subs[channel] = Subscription(self, channel, events=events)
+        sub = Subscription(self, channel, events=events, token=token, get_token=get_token)
+        self._subs[channel] = sub
         try:
             # A timeout or cancellation here leaves _subscribe_on to unsubscribe it on the hub.
             conn, gap = await self._on_connection(lambda conn: self._subscribe_on(conn, sub))

@@ -12,6 +12,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionLost",
     "ReplyError",
+    "TokenError",
     "Unsubscribed",
 ]
 
@@ -93,6 +94,19 @@ class ConnectionLost(ClientError):
 
 class CommandTimeout(ClientError, TimeoutError):
     """No reply (or no connection to send on) within ``command_timeout``."""
+
+
+class TokenError(ClientError):
+    """A subscription's ``get_token`` failed (raised, or returned no str); the app's error is the ``__cause__``.
+
+    :meth:`Client.subscribe` raises it when the first token cannot be had. On a
+    resubscribe the client does not raise it: it asks ``get_token`` again with
+    backoff, for as long as the connection lives.
+    """
+
+    def __init__(self, channel: str, reason: str) -> None:
+        super().__init__(f"get_token for {channel!r} failed: {reason}")
+        self.channel = channel
 
 
 class Unsubscribed(ClientError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from protocol import messages as m
@@ -94,7 +94,15 @@ class Subscription:
     when the hub refused a resubscribe.
     """
 
-    def __init__(self, client: SubscriptionOwner, channel: str, *, events: bool = False) -> None:
+    def __init__(
+        self,
+        client: SubscriptionOwner,
+        channel: str,
+        *,
+        events: bool = False,
+        token: str | None = None,
+        get_token: Callable[[], Awaitable[str]] | None = None,
+    ) -> None:
         self.channel = channel
         self.position: StreamPosition | None = None
         self.recovered = True
@@ -111,6 +119,10 @@ class Subscription:
         self._held: list[m.Push] | None = None
         #: The connection a gap resubscribe runs on, while it runs (compared by identity only).
         self._resyncing: object | None = None
+        #: The subscription token sent with each (re)subscribe; ``_get_token`` renews it before
+        #: every resubscribe and after a TOKEN_EXPIRED reply.
+        self._token = token
+        self._get_token = get_token
 
     def __repr__(self) -> str:
         return f"<Subscription {self.channel!r} position={self.position} version={self.version}>"
