@@ -2488,9 +2488,8 @@ var Realtime = (() => {
       this.typingUntil = /* @__PURE__ */ new Map();
       this.onOnline = () => this.networkChanged();
       this.disconnects = /* @__PURE__ */ new Map();
+      /** Commands refused with 110, each waiting for its advice to pass. */
       this.busy = [];
-      this.busyAdvice = 0;
-      this.releasing = false;
       this.subTokenAborts = /* @__PURE__ */ new Set();
       this.subOwner = { unsubscribeSub: (sub) => this.unsubscribeSub(sub) };
       this.url = url;
@@ -2565,7 +2564,6 @@ var Realtime = (() => {
       this.setState("paused");
       this.clearTimers();
       this.waiting.push(...this.busy.splice(0).filter((req) => !req.done));
-      this.releasing = false;
       const conn = this.conn ?? this.opening;
       if (conn) conn.close(1e3, "paused");
       for (const req of this.waiting) this.stopTimers(req);
@@ -2900,8 +2898,12 @@ var Realtime = (() => {
         const retryAfter = typeof error["retry_after"] === "number" ? error["retry_after"] : void 0;
         if (code === ErrorCode.TOO_MANY_REQUESTS && req.whenBusy && retryAfter !== void 0 && retryAfter > 0) {
           this.busy.push(req);
-          this.busyAdvice = retryAfter;
-          if (!this.releasing) this.releaseBusy();
+          this.later(() => {
+            const at = this.busy.indexOf(req);
+            if (at < 0) return;
+            this.busy.splice(at, 1);
+            if (!req.done) this.dispatch(req);
+          }, busyWait(retryAfter));
           return;
         }
         this.finish(req, new ReplyError(code, String(error["message"] ?? ""), isTemporary(code), retryAfter));
@@ -2915,21 +2917,6 @@ var Realtime = (() => {
         return;
       }
       this.finish(req, void 0, result);
-    }
-    /**
-     * Commands refused with 110 go out again one at a time, each after the last advice plus up to as much again:
-     * the advice is the time until the hub's next token, so sending them all back at once would be refused again
-     * (and a connection whose refusals pile up is closed with 4010).
-     */
-    releaseBusy() {
-      this.releasing = true;
-      this.later(() => {
-        let req = this.busy.shift();
-        while (req !== void 0 && req.done) req = this.busy.shift();
-        if (req !== void 0) this.dispatch(req);
-        if (this.busy.length > 0) this.releaseBusy();
-        else this.releasing = false;
-      }, busyWait(this.busyAdvice));
     }
     // --- commands --------------------------------------------------------------
     makeRequest(cmd, options, resolve, reject) {

@@ -259,7 +259,6 @@ export class Client extends TypedEmitter<ClientEvents> {
     this.setState("paused");
     this.clearTimers();
     this.waiting.push(...this.busy.splice(0).filter((req) => !req.done));
-    this.releasing = false;
     const conn = this.conn ?? this.opening;
     if (conn) conn.close(1000, "paused"); // dropped() runs now
     for (const req of this.waiting) this.stopTimers(req);
@@ -630,9 +629,15 @@ export class Client extends TypedEmitter<ClientEvents> {
       const code = Number(error["code"]);
       const retryAfter = typeof error["retry_after"] === "number" ? error["retry_after"] : undefined;
       if (code === ErrorCode.TOO_MANY_REQUESTS && req.whenBusy && retryAfter !== undefined && retryAfter > 0) {
+        // The hub's advice counts the refusals before this one (protocol.md, the command budget): each refused
+        // command goes out again after its own advice plus up to as much again, so a burst comes back spread.
         this.busy.push(req);
-        this.busyAdvice = retryAfter;
-        if (!this.releasing) this.releaseBusy();
+        this.later(() => {
+          const at = this.busy.indexOf(req);
+          if (at < 0) return; // paused or closed meanwhile: moved to the waiting list or failed
+          this.busy.splice(at, 1);
+          if (!req.done) this.dispatch(req);
+        }, busyWait(retryAfter));
         return;
       }
       this.finish(req, new ReplyError(code, String(error["message"] ?? ""), isTemporary(code), retryAfter));
@@ -648,25 +653,8 @@ export class Client extends TypedEmitter<ClientEvents> {
     this.finish(req, undefined, result);
   }
 
-  /**
-   * Commands refused with 110 go out again one at a time, each after the last advice plus up to as much again:
-   * the advice is the time until the hub's next token, so sending them all back at once would be refused again
-   * (and a connection whose refusals pile up is closed with 4010).
-   */
-  private releaseBusy(): void {
-    this.releasing = true;
-    this.later(() => {
-      let req = this.busy.shift();
-      while (req !== undefined && req.done) req = this.busy.shift();
-      if (req !== undefined) this.dispatch(req);
-      if (this.busy.length > 0) this.releaseBusy();
-      else this.releasing = false;
-    }, busyWait(this.busyAdvice));
-  }
-
+  /** Commands refused with 110, each waiting for its advice to pass. */
   private busy: Request[] = [];
-  private busyAdvice = 0;
-  private releasing = false;
 
   // --- commands --------------------------------------------------------------
 
