@@ -110,6 +110,8 @@ interface Request extends CallOptions {
   busyTimer?: ReturnType<typeof setTimeout> | undefined;
   conn?: Connection | undefined;
   id?: number | undefined;
+  /** Removes the listener on `signal` (when the request ends). */
+  offAbort?: (() => void) | undefined;
 }
 
 /** Publish attempts of a signed-in user while the hub answers 108/116, and the delay step between them (ms). */
@@ -227,16 +229,25 @@ export class Client extends TypedEmitter<ClientEvents> {
     if (this._state === "closed") return Promise.reject(this.closedError);
     if (this._state === "connected") return Promise.resolve();
     const promise = new Promise<void>((resolve, reject) => {
-      const waiter = { resolve, reject };
-      this.connectWaiters.push(waiter);
       const signal = options.signal;
-      if (signal) {
-        if (signal.aborted) return reject(abortReason(signal));
-        signal.addEventListener("abort", () => {
-          this.connectWaiters = this.connectWaiters.filter((w) => w !== waiter);
-          reject(abortReason(signal));
-        }, { once: true });
-      }
+      if (signal?.aborted) return reject(abortReason(signal));
+      // The abort listener goes once the connect settles: a long-lived signal must not collect one per call.
+      const onAbort = (): void => {
+        this.connectWaiters = this.connectWaiters.filter((w) => w !== waiter);
+        reject(abortReason(signal!));
+      };
+      const waiter = {
+        resolve: () => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve();
+        },
+        reject: (error: Error) => {
+          signal?.removeEventListener("abort", onAbort);
+          reject(error);
+        },
+      };
+      this.connectWaiters.push(waiter);
+      signal?.addEventListener("abort", onAbort, { once: true });
     });
     if (this._state === "idle") {
       const target = globalThis as { addEventListener?: (name: string, fn: () => void) => void; window?: unknown };
@@ -382,8 +393,8 @@ export class Client extends TypedEmitter<ClientEvents> {
         invalid: (_c, error) => this.emit("error", { error }),
       }, this.options.batchCommands);
     } catch (error) {
-      this.emit("error", { error: error as Error });
-      this.scheduleReconnect();
+      // The WebSocket constructor refuses the URL (not ws/wss, malformed, a blocked port): it would every time.
+      this.stop(new ConnectionClosed(CloseCode.BAD_REQUEST, `cannot open a WebSocket to ${this.url}: ${String((error as Error)?.message ?? error)}`));
       return;
     }
     this.opening = conn;
@@ -471,8 +482,9 @@ export class Client extends TypedEmitter<ClientEvents> {
     // The Disconnect push's advice, or (Node's ws only) an HTTP 503's Retry-After.
     const retryAfter = disconnect !== undefined && typeof disconnect["retry_after"] === "number"
       ? disconnect["retry_after"] : conn.refusedFor;
-    const reconnect = disconnect !== undefined && typeof disconnect["reconnect"] === "boolean"
-      ? disconnect["reconnect"] : shouldReconnect(code);
+    // close() ends the client first: its own disconnect is not followed by a reconnect.
+    const reconnect = this._state !== "closed" && (disconnect !== undefined && typeof disconnect["reconnect"] === "boolean"
+      ? disconnect["reconnect"] : shouldReconnect(code));
     // Commands in flight: the idempotent ones wait for the next connection, the others fail.
     const lost = new ConnectionLost(code, reason);
     const again: Request[] = [];
@@ -666,7 +678,9 @@ export class Client extends TypedEmitter<ClientEvents> {
       if (signal.aborted) {
         this.finish(req, abortReason(signal));
       } else {
-        signal.addEventListener("abort", () => this.finish(req, abortReason(signal)), { once: true });
+        const onAbort = (): void => this.finish(req, abortReason(signal));
+        signal.addEventListener("abort", onAbort, { once: true });
+        req.offAbort = () => signal.removeEventListener("abort", onAbort);
       }
     }
     return req;
@@ -692,6 +706,8 @@ export class Client extends TypedEmitter<ClientEvents> {
     if (req.done) return;
     req.done = true;
     this.stopTimers(req);
+    req.offAbort?.();
+    req.offAbort = undefined;
     if (req.conn !== undefined && req.id !== undefined) this.pending.get(req.conn)?.delete(req.id);
     const i = this.waiting.indexOf(req);
     if (i >= 0) this.waiting.splice(i, 1);
@@ -747,7 +763,13 @@ export class Client extends TypedEmitter<ClientEvents> {
     const sub = new Subscription(this.subOwner, channel, options.token, options.getToken);
     this.subs.set(channel, sub);
     sub._held = [];
+    let settle!: () => void;
+    sub._settled = new Promise<void>((resolve) => (settle = resolve));
     try {
+      // An earlier subscription of this channel, unsubscribed before the hub confirmed it, is undone by its own
+      // reply (an unsubscribe): this subscribe goes out after that, else the hub answers 105 ALREADY_SUBSCRIBED.
+      const leaving = this.leaving.get(channel);
+      if (leaving !== undefined) await leaving;
       for (let attempt = 1; ; attempt++) {
         if (sub._getToken !== undefined && (attempt > 1 || sub._token === undefined)) {
           await this.subToken(sub, options.signal);
@@ -780,9 +802,14 @@ export class Client extends TypedEmitter<ClientEvents> {
         this.call({ cmd: "unsubscribe", channel }, { retry: false, whenBusy: true }).catch(() => undefined);
       }
       throw error;
+    } finally {
+      settle();
     }
     return sub;
   }
+
+  /** Channels whose subscribe is still under way though the app unsubscribed: settled once it is undone. */
+  private readonly leaving = new Map<string, Promise<void>>();
 
   /** A fresh subscription token for `sub` from its getToken (cancelled by `signal`, pause() and close()). */
   private async subToken(sub: Subscription, signal?: AbortSignal): Promise<void> {
@@ -888,6 +915,14 @@ export class Client extends TypedEmitter<ClientEvents> {
     }
     this.subs.delete(sub.channel);
     sub._end("unsubscribed");
+    if (!sub._confirmed && sub._settled !== undefined) {
+      // The subscribe's reply unsubscribes it; a new subscribe of the channel waits for that.
+      const settled = sub._settled;
+      this.leaving.set(sub.channel, settled);
+      void settled.then(() => {
+        if (this.leaving.get(sub.channel) === settled) this.leaving.delete(sub.channel);
+      });
+    }
     if (this._state !== "connected" || !sub._confirmed) return; // the subscribe's reply unsubscribes it
     try {
       await this.call({ cmd: "unsubscribe", channel: sub.channel }, { retry: false, whenBusy: true });

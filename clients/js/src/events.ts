@@ -30,11 +30,16 @@ export class TypedEmitter<Events extends { [K in keyof Events]: unknown }> {
   /** The next `name` event as a promise (rejects with AbortError-like reason when `signal` aborts). */
   next<K extends keyof Events>(name: K, signal?: AbortSignal): Promise<Events[K]> {
     return new Promise((resolve, reject) => {
-      const off = this.once(name, resolve);
-      signal?.addEventListener("abort", () => {
+      if (signal?.aborted) return reject(signal.reason);
+      const onAbort = (): void => {
         off();
-        reject(signal.reason);
-      }, { once: true });
+        reject(signal!.reason);
+      };
+      const off = this.once(name, (event) => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve(event);
+      });
+      signal?.addEventListener("abort", onAbort, { once: true });
     });
   }
 

@@ -10,6 +10,7 @@ export interface SubscriptionEvents {
   publication: Message;
   join: { user: string; info?: unknown };
   leave: { user: string };
+  /** `timeout`: ms after which `typing: true` lapses; clear the indicator then even without `typing: false`. */
   typing: { user: string; typing: boolean; timeout?: number };
   read: { user: string; offset: number };
   state: { key: string; value: unknown; version: number };
@@ -27,11 +28,14 @@ export interface SubscriptionOwner {
 }
 
 type Waiter = { resolve: (r: IteratorResult<Message>) => void; reject: (e: unknown) => void };
+/** One iterator's queue: what was delivered since it was created and not yet taken. */
+type Reader = { buffer: Message[]; waiter: Waiter | undefined };
 
 /**
  * A channel subscription. Listen with `sub.on("publication", ...)` (and the other events), or iterate it with
- * `for await (const message of sub)`: publications are buffered for iteration from the first iterator on, and
- * iteration ends after `unsubscribe()`, `client.close()`, or with the error that ended the subscription.
+ * `for await (const message of sub)`: each iterator gets every publication delivered from its creation on (it
+ * buffers them until taken), stops buffering when the loop exits (`break`, `return()`), and ends after
+ * `unsubscribe()`, `client.close()`, or with the error that ended the subscription.
  */
 export class Subscription extends TypedEmitter<SubscriptionEvents> implements AsyncIterable<Message> {
   readonly channel: string;
@@ -43,8 +47,7 @@ export class Subscription extends TypedEmitter<SubscriptionEvents> implements As
   private _status: UserStatus | undefined;
   private ended = false;
   private endError: RealtimeError | undefined;
-  private buffer: Message[] | undefined;
-  private waiters: Waiter[] = [];
+  private readonly readers = new Set<Reader>();
 
   /** @internal Confirmed once by the hub: from then on the client resubscribes it itself. */
   _confirmed = false;
@@ -52,6 +55,8 @@ export class Subscription extends TypedEmitter<SubscriptionEvents> implements As
   _held: Wire[] | undefined;
   /** @internal The subscription token, sent again with each resubscribe (fetched anew when `_getToken` is set). */
   _token: string | undefined;
+  /** @internal Settled when the first subscribe of this subscription has ended (resolved or not). */
+  _settled: Promise<void> | undefined;
   /** @internal Where a fresh subscription token comes from, for every resubscribe and after 109. */
   readonly _getToken: ((signal: AbortSignal) => Promise<string>) | undefined;
 
@@ -108,19 +113,31 @@ export class Subscription extends TypedEmitter<SubscriptionEvents> implements As
     return this.owner.unsubscribeSub(this);
   }
 
-  [Symbol.asyncIterator](): AsyncIterator<Message> {
-    this.buffer ??= [];
-    return {
+  [Symbol.asyncIterator](): AsyncIterableIterator<Message> {
+    const reader: Reader = { buffer: [], waiter: undefined };
+    if (!this.ended) this.readers.add(reader);
+    let finished = false;
+    const iterator: AsyncIterableIterator<Message> = {
       next: () => {
-        const buffer = this.buffer!;
-        if (buffer.length > 0) return Promise.resolve({ value: buffer.shift()!, done: false });
-        if (this.ended) {
-          return this.endError ? Promise.reject(this.endError) : Promise.resolve({ value: undefined, done: true });
+        if (reader.buffer.length > 0) return Promise.resolve({ value: reader.buffer.shift()!, done: false });
+        if (this.ended || finished) {
+          return this.endError && !finished ? Promise.reject(this.endError) : Promise.resolve({ value: undefined, done: true });
         }
-        return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+        if (reader.waiter !== undefined) return Promise.reject(new TypeError("next() called again before the last one settled"));
+        return new Promise((resolve, reject) => (reader.waiter = { resolve, reject }));
       },
-      return: () => Promise.resolve({ value: undefined, done: true }),
+      // The loop exited (break, return, throw): stop buffering for it.
+      return: () => {
+        finished = true;
+        this.readers.delete(reader);
+        reader.buffer = [];
+        reader.waiter?.resolve({ value: undefined, done: true });
+        reader.waiter = undefined;
+        return Promise.resolve({ value: undefined, done: true });
+      },
+      [Symbol.asyncIterator]: () => iterator,
     };
+    return iterator;
   }
 
   // --- used by the client --------------------------------------------------
@@ -179,10 +196,13 @@ export class Subscription extends TypedEmitter<SubscriptionEvents> implements As
     this.ended = true;
     this.endError = error;
     this._held = undefined;
-    for (const waiter of this.waiters.splice(0)) {
-      if (error) waiter.reject(error);
-      else waiter.resolve({ value: undefined, done: true });
+    for (const reader of this.readers) {
+      const waiter = reader.waiter;
+      reader.waiter = undefined;
+      if (waiter && error) waiter.reject(error);
+      else waiter?.resolve({ value: undefined, done: true });
     }
+    this.readers.clear();
     this.emit("unsubscribed", { reason });
   }
 
@@ -211,7 +231,8 @@ export class Subscription extends TypedEmitter<SubscriptionEvents> implements As
           user: String(push["user"] ?? ""),
           typing: push["typing"] !== false,
         };
-        if (typeof push["timeout"] === "number") event.timeout = push["timeout"];
+        // Seconds on the wire; milliseconds here, as every duration of this SDK.
+        if (typeof push["timeout"] === "number") event.timeout = Math.round(push["timeout"] * 1000);
         this.emit("typing", event);
         return false;
       }
@@ -243,10 +264,11 @@ export class Subscription extends TypedEmitter<SubscriptionEvents> implements As
     this._offset = message.offset;
     this._epoch = message.epoch;
     this.emit("publication", message);
-    if (this.buffer !== undefined) {
-      const waiter = this.waiters.shift();
+    for (const reader of this.readers) {
+      const waiter = reader.waiter;
+      reader.waiter = undefined;
       if (waiter) waiter.resolve({ value: message, done: false });
-      else this.buffer.push(message);
+      else reader.buffer.push(message);
     }
     return true;
   }
