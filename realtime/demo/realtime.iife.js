@@ -77,11 +77,16 @@ var Realtime = (() => {
     /** The next `name` event as a promise (rejects with AbortError-like reason when `signal` aborts). */
     next(name, signal) {
       return new Promise((resolve, reject) => {
-        const off = this.once(name, resolve);
-        signal?.addEventListener("abort", () => {
+        if (signal?.aborted) return reject(signal.reason);
+        const onAbort = () => {
           off();
           reject(signal.reason);
-        }, { once: true });
+        };
+        const off = this.once(name, (event) => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve(event);
+        });
+        signal?.addEventListener("abort", onAbort, { once: true });
       });
     }
     /** Listeners that throw do not stop the others; their errors are rethrown asynchronously. */
@@ -2264,7 +2269,7 @@ var Realtime = (() => {
       this._recovered = void 0;
       this.live = new LiveState();
       this.ended = false;
-      this.waiters = [];
+      this.readers = /* @__PURE__ */ new Set();
       /** @internal Confirmed once by the hub: from then on the client resubscribes it itself. */
       this._confirmed = false;
       this.channel = channel;
@@ -2310,18 +2315,30 @@ var Realtime = (() => {
       return this.owner.unsubscribeSub(this);
     }
     [Symbol.asyncIterator]() {
-      this.buffer ?? (this.buffer = []);
-      return {
+      const reader = { buffer: [], waiter: void 0 };
+      if (!this.ended) this.readers.add(reader);
+      let finished = false;
+      const iterator = {
         next: () => {
-          const buffer = this.buffer;
-          if (buffer.length > 0) return Promise.resolve({ value: buffer.shift(), done: false });
-          if (this.ended) {
-            return this.endError ? Promise.reject(this.endError) : Promise.resolve({ value: void 0, done: true });
+          if (reader.buffer.length > 0) return Promise.resolve({ value: reader.buffer.shift(), done: false });
+          if (this.ended || finished) {
+            return this.endError && !finished ? Promise.reject(this.endError) : Promise.resolve({ value: void 0, done: true });
           }
-          return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+          if (reader.waiter !== void 0) return Promise.reject(new TypeError("next() called again before the last one settled"));
+          return new Promise((resolve, reject) => reader.waiter = { resolve, reject });
         },
-        return: () => Promise.resolve({ value: void 0, done: true })
+        // The loop exited (break, return, throw): stop buffering for it.
+        return: () => {
+          finished = true;
+          this.readers.delete(reader);
+          reader.buffer = [];
+          reader.waiter?.resolve({ value: void 0, done: true });
+          reader.waiter = void 0;
+          return Promise.resolve({ value: void 0, done: true });
+        },
+        [Symbol.asyncIterator]: () => iterator
       };
+      return iterator;
     }
     // --- used by the client --------------------------------------------------
     /** @internal The position a resubscribe recovers from, once confirmed. */
@@ -2374,10 +2391,13 @@ var Realtime = (() => {
       this.ended = true;
       this.endError = error;
       this._held = void 0;
-      for (const waiter of this.waiters.splice(0)) {
-        if (error) waiter.reject(error);
-        else waiter.resolve({ value: void 0, done: true });
+      for (const reader of this.readers) {
+        const waiter = reader.waiter;
+        reader.waiter = void 0;
+        if (waiter && error) waiter.reject(error);
+        else waiter?.resolve({ value: void 0, done: true });
       }
+      this.readers.clear();
       this.emit("unsubscribed", { reason });
     }
     handle(push) {
@@ -2405,7 +2425,7 @@ var Realtime = (() => {
             user: String(push["user"] ?? ""),
             typing: push["typing"] !== false
           };
-          if (typeof push["timeout"] === "number") event.timeout = push["timeout"];
+          if (typeof push["timeout"] === "number") event.timeout = Math.round(push["timeout"] * 1e3);
           this.emit("typing", event);
           return false;
         }
@@ -2435,10 +2455,11 @@ var Realtime = (() => {
       this._offset = message.offset;
       this._epoch = message.epoch;
       this.emit("publication", message);
-      if (this.buffer !== void 0) {
-        const waiter = this.waiters.shift();
+      for (const reader of this.readers) {
+        const waiter = reader.waiter;
+        reader.waiter = void 0;
         if (waiter) waiter.resolve({ value: message, done: false });
-        else this.buffer.push(message);
+        else reader.buffer.push(message);
       }
       return true;
     }
@@ -2490,6 +2511,8 @@ var Realtime = (() => {
       this.disconnects = /* @__PURE__ */ new Map();
       /** Commands refused with 110, each waiting for its advice to pass. */
       this.busy = [];
+      /** Channels whose subscribe is still under way though the app unsubscribed: settled once it is undone. */
+      this.leaving = /* @__PURE__ */ new Map();
       this.subTokenAborts = /* @__PURE__ */ new Set();
       this.subOwner = { unsubscribeSub: (sub) => this.unsubscribeSub(sub) };
       this.url = url;
@@ -2534,16 +2557,24 @@ var Realtime = (() => {
       if (this._state === "closed") return Promise.reject(this.closedError);
       if (this._state === "connected") return Promise.resolve();
       const promise = new Promise((resolve, reject) => {
-        const waiter = { resolve, reject };
-        this.connectWaiters.push(waiter);
         const signal = options.signal;
-        if (signal) {
-          if (signal.aborted) return reject(abortReason(signal));
-          signal.addEventListener("abort", () => {
-            this.connectWaiters = this.connectWaiters.filter((w) => w !== waiter);
-            reject(abortReason(signal));
-          }, { once: true });
-        }
+        if (signal?.aborted) return reject(abortReason(signal));
+        const onAbort = () => {
+          this.connectWaiters = this.connectWaiters.filter((w) => w !== waiter);
+          reject(abortReason(signal));
+        };
+        const waiter = {
+          resolve: () => {
+            signal?.removeEventListener("abort", onAbort);
+            resolve();
+          },
+          reject: (error) => {
+            signal?.removeEventListener("abort", onAbort);
+            reject(error);
+          }
+        };
+        this.connectWaiters.push(waiter);
+        signal?.addEventListener("abort", onAbort, { once: true });
       });
       if (this._state === "idle") {
         const target = globalThis;
@@ -2677,8 +2708,7 @@ var Realtime = (() => {
           invalid: (_c, error) => this.emit("error", { error })
         }, this.options.batchCommands);
       } catch (error) {
-        this.emit("error", { error });
-        this.scheduleReconnect();
+        this.stop(new ConnectionClosed(CloseCode.BAD_REQUEST, `cannot open a WebSocket to ${this.url}: ${String(error?.message ?? error)}`));
         return;
       }
       this.opening = conn;
@@ -2758,7 +2788,7 @@ var Realtime = (() => {
         reason = typeof disconnect["reason"] === "string" ? disconnect["reason"] : reason;
       }
       const retryAfter = disconnect !== void 0 && typeof disconnect["retry_after"] === "number" ? disconnect["retry_after"] : conn.refusedFor;
-      const reconnect = disconnect !== void 0 && typeof disconnect["reconnect"] === "boolean" ? disconnect["reconnect"] : shouldReconnect(code);
+      const reconnect = this._state !== "closed" && (disconnect !== void 0 && typeof disconnect["reconnect"] === "boolean" ? disconnect["reconnect"] : shouldReconnect(code));
       const lost = new ConnectionLost(code, reason);
       const again = [];
       for (const req of requests?.values() ?? []) {
@@ -2927,7 +2957,9 @@ var Realtime = (() => {
         if (signal.aborted) {
           this.finish(req, abortReason(signal));
         } else {
-          signal.addEventListener("abort", () => this.finish(req, abortReason(signal)), { once: true });
+          const onAbort = () => this.finish(req, abortReason(signal));
+          signal.addEventListener("abort", onAbort, { once: true });
+          req.offAbort = () => signal.removeEventListener("abort", onAbort);
         }
       }
       return req;
@@ -2950,6 +2982,8 @@ var Realtime = (() => {
       if (req.done) return;
       req.done = true;
       this.stopTimers(req);
+      req.offAbort?.();
+      req.offAbort = void 0;
       if (req.conn !== void 0 && req.id !== void 0) this.pending.get(req.conn)?.delete(req.id);
       const i = this.waiting.indexOf(req);
       if (i >= 0) this.waiting.splice(i, 1);
@@ -3000,7 +3034,11 @@ var Realtime = (() => {
       const sub = new Subscription(this.subOwner, channel, options.token, options.getToken);
       this.subs.set(channel, sub);
       sub._held = [];
+      let settle;
+      sub._settled = new Promise((resolve) => settle = resolve);
       try {
+        const leaving = this.leaving.get(channel);
+        if (leaving !== void 0) await leaving;
         for (let attempt = 1; ; attempt++) {
           if (sub._getToken !== void 0 && (attempt > 1 || sub._token === void 0)) {
             await this.subToken(sub, options.signal);
@@ -3031,6 +3069,8 @@ var Realtime = (() => {
           this.call({ cmd: "unsubscribe", channel }, { retry: false, whenBusy: true }).catch(() => void 0);
         }
         throw error;
+      } finally {
+        settle();
       }
       return sub;
     }
@@ -3128,6 +3168,13 @@ var Realtime = (() => {
       }
       this.subs.delete(sub.channel);
       sub._end("unsubscribed");
+      if (!sub._confirmed && sub._settled !== void 0) {
+        const settled = sub._settled;
+        this.leaving.set(sub.channel, settled);
+        void settled.then(() => {
+          if (this.leaving.get(sub.channel) === settled) this.leaving.delete(sub.channel);
+        });
+      }
       if (this._state !== "connected" || !sub._confirmed) return;
       try {
         await this.call({ cmd: "unsubscribe", channel: sub.channel }, { retry: false, whenBusy: true });

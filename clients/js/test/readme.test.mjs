@@ -6,7 +6,7 @@ import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import WebSocket from "ws";
-import { startHub } from "./hub.mjs";
+import { startHub, token } from "./hub.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const readme = readFileSync(join(here, "..", "README.md"), "utf8");
@@ -24,7 +24,7 @@ after(async () => {
   await hub?.stop();
 });
 
-test("README.md has checked examples", () => assert.equal(blocks.length, 3));
+test("README.md has checked examples", () => assert.equal(blocks.length, 4));
 
 blocks.forEach((code, i) => {
   test(`README example ${i + 1} runs against a hub`, async () => {
@@ -33,7 +33,7 @@ blocks.forEach((code, i) => {
       .replaceAll('"react-native"', JSON.stringify(pathToFileURL(join(here, "stubs", "react-native.mjs")).href))
       .replaceAll('"@react-native-community/netinfo"', JSON.stringify(pathToFileURL(join(here, "stubs", "netinfo.mjs")).href))
       .replaceAll("wss://hub.example.com/ws", hub.url)
-      .replaceAll('"<a token from your backend>"', '""');
+      .replaceAll('"<a token from your backend>"', JSON.stringify(token({ sub: "reader" })));
     const file = join(tmp, `example${i + 1}.mjs`);
     writeFileSync(file, source);
     globalThis.WebSocket = WebSocket; // what browsers and React Native have
@@ -52,5 +52,12 @@ blocks.forEach((code, i) => {
       assert.equal(AppState.listeners + NetInfo.listeners, 0, "the example removes its listeners");
     }
     if (i === 2) assert.deepEqual(logs, ["hello", "refused: 107"]);
+    if (i === 3) {
+      assert.ok(logs.includes("here: 1"), logs.join("\n"));
+      assert.ok(logs.includes("stats: [object Object]") || logs.some((l) => l.startsWith("stats:")));
+      assert.ok(logs.some((l) => /^home = .* at \d+$/.test(l)), logs.join("\n"));
+      assert.ok(logs.includes("snapshot: [object Object] true"), logs.join("\n"));
+      assert.ok(logs.some((l) => /^receipts: \{"reader":\d+\}$/.test(l)), logs.join("\n"));
+    }
   });
 });
