@@ -32,11 +32,17 @@ pytestmark = pytest.mark.redis
 def _node() -> str:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        pytest.fail("the JS SDK tests need Node 18+ and npm: apt-get install nodejs npm", pytrace=False)
+        pytest.fail(
+            "the JS SDK tests need Node 20+ and npm: apt-get install nodejs npm (then .ci/run's npm install -g node@20 where Debian's is older)",
+            pytrace=False,
+        )
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout.strip()
     found = re.match(r"v(\d+)\.", version)
-    if found is None or int(found.group(1)) < 18:
-        pytest.fail(f"the JS SDK tests need Node 18+, found {version}: install a newer nodejs", pytrace=False)
+    if found is None or int(found.group(1)) < 20:
+        pytest.fail(
+            f"the JS SDK tests need Node 20+ (node --test options), found {version}: npm install -g node@20",
+            pytrace=False,
+        )
     return npm
 
 
