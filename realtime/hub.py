@@ -42,6 +42,7 @@ from protocol.messages import (
 )
 
 from .auth import Identity, TokenVerifier
+from .backend.events import EventBus
 from .config import Settings
 from .connection import Connection
 from .continuity import Continuity
@@ -75,10 +76,14 @@ class Hub:
     """Create with settings and an engine, plug the features in with :meth:`use`;
     :meth:`start` before serving, :meth:`close` after. ``realtime.server`` does all three."""
 
-    def __init__(self, settings: Settings, engine: Engine, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine, metrics: Metrics | None = None, events: EventBus | None = None
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.metrics = metrics or Metrics(settings.namespaces)
+        #: What happens here that the app's backend may hear of (webhooks, the event stream, push).
+        self.events = events or EventBus()
         self.verifier = TokenVerifier.from_settings(settings)
         #: Times every connection's deadlines (pings, connect deadline, token expiry).
         self.timers = TimerWheel()

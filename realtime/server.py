@@ -35,6 +35,7 @@ from protocol.errors import DisconnectError
 from . import __version__, audit
 from .admission import Admission, AuthenticatedHook
 from .api import HANDLER_ARGS, guarded, setup_api
+from .backend.events import EventBus
 from .commands import Commands
 from .config import Settings, startup_warnings
 from .connection import Connection, HubWebSocket, close_timeout
@@ -365,7 +366,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     :class:`~realtime.feature.HubServices`. Features plug in in hook order.
     """
     metrics = Metrics(settings.namespaces)  # this app's own registry (GET /metrics)
-    hub = Hub(settings, engine or create_engine(settings), metrics)  # memory, Redis or Redis Cluster
+    events = EventBus(node_name(settings.node_name))  # sinks (webhooks, stream, push) register on it
+    hub = Hub(settings, engine or create_engine(settings), metrics, events)  # memory, Redis or Redis Cluster
     metrics.watch(hub.snapshot)  # gauges: read from the hub's structures at scrape time
     admission = Admission(settings)  # pending sockets; HubServer's site puts each socket through it
     allowed_hosts = effective_allowed_hosts(settings.host, settings.allowed_hosts)
