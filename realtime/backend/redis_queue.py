@@ -161,7 +161,9 @@ class RedisQueue:
                 entries = _entries(claimed[1])
                 if entries:
                     return entries
-            found: Any = await self.redis.xreadgroup(GROUP, self.consumer, {self.key: ">"}, count=n, block=int(BLOCK * 1000))
+            found: Any = await self.redis.xreadgroup(
+                GROUP, self.consumer, {self.key: ">"}, count=n, block=int(BLOCK * 1000)
+            )
         except ResponseError as exc:
             if "NOGROUP" in str(exc):  # the Stream went (Redis restarted empty): make it again
                 self._group_ready = False
