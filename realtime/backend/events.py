@@ -20,6 +20,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+import orjson
+
+from protocol.json_codec import msgpack_to_json
+
 log = logging.getLogger("realtime.events")
 
 EVENT_NAMES: Final = (
@@ -99,6 +103,15 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def json_value(packed: bytes) -> Any:
+    """A MessagePack value (``data``, ``info``) as JSON holds it: as a JSON client receives it (binary as
+    base64, other map keys as strings; protocol.md, data values)."""
+    try:
+        return orjson.loads(msgpack_to_json(packed))
+    except ValueError:  # not what the hub stores; an event never fails for it
+        return None
+
+
 class EventBus:
     """The hub's events: :meth:`wants`, then :meth:`emit` (or :meth:`fire`, which does both)."""
 
@@ -166,4 +179,4 @@ class EventBus:
             self.emit(self.event(name, channel=channel, namespace=namespace, user=user, client=client, data=data))
 
 
-__all__ = ["ALL", "EVENT_NAMES", "Event", "EventBus", "Sink", "now_ms"]
+__all__ = ["ALL", "EVENT_NAMES", "Event", "EventBus", "Sink", "json_value", "now_ms"]
