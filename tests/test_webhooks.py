@@ -348,7 +348,7 @@ def test_backend_table_is_checked(tmp_path: Path) -> None:
         load_settings(config_file=path)
     assert "backend.secrets" in str(info.value) and "at least 16 bytes" in str(info.value)
     path.write_text('[backend]\nformat = "xml"\n')
-    with pytest.raises(ConfigError, match="backend.format"):
+    with pytest.raises(ConfigError, match=r"backend\.format"):
         load_settings(config_file=path)
 
 
