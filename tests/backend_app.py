@@ -8,9 +8,11 @@ it back on the same port (deliveries meanwhile fail to connect).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
@@ -121,3 +123,16 @@ class Backend:
                     await self._changed.wait()
             except TimeoutError:
                 pass
+
+
+def doc_block(tag: str, lang: str) -> str:
+    """The one code block of docs/integration.md fenced as ``lang tag``."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "integration.md").read_text()
+    [block] = re.findall(rf"```{lang} {tag}\n(.*?)```", text, re.S)
+    return str(block)
+
+
+def catalogue() -> dict[str, dict[str, Any]]:
+    """docs/integration.md's event catalogue: event name -> its example body."""
+    events = [orjson.loads(line) for line in doc_block("event-catalogue", "json").splitlines() if line.strip()]
+    return {event["name"]: event for event in events}

@@ -18,7 +18,7 @@ from realtime.backend.rules import BackendSettings, WebhookRule
 from realtime.config import ConfigError, load_settings
 from realtime.namespaces import Namespace
 
-from .backend_app import BACKEND_SECRET, Backend
+from .backend_app import BACKEND_SECRET, Backend, catalogue
 from .helpers import HubFactory, RunningHub, namespaces, unique_prefix, until, user
 from .redis_server import RedisServer
 
@@ -121,6 +121,12 @@ async def test_every_event_reaches_the_backend_signed(hub_factory: HubFactory, b
     assert offline["data"]["seen"] > 0
 
     assert {e["name"] for e in backend.events} == set(EVENT_NAMES)
+    documented = catalogue()  # docs/integration.md shows each body with these fields exactly
+    assert set(documented) == set(EVENT_NAMES)
+    for event in backend.events:
+        example = documented[event["name"]]
+        assert list(event) == list(example), event["name"]
+        assert set(event["data"]) <= set(example["data"]), event["name"]  # mid and time: chat only
     assert all(d.verified for d in backend.deliveries)
     assert all(d.id == d.events[0]["id"] for d in backend.deliveries)
     assert len({e["id"] for e in backend.events}) == len(backend.events)
