@@ -20,6 +20,7 @@ from realtime.namespaces import Namespace
 
 from .backend_app import BACKEND_SECRET, Backend, catalogue
 from .helpers import HubFactory, RunningHub, namespaces, unique_prefix, until, user
+from .redis_cluster import LocalCluster
 from .redis_server import RedisServer
 
 CHAT = Namespace(name="chat", kind="chat", subscribe="anyone", publish="clients", presence=True, presence_grace=0.1)
@@ -372,3 +373,19 @@ def test_good_rules_load(tmp_path: Path) -> None:
     assert only.selects("message.published", "chat") and not only.selects("message.published", "other")
     assert not only.selects("user.online", "")
     assert settings.backend.secrets == ("0123456789abcdef0123",)
+
+
+async def test_the_queue_works_on_a_redis_cluster(
+    hub_factory: HubFactory, backend: Backend, redis_cluster: LocalCluster
+) -> None:
+    backend.answers.append(500)  # one retry: the queue's keep runs on the cluster too
+    rules = (rule(backend, ("message.published",)),)
+    hub = await start_hub(
+        hub_factory, *rules, redis=redis_cluster.url, redis_cluster=True, redis_prefix=unique_prefix()
+    )
+    alice = await user(hub, "alice", "chat:j")
+    await alice.publish("chat:j", "clustered")
+    event = (await backend.wait_for("message.published"))[0]
+    assert event["data"]["data"] == "clustered"
+    assert [d.status for d in backend.deliveries] == [500, 200]
+    await alice.close()
