@@ -9,19 +9,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from protocol.codes import CloseCode
 from protocol.errors import DisconnectError
 from protocol.messages import Unsubscribe
 from realtime.backend.events import EVENT_NAMES, Event, EventBus
 from realtime.backend.rules import BackendSettings, WebhookRule
+from realtime.backend.redis_queue import GROUP, stream_key
 from realtime.config import ConfigError, load_settings
 from realtime.namespaces import Namespace
+from realtime.publisher import Publisher
 
 from .backend_app import BACKEND_SECRET, Backend, catalogue
 from .helpers import HubFactory, RunningHub, namespaces, unique_prefix, until, user
 from .redis_cluster import LocalCluster
 from .redis_server import RedisServer
+from .test_serve_process import start_serve
 
 CHAT = Namespace(name="chat", kind="chat", subscribe="anyone", publish="clients", presence=True, presence_grace=0.1)
 STATUS = Namespace(name="status", kind="status", subscribe="anyone", presence_grace=0.1)
@@ -238,11 +242,12 @@ async def test_once_per_endpoint_across_two_nodes(
     hub_factory: HubFactory, backend: Backend, redis_server: RedisServer
 ) -> None:
     prefix = unique_prefix()
-    rules = (rule(backend, ("message.published", "channel.occupied", "channel.vacated")),)
+    rules = (rule(backend, ("message.published", "channel.occupied", "channel.vacated", "user.online")),)
     a = await start_hub(hub_factory, *rules, redis=redis_server.url, redis_prefix=prefix, node_name="a")
     b = await start_hub(hub_factory, *rules, redis=redis_server.url, redis_prefix=prefix, node_name="b")
     alice = await user(a, "alice", "chat:h")
     bob = await user(b, "bob", "chat:h")
+    alice_again = await user(b, "alice")  # her second device, on the other node: still one user.online
     for n in range(10):
         await alice.publish("chat:h", f"a{n}")
         await bob.publish("chat:h", f"b{n}")
@@ -250,6 +255,7 @@ async def test_once_per_endpoint_across_two_nodes(
     await alice.close()
     await bob.close()
     await backend.wait_for("channel.vacated")
+    await backend.wait_for("user.online", 2)
     published = backend.named("message.published")
     assert sorted(e["data"]["data"] for e in published) == sorted(
         [f"a{n}" for n in range(10)] + [f"b{n}" for n in range(10)]
@@ -258,6 +264,8 @@ async def test_once_per_endpoint_across_two_nodes(
     assert len(backend.named("channel.occupied")) == 1  # the channel's first subscriber, of both nodes
     assert len(backend.named("channel.vacated")) == 1
     assert {e["node"] for e in published} == {"a", "b"}
+    assert sorted(e["user"] for e in backend.named("user.online")) == ["alice", "bob"]
+    await alice_again.close()
 
 
 async def test_queued_events_survive_a_node_restart(
@@ -389,3 +397,49 @@ async def test_the_queue_works_on_a_redis_cluster(
     assert event["data"]["data"] == "clustered"
     assert [d.status for d in backend.deliveries] == [500, 200]
     await alice.close()
+
+
+async def test_queued_events_survive_a_killed_hub_process(
+    tmp_path: Path, backend: Backend, redis_server: RedisServer
+) -> None:
+    """`realtime serve` killed with SIGKILL while its POSTs fail: another process delivers them."""
+    await backend.stop()
+    prefix = unique_prefix()
+    config = tmp_path / "hub.toml"
+    config.write_text(
+        f'redis = "{redis_server.url}"\nredis_prefix = "{prefix}"\nallow_anonymous = true\n'
+        '[[api_keys]]\nname = "backend"\nkey = "api-key-for-the-kill-test"\nscopes = ["publish"]\n'
+        "[namespaces.default]\n"
+        f'[backend]\nsecrets = ["{BACKEND_SECRET}"]\n'
+        f'[[webhooks]]\nurl = "{backend.url}"\non = ["message.published"]\nreclaim_after = 0.5\nbackoff_max = 0.2\n'
+    )
+    first, port = await start_serve("--config", str(config))
+    try:
+        async with Publisher(f"http://127.0.0.1:{port}", "api-key-for-the-kill-test", format="json") as pub:
+            for n in range(3):
+                await pub.publish("news", n)
+        redis = Redis.from_url(redis_server.url)
+        key = stream_key(prefix, backend.url)
+        # All three in the Stream, the first taken by the doomed process (pending), the others behind it.
+        await until(lambda: _queued(redis, key, 3, 1), what="the events in the Stream")
+    finally:
+        first.kill()
+        await first.wait()
+    await backend.start()
+    second, _ = await start_serve("--config", str(config))
+    try:
+        await backend.wait_for("message.published", 3)
+        assert sorted(e["data"]["data"] for e in backend.events) == [0, 1, 2]
+        assert len({e["id"] for e in backend.events}) == 3
+        await until(lambda: _queued(redis, key, 0, 0), what="the entries acknowledged and deleted")
+    finally:
+        second.kill()
+        await second.wait()
+        await redis.aclose()
+
+
+async def _queued(redis: Redis, key: str, entries: int, pending: int) -> bool:
+    """Whether the Stream holds ``entries``, ``pending`` of them taken by a consumer and not acknowledged."""
+    if await redis.xlen(key) != entries:
+        return False
+    return int((await redis.xpending(key, GROUP))["pending"]) == pending
