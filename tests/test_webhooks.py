@@ -15,8 +15,8 @@ from protocol.codes import CloseCode
 from protocol.errors import DisconnectError
 from protocol.messages import Unsubscribe
 from realtime.backend.events import EVENT_NAMES, Event, EventBus
-from realtime.backend.rules import BackendSettings, WebhookRule
 from realtime.backend.redis_queue import GROUP, stream_key
+from realtime.backend.rules import BackendSettings, WebhookRule
 from realtime.config import ConfigError, load_settings
 from realtime.namespaces import Namespace
 from realtime.publisher import Publisher
