@@ -443,3 +443,24 @@ async def _queued(redis: Redis, key: str, entries: int, pending: int) -> bool:
     if await redis.xlen(key) != entries:
         return False
     return int((await redis.xpending(key, GROUP))["pending"]) == pending
+
+
+async def test_an_unreadable_stream_entry_is_dropped_not_retried(
+    hub_factory: HubFactory, backend: Backend, redis_server: RedisServer
+) -> None:
+    prefix = unique_prefix()
+    redis = Redis.from_url(redis_server.url)
+    key = stream_key(prefix, backend.url)
+    try:
+        await redis.xadd(key, {"e": b"not json"})
+        hub = await start_hub(
+            hub_factory, rule(backend, ("message.published",)), redis=redis_server.url, redis_prefix=prefix
+        )
+        alice = await user(hub, "alice", "chat:k")
+        await alice.publish("chat:k", "readable")
+        await backend.wait_for("message.published")
+        assert [e["data"]["data"] for e in backend.events] == ["readable"]
+        await until(lambda: _queued(redis, key, 0, 0), what="both entries gone")
+        await alice.close()
+    finally:
+        await redis.aclose()

@@ -158,7 +158,7 @@ class RedisQueue:
                 claimed = await self.redis.xautoclaim(
                     self.key, GROUP, self.consumer, self._reclaim_ms, start_id="0-0", count=n
                 )
-                entries = _entries(claimed[1])
+                entries = await self._read(claimed[1])
                 if entries:
                     return entries
             found: Any = await self.redis.xreadgroup(
@@ -175,7 +175,14 @@ class RedisQueue:
             self._warn_redis(f": {exc}")
             await asyncio.sleep(RETRY_PAUSE)
             return []
-        return [entry for _, items in (found or []) for entry in _entries(items)]
+        return [entry for _, items in (found or []) for entry in await self._read(items)]
+
+    async def _read(self, items: Any) -> list[tuple[str, Event]]:
+        """The events of Stream entries; an unreadable entry is logged and acknowledged (never retried)."""
+        events, bad = _entries(items)
+        if bad:
+            await self.done(bad)
+        return events
 
     async def keep(self, ids: Sequence[str]) -> None:
         try:
@@ -203,9 +210,11 @@ class RedisQueue:
             self._appender = None
 
 
-def _entries(items: Any) -> list[tuple[str, Event]]:
-    """Stream entries -> (id, event); entries deleted meanwhile (no fields) and unreadable ones are skipped."""
+def _entries(items: Any) -> tuple[list[tuple[str, Event]], list[str]]:
+    """Stream entries -> (id, event), and the ids of unreadable ones; entries deleted meanwhile (no
+    fields) are skipped (XAUTOCLAIM has dropped them from the pending list)."""
     out = []
+    bad = []
     for entry_id, fields in items or []:
         raw = (fields or {}).get(FIELD)
         ident = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
@@ -215,7 +224,8 @@ def _entries(items: Any) -> list[tuple[str, Event]]:
             out.append((ident, Event.from_dict(orjson.loads(raw))))
         except (ValueError, KeyError, TypeError):
             log.error("webhook queue entry %s is not an event: skipped", ident)
-    return out
+            bad.append(ident)
+    return out, bad
 
 
 __all__ = ["GROUP", "RedisQueue", "consumer_name", "stream_key"]
