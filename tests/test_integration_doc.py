@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,11 +14,13 @@ from typing import Any
 import pytest
 
 from realtime.backend.rules import BackendSettings, WebhookRule
+from realtime.config import load_settings
 
 from .backend_app import BACKEND_SECRET, Backend, Delivery, doc_block
 from .helpers import HubFactory, namespaces, user
 
 #: Runs the documented JavaScript ``verify`` on the delivery given as JSON on stdin.
+ROOT = Path(__file__).resolve().parent.parent
 JS_HARNESS = """
 let input = "";
 process.stdin.on("data", (chunk) => (input += chunk));
@@ -54,6 +57,16 @@ async def delivery(hub_factory: HubFactory) -> AsyncIterator[Delivery]:
         yield backend.deliveries[0]
     finally:
         await backend.stop()
+
+
+def test_the_toml_example_loads(tmp_path: Path) -> None:
+    [block] = re.findall(r"```toml\n(.*?)```", (ROOT / "docs" / "integration.md").read_text(), re.S)
+    path = tmp_path / "hub.toml"
+    path.write_text(block + '[namespaces.chat]\nkind = "chat"\n')
+    settings = load_settings(env={}, config_file=path)
+    (rule,) = settings.webhooks
+    assert rule.on == ("channel.occupied", "channel.vacated", "message.published") and rule.namespaces == ("chat",)
+    assert settings.backend.timeout == 2.0 and settings.backend.format == "json"
 
 
 def headers_of(d: Delivery) -> dict[str, str]:
