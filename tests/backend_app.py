@@ -50,6 +50,8 @@ class Backend:
         self.deliveries: list[Delivery] = []
         #: Statuses to answer, in order; 200 once empty.
         self.answers: deque[int] = deque()
+        #: Seconds to wait before answering, in order; at once once empty.
+        self.delays: deque[float] = deque()
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Event()
 
@@ -73,6 +75,8 @@ class Backend:
         content_type = request.headers.get("Content-Type", "")
         doc = msgpack.unpackb(body) if content_type == "application/msgpack" else orjson.loads(body)
         status = self.answers.popleft() if self.answers else 200
+        if self.delays:
+            await asyncio.sleep(self.delays.popleft())
         self.deliveries.append(
             Delivery(
                 request.headers.get(ID_HEADER, ""), timestamp, signature, body, content_type, status, ok, doc["events"]

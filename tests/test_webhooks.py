@@ -169,17 +169,33 @@ async def test_msgpack_bodies_and_batches(hub_factory: HubFactory, backend: Back
 # --- retries and give-ups ---------------------------------------------------------------------
 
 
-async def test_retried_after_500_with_the_same_id(hub_factory: HubFactory, backend: Backend) -> None:
-    backend.answers.extend([500, 500])
+@pytest.mark.parametrize("status", [500, 503, 408, 429])
+async def test_retried_after_5xx_408_429_with_the_same_id(
+    hub_factory: HubFactory, backend: Backend, status: int
+) -> None:
+    backend.answers.extend([status, status])
     hub = await start_hub(hub_factory, rule(backend, ("message.published",)))
     alice = await user(hub, "alice", "chat:c")
     await alice.publish("chat:c", "x")
     await backend.wait_for("message.published")
-    assert [d.status for d in backend.deliveries] == [500, 500, 200]
+    assert [d.status for d in backend.deliveries] == [status, status, 200]
     assert len({d.id for d in backend.deliveries}) == 1  # one delivery, retried
     metrics = hub.hub.metrics
     await until(lambda: metrics.webhook_count(backend.url, "delivered") == 1, what="the hub to count it")
     assert metrics.webhook_count(backend.url, "retried") == 2
+    await alice.close()
+
+
+async def test_no_answer_in_time_is_retried_and_may_arrive_twice(hub_factory: HubFactory, backend: Backend) -> None:
+    backend.delays.append(1.0)  # the first answer comes after the hub stopped waiting (timeout 0.2 s)
+    hub = await start_hub(hub_factory, rule(backend, ("message.published",), timeout=0.2))
+    alice = await user(hub, "alice", "chat:l")
+    await alice.publish("chat:l", "once")
+    await backend.wait_deliveries(2)
+    await until(lambda: hub.hub.metrics.webhook_count(backend.url, "delivered") == 1, what="the retry answered")
+    assert hub.hub.metrics.webhook_count(backend.url, "retried") == 1
+    first, second = backend.deliveries
+    assert first.events == second.events and first.id == second.id  # at least once: dedup by the event id
     await alice.close()
 
 
