@@ -70,6 +70,7 @@ from protocol.messages import (
     UserStatus,
 )
 from realtime.auth import check_subscribe
+from realtime.backend.events import json_value
 from realtime.engines.presence import PresenceEntry
 from realtime.logs import log_failure
 
@@ -86,6 +87,13 @@ log = logging.getLogger("realtime.presence")
 STATUS_GRACE = 5.0
 #: Engine presence key of a user's connections: "$status:<user>".
 STATUS_KEY = "$status:"
+#: Engine presence key of a channel's subscribers, all under user "" (so the engine's first join and
+#: last leave are the channel's first subscriber and last one, across nodes): "$occ:<channel>".
+#: Kept only in namespaces where a sink wants channel.occupied or channel.vacated.
+OCCUPANCY_KEY = "$occ:"
+OCCUPIED, VACATED = "channel.occupied", "channel.vacated"
+JOINED, LEFT = "presence.join", "presence.leave"
+ONLINE, OFFLINE = "user.online", "user.offline"
 #: kv key of a user's last seen time (ms since the Unix epoch, decimal text).
 SEEN_KEY = "seen:"
 #: The refresh yields to the loop after this many entries (the memory engine never does).
@@ -128,6 +136,7 @@ class Presence(Feature):
             return
         try:
             if await self._add(STATUS_KEY + conn.user, conn.id, PresenceEntry(conn.user)):
+                self.hub.events.fire(ONLINE, user=conn.user, client=conn.id)
                 await self._announce_status(UserStatus(conn.user, True))
         except Exception:
             log_failure(log, "status of a connecting user not recorded")
@@ -144,17 +153,30 @@ class Presence(Feature):
             fields["status"] = await self._status_of(user)
 
     async def on_subscribed(self, conn: Connection, ns: Namespace, channel: str) -> None:
+        events = self.hub.events
+        if events.sinks and (events.wants(OCCUPIED, ns.name) or events.wants(VACATED, ns.name)):
+            try:
+                if await self._add(OCCUPANCY_KEY + channel, conn.id, PresenceEntry("")):
+                    events.fire(OCCUPIED, channel=channel, namespace=ns.name, user=conn.user, client=conn.id)
+            except Exception:
+                log_failure(log, "occupancy of a channel not recorded")
         if not ns.presence:
             return
         info = conn.identity.info
         try:
             joined = await self._add(channel, conn.id, PresenceEntry(conn.user, info))
-            if joined and conn.user and ns.join_leave:
-                await self.hub.broadcast(channel, Join(channel, conn.user, info))
+            if joined and conn.user:
+                if events.sinks and events.wants(JOINED, ns.name):
+                    data = {"info": json_value(info) if info is not None else None}
+                    events.fire(JOINED, channel=channel, namespace=ns.name, user=conn.user, client=conn.id, data=data)
+                if ns.join_leave:
+                    await self.hub.broadcast(channel, Join(channel, conn.user, info))
         except Exception:  # the subscribe reply is out: nothing to answer with
             log_failure(log, "presence of a subscriber not recorded")
 
     async def on_unsubscribe(self, conn: Connection, ns: Namespace, channel: str) -> None:
+        if OCCUPANCY_KEY + channel in self._local:
+            await self._remove(OCCUPANCY_KEY + channel, conn.id, "")
         if ns.presence:
             await self._remove(channel, conn.id, conn.user)
 
@@ -281,19 +303,26 @@ class Presence(Feature):
     async def _engine_remove(self, key: str, client: str, user: str) -> None:
         """Remove the entry; when it was the user's last, settle their leave after the grace."""
         engine = self.hub.engine
+        events = self.hub.events
         status = key.startswith(STATUS_KEY)
         seen = _now_ms()
         announce: Callable[[], Awaitable[None]] | None = None
         grace = 0.0  # nothing to announce: no reason to wait
         if status:
-            if self.status_namespaces:  # else nobody to tell: queries alone use the grace
+            wanted = events.wants(OFFLINE)
+            if self.status_namespaces or wanted:  # else nobody to tell: queries alone use the grace
                 grace = self.status_grace
-                announce = partial(self._announce_status, UserStatus(user, False, seen))
+                announce = partial(self._went_offline, user, seen, client)
+        elif key.startswith(OCCUPANCY_KEY):  # the channel's last subscriber left: at once, no grace
+            channel = key[len(OCCUPANCY_KEY) :]
+            ns = self.hub.namespace(channel)
+            if ns is not None and events.wants(VACATED, ns.name):
+                announce = partial(self._fire, VACATED, channel, ns.name, "", client)
         else:
             ns = self.hub.namespace(key)
-            if ns is not None and ns.join_leave and user:
+            if ns is not None and user and (ns.join_leave or events.wants(LEFT, ns.name)):
                 grace = ns.presence_grace
-                announce = partial(self.hub.broadcast, key, Leave(key, user))
+                announce = partial(self._left, key, ns, user, client)
         leave = await engine.presence_remove(key, client, user, grace=grace)
         if not leave:
             return
@@ -311,6 +340,21 @@ class Presence(Feature):
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _fire(self, name: str, channel: str, namespace: str, user: str, client: str) -> None:
+        self.hub.events.fire(name, channel=channel, namespace=namespace, user=user, client=client)
+
+    async def _went_offline(self, user: str, seen: int, client: str = "") -> None:
+        """A user's last device went and stayed away for the status grace: the event, then the notices."""
+        self.hub.events.fire(OFFLINE, user=user, client=client, data={"seen": seen})
+        if self.status_namespaces:
+            await self._announce_status(UserStatus(user, False, seen))
+
+    async def _left(self, channel: str, ns: Namespace, user: str, client: str = "") -> None:
+        """A user left ``channel`` and stayed away for the grace: the event, then the push."""
+        self.hub.events.fire(LEFT, channel=channel, namespace=ns.name, user=user, client=client)
+        if ns.join_leave:
+            await self.hub.broadcast(channel, Leave(channel, user))
 
     async def _settle_later(
         self, key: str, user: str, leave: int, grace: float, announce: Callable[[], Awaitable[None]]
@@ -369,12 +413,12 @@ class Presence(Feature):
                 for gone in await engine.presence_expire(STATUS_KEY + user):
                     seen = _now_ms()
                     await engine.kv_set(SEEN_KEY + gone, str(seen).encode())
-                    await self._announce_status(UserStatus(gone, False, seen))
+                    await self._went_offline(gone, seen)
                     announced += 1
-            elif ns.presence and ns.join_leave:
+            elif ns.presence and (ns.join_leave or self.hub.events.wants(LEFT, ns.name)):
                 for gone in await engine.presence_expire(channel):
                     if gone:
-                        await self.hub.broadcast(channel, Leave(channel, gone))
+                        await self._left(channel, ns, gone)
                         announced += 1
         return announced
 

@@ -34,6 +34,7 @@ from typing import Any
 from protocol.errors import RealtimeError
 
 from .auth import ALL_SCOPES, ApiKey, load_public_key, secret_bytes
+from .backend.rules import BackendSettings, RuleError, WebhookRule, backend_settings, check_rules, webhook_rules
 from .hosts import ANY_HOST, LOOPBACK_HOSTS, effective_allowed_hosts, origin_entry_problem
 from .hosts import ENTRY as HOST_ENTRY
 from .namespaces import OPTIONS as NAMESPACE_OPTIONS
@@ -237,6 +238,12 @@ class Settings:
     #: Keys of the server API: [[api_keys]] tables {name, key, scopes} in the config
     #: file, then one from REALTIME_API_KEY (name "env", all scopes) when it is set.
     api_keys: tuple[ApiKey, ...] = ()
+    #: How the hub talks to the app's backend: the ``[backend]`` table (``secrets`` that sign every
+    #: request, ``timeout``, ``format``), only from the config file; docs/integration.md.
+    backend: BackendSettings = field(default_factory=BackendSettings)
+    #: The trigger rules: ``[[webhooks]]`` tables (``url``, ``on``, ``namespaces``, delivery options),
+    #: only from the config file; docs/integration.md#webhooks.
+    webhooks: tuple[WebhookRule, ...] = ()
 
 
 #: List settings whose flag is singular and repeated.
@@ -323,7 +330,12 @@ def load_settings(
             f"invalid setting revocations_file (from {source}): it is for the memory engine; Redis keeps revocations"
         )
     _check_tls(values, given)
-    return Settings(**values)
+    settings = Settings(**values)
+    try:
+        check_rules(settings.webhooks, settings.backend, settings.namespaces)
+    except RuleError as exc:
+        raise _rules_error(exc, given["webhooks"][1]) from None
+    return settings
 
 
 def _check_tls(values: Mapping[str, Any], given: Mapping[str, tuple[object, str]]) -> None:
@@ -447,7 +459,7 @@ _CASTERS: dict[object, Callable[[object], object]] = {
 }
 _HINTS = typing.get_type_hints(Settings)
 #: Settings read only from the config file (their parsers are in _FILE_ONLY, below).
-_FILE_ONLY_NAMES = ("namespaces", "api_keys")
+_FILE_ONLY_NAMES = ("namespaces", "api_keys", "backend", "webhooks")
 # A KeyError here means a new field has a type without a cast: add one above.
 _CASTS = {f.name: _CASTERS[_HINTS[f.name]] for f in dataclasses.fields(Settings) if f.name not in _FILE_ONLY_NAMES}
 #: Settings whose values error messages never show.
@@ -734,7 +746,32 @@ def _clash(keys: typing.Sequence[ApiKey], new: ApiKey) -> str:
     return ""
 
 
-_FILE_ONLY: dict[str, Callable[[object, str], object]] = {"namespaces": _namespaces, "api_keys": _api_keys}
+def _rules_error(exc: RuleError, source: str) -> ConfigError:
+    return ConfigError(f"invalid setting {exc.label} (from {source}): {exc.reason}")
+
+
+def _backend(raw: object, source: str) -> BackendSettings:
+    """The ``[backend]`` table (realtime.backend.rules)."""
+    try:
+        return backend_settings(raw)
+    except RuleError as exc:
+        raise _rules_error(exc, source) from None
+
+
+def _webhooks(raw: object, source: str) -> tuple[WebhookRule, ...]:
+    """The ``[[webhooks]]`` tables (realtime.backend.rules); checked against the rest in load_settings."""
+    try:
+        return webhook_rules(raw)
+    except RuleError as exc:
+        raise _rules_error(exc, source) from None
+
+
+_FILE_ONLY: dict[str, Callable[[object, str], object]] = {
+    "namespaces": _namespaces,
+    "api_keys": _api_keys,
+    "backend": _backend,
+    "webhooks": _webhooks,
+}
 assert set(_FILE_ONLY) == set(_FILE_ONLY_NAMES)
 
 _PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/@\s]*@")

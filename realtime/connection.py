@@ -254,6 +254,9 @@ class ConnectionHost(Protocol):
     def pipelined(self, command: Command) -> bool:
         """Whether ``command`` (of a connected client) may start before the earlier ones replied."""
 
+    def closed_by_server(self, conn: Connection) -> None:
+        """The hub is closing connected ``conn`` (its ``close_code`` and ``close_reason`` are set)."""
+
 
 class _InFlight:
     """A pipelined command: its task, and what it will send in its turn."""
@@ -523,6 +526,8 @@ class Connection:
         self.close_code = int(err.code)
         self.close_reason = err.reason
         audit.disconnected(self, err)
+        if self.connected:
+            self.hub.closed_by_server(self)
         self._pending.clear()
         self._pending_bytes = 0
         # A drain task left running ends when the transport drains or is lost (cancelling it

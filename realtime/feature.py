@@ -29,6 +29,7 @@ from protocol.msgpack_codec import MsgpackCodec
 
 if TYPE_CHECKING:
     from .auth import TokenVerifier
+    from .backend.events import EventBus
     from .config import Settings
     from .connection import Connection
     from .engines.base import Engine, HistoryOptions
@@ -70,6 +71,10 @@ class HubServices(Protocol):
     @property
     def metrics(self) -> Metrics:
         """The node's metrics: count rate-limit and quota refusals there."""
+
+    @property
+    def events(self) -> EventBus:
+        """The node's events for the app's backend: check ``wants`` before building one."""
 
     def namespace(self, channel: str) -> Namespace | None:
         """The namespace of ``channel``, None when no namespace is configured for it."""

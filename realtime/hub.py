@@ -15,6 +15,7 @@ they use the hub through :class:`~realtime.feature.HubServices`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -42,6 +43,7 @@ from protocol.messages import (
 )
 
 from .auth import Identity, TokenVerifier
+from .backend.events import Event, EventBus, json_value, now_ms
 from .config import Settings
 from .connection import Connection
 from .continuity import Continuity
@@ -64,6 +66,10 @@ V = TypeVar("V")
 FEW_DEVICES = 8
 
 log = logging.getLogger("realtime.hub")
+#: The event of every publication, in namespaces a sink selects.
+PUBLISHED = "message.published"
+#: The event of a connection the hub closed.
+CLOSED = "connection.closed"
 
 
 def revoked_key(user: str) -> str:
@@ -75,10 +81,14 @@ class Hub:
     """Create with settings and an engine, plug the features in with :meth:`use`;
     :meth:`start` before serving, :meth:`close` after. ``realtime.server`` does all three."""
 
-    def __init__(self, settings: Settings, engine: Engine, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine, metrics: Metrics | None = None, events: EventBus | None = None
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.metrics = metrics or Metrics(settings.namespaces)
+        #: What happens here that the app's backend may hear of (webhooks, the event stream, push).
+        self.events = events or EventBus()
         self.verifier = TokenVerifier.from_settings(settings)
         #: Times every connection's deadlines (pings, connect deadline, token expiry).
         self.timers = TimerWheel()
@@ -172,6 +182,13 @@ class Hub:
             safe(cmd.name or "-", CLIENT_NAME_LIMIT),  # the client's own words: escaped, cut short
             safe(cmd.version or "-", CLIENT_NAME_LIMIT),
         )
+
+    def closed_by_server(self, conn: Connection) -> None:
+        """Emit ``connection.closed`` (a connected connection the hub closes: its code and reason)."""
+        events = self.events
+        if events.sinks and events.wants(CLOSED):
+            data = {"code": conn.close_code, "reason": conn.close_reason}
+            events.emit(events.event(CLOSED, user=conn.user, client=conn.id, data=data))
 
     async def remove(self, conn: Connection) -> None:
         """Forget a finished connection and drop its subscriptions."""
@@ -382,6 +399,8 @@ class Hub:
         if hook is not None:
             result = await hook(channel, data, ns, info=info, key=key)
             self.metrics.published(ns.name)
+            if self.events.sinks and self.events.wants(PUBLISHED, ns.name):
+                self._published_event(channel, data, ns, info, result)
             return result
         idempotency = publish_idempotency(
             info, key, self.settings.publish_id_window, generate=self.engine.retries_publishes
@@ -394,7 +413,26 @@ class Hub:
                 await self.engine.publish(channel, data, info=info, history=history, idempotency=idempotency)
             ).position
         self.metrics.published(ns.name)
-        return PublishResult(pos.offset, pos.epoch)
+        result = PublishResult(pos.offset, pos.epoch)
+        if self.events.sinks and self.events.wants(PUBLISHED, ns.name):
+            self._published_event(channel, data, ns, info, result)
+        return result
+
+    def _published_event(
+        self, channel: str, data: bytes, ns: Namespace, info: ClientInfo | None, result: PublishResult
+    ) -> None:
+        """Emit ``message.published``. Its id is made of the channel and the position: a publish
+        repeated with its publish id (answered with the first one's result) emits the same id."""
+        events = self.events
+        digest = hashlib.sha256(f"{channel}\0{result.epoch}\0{result.offset}".encode()).hexdigest()[:32]
+        fields: dict[str, Any] = {"offset": result.offset, "epoch": result.epoch, "data": json_value(data)}
+        if result.mid:
+            fields["mid"] = result.mid
+            fields["time"] = result.time
+        fields["info"] = json_value(info.info) if info is not None and info.info is not None else None
+        user, client = (info.user, info.client) if info is not None else ("", "")
+        now = result.time or now_ms()
+        events.emit(Event(digest, PUBLISHED, now, events.node, channel, ns.name, user, client, fields))
 
     async def history_page(
         self, channel: str, limit: int | None, before: int | None, after: int | None, codec: Codec | None = None

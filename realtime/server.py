@@ -35,6 +35,8 @@ from protocol.errors import DisconnectError
 from . import __version__, audit
 from .admission import Admission, AuthenticatedHook
 from .api import HANDLER_ARGS, guarded, setup_api
+from .backend.events import EventBus
+from .backend.webhooks import Webhooks
 from .commands import Commands
 from .config import Settings, startup_warnings
 from .connection import Connection, HubWebSocket, close_timeout
@@ -54,6 +56,7 @@ log = logging.getLogger("realtime.server")
 
 HUB = web.AppKey("hub", Hub)
 ADMISSION = web.AppKey("admission", Admission)
+WEBHOOKS = web.AppKey("webhooks", Webhooks)
 #: The Host header values upgrades may carry (``allowed_hosts``, resolved).
 ALLOWED_HOSTS = web.AppKey("allowed_hosts", tuple[str, ...])
 WS_PATH = "/ws"
@@ -69,6 +72,16 @@ def create_engine(settings: Settings) -> Engine:
 
         return RedisEngine(settings.redis, prefix=settings.redis_prefix, cluster=settings.redis_cluster)
     return MemoryEngine()
+
+
+def create_webhooks(settings: Settings, engine: Engine, events: EventBus, metrics: Metrics) -> Webhooks:
+    """The ``[[webhooks]]`` endpoints: queued in Redis with the Redis engine (shared by the nodes), else in memory."""
+    if settings.webhooks and settings.redis:
+        from .engines.redis import RedisEngine
+
+        if isinstance(engine, RedisEngine):
+            return Webhooks.redis(settings.webhooks, settings.backend, events, metrics, engine.redis, engine.prefix)
+    return Webhooks.memory(settings.webhooks, settings.backend, events, metrics)
 
 
 def _refuse_upgrade(request: web.Request, hub: Hub) -> web.StreamResponse | None:
@@ -365,8 +378,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     :class:`~realtime.feature.HubServices`. Features plug in in hook order.
     """
     metrics = Metrics(settings.namespaces)  # this app's own registry (GET /metrics)
-    hub = Hub(settings, engine or create_engine(settings), metrics)  # memory, Redis or Redis Cluster
+    events = EventBus(node_name(settings.node_name))  # sinks (webhooks, stream, push) register on it
+    hub = Hub(settings, engine or create_engine(settings), metrics, events)  # memory, Redis or Redis Cluster
     metrics.watch(hub.snapshot)  # gauges: read from the hub's structures at scrape time
+    webhooks = create_webhooks(settings, hub.engine, events, metrics)  # sinks of hub.events
     admission = Admission(settings)  # pending sockets; HubServer's site puts each socket through it
     allowed_hosts = effective_allowed_hosts(settings.host, settings.allowed_hosts)
     app = web.Application(
@@ -380,12 +395,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     app[ADMISSION] = admission
     app[ALLOWED_HOSTS] = allowed_hosts
     app[METRICS] = metrics
+    app[WEBHOOKS] = webhooks
 
     tasks: set[asyncio.Task[None]] = set()
     app[CONNECTION_TASKS] = tasks
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         await hub.start()
+        await webhooks.start()
         yield
         # aiohttp's shutdown closed their sockets; a connection still running is cancelled, as
         # aiohttp cancels a handler still running.
@@ -393,6 +410,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
             task.cancel()
         if tasks:
             await asyncio.wait(list(tasks))
+        await webhooks.close()  # before the engine: the Redis queues flush through its client
         await hub.close()
 
     app.cleanup_ctx.append(lifecycle)
