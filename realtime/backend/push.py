@@ -164,7 +164,7 @@ class PushHook(Feature):
                     "channel": event.channel,
                     "mid": str(event.data.get("mid", "")),
                     "offset": int(event.data.get("offset", 0)),
-                    "time": event.time,
+                    "time": int(event.data.get("time", event.time)),  # the message's, as in its mid
                     "sender": sender,
                     "preview": preview,
                     "unread": unread,
