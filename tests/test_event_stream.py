@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -17,9 +18,9 @@ from .helpers import HubFactory, RunningHub, unique_prefix
 from .redis_server import RedisServer
 
 
-async def stream_hub(hub_factory: HubFactory, server: RedisServer, **options: object) -> RunningHub:
+async def stream_hub(hub_factory: HubFactory, server: RedisServer, **options: Any) -> RunningHub:
     prefix = unique_prefix()
-    return await hub_factory(redis=server.url, redis_prefix=prefix, events=StreamOptions(stream=True, **options))  # type: ignore[arg-type]
+    return await hub_factory(redis=server.url, redis_prefix=prefix, events=StreamOptions(stream=True, **options))
 
 
 def fire(hub: RunningHub, n: int, name: str = "user.online", namespace: str = "") -> list[str]:
@@ -56,7 +57,7 @@ async def test_events_appear_as_one_json_field(hub_factory: HubFactory, redis_se
         assert got[0].name == "user.online" and got[0].node == hub.hub.events.node
     r = Redis.from_url(redis_server.url)
     try:
-        entries = await r.xrange(stream_key(prefix))
+        entries: Any = await r.xrange(stream_key(prefix))
         assert len(entries) == 3
         fields = entries[0][1]
         assert list(fields) == [b"event"]
@@ -83,11 +84,11 @@ async def test_two_consumers_of_a_group_split_the_events(hub_factory: HubFactory
     hub = await stream_hub(hub_factory, redis_server)
     ids = fire(hub, 20)
     prefix = hub.hub.settings.redis_prefix
-    options = {"group": "billing", "prefix": prefix, "count": 10, "block": 0.1}
+    options: Any = {"group": "billing", "prefix": prefix, "count": 10, "block": 0.1}
     async with (
-        EventConsumer(redis_server.url, consumer="a", **options) as a,  # type: ignore[arg-type]
-        EventConsumer(redis_server.url, consumer="b", **options) as b,  # type: ignore[arg-type]
-        EventConsumer(redis_server.url, consumer="c", **{**options, "group": "audit"}) as other,  # type: ignore[arg-type]
+        EventConsumer(redis_server.url, consumer="a", **options) as a,
+        EventConsumer(redis_server.url, consumer="b", **options) as b,
+        EventConsumer(redis_server.url, consumer="c", **{**options, "group": "audit"}) as other,
     ):
         first = await take(a, 10)
         second = await take(b, 10)
