@@ -37,6 +37,7 @@ from .auth import ALL_SCOPES, ApiKey, load_public_key, secret_bytes
 from .backend.events import ALL as ALL_EVENTS
 from .backend.events import EVENT_NAMES
 from .backend.options import PushOptions, StreamOptions
+from .backend.rules import BackendSettings, RuleError, WebhookRule, backend_settings, check_rules, webhook_rules
 from .hosts import ANY_HOST, LOOPBACK_HOSTS, effective_allowed_hosts, origin_entry_problem
 from .hosts import ENTRY as HOST_ENTRY
 from .namespaces import OPTIONS as NAMESPACE_OPTIONS
@@ -246,6 +247,12 @@ class Settings:
     #: The offline push hook: a ``[push]`` table in the config file (url, interval, batch, delay,
     #: timeout, max_members, queue); namespaces turn it on with ``push = true``.
     push: PushOptions = field(default_factory=PushOptions)
+    #: How the hub talks to the app's backend: the ``[backend]`` table (``secrets`` that sign every
+    #: request, ``timeout``, ``format``), only from the config file; docs/integration.md.
+    backend: BackendSettings = field(default_factory=BackendSettings)
+    #: The trigger rules: ``[[webhooks]]`` tables (``url``, ``on``, ``namespaces``, delivery options),
+    #: only from the config file; docs/integration.md#webhooks.
+    webhooks: tuple[WebhookRule, ...] = ()
 
 
 #: List settings whose flag is singular and repeated.
@@ -337,7 +344,15 @@ def load_settings(
             f"invalid setting events.stream=true (from {given['events'][1]}): the event stream is a Redis Stream; "
             "set redis (with the memory engine there is nothing for a backend to pull from)"
         )
-    return Settings(**values)
+    push = values.get("push", PushOptions())
+    if push.url and not values.get("backend", BackendSettings()).secrets:
+        raise _bad("push.url", push.url, given["push"][1], "set [backend] secrets to sign its requests")
+    settings = Settings(**values)
+    try:
+        check_rules(settings.webhooks, settings.backend, settings.namespaces)
+    except RuleError as exc:
+        raise _rules_error(exc, given["webhooks"][1]) from None
+    return settings
 
 
 def _check_tls(values: Mapping[str, Any], given: Mapping[str, tuple[object, str]]) -> None:
@@ -462,7 +477,7 @@ _CASTERS: dict[object, Callable[[object], object]] = {
 }
 _HINTS = typing.get_type_hints(Settings)
 #: Settings read only from the config file (their parsers are in _FILE_ONLY, below).
-_FILE_ONLY_NAMES = ("namespaces", "api_keys", "events", "push")
+_FILE_ONLY_NAMES = ("namespaces", "api_keys", "events", "push", "backend", "webhooks")
 # A KeyError here means a new field has a type without a cast: add one above.
 _CASTS = {f.name: _CASTERS[_HINTS[f.name]] for f in dataclasses.fields(Settings) if f.name not in _FILE_ONLY_NAMES}
 #: Settings whose values error messages never show.
@@ -802,11 +817,33 @@ def _push(raw: object, source: str) -> PushOptions:
     return PushOptions(**options)
 
 
+def _rules_error(exc: RuleError, source: str) -> ConfigError:
+    return ConfigError(f"invalid setting {exc.label} (from {source}): {exc.reason}")
+
+
+def _backend(raw: object, source: str) -> BackendSettings:
+    """The ``[backend]`` table (realtime.backend.rules)."""
+    try:
+        return backend_settings(raw)
+    except RuleError as exc:
+        raise _rules_error(exc, source) from None
+
+
+def _webhooks(raw: object, source: str) -> tuple[WebhookRule, ...]:
+    """The ``[[webhooks]]`` tables (realtime.backend.rules); checked against the rest in load_settings."""
+    try:
+        return webhook_rules(raw)
+    except RuleError as exc:
+        raise _rules_error(exc, source) from None
+
+
 _FILE_ONLY: dict[str, Callable[[object, str], object]] = {
     "namespaces": _namespaces,
     "api_keys": _api_keys,
     "events": _events,
     "push": _push,
+    "backend": _backend,
+    "webhooks": _webhooks,
 }
 assert set(_FILE_ONLY) == set(_FILE_ONLY_NAMES)
 

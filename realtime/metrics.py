@@ -46,6 +46,9 @@ AUTH_KINDS: Final = ("connect", "refresh", "api")
 CODECS: Final = ("msgpack", "json")
 #: Upper bounds (seconds) of the publish -> write latency buckets.
 LATENCY_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: What became of webhook events (``realtime_webhook_events_total``): POSTed and answered 2xx; an attempt
+#: failed and will be retried; given up (a final refusal, or out of attempts or time); dropped by a full queue.
+WEBHOOK_OUTCOMES: Final = ("delivered", "retried", "failed", "dropped")
 #: The label value of the namespace of channels without a colon (stored as "").
 DEFAULT_NAMESPACE: Final = "default"
 #: Close codes counted by their own ``code`` label: the hub's and WebSocket's (RFC 6455, 1000-1015).
@@ -148,6 +151,7 @@ class Metrics:
         self._auth_failures: dict[str, int] = {kind: 0 for kind in AUTH_KINDS}
         self._rate_limited: Counter[str] = Counter()
         self._quota_exceeded: Counter[str] = Counter()
+        self._webhooks: Counter[tuple[str, str]] = Counter()
         self._snapshot: Callable[[], NodeSnapshot] = NodeSnapshot
         #: Publish -> write seconds: one sample per loop iteration that wrote publications (``Hub._flush``).
         self.latency = Latency(LATENCY_BUCKETS)
@@ -203,6 +207,13 @@ class Metrics:
     def quota_exceeded(self, kind: str) -> None:
         """A quota refused something; ``kind`` names the quota."""
         self._quota_exceeded[kind] += 1
+
+    def webhook(self, endpoint: str, outcome: str, events: int = 1) -> None:
+        """``events`` of a webhook ``endpoint`` reached ``outcome`` (:data:`WEBHOOK_OUTCOMES`)."""
+        self._webhooks[endpoint, outcome] += events
+
+    def webhook_count(self, endpoint: str, outcome: str) -> int:
+        return self._webhooks[endpoint, outcome]
 
     # --- the scrape ----------------------------------------------------------------
 
@@ -274,6 +285,14 @@ class Metrics:
             "kind",
             dict(sorted(self._quota_exceeded.items())),
         )
+        webhooks = CounterMetricFamily(
+            "realtime_webhook_events",
+            "Events of webhook endpoints, by endpoint and outcome.",
+            labels=["endpoint", "outcome"],
+        )
+        for (endpoint, outcome), n in sorted(self._webhooks.items()):
+            webhooks.add_metric([endpoint, outcome], n)
+        yield webhooks
         yield self.latency.family(
             "realtime_publication_write_seconds",
             "Seconds from a publication reaching this node's fan-out to its frames being written to every local "

@@ -38,6 +38,7 @@ from .api import HANDLER_ARGS, guarded, setup_api
 from .backend.events import EventBus
 from .backend.push import PushHook, SignedPost
 from .backend.stream import EventStream
+from .backend.webhooks import Webhooks
 from .commands import Commands
 from .config import Settings, startup_warnings
 from .connection import Connection, HubWebSocket, close_timeout
@@ -57,6 +58,7 @@ log = logging.getLogger("realtime.server")
 
 HUB = web.AppKey("hub", Hub)
 ADMISSION = web.AppKey("admission", Admission)
+WEBHOOKS = web.AppKey("webhooks", Webhooks)
 #: The Host header values upgrades may carry (``allowed_hosts``, resolved).
 ALLOWED_HOSTS = web.AppKey("allowed_hosts", tuple[str, ...])
 WS_PATH = "/ws"
@@ -72,6 +74,16 @@ def create_engine(settings: Settings) -> Engine:
 
         return RedisEngine(settings.redis, prefix=settings.redis_prefix, cluster=settings.redis_cluster)
     return MemoryEngine()
+
+
+def create_webhooks(settings: Settings, engine: Engine, events: EventBus, metrics: Metrics) -> Webhooks:
+    """The ``[[webhooks]]`` endpoints: queued in Redis with the Redis engine (shared by the nodes), else in memory."""
+    if settings.webhooks and settings.redis:
+        from .engines.redis import RedisEngine
+
+        if isinstance(engine, RedisEngine):
+            return Webhooks.redis(settings.webhooks, settings.backend, events, metrics, engine.redis, engine.prefix)
+    return Webhooks.memory(settings.webhooks, settings.backend, events, metrics)
 
 
 def _refuse_upgrade(request: web.Request, hub: Hub) -> web.StreamResponse | None:
@@ -371,6 +383,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     events = EventBus(node_name(settings.node_name))  # sinks (webhooks, stream, push) register on it
     hub = Hub(settings, engine or create_engine(settings), metrics, events)  # memory, Redis or Redis Cluster
     metrics.watch(hub.snapshot)  # gauges: read from the hub's structures at scrape time
+    webhooks = create_webhooks(settings, hub.engine, events, metrics)  # sinks of hub.events
     admission = Admission(settings)  # pending sockets; HubServer's site puts each socket through it
     allowed_hosts = effective_allowed_hosts(settings.host, settings.allowed_hosts)
     app = web.Application(
@@ -385,12 +398,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     app[ADMISSION] = admission
     app[ALLOWED_HOSTS] = allowed_hosts
     app[METRICS] = metrics
+    app[WEBHOOKS] = webhooks
 
     tasks: set[asyncio.Task[None]] = set()
     app[CONNECTION_TASKS] = tasks
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         await hub.start()
+        await webhooks.start()
         yield
         # aiohttp's shutdown closed their sockets; a connection still running is cancelled, as
         # aiohttp cancels a handler still running.
@@ -398,6 +413,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
             task.cancel()
         if tasks:
             await asyncio.wait(list(tasks))
+        await webhooks.close()  # before the engine: the Redis queues flush through its client
         await hub.close()
 
     app.cleanup_ctx.append(lifecycle)
@@ -429,10 +445,8 @@ def _plug_backend_sinks(hub: Hub, settings: Settings) -> None:
         async def online(user: str) -> bool:
             return (await engine.presence_stats(STATUS_KEY + user)).clients > 0
 
-        backend = getattr(settings, "backend", None)  # [backend]: secrets and the default timeout
-        secrets = tuple(secret.encode() for secret in getattr(backend, "secrets", ()))
-        timeout = settings.push.timeout or float(getattr(backend, "timeout", 2.0))
-        post = SignedPost(settings.push.url, secrets, timeout)
+        timeout = settings.push.timeout or settings.backend.timeout
+        post = SignedPost(settings.push.url, settings.backend.secret_bytes, timeout)
         push = PushHook(hub, settings.push, post, online)
         hub.events.add_sink(push)
         hub.use(push)

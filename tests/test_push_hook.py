@@ -6,6 +6,7 @@ import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
@@ -14,8 +15,10 @@ from aiohttp import web
 
 from protocol.messages import Publish, PublishResult, Read, ReadResult
 from realtime.backend.options import PushOptions
-from realtime.backend.push import PushHook, SignedPost
+from realtime.backend.push import PushHook
+from realtime.backend.rules import BackendSettings
 from realtime.backend.signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from realtime.config import ConfigError, load_settings
 from realtime.namespaces import Namespace
 
 from .helpers import HubFactory, RunningHub, namespaces, result, unique_prefix, until, user
@@ -81,10 +84,8 @@ async def push_hub(
     hub_factory: HubFactory, backend: Backend, engine: dict[str, Any], ns: Namespace = CHAT, **push: Any
 ) -> RunningHub:
     options = PushOptions(url=backend.url, **{"delay": 0.01, **push})
-    hub = await hub_factory(namespaces=namespaces(ns), push=options, **engine)
-    hook = hub.hub.feature(PushHook)
-    hook.deliver = SignedPost(backend.url, [SECRET], 2.0)
-    return hub
+    secrets = BackendSettings(secrets=(SECRET.decode(),))
+    return await hub_factory(namespaces=namespaces(ns), push=options, backend=secrets, **engine)
 
 
 def idle(hub: RunningHub) -> bool:
@@ -247,3 +248,10 @@ async def test_two_nodes_push_once_per_user(
 def test_push_is_for_chat_namespaces() -> None:
     with pytest.raises(ValueError, match="push"):
         Namespace(name="news", push=True)
+
+
+def test_push_needs_a_secret(tmp_path: Path) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text('[push]\nurl = "http://127.0.0.1:9/push"\n')
+    with pytest.raises(ConfigError, match="set \\[backend\\] secrets"):
+        load_settings(env={}, config_file=config)

@@ -1,0 +1,221 @@
+"""A webhook endpoint's queue in Redis: a Stream, and one consumer group that every node reads.
+
+* ``put`` buffers the event (bounded) and a task of this node appends it: ``XADD key MAXLEN ~ max_queued``
+  (the Stream keeps about that many; beyond, Redis trims the oldest);
+* ``take`` reads new entries for this node with ``XREADGROUP`` (each entry goes to one consumer of the
+  group, so to one node), and first, every ``reclaim_after / 4`` seconds, takes over with ``XAUTOCLAIM``
+  the entries another consumer has held unacknowledged for ``reclaim_after`` seconds (a node that died
+  or was restarted: its consumer name dies with it);
+* ``keep`` resets the idle time of entries this consumer still holds (``XCLAIM ... JUSTID``, only when it
+  still owns them) while their delivery is retried, so no other node takes a delivery in progress;
+* ``done`` acknowledges and deletes them (``XACK``, ``XDEL``).
+
+Keys: ``{prefix}:wh:{<digest of the url>}``: one key per call and a hash tag, so a Redis Cluster serves
+it (the endpoint's whole queue lives on one shard).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import RedisError, ResponseError
+
+from .events import Event
+from .queues import Warner
+
+log = logging.getLogger("realtime.webhooks")
+
+GROUP = "webhooks"
+#: The field of a Stream entry holding the event (its JSON body, :meth:`Event.to_dict`).
+FIELD = b"e"
+#: Most events appended per round trip.
+APPEND_BATCH = 500
+#: Seconds ``take`` blocks in XREADGROUP when nothing is new.
+BLOCK = 1.0
+#: Seconds between two attempts to reach Redis after a failure.
+RETRY_PAUSE = 0.5
+
+#: Reset the idle time of the entries this consumer still owns (others it no longer owns stay as they are).
+KEEP = """
+local kept = 0
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    kept = kept + 1
+  end
+end
+return kept
+"""
+
+
+def stream_key(prefix: str, url: str) -> str:
+    """The Redis key of ``url``'s queue: the digest in braces is its hash tag (one Cluster slot)."""
+    return f"{prefix}:wh:{{{hashlib.sha256(url.encode()).hexdigest()[:24]}}}"
+
+
+def consumer_name(node: str) -> str:
+    """This process's consumer: unique, so a restarted node's old entries are reclaimed, not re-read."""
+    return f"{node}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class RedisQueue:
+    """One endpoint's queue in Redis, shared by every node (create, then :meth:`start`; :meth:`close`)."""
+
+    def __init__(
+        self,
+        redis: Redis | RedisCluster,
+        key: str,
+        consumer: str,
+        *,
+        limit: int,
+        reclaim_after: float,
+        on_drop: Callable[[int], None],
+        endpoint: str,
+    ) -> None:
+        self.redis = redis
+        self.key = key
+        self.consumer = consumer
+        self._limit = limit
+        self._reclaim_ms = max(1, int(reclaim_after * 1000))
+        self._reclaim_every = reclaim_after / 4
+        self._next_reclaim = 0.0
+        self._on_drop = on_drop
+        self._buffer: deque[bytes] = deque()
+        self._wake = asyncio.Event()
+        self._appender: asyncio.Task[None] | None = None
+        self._group_ready = False
+        self._keep = redis.register_script(KEEP)
+        self._warn_full = Warner(f"webhook events of {endpoint} not yet in Redis: dropped the oldest")
+        self._warn_redis = Warner(f"webhook queue of {endpoint}: Redis failed")
+
+    def start(self) -> None:
+        self._appender = asyncio.create_task(self._append_forever())
+
+    # --- put: buffer, then append ----------------------------------------------
+
+    def put(self, event: Event) -> None:
+        if len(self._buffer) >= self._limit:  # Redis unreachable for long: keep the newest
+            self._buffer.popleft()
+            self._on_drop(1)
+            self._warn_full()
+        self._buffer.append(orjson.dumps(event.to_dict()))
+        self._wake.set()
+
+    async def _append_forever(self) -> None:
+        while True:
+            if not self._buffer:
+                self._wake.clear()
+                await self._wake.wait()
+            batch = [self._buffer[i] for i in range(min(APPEND_BATCH, len(self._buffer)))]
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for body in batch:
+                    pipe.xadd(self.key, {FIELD: body}, maxlen=self._limit, approximate=True)
+                await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self._warn_redis(f": {exc}")
+                await asyncio.sleep(RETRY_PAUSE)
+                continue
+            for _ in batch:  # appended: only now out of the buffer (put may have dropped some meanwhile)
+                if self._buffer:
+                    self._buffer.popleft()
+
+    async def flush(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until every buffered event is in Redis."""
+        deadline = time.monotonic() + timeout
+        while self._buffer and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    # --- take, keep, done ----------------------------------------------------
+
+    async def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            # From the start of the Stream: events appended before any node made the group are delivered.
+            await self.redis.xgroup_create(self.key, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    async def take(self, n: int) -> list[tuple[str, Event]]:
+        try:
+            await self._ensure_group()
+            if time.monotonic() >= self._next_reclaim:
+                self._next_reclaim = time.monotonic() + self._reclaim_every
+                claimed = await self.redis.xautoclaim(
+                    self.key, GROUP, self.consumer, self._reclaim_ms, start_id="0-0", count=n
+                )
+                entries = _entries(claimed[1])
+                if entries:
+                    return entries
+            found: Any = await self.redis.xreadgroup(
+                GROUP, self.consumer, {self.key: ">"}, count=n, block=int(BLOCK * 1000)
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):  # the Stream went (Redis restarted empty): make it again
+                self._group_ready = False
+                return []
+            self._warn_redis(f": {exc}")
+            await asyncio.sleep(RETRY_PAUSE)
+            return []
+        except (RedisError, OSError) as exc:
+            self._warn_redis(f": {exc}")
+            await asyncio.sleep(RETRY_PAUSE)
+            return []
+        return [entry for _, items in (found or []) for entry in _entries(items)]
+
+    async def keep(self, ids: Sequence[str]) -> None:
+        try:
+            await self._keep(keys=[self.key], args=[GROUP, self.consumer, *ids])
+        except (RedisError, OSError) as exc:
+            self._warn_redis(f": {exc}")
+
+    async def done(self, ids: Sequence[str]) -> None:
+        while True:  # an entry left unacknowledged would be delivered again by another node
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.xack(self.key, GROUP, *ids)
+                pipe.xdel(self.key, *ids)
+                await pipe.execute()
+                return
+            except (RedisError, OSError) as exc:
+                self._warn_redis(f": {exc}")
+                await asyncio.sleep(RETRY_PAUSE)
+
+    async def close(self) -> None:
+        if self._appender is not None:
+            await self.flush(1.0)
+            self._appender.cancel()
+            await asyncio.gather(self._appender, return_exceptions=True)
+            self._appender = None
+
+
+def _entries(items: Any) -> list[tuple[str, Event]]:
+    """Stream entries -> (id, event); entries deleted meanwhile (no fields) and unreadable ones are skipped."""
+    out = []
+    for entry_id, fields in items or []:
+        raw = (fields or {}).get(FIELD)
+        ident = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        if raw is None:
+            continue
+        try:
+            out.append((ident, Event.from_dict(orjson.loads(raw))))
+        except (ValueError, KeyError, TypeError):
+            log.error("webhook queue entry %s is not an event: skipped", ident)
+    return out
+
+
+__all__ = ["GROUP", "RedisQueue", "consumer_name", "stream_key"]
