@@ -34,6 +34,9 @@ from typing import Any
 from protocol.errors import RealtimeError
 
 from .auth import ALL_SCOPES, ApiKey, load_public_key, secret_bytes
+from .backend.events import ALL as ALL_EVENTS
+from .backend.events import EVENT_NAMES
+from .backend.options import PushOptions, StreamOptions
 from .backend.rules import BackendSettings, RuleError, WebhookRule, backend_settings, check_rules, webhook_rules
 from .hosts import ANY_HOST, LOOPBACK_HOSTS, effective_allowed_hosts, origin_entry_problem
 from .hosts import ENTRY as HOST_ENTRY
@@ -238,6 +241,12 @@ class Settings:
     #: Keys of the server API: [[api_keys]] tables {name, key, scopes} in the config
     #: file, then one from REALTIME_API_KEY (name "env", all scopes) when it is set.
     api_keys: tuple[ApiKey, ...] = ()
+    #: The event stream for backends that pull (Redis engine only): an ``[events]`` table in the
+    #: config file (stream, on, namespaces, maxlen, buffer); see docs/integration.md.
+    events: StreamOptions = field(default_factory=StreamOptions)
+    #: The offline push hook: a ``[push]`` table in the config file (url, interval, batch, delay,
+    #: timeout, max_members, queue); namespaces turn it on with ``push = true``.
+    push: PushOptions = field(default_factory=PushOptions)
     #: How the hub talks to the app's backend: the ``[backend]`` table (``secrets`` that sign every
     #: request, ``timeout``, ``format``), only from the config file; docs/integration.md.
     backend: BackendSettings = field(default_factory=BackendSettings)
@@ -330,6 +339,14 @@ def load_settings(
             f"invalid setting revocations_file (from {source}): it is for the memory engine; Redis keeps revocations"
         )
     _check_tls(values, given)
+    if values.get("events", StreamOptions()).stream and not values.get("redis"):
+        raise ConfigError(
+            f"invalid setting events.stream=true (from {given['events'][1]}): the event stream is a Redis Stream; "
+            "set redis (with the memory engine there is nothing for a backend to pull from)"
+        )
+    push = values.get("push", PushOptions())
+    if push.url and not values.get("backend", BackendSettings()).secrets:
+        raise _bad("push.url", push.url, given["push"][1], "set [backend] secrets to sign its requests")
     settings = Settings(**values)
     try:
         check_rules(settings.webhooks, settings.backend, settings.namespaces)
@@ -454,12 +471,13 @@ _CASTERS: dict[object, Callable[[object], object]] = {
     float: _to_float,
     str: _to_str,
     str | None: _to_optional_str,
+    float | None: lambda raw: None if isinstance(raw, str) and not raw.strip() else _to_float(raw),
     int | None: _to_optional_int,
     tuple[str, ...]: _to_strs,
 }
 _HINTS = typing.get_type_hints(Settings)
 #: Settings read only from the config file (their parsers are in _FILE_ONLY, below).
-_FILE_ONLY_NAMES = ("namespaces", "api_keys", "backend", "webhooks")
+_FILE_ONLY_NAMES = ("namespaces", "api_keys", "events", "push", "backend", "webhooks")
 # A KeyError here means a new field has a type without a cast: add one above.
 _CASTS = {f.name: _CASTERS[_HINTS[f.name]] for f in dataclasses.fields(Settings) if f.name not in _FILE_ONLY_NAMES}
 #: Settings whose values error messages never show.
@@ -746,6 +764,59 @@ def _clash(keys: typing.Sequence[ApiKey], new: ApiKey) -> str:
     return ""
 
 
+def _table(raw: object, source: str, name: str, cls: type[Any]) -> dict[str, Any]:
+    """A ``[name]`` table's options, each cast to its field's type (ConfigError naming ``name.option``)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid setting {name} (from {source}): expected a [{name}] table")
+    hints = typing.get_type_hints(cls)
+    options: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in hints:
+            hint = _did_you_mean(key, hints, f"{name}.")
+            raise ConfigError(f"unknown setting '{name}.{key}' in config file {source}{hint}")
+        try:
+            options[key] = _CASTERS[hints[key]](value)
+        except ValueError as exc:
+            raise ConfigError(f"invalid setting {name}.{key}={_show(value)} (from {source}): {exc}") from None
+    return options
+
+
+def _bad(name: str, value: object, source: str, reason: str) -> ConfigError:
+    return ConfigError(f"invalid setting {name}={_show(value)} (from {source}): {reason}")
+
+
+def _event_names(name: str, names: tuple[str, ...], source: str) -> None:
+    for event in names:
+        if event != ALL_EVENTS and event not in EVENT_NAMES:
+            hint = _did_you_mean(event, EVENT_NAMES)
+            raise _bad(name, event, source, f"not an event name{hint}")
+
+
+def _events(raw: object, source: str) -> StreamOptions:
+    """``[events]``: the event stream (its engine check is in :func:`load_settings`)."""
+    options = _table(raw, source, "events", StreamOptions)
+    _event_names("events.on", options.get("on", ()), source)
+    for key in ("maxlen", "buffer"):
+        if key in options and options[key] <= 0:
+            raise _bad(f"events.{key}", options[key], source, "expected a number > 0")
+    return StreamOptions(**options)
+
+
+def _push(raw: object, source: str) -> PushOptions:
+    """``[push]``: the offline push hook."""
+    options = _table(raw, source, "push", PushOptions)
+    url = options.get("url", "")
+    if url and not url.lower().startswith(("http://", "https://")):
+        raise _bad("push.url", url, source, "expected an http:// or https:// URL")
+    for key in ("interval", "delay"):
+        if key in options and options[key] < 0:
+            raise _bad(f"push.{key}", options[key], source, "expected a number >= 0")
+    for key in ("batch", "max_members", "queue", "timeout"):
+        if options.get(key) is not None and options[key] <= 0:
+            raise _bad(f"push.{key}", options[key], source, "expected a number > 0")
+    return PushOptions(**options)
+
+
 def _rules_error(exc: RuleError, source: str) -> ConfigError:
     return ConfigError(f"invalid setting {exc.label} (from {source}): {exc.reason}")
 
@@ -769,6 +840,8 @@ def _webhooks(raw: object, source: str) -> tuple[WebhookRule, ...]:
 _FILE_ONLY: dict[str, Callable[[object, str], object]] = {
     "namespaces": _namespaces,
     "api_keys": _api_keys,
+    "events": _events,
+    "push": _push,
     "backend": _backend,
     "webhooks": _webhooks,
 }

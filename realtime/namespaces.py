@@ -27,10 +27,12 @@ from protocol.limits import MAX_CHANNEL_LENGTH
 Kind = Literal["plain", "chat", "live", "status"]
 SubscribeRule = Literal["anyone", "authenticated", "user", "token"]
 PublishRule = Literal["clients", "server"]
+PushPreview = Literal["none", "text"]
 
 KINDS: tuple[str, ...] = typing.get_args(Kind)
 SUBSCRIBE_RULES: tuple[str, ...] = typing.get_args(SubscribeRule)
 PUBLISH_RULES: tuple[str, ...] = typing.get_args(PublishRule)
+PUSH_PREVIEWS: tuple[str, ...] = typing.get_args(PushPreview)
 
 #: Names a configured namespace may have: no ':' (it ends the namespace) and no '#'.
 NAME = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -115,6 +117,13 @@ class Namespace:
     max_state_keys: int = 1000
     #: live: seconds a key lives after its last write (then it is deleted); 0: for ever.
     state_ttl: float = 86400.0
+    #: chat: whether a message's offline members are sent to the ``[push] url`` (docs/integration.md).
+    push: bool = False
+    #: chat: what a push may show of the message: "none" (only that there is one) or "text"
+    #: (the string field ``push_text_field`` of the message's data, cut to ``push_preview_length``).
+    push_preview: PushPreview = "none"
+    push_text_field: str = "text"
+    push_preview_length: int = 100
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -223,8 +232,13 @@ def user_id_problem(user: str) -> str:
 
 # --- validation ---------------------------------------------------------------
 
-_ENUMS: dict[str, tuple[str, ...]] = {"kind": KINDS, "subscribe": SUBSCRIBE_RULES, "publish": PUBLISH_RULES}
-_BOOLS = ("recovery", "presence", "join_leave", "client_write")
+_ENUMS: dict[str, tuple[str, ...]] = {
+    "kind": KINDS,
+    "subscribe": SUBSCRIBE_RULES,
+    "publish": PUBLISH_RULES,
+    "push_preview": PUSH_PREVIEWS,
+}
+_BOOLS = ("recovery", "presence", "join_leave", "client_write", "push")
 #: Number options: (integer?, may be None?, smallest allowed, smallest excluded?)
 _NUMBERS: dict[str, tuple[bool, bool, float, bool]] = {
     "history_size": (True, True, 0, False),
@@ -240,6 +254,7 @@ _NUMBERS: dict[str, tuple[bool, bool, float, bool]] = {
     "max_state_bytes": (True, True, 0, True),
     "max_state_keys": (True, False, 0, True),
     "state_ttl": (False, False, 0, False),
+    "push_preview_length": (True, False, 0, True),
 }
 
 
@@ -266,5 +281,9 @@ def _validate(ns: Namespace) -> None:
             object.__setattr__(ns, option, float(value))
         if value < low or (exclusive and value == low):
             raise OptionError(option, f"expected a number {'>' if exclusive else '>='} {low}")
+    if not isinstance(ns.push_text_field, str) or not ns.push_text_field:
+        raise OptionError("push_text_field", "expected the name of a field of the message's data")
+    if ns.push and ns.kind != "chat":
+        raise OptionError("push", 'the offline push hook is for chat namespaces (kind = "chat")')
     if ns.typing_timeout < ns.typing_interval:
         raise OptionError("typing_timeout", "expected a number >= typing_interval")

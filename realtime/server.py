@@ -26,7 +26,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from handlers.chat import Chat
 from handlers.live import Live
-from handlers.presence import Presence
+from handlers.presence import STATUS_KEY, Presence
 from protocol import codec_for
 from protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
 from protocol.codes import CloseCode, ErrorCode
@@ -36,6 +36,8 @@ from . import __version__, audit
 from .admission import Admission, AuthenticatedHook
 from .api import HANDLER_ARGS, guarded, setup_api
 from .backend.events import EventBus
+from .backend.push import PushHook, SignedPost
+from .backend.stream import EventStream
 from .backend.webhooks import Webhooks
 from .commands import Commands
 from .config import Settings, startup_warnings
@@ -391,6 +393,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     presence, live = Presence(hub), Live(hub)
     hub.use(Commands(hub), Chat(hub), presence, live)
     hub.use(AuthenticatedHook(admission))  # a connect succeeded: the socket is no longer pending
+    _plug_backend_sinks(hub, settings)
     app[HUB] = hub
     app[ADMISSION] = admission
     app[ALLOWED_HOSTS] = allowed_hosts
@@ -422,6 +425,31 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     if settings.demo:
         setup_demo(app, settings)
     return app
+
+
+def _plug_backend_sinks(hub: Hub, settings: Settings) -> None:
+    """The event stream (Redis engine) and the offline push hook, when configured: sinks of
+    ``hub.events``, and features for their shutdown."""
+    if settings.events.stream:
+        from .engines.redis import RedisEngine  # the setting is refused without redis
+
+        engine = hub.engine
+        if not isinstance(engine, RedisEngine):
+            raise ValueError("the event stream needs the Redis engine")
+        stream = EventStream(engine.redis, engine.prefix, settings.events)
+        hub.events.add_sink(stream)
+        hub.use(stream)
+    if settings.push.url and any(ns.push for ns in settings.namespaces.values()):
+        engine = hub.engine
+
+        async def online(user: str) -> bool:
+            return (await engine.presence_stats(STATUS_KEY + user)).clients > 0
+
+        timeout = settings.push.timeout or settings.backend.timeout
+        post = SignedPost(settings.push.url, settings.backend.secret_bytes, timeout)
+        push = PushHook(hub, settings.push, post, online)
+        hub.events.add_sink(push)
+        hub.use(push)
 
 
 class _GatedSite(web.TCPSite):

@@ -163,7 +163,7 @@ TEXT_VALUES: dict[str, tuple[str, object]] = {
 #: Settings that must be given together, with the partner's value.
 PARTNERS: dict[str, tuple[str, str]] = {"tls_cert": ("tls_key", str(TLS_KEY)), "tls_key": ("tls_cert", str(TLS_CERT))}
 #: Settings only the config file sets.
-FILE_ONLY = {"namespaces", "api_keys", "backend", "webhooks"}
+FILE_ONLY = {"namespaces", "api_keys", "events", "push", "backend", "webhooks"}
 
 
 def test_every_field_has_a_text_value_in_this_test() -> None:

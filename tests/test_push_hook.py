@@ -1,0 +1,257 @@
+"""The offline push hook against a real aiohttp backend on a free port, on the memory and Redis engines."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]
+import pytest
+from aiohttp import web
+
+from protocol.messages import Publish, PublishResult, Read, ReadResult
+from realtime.backend.options import PushOptions
+from realtime.backend.push import PushHook
+from realtime.backend.rules import BackendSettings
+from realtime.backend.signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from realtime.config import ConfigError, load_settings
+from realtime.namespaces import Namespace
+
+from .helpers import HubFactory, RunningHub, namespaces, result, unique_prefix, until, user
+from .redis_server import RedisServer, free_port
+from .wsclient import RawClient
+
+SECRET = b"push-secret-for-tests-0123456789"
+CHAT = Namespace(name="chat", kind="chat", subscribe="anyone", publish="clients", presence=True, push=True)
+ROOM = "chat:#alice,bob,carol,dave"
+
+
+class Backend:
+    """The app's push endpoint: records each request's notifications after checking its signature."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.port = free_port()
+        self.runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/push"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        assert verify(
+            [SECRET], request.headers[TIMESTAMP_HEADER], request.headers[SIGNATURE_HEADER], body, now=time.time()
+        )
+        payload = json.loads(body)
+        assert payload["id"] == request.headers[ID_HEADER]
+        self.requests.append(payload)
+        return web.Response(status=204)
+
+    @property
+    def notifications(self) -> list[dict[str, Any]]:
+        return [n for r in self.requests for n in r["notifications"]]
+
+    def users(self) -> list[str]:
+        return sorted(n["user"] for n in self.notifications)
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[Backend]:
+    b = Backend()
+    app = web.Application()
+    app.router.add_post("/push", b.handle)
+    b.runner = web.AppRunner(app)
+    await b.runner.setup()
+    await web.TCPSite(b.runner, "127.0.0.1", b.port).start()
+    yield b
+    await b.runner.cleanup()
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def engine_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    if request.param == "memory":
+        return {}
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return {"redis": server.url, "redis_prefix": unique_prefix()}
+
+
+async def push_hub(
+    hub_factory: HubFactory, backend: Backend, engine: dict[str, Any], ns: Namespace = CHAT, **push: Any
+) -> RunningHub:
+    options = PushOptions(url=backend.url, **{"delay": 0.01, **push})
+    secrets = BackendSettings(secrets=(SECRET.decode(),))
+    return await hub_factory(namespaces=namespaces(ns), push=options, backend=secrets, **engine)
+
+
+def idle(hub: RunningHub) -> bool:
+    """Every message's decision taken and every request answered."""
+    hook = hub.hub.feature(PushHook)
+    return hook._deciding == 0 and not hook._pending and not hook._sending
+
+
+def announce(hub: RunningHub, channel: str, client: RawClient, sent: PublishResult) -> None:
+    """The message.published event of the publishing node (until chat emits it itself)."""
+    bus = hub.hub.events
+    data = {"offset": sent.offset, "epoch": sent.epoch, "mid": sent.mid, "time": sent.time}
+    bus.fire(
+        "message.published", channel=channel, namespace="chat", user="alice", data=data
+    )  # every test sends as alice
+
+
+async def send(hub: RunningHub, client: RawClient, data: Any, channel: str = ROOM) -> PublishResult:
+    sent = result(await client.command(Publish(0, channel, msgpack.packb(data))), PublishResult)
+    announce(hub, channel, client, sent)
+    await until(lambda: idle(hub), what="the push hook's decisions")
+    return sent
+
+
+async def test_only_offline_members_get_a_push_never_the_sender(
+    hub_factory: HubFactory, backend: Backend, engine_settings: dict[str, Any]
+) -> None:
+    hub = await push_hub(hub_factory, backend, engine_settings, interval=0.0)
+    alice = await user(hub, "alice", ROOM)
+    await send(hub, alice, {"text": "first"})
+    await until(lambda: idle(hub), what="the first message's pushes")
+    backend.requests.clear()
+    # erin is a member by her read receipt (she opened the room before); frank never did.
+    erin = await user(hub, "erin", ROOM)
+    result(await erin.command(Read(0, ROOM, 1)), ReadResult)
+    await erin.close()
+    bob = await user(hub, "bob", ROOM)  # reading the room: no push
+    dave = await user(hub, "dave", "chat:elsewhere")  # online, in another room: a push
+    frank = await user(hub, "frank")
+    try:
+        sent = await send(hub, alice, {"text": "hello"})
+        await until(lambda: len(backend.notifications) == 3, what="three notifications")
+        assert backend.users() == ["carol", "dave", "erin"]
+        first = backend.notifications[0]
+        assert first["channel"] == ROOM and first["sender"] == "alice"
+        assert (first["mid"], first["offset"], first["time"]) == (sent.mid, sent.offset, sent.time)
+        assert first["preview"] == ""  # push_preview = "none"
+        # Unread: carol and dave have read nothing (2 messages), erin read the first.
+        assert {n["user"]: n["unread"] for n in backend.notifications} == {"carol": 2, "dave": 2, "erin": 1}
+    finally:
+        for client in (alice, bob, dave, frank):
+            await client.close()
+
+
+async def test_one_push_per_user_and_channel_per_interval(
+    hub_factory: HubFactory, backend: Backend, engine_settings: dict[str, Any]
+) -> None:
+    hub = await push_hub(hub_factory, backend, engine_settings, interval=3600.0)
+    alice = await user(hub, "alice", ROOM)
+    try:
+        await send(hub, alice, {"text": "one"})
+        await send(hub, alice, {"text": "two"})  # within the window: collapsed
+        await send(hub, alice, {"text": "x"}, channel="chat:#alice,carol")  # another channel: its own window
+        await until(lambda: idle(hub), what="the requests")
+        assert sorted((n["user"], n["channel"], n["offset"]) for n in backend.notifications) == [
+            ("bob", ROOM, 1),
+            ("carol", ROOM, 1),
+            ("carol", "chat:#alice,carol", 1),
+            ("dave", ROOM, 1),
+        ]
+    finally:
+        await alice.close()
+
+
+async def test_unread_counts_what_the_window_held_back(
+    hub_factory: HubFactory, backend: Backend, engine_settings: dict[str, Any]
+) -> None:
+    hub = await push_hub(hub_factory, backend, engine_settings, interval=0.0)  # no window: every message
+    alice = await user(hub, "alice", "chat:#alice,bob")
+    try:
+        for text in ("a", "b", "c"):
+            await send(hub, alice, {"text": text}, channel="chat:#alice,bob")
+        await until(lambda: len(backend.notifications) == 3, what="three notifications")
+        assert sorted(n["unread"] for n in backend.notifications) == [1, 2, 3]  # bob has read nothing
+    finally:
+        await alice.close()
+
+
+async def test_notifications_are_batched(
+    hub_factory: HubFactory, backend: Backend, engine_settings: dict[str, Any]
+) -> None:
+    hub = await push_hub(hub_factory, backend, engine_settings, batch=2, delay=0.05)
+    alice = await user(hub, "alice", ROOM)
+    try:
+        await send(hub, alice, {"text": "hi"})
+        await until(lambda: len(backend.notifications) == 3, what="three notifications")
+        assert sorted(len(r["notifications"]) for r in backend.requests) == [1, 2]
+        assert len({r["id"] for r in backend.requests}) == 2
+    finally:
+        await alice.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "data", "preview"),
+    [
+        ({"push_preview": "text", "push_preview_length": 5}, {"text": "hello world"}, "hello"),
+        ({"push_preview": "text", "push_text_field": "body"}, {"body": "hi", "text": "no"}, "hi"),
+        ({"push_preview": "text"}, {"other": "x"}, ""),
+        ({"push_preview": "text"}, "just a string", ""),
+        ({"push_preview": "none"}, {"text": "secret"}, ""),
+    ],
+)
+async def test_preview_rules(
+    hub_factory: HubFactory, backend: Backend, options: dict[str, Any], data: Any, preview: str
+) -> None:
+    ns = dataclasses.replace(CHAT, **options)
+    hub = await push_hub(hub_factory, backend, {}, ns)
+    alice = await user(hub, "alice", "chat:#alice,bob")
+    try:
+        await send(hub, alice, data, channel="chat:#alice,bob")
+        await until(lambda: len(backend.notifications) == 1, what="a notification")
+        assert backend.notifications[0]["preview"] == preview
+    finally:
+        await alice.close()
+
+
+async def test_without_presence_online_anywhere_means_no_push(hub_factory: HubFactory, backend: Backend) -> None:
+    ns = dataclasses.replace(CHAT, presence=False)
+    hub = await push_hub(hub_factory, backend, {}, ns)
+    alice = await user(hub, "alice", "chat:#alice,bob,carol")
+    bob = await user(hub, "bob", "chat:other")  # connected: the hub cannot tell he is not reading
+    try:
+        await send(hub, alice, {"text": "hi"}, channel="chat:#alice,bob,carol")
+        await until(lambda: len(backend.notifications) == 1, what="a notification")
+        assert backend.users() == ["carol"]
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_two_nodes_push_once_per_user(
+    hub_factory: HubFactory, backend: Backend, redis_server: RedisServer
+) -> None:
+    engine = {"redis": redis_server.url, "redis_prefix": unique_prefix()}
+    one = await push_hub(hub_factory, backend, engine, interval=0.0)
+    two = await push_hub(hub_factory, backend, engine, interval=0.0)
+    alice = await user(one, "alice", ROOM)
+    watcher = await user(two, "bob", ROOM)
+    try:
+        await send(one, alice, {"text": "hi"})
+        await until(lambda: idle(two), what="the other node")
+        await until(lambda: len(backend.notifications) >= 2, what="the notifications")
+        assert backend.users() == ["carol", "dave"]  # from one node only; bob reads the room on the other
+        assert two.hub.feature(PushHook).sent == 0
+    finally:
+        await alice.close()
+        await watcher.close()
+
+
+def test_push_is_for_chat_namespaces() -> None:
+    with pytest.raises(ValueError, match="push"):
+        Namespace(name="news", push=True)
+
+
+def test_push_needs_a_secret(tmp_path: Path) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text('[push]\nurl = "http://127.0.0.1:9/push"\n')
+    with pytest.raises(ConfigError, match="set \\[backend\\] secrets"):
+        load_settings(env={}, config_file=config)
