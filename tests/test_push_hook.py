@@ -94,18 +94,10 @@ def idle(hub: RunningHub) -> bool:
     return hook._deciding == 0 and not hook._pending and not hook._sending
 
 
-def announce(hub: RunningHub, channel: str, client: RawClient, sent: PublishResult) -> None:
-    """The message.published event of the publishing node (until chat emits it itself)."""
-    bus = hub.hub.events
-    data = {"offset": sent.offset, "epoch": sent.epoch, "mid": sent.mid, "time": sent.time}
-    bus.fire(
-        "message.published", channel=channel, namespace="chat", user="alice", data=data
-    )  # every test sends as alice
-
-
 async def send(hub: RunningHub, client: RawClient, data: Any, channel: str = ROOM) -> PublishResult:
+    """Publish as ``client``; the hub emits message.published, and the push hook decides before the
+    publish is answered or soon after."""
     sent = result(await client.command(Publish(0, channel, msgpack.packb(data))), PublishResult)
-    announce(hub, channel, client, sent)
     await until(lambda: idle(hub), what="the push hook's decisions")
     return sent
 

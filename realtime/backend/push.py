@@ -30,9 +30,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import aiohttp
-import msgpack  # type: ignore[import-untyped]
-
-from protocol.messages import StreamPosition
 
 from ..feature import Feature, HubServices
 from ..namespaces import Namespace, channel_users
@@ -96,7 +93,7 @@ class PushHook(Feature):
                 return
             users = await self.recipients(event, ns)
             if users:
-                preview = await self._preview(event, ns)
+                preview = self._preview(event, ns)
                 self._queue(event, users, preview)
         finally:
             self._deciding -= 1
@@ -129,26 +126,12 @@ class PushHook(Feature):
             away = [user for user, claimed in zip(away, claims, strict=True) if claimed]
         return {user: max(1, offset - receipts.get(user, 0)) for user in away}
 
-    async def _preview(self, event: Event, ns: Namespace) -> str:
+    def _preview(self, event: Event, ns: Namespace) -> str:
         if ns.push_preview == "none":
             return ""
-        value = event.data.get("data") if "data" in event.data else await self._stored(event)
+        value = event.data.get("data")  # the message as a JSON client receives it (the event catalogue)
         text = value.get(ns.push_text_field) if isinstance(value, dict) else None
         return text[: ns.push_preview_length] if isinstance(text, str) else ""
-
-    async def _stored(self, event: Event) -> Any:
-        """The message's data, read from the channel's history (None when it is not kept)."""
-        offset, epoch = int(event.data.get("offset", 0)), str(event.data.get("epoch", ""))
-        if offset <= 0:
-            return None
-        page = await self.hub.engine.history(event.channel, since=StreamPosition(offset - 1, epoch), limit=1)
-        for pub in page.publications:
-            if pub.offset == offset:
-                try:
-                    return msgpack.unpackb(pub.data)
-                except Exception:
-                    return None
-        return None
 
     # --- batches -----------------------------------------------------------
 
