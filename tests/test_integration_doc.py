@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from realtime.backend.options import PushOptions, StreamOptions
 from realtime.backend.rules import BackendSettings, WebhookRule
-from realtime.config import load_settings
+from realtime.config import Settings, load_settings
 
 from .backend_app import BACKEND_SECRET, Backend, Delivery, doc_block
 from .helpers import HubFactory, namespaces, user
@@ -59,14 +60,43 @@ async def delivery(hub_factory: HubFactory) -> AsyncIterator[Delivery]:
         await backend.stop()
 
 
-def test_the_toml_example_loads(tmp_path: Path) -> None:
-    [block] = re.findall(r"```toml\n(.*?)```", (ROOT / "docs" / "integration.md").read_text(), re.S)
+#: Every TOML example of docs/integration.md.
+TOML_BLOCKS = re.findall(r"```toml\n(.*?)```", (ROOT / "docs" / "integration.md").read_text(), re.S)
+
+
+def load_example(block: str, tmp_path: Path) -> Settings:
+    """``block`` as a whole hub config file: with the chat namespace it names when it does not declare it."""
     path = tmp_path / "hub.toml"
-    path.write_text(block + '[namespaces.chat]\nkind = "chat"\n')
-    settings = load_settings(env={}, config_file=path)
-    (rule,) = settings.webhooks
+    extra = "" if "[namespaces.chat]" in block else '\n[namespaces.chat]\nkind = "chat"\n'
+    path.write_text(block + extra)
+    return load_settings(env={}, config_file=path)
+
+
+@pytest.mark.parametrize("block", TOML_BLOCKS, ids=[f"block{i}" for i in range(len(TOML_BLOCKS))])
+def test_every_toml_example_loads(block: str, tmp_path: Path) -> None:
+    settings = load_example(block, tmp_path)
+    assert "chat" in settings.namespaces
+
+
+def example(header: str) -> str:
+    """The TOML example holding ``header`` (a table header such as ``[push]``)."""
+    (block,) = [b for b in TOML_BLOCKS if re.search(rf"^{re.escape(header)}$", b, re.M)]
+    return block
+
+
+def test_the_toml_examples_say_what_the_text_says(tmp_path: Path) -> None:
+    assert len(TOML_BLOCKS) >= 3  # webhooks, event stream, offline push
+    hooks = load_example(example("[[webhooks]]"), tmp_path)
+    (rule,) = hooks.webhooks
     assert rule.on == ("channel.occupied", "channel.vacated", "message.published") and rule.namespaces == ("chat",)
-    assert settings.backend.timeout == 2.0 and settings.backend.format == "json"
+    assert hooks.backend.timeout == 2.0 and hooks.backend.format == "json"
+    stream = load_example(example("[events]"), tmp_path).events
+    assert stream == StreamOptions(True, ("message.published", "user.offline"), ("chat",), 100_000)
+    pushing = load_example(example("[push]"), tmp_path)
+    assert pushing.push == PushOptions("http://127.0.0.1:9000/realtime/push", interval=30.0, batch=100, delay=0.1)
+    chat = pushing.namespaces["chat"]
+    assert chat.push and chat.presence and chat.push_preview == "text"
+    assert (chat.push_text_field, chat.push_preview_length) == ("text", 100)
 
 
 def headers_of(d: Delivery) -> dict[str, str]:
