@@ -61,7 +61,7 @@ async def delivery(hub_factory: HubFactory) -> AsyncIterator[Delivery]:
 
 
 #: Every TOML example of docs/integration.md.
-TOML_BLOCKS = re.findall(r"```toml\n(.*?)```", (ROOT / "docs" / "integration.md").read_text(), re.S)
+TOML_BLOCKS: list[str] = re.findall(r"```toml\n(.*?)```", (ROOT / "docs" / "integration.md").read_text(), re.S)
 
 
 def load_example(block: str, tmp_path: Path) -> Settings:
