@@ -6,10 +6,9 @@ node delivers them in order, up to ``max_batch`` per POST, body ``{"events": [..
 MessagePack with ``[backend] format = "msgpack"``), signed (:mod:`.signing`; ``Realtime-Id`` is the
 first event's id, the same on every retry of that POST).
 
-Outcomes of one POST: 2xx delivered; 5xx, 408, 429, a timeout or a connection error: retried after an
-exponential backoff with full jitter (at most ``backoff_max`` seconds), the batch unchanged, until
-``max_attempts`` attempts or ``retry_for`` seconds after the oldest event happened; any other status
-(4xx, 3xx: redirects are not followed): given up at once. Given-up events are counted
+Each POST goes through :func:`.delivery.post_signed` (the retry rules webhooks and the push hook share):
+retried, the batch unchanged, until ``max_attempts`` attempts or ``retry_for`` seconds after the
+oldest event happened; while it waits, the node keeps the batch's queue entries claimed. Given-up events are counted
 (``realtime_webhook_events_total{outcome="failed"}``) and logged. Deliveries are at least once: a
 backend deduplicates by each event's ``id``.
 """
@@ -20,27 +19,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from functools import partial
+from typing import Any
 
 import aiohttp
 import msgpack  # type: ignore[import-untyped]
 import orjson
 
-from protocol.backoff import backoff
-
 from ..metrics import Metrics
-from .events import Event, EventBus, now_ms
+from .delivery import CONTENT_TYPES, RetryPolicy, post_signed
+from .events import Event, EventBus
 from .queues import MemoryQueue, Queue, Warner
 from .rules import BackendSettings, WebhookRule, group_by_url
-from .signing import sign
 
 log = logging.getLogger("realtime.webhooks")
-
-#: Statuses worth another attempt besides 5xx: Request Timeout, Too Many Requests.
-RETRY_STATUSES: Final = frozenset({408, 429})
-#: First backoff ceiling, seconds.
-MIN_BACKOFF: Final = 0.1
-CONTENT_TYPES: Final = {"json": "application/json", "msgpack": "application/msgpack"}
 
 
 class Endpoint:
@@ -54,7 +46,8 @@ class Endpoint:
         self.metrics = metrics
         self.secrets = backend.secret_bytes
         self.format = backend.format
-        self.timeout = self.rule.timeout or backend.timeout
+        rule = self.rule
+        self.policy = RetryPolicy(rule.timeout or backend.timeout, rule.max_attempts, rule.retry_for, rule.backoff_max)
         self._warn_failed = Warner(f"webhook {self.url}: gave events up")
         self._warn_retry = Warner(f"webhook {self.url}: delivery failed, retrying")
 
@@ -90,51 +83,27 @@ class Endpoint:
 
     async def deliver(self, session: aiohttp.ClientSession, ids: Sequence[str], events: Sequence[Event]) -> bool:
         """POST ``events`` until delivered (True) or given up (False)."""
-        rule = self.rule
-        body = self.body(events)
-        headers = {"Content-Type": CONTENT_TYPES[self.format]}
-        delays = backoff(MIN_BACKOFF, max(MIN_BACKOFF, rule.backoff_max))
-        oldest = min(event.time for event in events)
-        attempt = 0
-        while True:
-            attempt += 1
-            signed = sign(self.secrets, events[0].id, int(time.time()), body)
-            why = await self._post(session, body, headers | signed)
-            if why is None:
-                return True
-            retry, reason = why
-            delay = next(delays)
-            out_of_time = now_ms() + delay * 1000 - oldest > rule.retry_for * 1000
-            if not retry or attempt >= rule.max_attempts or out_of_time:
-                self._warn_failed(
-                    f": {len(events)} event(s), first {events[0].id}, after {attempt} attempt(s): {reason}"
-                )
-                return False
-            self.metrics.webhook(self.url, "retried", len(events))
-            self._warn_retry(f": {reason}")
-            await self._wait(ids, delay)
+        outcome = await post_signed(
+            session,
+            self.url,
+            self.body(events),
+            request_id=events[0].id,
+            secrets=self.secrets,
+            content_type=CONTENT_TYPES[self.format],
+            policy=self.policy,
+            since=min(event.time for event in events),
+            on_retry=partial(self._retrying, len(events)),
+            wait=partial(self._wait, ids),
+        )
+        if not outcome.delivered:
+            self._warn_failed(
+                f": {len(events)} event(s), first {events[0].id}, after {outcome.attempts} attempt(s): {outcome.reason}"
+            )
+        return outcome.delivered
 
-    async def _post(
-        self, session: aiohttp.ClientSession, body: bytes, headers: dict[str, str]
-    ) -> tuple[bool, str] | None:
-        """None when delivered, else (whether to retry, why not)."""
-        try:
-            async with session.post(
-                self.url,
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                allow_redirects=False,
-            ) as response:
-                await response.read()
-                status = response.status
-        except TimeoutError:
-            return True, f"no answer within {self.timeout}s"
-        except aiohttp.ClientError as exc:
-            return True, f"{type(exc).__name__}: {exc}"
-        if 200 <= status < 300:
-            return None
-        return status >= 500 or status in RETRY_STATUSES, f"HTTP {status}"
+    def _retrying(self, events: int, reason: str) -> None:
+        self.metrics.webhook(self.url, "retried", events)
+        self._warn_retry(f": {reason}")
 
     async def _wait(self, ids: Sequence[str], delay: float) -> None:
         """Sleep ``delay`` seconds, telling the queue every so often that these are still ours."""
