@@ -811,7 +811,7 @@ def _push(raw: object, source: str) -> PushOptions:
     for key in ("interval", "delay"):
         if key in options and options[key] < 0:
             raise _bad(f"push.{key}", options[key], source, "expected a number >= 0")
-    for key in ("batch", "max_members", "queue", "timeout"):
+    for key in ("batch", "max_members", "queue", "timeout", "max_attempts", "retry_for", "backoff_max"):
         if options.get(key) is not None and options[key] <= 0:
             raise _bad(f"push.{key}", options[key], source, "expected a number > 0")
     return PushOptions(**options)

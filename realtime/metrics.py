@@ -49,6 +49,12 @@ LATENCY_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0
 #: What became of webhook events (``realtime_webhook_events_total``): POSTed and answered 2xx; an attempt
 #: failed and will be retried; given up (a final refusal, or out of attempts or time); dropped by a full queue.
 WEBHOOK_OUTCOMES: Final = ("delivered", "retried", "failed", "dropped")
+#: What became of offline push notifications (``realtime_push_notifications_total``): in a request
+#: answered 2xx; in an attempt that failed and is tried again; given up; dropped from a full queue.
+PUSH_OUTCOMES: Final = ("delivered", "retried", "failed", "dropped")
+#: What became of event stream events (``realtime_event_stream_events_total``): appended to the
+#: stream; dropped while Redis did not take them (the node's buffer was full).
+STREAM_OUTCOMES: Final = ("appended", "dropped")
 #: The label value of the namespace of channels without a colon (stored as "").
 DEFAULT_NAMESPACE: Final = "default"
 #: Close codes counted by their own ``code`` label: the hub's and WebSocket's (RFC 6455, 1000-1015).
@@ -152,6 +158,8 @@ class Metrics:
         self._rate_limited: Counter[str] = Counter()
         self._quota_exceeded: Counter[str] = Counter()
         self._webhooks: Counter[tuple[str, str]] = Counter()
+        self._push: Counter[str] = Counter()
+        self._stream: Counter[str] = Counter()
         self._snapshot: Callable[[], NodeSnapshot] = NodeSnapshot
         #: Publish -> write seconds: one sample per loop iteration that wrote publications (``Hub._flush``).
         self.latency = Latency(LATENCY_BUCKETS)
@@ -214,6 +222,20 @@ class Metrics:
 
     def webhook_count(self, endpoint: str, outcome: str) -> int:
         return self._webhooks[endpoint, outcome]
+
+    def push(self, outcome: str, notifications: int = 1) -> None:
+        """``notifications`` of the offline push hook reached ``outcome`` (:data:`PUSH_OUTCOMES`)."""
+        self._push[outcome] += notifications
+
+    def push_count(self, outcome: str) -> int:
+        return self._push[outcome]
+
+    def event_stream(self, outcome: str, events: int = 1) -> None:
+        """``events`` of the event stream reached ``outcome`` (:data:`STREAM_OUTCOMES`)."""
+        self._stream[outcome] += events
+
+    def event_stream_count(self, outcome: str) -> int:
+        return self._stream[outcome]
 
     # --- the scrape ----------------------------------------------------------------
 
@@ -293,6 +315,18 @@ class Metrics:
         for (endpoint, outcome), n in sorted(self._webhooks.items()):
             webhooks.add_metric([endpoint, outcome], n)
         yield webhooks
+        yield _counter(
+            "realtime_push_notifications",
+            "Offline push notifications, by outcome.",
+            "outcome",
+            dict(sorted(self._push.items())),
+        )
+        yield _counter(
+            "realtime_event_stream_events",
+            "Events of the event stream, by outcome.",
+            "outcome",
+            dict(sorted(self._stream.items())),
+        )
         yield self.latency.family(
             "realtime_publication_write_seconds",
             "Seconds from a publication reaching this node's fan-out to its frames being written to every local "

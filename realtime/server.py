@@ -35,6 +35,7 @@ from protocol.errors import DisconnectError
 from . import __version__, audit
 from .admission import Admission, AuthenticatedHook
 from .api import HANDLER_ARGS, guarded, setup_api
+from .backend.delivery import RetryPolicy
 from .backend.events import EventBus
 from .backend.push import PushHook, SignedPost
 from .backend.stream import EventStream
@@ -436,7 +437,7 @@ def _plug_backend_sinks(hub: Hub, settings: Settings) -> None:
         engine = hub.engine
         if not isinstance(engine, RedisEngine):
             raise ValueError("the event stream needs the Redis engine")
-        stream = EventStream(engine.redis, engine.prefix, settings.events)
+        stream = EventStream(engine.redis, engine.prefix, settings.events, hub.metrics)
         hub.events.add_sink(stream)
         hub.use(stream)
     if settings.push.url and any(ns.push for ns in settings.namespaces.values()):
@@ -445,8 +446,11 @@ def _plug_backend_sinks(hub: Hub, settings: Settings) -> None:
         async def online(user: str) -> bool:
             return (await engine.presence_stats(STATUS_KEY + user)).clients > 0
 
-        timeout = settings.push.timeout or settings.backend.timeout
-        post = SignedPost(settings.push.url, settings.backend.secret_bytes, timeout)
+        options = settings.push
+        policy = RetryPolicy(
+            options.timeout or settings.backend.timeout, options.max_attempts, options.retry_for, options.backoff_max
+        )
+        post = SignedPost(options.url, settings.backend.secret_bytes, policy)
         push = PushHook(hub, settings.push, post, online)
         hub.events.add_sink(push)
         hub.use(push)

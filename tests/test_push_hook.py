@@ -31,16 +31,32 @@ ROOM = "chat:#alice,bob,carol,dave"
 
 
 class Backend:
-    """The app's push endpoint: records each request's notifications after checking its signature."""
+    """The app's push endpoint: records each request's notifications after checking its signature;
+    answers the statuses of :attr:`answers` first (then 204), and can be stopped and started again."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        #: Every attempt: (its Realtime-Id, the status answered).
+        self.attempts: list[tuple[str, int]] = []
+        self.answers: list[int] = []
         self.port = free_port()
         self.runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/push"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/push", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -49,8 +65,11 @@ class Backend:
         )
         payload = json.loads(body)
         assert payload["id"] == request.headers[ID_HEADER]
-        self.requests.append(payload)
-        return web.Response(status=204)
+        status = self.answers.pop(0) if self.answers else 204
+        self.attempts.append((payload["id"], status))
+        if status == 204:
+            self.requests.append(payload)
+        return web.Response(status=status)
 
     @property
     def notifications(self) -> list[dict[str, Any]]:
@@ -63,13 +82,9 @@ class Backend:
 @pytest.fixture
 async def backend() -> AsyncIterator[Backend]:
     b = Backend()
-    app = web.Application()
-    app.router.add_post("/push", b.handle)
-    b.runner = web.AppRunner(app)
-    await b.runner.setup()
-    await web.TCPSite(b.runner, "127.0.0.1", b.port).start()
+    await b.start()
     yield b
-    await b.runner.cleanup()
+    await b.stop()
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -235,6 +250,74 @@ async def test_two_nodes_push_once_per_user(
     finally:
         await alice.close()
         await watcher.close()
+
+
+# --- retries, give-ups, drops: the delivery rules of webhooks (realtime.backend.delivery) ----------
+
+
+async def test_a_push_is_retried_after_a_500_with_the_same_id(hub_factory: HubFactory, backend: Backend) -> None:
+    backend.answers.extend([500, 503])
+    hub = await push_hub(hub_factory, backend, {}, backoff_max=0.05)
+    alice = await user(hub, "alice", ROOM)
+    try:
+        await send(hub, alice, {"text": "hi"})
+        await until(lambda: len(backend.notifications) == 3, what="the retried request")
+        assert [status for _, status in backend.attempts] == [500, 503, 204]
+        assert len({request_id for request_id, _ in backend.attempts}) == 1  # one request, tried three times
+        metrics = hub.hub.metrics
+        assert (metrics.push_count("retried"), metrics.push_count("delivered")) == (6, 3)  # by notification
+        assert metrics.push_count("failed") == 0
+    finally:
+        await alice.close()
+
+
+async def test_a_push_waits_out_a_backend_that_is_down(hub_factory: HubFactory, backend: Backend) -> None:
+    await backend.stop()  # connections refused
+    hub = await push_hub(hub_factory, backend, {}, backoff_max=0.05, max_attempts=10_000)
+    alice = await user(hub, "alice", ROOM)
+    try:
+        assert (await alice.publish(ROOM, {"text": "are you there"})).error is None  # (not send: no idle hub)
+        metrics = hub.hub.metrics
+        await until(lambda: metrics.push_count("retried") >= 6, what="two failed attempts")
+        assert backend.notifications == []
+        await backend.start()
+        await until(lambda: len(backend.notifications) == 3, what="the request, once the backend is back")
+        assert backend.users() == ["bob", "carol", "dave"]
+        assert (metrics.push_count("delivered"), metrics.push_count("failed")) == (3, 0)
+    finally:
+        await alice.close()
+
+
+@pytest.mark.parametrize(("answers", "options", "attempts"), [([400], {}, 1), ([500, 500], {"max_attempts": 2}, 2)])
+async def test_a_push_is_given_up_on_a_4xx_or_out_of_attempts(
+    hub_factory: HubFactory, backend: Backend, answers: list[int], options: dict[str, Any], attempts: int
+) -> None:
+    backend.answers.extend(answers)
+    hub = await push_hub(hub_factory, backend, {}, backoff_max=0.05, **options)
+    alice = await user(hub, "alice", "chat:#alice,bob")
+    try:
+        await send(hub, alice, {"text": "x"}, channel="chat:#alice,bob")
+        await until(lambda: hub.hub.metrics.push_count("failed") == 1, what="the request given up")
+        assert [status for _, status in backend.attempts] == answers[:attempts]
+        assert hub.hub.feature(PushHook).failed == 1 and backend.notifications == []
+    finally:
+        await alice.close()
+
+
+async def test_notifications_beyond_the_queue_are_dropped_and_counted(
+    hub_factory: HubFactory, backend: Backend
+) -> None:
+    hub = await push_hub(hub_factory, backend, {}, queue=1)
+    alice = await user(hub, "alice", ROOM)
+    try:
+        await send(hub, alice, {"text": "hi"})  # three members away, room for one
+        await until(lambda: len(backend.notifications) == 1, what="the one kept")
+        assert hub.hub.metrics.push_count("dropped") == 2
+        text = hub.hub.metrics.render(None)[0].decode()
+        assert 'realtime_push_notifications_total{outcome="dropped"} 2.0' in text
+        assert 'realtime_push_notifications_total{outcome="delivered"} 1.0' in text
+    finally:
+        await alice.close()
 
 
 def test_push_is_for_chat_namespaces() -> None:

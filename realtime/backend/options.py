@@ -41,5 +41,13 @@ class PushOptions:
     timeout: float | None = None
     #: Most members of one channel looked at per message (a larger room's others get no push).
     max_members: int = 1000
-    #: Notifications waiting to be sent; beyond it new ones are dropped (counted and logged).
+    #: Notifications waiting to be sent (those of requests being retried included); beyond it new ones
+    #: are dropped (counted and logged).
     queue: int = 10_000
+    #: Attempts of one request before it is given up (``realtime.backend.delivery``: 5xx, 408, 429, no
+    #: answer or no connection are retried; any other status is final).
+    max_attempts: int = 5
+    #: Seconds after a request was first sent beyond which it is given up: a push is worth little late.
+    retry_for: float = 60.0
+    #: Longest wait between two attempts, seconds (exponential backoff with full jitter below it).
+    backoff_max: float = 10.0

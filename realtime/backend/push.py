@@ -27,15 +27,17 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final
+from functools import partial
+from typing import Any, Final, Protocol
 
 import aiohttp
 
 from ..feature import Feature, HubServices
 from ..namespaces import Namespace, channel_users
+from .delivery import CONTENT_TYPES, Outcome, RetryPolicy, post_signed
 from .events import Event, now_ms
 from .options import PushOptions
-from .signing import sign
+from .queues import Warner
 
 log = logging.getLogger("realtime.push")
 
@@ -45,8 +47,17 @@ CLAIM: Final = "push:"
 #: Seconds :meth:`PushHook.close` waits for requests in flight.
 CLOSE_WAIT: Final = 5.0
 
-#: Sends one request body (signed, retried as the hub's deliveries are); raises when it gave up.
-Deliver = Callable[[str, bytes], Awaitable[None]]
+
+class Deliver(Protocol):
+    """Sends one request body, signed and retried (:func:`.delivery.post_signed`): :class:`SignedPost`."""
+
+    async def __call__(
+        self, request_id: str, body: bytes, *, since: int, on_retry: Callable[[str], None]
+    ) -> Outcome: ...
+
+    async def close(self) -> None: ...
+
+
 #: Whether a user has a connection on any node.
 Online = Callable[[str], Awaitable[bool]]
 
@@ -63,11 +74,16 @@ class PushHook(Feature):
         self._flush: asyncio.TimerHandle | None = None
         self._deciding = 0
         self._sending: set[asyncio.Task[None]] = set()
+        #: Notifications in requests being sent (and retried): they count against ``queue`` too.
+        self._in_flight = 0
         #: Notifications dropped because ``queue`` were waiting; requests that failed for good.
         self.dropped = 0
         self.failed = 0
         #: Requests sent (for operators and tests).
         self.sent = 0
+        self._warn_failed = Warner(f"push {options.url}: gave a request up", log)
+        self._warn_retry = Warner(f"push {options.url}: a request failed, retrying", log)
+        self._warn_dropped = Warner("push: notifications dropped, the push endpoint is behind", log)
 
     # --- the sink ----------------------------------------------------------
 
@@ -78,7 +94,7 @@ class PushHook(Feature):
         return ns is not None and ns.push
 
     def put(self, event: Event) -> None:
-        if self._deciding + len(self._pending) >= self.options.queue:
+        if self._deciding + len(self._pending) + self._in_flight >= self.options.queue:
             self._drop(1)
             return
         self._deciding += 1
@@ -136,7 +152,7 @@ class PushHook(Feature):
     # --- batches -----------------------------------------------------------
 
     def _queue(self, event: Event, users: dict[str, int], preview: str) -> None:
-        room = self.options.queue - len(self._pending)
+        room = self.options.queue - len(self._pending) - self._in_flight
         if len(users) > room:
             self._drop(len(users) - max(room, 0))
         sender = event.user
@@ -170,20 +186,33 @@ class PushHook(Feature):
             task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: Sequence[dict[str, Any]]) -> None:
-        request_id = uuid.uuid4().hex
-        body = json.dumps(
-            {"id": request_id, "time": now_ms(), "notifications": list(batch)}, separators=(",", ":")
-        ).encode()
+        request_id, n = uuid.uuid4().hex, len(batch)
+        since = now_ms()
+        body = json.dumps({"id": request_id, "time": since, "notifications": list(batch)}, separators=(",", ":"))
+        self._in_flight += n
         try:
-            await self.deliver(request_id, body)
+            outcome = await self.deliver(request_id, body.encode(), since=since, on_retry=partial(self._retrying, n))
+        except Exception:  # a bug must not leave the count wrong: the request is given up, loudly
+            log.exception("push: a request of %d notifications failed", n)
+            outcome = Outcome(False, 0, "an error in the hub")
+        finally:
+            self._in_flight -= n
+        if outcome.delivered:
             self.sent += 1
-        except Exception as exc:
+            self.hub.metrics.push("delivered", n)
+        else:
             self.failed += 1
-            log.warning("push: a request of %d notifications failed for good: %s", len(batch), exc)
+            self.hub.metrics.push("failed", n)
+            self._warn_failed(f": {n} notifications after {outcome.attempts} attempt(s): {outcome.reason}")
+
+    def _retrying(self, notifications: int, reason: str) -> None:
+        self.hub.metrics.push("retried", notifications)
+        self._warn_retry(f": {reason}")
 
     def _drop(self, n: int) -> None:
         self.dropped += n
-        log.warning("push: %d notifications dropped (%d so far): the push endpoint is behind", n, self.dropped)
+        self.hub.metrics.push("dropped", n)
+        self._warn_dropped(f": {n} now, {self.dropped} so far")
 
     async def close(self) -> None:
         """Send what waits for its batch; wait at most :data:`CLOSE_WAIT` seconds for the requests."""
@@ -194,28 +223,32 @@ class PushHook(Feature):
                 task.cancel()
             if late:
                 log.warning("push: %d requests unfinished at shutdown", len(late))
-        closer = getattr(self.deliver, "close", None)
-        if closer is not None:
-            await closer()
+        await self.deliver.close()
 
 
 class SignedPost:
-    """A :data:`Deliver`: one signed POST of a JSON body to ``url``; any answer but 2xx, a timeout or
-    a refused connection raises."""
+    """A :data:`Deliver`: a JSON body POSTed to ``url``, signed and retried by ``policy``."""
 
-    def __init__(self, url: str, secrets: Sequence[bytes], timeout: float) -> None:
+    def __init__(self, url: str, secrets: Sequence[bytes], policy: RetryPolicy) -> None:
         self.url = url
         self.secrets = secrets
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.policy = policy
         self._session: aiohttp.ClientSession | None = None
 
-    async def __call__(self, request_id: str, body: bytes) -> None:
+    async def __call__(self, request_id: str, body: bytes, *, since: int, on_retry: Callable[[str], None]) -> Outcome:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
-        headers = {"Content-Type": "application/json", **sign(self.secrets, request_id, now_ms() // 1000, body)}
-        async with self._session.post(self.url, data=body, headers=headers) as response:
-            if response.status // 100 != 2:
-                raise RuntimeError(f"the push endpoint answered {response.status}")
+            self._session = aiohttp.ClientSession()
+        return await post_signed(
+            self._session,
+            self.url,
+            body,
+            request_id=request_id,
+            secrets=self.secrets,
+            content_type=CONTENT_TYPES["json"],
+            policy=self.policy,
+            since=since,
+            on_retry=on_retry,
+        )
 
     async def close(self) -> None:
         if self._session is not None:
@@ -223,4 +256,4 @@ class SignedPost:
             self._session = None
 
 
-__all__ = ["PushHook"]
+__all__ = ["Deliver", "PushHook", "SignedPost"]

@@ -45,8 +45,9 @@ class Queue(Protocol):
 class Warner:
     """Logs a recurring problem at most once per :data:`WARN_EVERY` seconds, with how often it happened."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, logger: logging.Logger = log) -> None:
         self.what = what
+        self.log = logger
         self._last = -WARN_EVERY
         self._count = 0
 
@@ -54,7 +55,7 @@ class Warner:
         self._count += 1
         now = time.monotonic()
         if now - self._last >= WARN_EVERY:
-            log.warning("%s (%d times since the last warning)%s", self.what, self._count, detail)
+            self.log.warning("%s (%d times since the last warning)%s", self.what, self._count, detail)
             self._last, self._count = now, 0
 
 

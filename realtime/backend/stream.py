@@ -10,7 +10,7 @@ webhook carries), so a consumer in any language parses one value. The stream kee
 The stream is a single key, and no command touches two keys: a Redis Cluster puts it on one
 shard without a hash tag. ``put`` never waits: events queue here (at most ``buffer``) and one task
 appends them, in pipelines; while Redis is unreachable they wait, the oldest dropped beyond
-``buffer`` (counted in :attr:`EventStream.dropped`, logged).
+``buffer`` (counted in ``realtime_event_stream_events_total{outcome="dropped"}``, logged).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
 from ..feature import Feature
+from ..metrics import Metrics
 from .events import ALL, Event
 from .options import StreamOptions
 
@@ -57,8 +58,9 @@ class EventStream(Feature):
     and a feature (``hub.use(stream)``) for its :meth:`close` on shutdown (appends what is queued,
     for up to :data:`CLOSE_FLUSH` seconds)."""
 
-    def __init__(self, redis: Redis | RedisCluster, prefix: str, options: StreamOptions) -> None:
+    def __init__(self, redis: Redis | RedisCluster, prefix: str, options: StreamOptions, metrics: Metrics) -> None:
         self.redis = redis
+        self.metrics = metrics
         self.key = stream_key(prefix)
         self.options = options
         self._all = ALL in options.on
@@ -86,6 +88,7 @@ class EventStream(Feature):
         if len(self._queue) >= self.options.buffer:
             self._queue.popleft()
             self.dropped += 1
+            self.metrics.event_stream("dropped")
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning("event stream: %d events dropped (Redis did not take them in time)", self.dropped)
         self._queue.append(event)
@@ -127,6 +130,7 @@ class EventStream(Feature):
             if self._queue and self._queue[0] is _:
                 self._queue.popleft()
         self.appended += len(batch)
+        self.metrics.event_stream("appended", len(batch))
 
     async def close(self) -> None:
         """Stop taking events; append what is queued (bounded in time), then stop the task."""
