@@ -3,6 +3,7 @@ events come from real connects, subscribes, publishes and closes, so emission an
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -54,9 +55,9 @@ async def stream_hub(hub_factory: HubFactory, server: RedisServer, **options: An
 
 
 async def appended(hub: RunningHub, n: int) -> None:
-    """Wait until the node appended ``n`` events and holds none back."""
-    stream = hub.hub.feature(EventStream)
-    await until(lambda: stream.appended >= n and not stream._queue, what=f"{n} events appended")
+    """Wait until the node appended ``n`` events (as its metrics count them) and holds none back."""
+    stream, metrics = hub.hub.feature(EventStream), hub.hub.metrics
+    await until(lambda: metrics.event_stream_count("appended") >= n and not stream._queue, what=f"{n} appended")
 
 
 async def publish(hub: RunningHub, n: int, channel: str = "news") -> list[int]:
@@ -219,6 +220,29 @@ async def test_a_restarted_consumer_gets_its_own_pending_events_first(
         await take(first, 2)  # not acked: the worker "crashed"
     async with EventConsumer(redis_server.url, group="g", consumer="w", prefix=prefix, block=0.1) as again:
         assert offsets(await take(again, 2)) == sent
+
+
+async def test_events_beyond_the_buffer_while_redis_is_down_are_dropped_and_counted(
+    hub_factory: HubFactory, redis_server: RedisServer
+) -> None:
+    hub = await stream_hub(hub_factory, redis_server, on=("connection.closed",), buffer=2)
+    clients = [await user(hub, f"u{i}") for i in range(3)]
+    await asyncio.to_thread(redis_server.stop)
+    for client in clients:  # the hub closes them: connection.closed, which Redis cannot take now
+        hub.hub.connections[client.client_id].close(DisconnectError(CloseCode.STALE, "no pong"))
+        await client.close()
+    metrics = hub.hub.metrics
+    assert metrics.event_stream_count("dropped") == 1  # one of the three: two fit the buffer
+    await asyncio.to_thread(redis_server.start)
+    await appended(hub, 2)  # the two kept, once Redis is back
+    text = metrics.render(None)[0].decode()
+    assert 'realtime_event_stream_events_total{outcome="appended"} 2.0' in text
+    assert 'realtime_event_stream_events_total{outcome="dropped"} 1.0' in text
+    prefix = hub.hub.settings.redis_prefix
+    async with EventConsumer(redis_server.url, group="g", consumer="w", prefix=prefix, block=0.1) as events:
+        users = [r.user for r in await take(events, 2)]
+        assert len(set(users)) == 2 and users == sorted(users)  # two of u0, u1, u2, in order: the count is true
+        assert await events.fetch() == []
 
 
 def test_the_memory_engine_refuses_the_event_stream(tmp_path: Path) -> None:

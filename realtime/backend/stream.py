@@ -26,6 +26,7 @@ from ..feature import Feature
 from ..metrics import Metrics
 from .events import ALL, Event
 from .options import StreamOptions
+from .queues import Warner
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
@@ -75,6 +76,9 @@ class EventStream(Feature):
         self.dropped = 0
         #: Events appended by this node.
         self.appended = 0
+        #: The events of the round trip in progress (out of the queue until it failed).
+        self._sending: list[Event] = []
+        self._warn_dropped = Warner("event stream: events dropped, Redis did not take them in time", log)
 
     def wants(self, name: str, namespace: str) -> bool:
         if not (self._all or name in self._names):
@@ -85,17 +89,24 @@ class EventStream(Feature):
     def put(self, event: Event) -> None:
         if self._closed:
             return
-        if len(self._queue) >= self.options.buffer:
+        if len(self._queue) + len(self._sending) >= self.options.buffer:
+            # The oldest waiting event goes; those of a round trip in progress may be in the stream
+            # already (dropping one would count an event a backend gets), so with none waiting, this one.
+            if not self._queue:
+                self._drop(1)
+                return
             self._queue.popleft()
-            self.dropped += 1
-            self.metrics.event_stream("dropped")
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.warning("event stream: %d events dropped (Redis did not take them in time)", self.dropped)
+            self._drop(1)
         self._queue.append(event)
         self._drained.clear()
         self._ready.set()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def _drop(self, n: int) -> None:
+        self.dropped += n
+        self.metrics.event_stream("dropped", n)
+        self._warn_dropped(f": {n} now, {self.dropped} so far")
 
     async def _run(self) -> None:
         backoff = BACKOFF
@@ -116,19 +127,27 @@ class EventStream(Feature):
                 self._drained.set()
 
     async def _append(self) -> None:
-        """Append up to :data:`PIPELINE` queued events in one round trip; they leave the queue once
-        Redis took them (a failed round trip may have appended some: they are appended again, and a
-        consumer deduplicates by the event's ``id``)."""
-        batch = [self._queue[i] for i in range(min(PIPELINE, len(self._queue)))]
+        """Append up to :data:`PIPELINE` queued events in one round trip. A round trip that fails goes
+        back to the front of the queue (it may have appended some: they are appended again, and a
+        consumer deduplicates by the event's ``id``), the oldest dropped beyond ``buffer``."""
+        batch = self._sending = [self._queue.popleft() for _ in range(min(PIPELINE, len(self._queue)))]
         if not batch:
             return
-        pipe: Any = self.redis.pipeline(transaction=False)
-        for event in batch:
-            pipe.xadd(self.key, entry(event), maxlen=self.options.maxlen, approximate=True)
-        await pipe.execute()
-        for _ in batch:
-            if self._queue and self._queue[0] is _:
+        try:
+            pipe: Any = self.redis.pipeline(transaction=False)
+            for event in batch:
+                pipe.xadd(self.key, entry(event), maxlen=self.options.maxlen, approximate=True)
+            await pipe.execute()
+        except BaseException:
+            self._queue.extendleft(reversed(batch))
+            overflow = len(self._queue) - self.options.buffer
+            for _ in range(overflow):
                 self._queue.popleft()
+            if overflow > 0:
+                self._drop(overflow)
+            raise
+        finally:
+            self._sending = []
         self.appended += len(batch)
         self.metrics.event_stream("appended", len(batch))
 
