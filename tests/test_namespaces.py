@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,6 +101,14 @@ def test_defaults() -> None:
 
 def test_options_are_every_field_but_the_name() -> None:
     assert set(OPTIONS) == {f.name for f in dataclasses.fields(Namespace)} - {"name"}
+
+
+def test_every_option_is_in_the_guides_table() -> None:
+    """docs/guide.md "Namespaces": one row names each option (a row may name several)."""
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "guide.md").read_text()
+    table = guide[guide.index("| option | default | meaning |") :].split("\n\n", 1)[0]
+    named = {name for row in table.splitlines()[2:] for name in re.findall(r"`(\w+)`", row.split("|")[1])}
+    assert set(OPTIONS) - named == set()
 
 
 def test_integers_for_float_options_become_floats() -> None:
