@@ -330,3 +330,14 @@ def test_push_needs_a_secret(tmp_path: Path) -> None:
     config.write_text('[push]\nurl = "http://127.0.0.1:9/push"\n')
     with pytest.raises(ConfigError, match="set \\[backend\\] secrets"):
         load_settings(env={}, config_file=config)
+
+
+def test_push_retry_settings_are_read_and_checked(tmp_path: Path) -> None:
+    config = tmp_path / "hub.toml"
+    head = '[backend]\nsecrets = ["0123456789abcdef0123"]\n[push]\nurl = "http://127.0.0.1:9/push"\n'
+    config.write_text(head + "max_attempts = 3\nretry_for = 20\nbackoff_max = 2\n")
+    push = load_settings(env={}, config_file=config).push
+    assert (push.max_attempts, push.retry_for, push.backoff_max) == (3, 20.0, 2.0)
+    config.write_text(head + "max_attempts = 0\n")
+    with pytest.raises(ConfigError, match="invalid setting push.max_attempts=0"):
+        load_settings(env={}, config_file=config)
