@@ -339,5 +339,5 @@ def test_push_retry_settings_are_read_and_checked(tmp_path: Path) -> None:
     push = load_settings(env={}, config_file=config).push
     assert (push.max_attempts, push.retry_for, push.backoff_max) == (3, 20.0, 2.0)
     config.write_text(head + "max_attempts = 0\n")
-    with pytest.raises(ConfigError, match="invalid setting push.max_attempts=0"):
+    with pytest.raises(ConfigError, match=r"invalid setting push\.max_attempts=0"):
         load_settings(env={}, config_file=config)
