@@ -53,6 +53,10 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 API_KEY_ENV = "REALTIME_API_KEY"
 #: The TOML table of the namespace for channels without a colon (stored under "").
 DEFAULT_NAMESPACE = "default"
+#: Request bodies the hub sends to the app's backend.
+BACKEND_FORMATS = ("json", "msgpack")
+#: Shortest backend signing secret, in bytes.
+MIN_BACKEND_SECRET_BYTES = 16
 #: The demo secret and API key published in quickstart.toml: anyone can use them, so the hub
 #: warns at startup when either is in use (a test keeps them in step with the file).
 DEMO_TOKEN_SECRET = "quickstart-demo-secret-for-trying-the-hub-only"
@@ -237,6 +241,27 @@ class Settings:
     #: Keys of the server API: [[api_keys]] tables {name, key, scopes} in the config
     #: file, then one from REALTIME_API_KEY (name "env", all scopes) when it is set.
     api_keys: tuple[ApiKey, ...] = ()
+    # The app's backend ([backend] and [proxy] tables in the file: ``[backend] timeout`` is
+    # ``backend_timeout``, REALTIME_BACKEND_TIMEOUT; docs/integration.md).
+    #: Secrets signing every request to the backend (realtime.backend.signing), the current
+    #: one first; required when any proxy is configured. Never shown.
+    backend_secrets: tuple[str, ...] = field(default_factory=tuple, repr=False)
+    #: Seconds a request to the backend may take (namespaces' proxy_timeout overrides it).
+    backend_timeout: float = 2.0
+    #: Request bodies: "json" or "msgpack" (an answer may use either, by its Content-Type).
+    backend_format: str = "json"
+    #: Consecutive failures (timeouts, refused connections, 5xx) of one endpoint that open its
+    #: circuit breaker, and the seconds it then fails fast before one trial call.
+    backend_breaker_failures: int = 5
+    backend_breaker_cooldown: float = 10.0
+    #: URL of the connect proxy: connects without a JWT are authenticated by the backend; "": off.
+    proxy_connect: str = ""
+    #: URL of the refresh proxy: extends connections the connect proxy let in before they expire.
+    proxy_refresh: str = ""
+    #: URL of the rpc command's backend; "": rpc is refused (UNKNOWN_COMMAND).
+    proxy_rpc: str = ""
+    #: Headers of the WebSocket upgrade passed to the connect proxy (e.g. Cookie, Authorization).
+    proxy_headers: tuple[str, ...] = field(default_factory=tuple)
 
 
 #: List settings whose flag is singular and repeated.
@@ -323,7 +348,25 @@ def load_settings(
             f"invalid setting revocations_file (from {source}): it is for the memory engine; Redis keeps revocations"
         )
     _check_tls(values, given)
+    _check_backend(values, given)
     return Settings(**values)
+
+
+def _check_backend(values: Mapping[str, Any], given: Mapping[str, tuple[object, str]]) -> None:
+    """A configured proxy needs secrets to sign its requests with."""
+    namespaces = values.get("namespaces") or {}
+    proxied = [name for name in ("proxy_connect", "proxy_refresh", "proxy_rpc") if values.get(name)]
+    proxied += [
+        f"namespaces.{ns.name or DEFAULT_NAMESPACE}.{option}"
+        for ns in namespaces.values()
+        for option in ("subscribe_proxy", "publish_proxy")
+        if getattr(ns, option)
+    ]
+    if proxied and not values.get("backend_secrets"):
+        source = given[proxied[0]][1] if proxied[0] in given else given["namespaces"][1]
+        raise ConfigError(
+            f"invalid setting {proxied[0]} (from {source}): backend.secrets is required to sign requests to the backend"
+        )
 
 
 def _check_tls(values: Mapping[str, Any], given: Mapping[str, tuple[object, str]]) -> None:
@@ -353,6 +396,14 @@ def _read_config_file(path: str | Path, source: str) -> dict[str, tuple[object, 
         raise ConfigError(f"invalid config file {path} (from {source}): not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid config file {path} (from {source}): {exc}") from None
+    for table in _TABLES:
+        if isinstance(data.get(table), dict):
+            for key, value in data.pop(table).items():
+                name = f"{table}_{key}"
+                if name not in _CASTS:
+                    hint = _did_you_mean(name, [n for n in _CASTS if n.startswith(table + "_")])
+                    raise ConfigError(f"unknown setting '{table}.{key}' in config file {path}{hint}")
+                data[name] = value
     for key in data:
         if key not in _CASTS and key not in _FILE_ONLY:
             hint = _did_you_mean(key, [*_CASTS, *_FILE_ONLY])
@@ -451,7 +502,9 @@ _FILE_ONLY_NAMES = ("namespaces", "api_keys")
 # A KeyError here means a new field has a type without a cast: add one above.
 _CASTS = {f.name: _CASTERS[_HINTS[f.name]] for f in dataclasses.fields(Settings) if f.name not in _FILE_ONLY_NAMES}
 #: Settings whose values error messages never show.
-_SECRETS = frozenset({"token_secret"})
+_SECRETS = frozenset({"token_secret", "backend_secrets"})
+#: Tables of the file whose keys are settings named ``TABLE_KEY`` (``[proxy] connect`` is proxy_connect).
+_TABLES = ("backend", "proxy")
 
 
 # Checks: a cast value -> the value to keep, or ValueError(reason).
@@ -604,6 +657,27 @@ def _public_key(value: str | None) -> str | None:
     return text.strip() + "\n"
 
 
+def _backend_secrets(value: tuple[str, ...]) -> tuple[str, ...]:
+    for secret in value:
+        if len(secret.encode()) < MIN_BACKEND_SECRET_BYTES:
+            raise ValueError(f"expected secrets of at least {MIN_BACKEND_SECRET_BYTES} bytes")
+    return value
+
+
+def _url(value: str) -> str:
+    """"" (off) or an http(s) URL."""
+    if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value, re.IGNORECASE):
+        raise ValueError("expected an http:// or https:// URL, or '' (off)")
+    return value
+
+
+def _header_names(value: tuple[str, ...]) -> tuple[str, ...]:
+    for name in value:
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            raise ValueError(f"expected HTTP header names, got {name!r}")
+    return value
+
+
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "host": _host,
     "port": _port,
@@ -652,6 +726,15 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "token_public_key": _public_key,
     "token_grace": _non_negative,
     "presence_ttl": _positive,
+    "backend_secrets": _backend_secrets,
+    "backend_timeout": _positive,
+    "backend_format": _one_of(BACKEND_FORMATS),
+    "backend_breaker_failures": _positive,
+    "backend_breaker_cooldown": _non_negative,
+    "proxy_connect": _url,
+    "proxy_refresh": _url,
+    "proxy_rpc": _url,
+    "proxy_headers": _header_names,
 }
 
 

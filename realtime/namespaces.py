@@ -115,6 +115,12 @@ class Namespace:
     max_state_keys: int = 1000
     #: live: seconds a key lives after its last write (then it is deleted); 0: for ever.
     state_ttl: float = 86400.0
+    #: URL of the app's backend deciding every subscribe here (docs/integration.md); "": off.
+    subscribe_proxy: str = ""
+    #: URL of the app's backend checking (and possibly rewriting) every client publish here; "": off.
+    publish_proxy: str = ""
+    #: Seconds the proxies of this namespace may take; None = the global backend_timeout.
+    proxy_timeout: float | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -240,6 +246,7 @@ _NUMBERS: dict[str, tuple[bool, bool, float, bool]] = {
     "max_state_bytes": (True, True, 0, True),
     "max_state_keys": (True, False, 0, True),
     "state_ttl": (False, False, 0, False),
+    "proxy_timeout": (False, True, 0, True),
 }
 
 
@@ -266,5 +273,9 @@ def _validate(ns: Namespace) -> None:
             object.__setattr__(ns, option, float(value))
         if value < low or (exclusive and value == low):
             raise OptionError(option, f"expected a number {'>' if exclusive else '>='} {low}")
+    for option in ("subscribe_proxy", "publish_proxy"):
+        url = getattr(ns, option)
+        if not isinstance(url, str) or (url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url, re.IGNORECASE)):
+            raise OptionError(option, "expected an http:// or https:// URL, or '' (off)")
     if ns.typing_timeout < ns.typing_interval:
         raise OptionError("typing_timeout", "expected a number >= typing_interval")
