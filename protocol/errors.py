@@ -22,11 +22,10 @@ class CommandError(RealtimeError):
     """A command was refused; becomes an :class:`Error` reply with ``code``.
 
     ``retry_after``: seconds the client should wait before retrying (0: no advice).
-    ``code`` is a plain int only for the app's own codes (1000 and up) that its backend chose.
     """
 
-    def __init__(self, code: ErrorCode | int, message: str = "", *, retry_after: float = 0.0) -> None:
-        super().__init__(message or (code.name.lower().replace("_", " ") if isinstance(code, ErrorCode) else "error"))
+    def __init__(self, code: ErrorCode, message: str = "", *, retry_after: float = 0.0) -> None:
+        super().__init__(message or code.name.lower().replace("_", " "))
         self.code = code
         self.retry_after = retry_after
 

@@ -665,7 +665,7 @@ def _backend_secrets(value: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _url(value: str) -> str:
-    """"" (off) or an http(s) URL."""
+    """ "" (off) or an http(s) URL."""
     if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value, re.IGNORECASE):
         raise ValueError("expected an http:// or https:// URL, or '' (off)")
     return value

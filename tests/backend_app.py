@@ -56,7 +56,14 @@ class Backend:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def on(self, path: str, answer: Answer | Reply) -> None:
-        self.answers[path] = answer if callable(answer) else (lambda body, reply=answer: reply)
+        if isinstance(answer, Reply):
+            reply = answer
+
+            def always(body: Any) -> Reply:
+                return reply
+
+            answer = always
+        self.answers[path] = answer
 
     def calls(self, path: str) -> list[Request]:
         return [r for r in self.requests if r.path == path]
@@ -90,9 +97,7 @@ class Backend:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
         self._release.set()

@@ -18,6 +18,7 @@ import pytest
 from protocol.codes import CloseCode, ErrorCode
 from protocol.messages import Connect, ConnectResult, Disconnect, Ping, Publish, Rpc, RpcResult, Subscribe
 from realtime.backend.signing import ID_HEADER
+from realtime.client import Client, ReplyError
 from realtime.namespaces import Namespace
 
 from .backend_app import BACKEND_SECRET, Backend, Reply, closed_port
@@ -39,7 +40,9 @@ async def backend() -> AsyncIterator[Backend]:
 def ns(backend: Backend) -> Any:
     return namespaces(
         Namespace(name="room", subscribe="anyone", publish="clients", subscribe_proxy=backend.url("/subscribe")),
-        Namespace(name="chat", kind="chat", subscribe="anyone", publish="server", publish_proxy=backend.url("/publish")),
+        Namespace(
+            name="chat", kind="chat", subscribe="anyone", publish="server", publish_proxy=backend.url("/publish")
+        ),
         Namespace(name="feed", subscribe="anyone", publish="server", publish_proxy=backend.url("/publish")),
         Namespace(name="granted", subscribe="token", subscribe_proxy=backend.url("/subscribe")),
     )
@@ -78,9 +81,7 @@ async def still_serving(hub: RunningHub) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["json", "msgpack"])
-async def test_connect_proxy_lets_in_who_the_backend_names(
-    hub_factory: HubFactory, backend: Backend, fmt: str
-) -> None:
+async def test_connect_proxy_lets_in_who_the_backend_names(hub_factory: HubFactory, backend: Backend, fmt: str) -> None:
     expires = int(time.time()) + 3600
     backend.on(
         "/connect",
@@ -365,3 +366,26 @@ async def test_rpc_without_an_endpoint_is_an_unknown_command(hub_factory: HubFac
     async with await RawClient.open(hub.url, token=make_token("bob")) as c:
         error = (await c.command(Rpc(0, "profile"))).error
         assert error is not None and error.code == ErrorCode.UNKNOWN_COMMAND
+
+
+# --- the Python SDK ----------------------------------------------------------------------
+
+
+async def test_python_sdk_connects_with_app_data_and_calls_rpc(hub_factory: HubFactory, backend: Backend) -> None:
+    backend.on("/connect", lambda body: ALLOW_ALICE if body.get("data") == {"session": "s1"} else Reply({}, 500))
+    backend.on(
+        "/rpc",
+        lambda body: (
+            Reply({"result": {"data": [body["method"], body["data"]]}})
+            if body["method"] == "echo"
+            else Reply({"error": {"code": 1404, "message": "no such method"}})
+        ),
+    )
+    hub = await proxied_hub(hub_factory, backend)
+    async with Client(hub.url, data={"session": "s1"}) as client:
+        assert client.user == "alice"
+        assert await client.rpc("echo", {"n": 1}) == ["echo", {"n": 1}]
+        assert await client.rpc("echo") == ["echo", None]
+        with pytest.raises(ReplyError) as info:
+            await client.rpc("other")
+        assert (info.value.code, str(info.value.message)) == (1404, "no such method")

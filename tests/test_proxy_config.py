@@ -59,9 +59,7 @@ proxy_timeout = 0.5
 
 
 def test_environment_sets_them_too(tmp_path: Path) -> None:
-    settings = load(
-        tmp_path, "", {"REALTIME_BACKEND_SECRETS": SECRET, "REALTIME_PROXY_RPC": "http://127.0.0.1:9/rpc"}
-    )
+    settings = load(tmp_path, "", {"REALTIME_BACKEND_SECRETS": SECRET, "REALTIME_PROXY_RPC": "http://127.0.0.1:9/rpc"})
     assert settings.proxy_rpc == "http://127.0.0.1:9/rpc" and settings.backend_secrets == (SECRET,)
 
 

@@ -21,7 +21,7 @@ State = Literal["closed", "open", "half-open"]
 class CircuitBreaker:
     """Call :meth:`allow` before a request; if it returns True, :meth:`record` its outcome."""
 
-    __slots__ = ("cooldown", "failures", "_count", "_opened", "_trial", "state")
+    __slots__ = ("_count", "_opened", "_trial", "cooldown", "failures", "state")
 
     def __init__(self, failures: int = 5, cooldown: float = 10.0) -> None:
         if failures < 1 or cooldown < 0:

@@ -30,7 +30,7 @@ import msgpack  # type: ignore[import-untyped]  # no stubs
 
 from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import CommandError, DisconnectError, RealtimeError
-from protocol.messages import Connect, Publish, Result, Rpc, RpcResult, Subscribe
+from protocol.messages import Connect, Error, Publish, Result, Rpc, RpcResult, Subscribe
 
 from ..auth import Identity
 from ..feature import Feature, Handler
@@ -53,6 +53,19 @@ RETRY_AFTER = 1.0
 #: Seconds between refresh attempts while the backend fails (the token grace window bounds them).
 REFRESH_RETRY = 1.0
 _NIL = b"\xc0"
+
+
+class AppError(CommandError):
+    """A refusal with the app's own code (:data:`APP_CODES`), as its backend gave it.
+
+    Counted as PERMISSION_DENIED (audit); the client gets ``app_code``."""
+
+    def __init__(self, app_code: int, message: str) -> None:
+        super().__init__(ErrorCode.PERMISSION_DENIED, message)
+        self.app_code = app_code
+
+    def to_error(self) -> Error:
+        return Error(self.app_code, self.message)
 
 
 class BackendAnswerError(RealtimeError):
@@ -138,7 +151,9 @@ class Proxies(Feature):
             result = self._answer(await self._call(self.settings.proxy_connect, body), "connect")
         except CommandError as exc:
             if exc.code == ErrorCode.NOT_AVAILABLE:
-                raise DisconnectError(CloseCode.OVERLOADED, "backend unavailable", retry_after=exc.retry_after) from None
+                raise DisconnectError(
+                    CloseCode.OVERLOADED, "backend unavailable", retry_after=exc.retry_after
+                ) from None
             raise DisconnectError(CloseCode.UNAUTHORIZED, exc.message) from None
         try:
             return _identity(result, None)
@@ -255,7 +270,7 @@ def _result(answer: Answer) -> dict[str, Any]:
         if type(code) is not int or not isinstance(message, str):
             raise BackendAnswerError("error needs an integer code and a message string")
         if code in APP_CODES:
-            raise CommandError(code, message or "refused by the backend")
+            raise AppError(code, message or "refused by the backend")
         raise CommandError(ErrorCode.PERMISSION_DENIED, message or "refused by the backend")
     result = body.get("result")
     if not isinstance(result, dict):
