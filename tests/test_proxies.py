@@ -389,3 +389,16 @@ async def test_python_sdk_connects_with_app_data_and_calls_rpc(hub_factory: HubF
         with pytest.raises(ReplyError) as info:
             await client.rpc("other")
         assert (info.value.code, str(info.value.message)) == (1404, "no such method")
+
+
+async def test_a_failing_refresh_proxy_is_asked_again_until_the_grace_runs_out(
+    hub_factory: HubFactory, backend: Backend
+) -> None:
+    backend.on("/connect", Reply({"result": {"user": "alice", "expires": int(time.time()) + 1}}))
+    backend.on("/refresh", Reply({}, status=500))
+    hub = await proxied_hub(hub_factory, backend, token_grace=1.5)
+    async with await connect(hub) as c:
+        await backend.wait_calls("/refresh", 2)  # asked again after the failure
+        push = await c.disconnect_push()
+        assert (push.code, push.reconnect) == (CloseCode.TOKEN_EXPIRED, True)
+    await still_serving(hub)

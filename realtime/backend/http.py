@@ -102,12 +102,16 @@ class BackendClient:
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
     async def post(self, url: str, body: Mapping[str, Any], *, timeout: float | None = None) -> Outcome:
-        """POST ``body`` to ``url``, signed; the typed outcome (never raises for the backend's faults)."""
+        """POST ``body`` to ``url``, signed; the typed outcome (never raises for the backend's faults).
+
+        Raises TypeError or ValueError when ``body`` cannot be encoded in :attr:`format`.
+        """
+        data = self.encode(body)  # before the breaker: a trial it lets through must be recorded
         breaker = self.breaker(url)
         clock = time.monotonic()
         if not breaker.allow(clock):
             return Failure("breaker open", retry_after=breaker.retry_after(clock))
-        outcome = await self._post(url, self.encode(body), self.timeout if timeout is None else timeout)
+        outcome = await self._post(url, data, self.timeout if timeout is None else timeout)
         # A refusal is an answer (4xx): only the backend being unable to answer counts against it.
         failed = isinstance(outcome, Failure) and (outcome.reason != "status" or outcome.status >= 500)
         now = time.monotonic()
