@@ -129,7 +129,7 @@ INFLATE_CHUNK: Final = 64 * 1024
 HANDLER_ARGS: Final[Mapping[str, object]] = {"auto_decompress": False}
 
 #: HTTP status of each error code (unlisted codes: 400).
-STATUS: Final[Mapping[ErrorCode | int, int]] = {
+STATUS: Final[Mapping[ErrorCode, int]] = {
     ErrorCode.INTERNAL: 500,
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.UNKNOWN_CHANNEL: 404,
