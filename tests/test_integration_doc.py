@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from realtime.backend.rules import BackendSettings, WebhookRule
+from realtime.backend.rules import WebhookRule
 from realtime.config import load_settings
 
 from .backend_app import BACKEND_SECRET, Backend, Delivery, doc_block
@@ -47,7 +47,7 @@ async def delivery(hub_factory: HubFactory) -> AsyncIterator[Delivery]:
     try:
         hub = await hub_factory(
             namespaces=namespaces(),
-            backend=BackendSettings((BACKEND_SECRET, "an-older-secret-still-accepted")),
+            backend_secrets=(BACKEND_SECRET, "an-older-secret-still-accepted"),
             webhooks=(WebhookRule(backend.url, ("message.published",)),),
         )
         alice = await user(hub, "alice", "news")
