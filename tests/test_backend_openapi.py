@@ -22,10 +22,10 @@ from redis.asyncio import Redis
 
 from protocol.codes import CloseCode
 from protocol.errors import DisconnectError
-from protocol.messages import Publish, Unsubscribe
+from protocol.messages import Connect, ConnectResult, Publish, Rpc, Subscribe, Unsubscribe
 from realtime.backend.events import EVENT_NAMES
 from realtime.backend.options import PushOptions, StreamOptions
-from realtime.backend.rules import BackendSettings, WebhookRule
+from realtime.backend.rules import WebhookRule
 from realtime.backend.signing import verify
 from realtime.backend.stream import stream_key
 from realtime.namespaces import Namespace
@@ -33,6 +33,7 @@ from realtime.namespaces import Namespace
 from .backend_app import BACKEND_SECRET, catalogue
 from .helpers import HubFactory, namespaces, unique_prefix, until, user
 from .redis_server import RedisServer, free_port
+from .wsclient import RawClient
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC: dict[str, Any] = json.loads((ROOT / "docs" / "backend-openapi.json").read_text())
@@ -212,7 +213,8 @@ async def test_real_webhooks_of_every_event_match_the_document(
     rule = WebhookRule(backend.url("events"), ("*",), backoff_max=0.2)
     hub = await hub_factory(
         namespaces=namespaces(CHAT, STATUS),
-        backend=BackendSettings((BACKEND_SECRET, "an-older-secret-still-accepted"), format=fmt),
+        backend_secrets=(BACKEND_SECRET, "an-older-secret-still-accepted"),
+        backend_format=fmt,
         webhooks=(rule,),
     )
     alice = await user(hub, "alice", "chat:room")
@@ -236,7 +238,7 @@ async def test_real_webhooks_of_every_event_match_the_document(
 async def test_a_real_push_request_matches_the_document(hub_factory: HubFactory, backend: Recorder) -> None:
     hub = await hub_factory(
         namespaces=namespaces(CHAT),
-        backend=BackendSettings((BACKEND_SECRET,)),
+        backend_secrets=(BACKEND_SECRET,),
         push=PushOptions(url=backend.url("push"), delay=0.01, interval=0.0),
     )
     alice = await user(hub, "alice", "chat:#alice,bob")
@@ -273,3 +275,95 @@ async def test_real_event_stream_entries_match_the_document(hub_factory: HubFact
     for _, fields in entries:
         assert errors(entry_schema, fields) == []
         assert errors(event_schema, json.loads(fields["event"])) == []  # contentSchema is not asserted by validators
+
+
+# --- proxies and rpc ------------------------------------------------------------------------
+
+
+def answer_schema(operation: str) -> Draft202012Validator:
+    """A validator of what the backend may answer ``operation`` (its 2XX body)."""
+    inline = DOC["webhooks"][operation]["post"]["responses"]["2XX"]["content"]["application/json"]["schema"]
+    return Draft202012Validator({**inline, "components": DOC["components"]})
+
+
+#: docs/integration.md's proxy example names -> the document's operation.
+EXAMPLES = {"connect": "connectProxy", "refresh": "refreshProxy", "subscribe": "subscribeProxy"}
+EXAMPLES |= {"publish": "publishProxy", "rpc": "rpc"}
+
+
+def test_the_proxy_examples_match_the_document() -> None:
+    examples = re.findall(r"<!-- proxy-example: (\w+) (request|answer) -->\n```json\n(.*?)```", INTEGRATION, re.S)
+    assert {(name, kind) for name, kind, _ in examples} == {(n, k) for n in EXAMPLES for k in ("request", "answer")}
+    for name, kind, block in examples:
+        operation = EXAMPLES[name]
+        if kind == "request":
+            request = Request(operation, {}, "application/json", block.encode())
+            assert errors(schema(pointer_of(request)), request.value()) == [], name
+        else:
+            assert errors(answer_schema(operation), json.loads(block)) == [], name
+
+
+def pointer_of(request: Request) -> str:
+    content = DOC["webhooks"][request.operation]["post"]["requestBody"]["content"]
+    return str(content[request.content_type]["schema"]["$ref"])
+
+
+def test_the_answer_schemas_refuse_what_the_hub_refuses() -> None:
+    validator = answer_schema("connectProxy")
+    assert errors(validator, {"disconnect": {"code": 1000, "reason": "x"}})  # not a close code the backend may use
+    assert errors(validator, {"error": {"code": "1403"}})  # an integer code
+    assert errors(validator, {"result": {"user": 7}})
+    assert errors(validator, {"nothing": {}})
+    assert errors(validator, {"result": {}, "error": {"code": 1}}) and not errors(validator, {"result": {}})
+
+
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+async def test_real_proxy_and_rpc_requests_match_the_document(
+    hub_factory: HubFactory, backend: Recorder, fmt: str
+) -> None:
+    backend.answers = {
+        "connectProxy": {"result": {"user": "alice", "info": {"name": "Alice"}, "expires": int(time.time()) + 1}},
+        "refreshProxy": {"result": {"expires": int(time.time()) + 3600, "channels": ["room:granted"]}},
+        "subscribeProxy": {"result": {}},
+        "publishProxy": {"result": {"data": {"text": "hi", "checked": True}}},
+        "rpc": {"result": {"data": {"name": "Bob"}}},
+    }
+    room = Namespace(
+        name="room",
+        subscribe="anyone",
+        publish="clients",
+        subscribe_proxy=backend.url("subscribeProxy"),
+        publish_proxy=backend.url("publishProxy"),
+    )
+    hub = await hub_factory(
+        namespaces=namespaces(room),
+        backend_secrets=(BACKEND_SECRET,),
+        backend_format=fmt,
+        proxy_connect=backend.url("connectProxy"),
+        proxy_refresh=backend.url("refreshProxy"),
+        proxy_rpc=backend.url("rpc"),
+        proxy_headers=("Cookie",),
+    )
+    client = await RawClient.open(hub.url, connect_first=False, additional_headers={"Cookie": "sid=s3cr3t"})
+    async with client:
+        data = msgpack.packb({"session": "s1"})
+        assert isinstance((await client.command(Connect(0, name="t", version="1", data=data))).result, ConnectResult)
+        assert (await client.command(Subscribe(0, "room:1", token="app-subscription-token"))).error is None
+        assert (await client.command(Subscribe(0, "room:2"))).error is None
+        assert (await client.command(Publish(0, "room:1", msgpack.packb({"text": "hi"}), key="k1"))).error is None
+        assert (await client.command(Publish(0, "room:2", msgpack.packb([1, None])))).error is None
+        assert (await client.command(Rpc(0, "profile", msgpack.packb({"id": 7})))).error is None
+        assert (await client.command(Rpc(0, "ping"))).error is None  # no data: null
+        await until(lambda: backend.of("refreshProxy") != [], timeout=10.0, what="the refresh at expires")
+
+    operations = {r.operation for r in backend.requests}
+    assert operations == {"connectProxy", "refreshProxy", "subscribeProxy", "publishProxy", "rpc"}
+    for request in backend.requests:
+        assert request.content_type == f"application/{fmt}"
+        assert check_request(request) == [], (request.operation, request.value())
+    for operation, answer in backend.answers.items():
+        assert errors(answer_schema(operation), answer) == [], operation
+    connect = backend.of("connectProxy")[0].value()
+    assert connect["headers"] == {"Cookie": "sid=s3cr3t"} and connect["data"] == {"session": "s1"}
+    assert [r.value().get("token") for r in backend.of("subscribeProxy")] == ["app-subscription-token", None]
+    assert [r.value()["key"] for r in backend.of("publishProxy")] == ["k1", None]
