@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from .codes import CLOSE_REASONS, CloseCode, ErrorCode
+from .codes import CLOSE_REASONS, CloseCode, ErrorCode, should_reconnect
 from .messages import Disconnect, Error
 
 
@@ -60,10 +60,11 @@ class DisconnectError(RealtimeError):
     """The connection must end with close ``code``; the client gets a Disconnect push first.
 
     ``retry_after`` (seconds) is the advice of a refusal (4008, 4009): the push carries it.
+    ``code`` is a plain int only for the codes the app's backend chooses (4000-4999).
     """
 
-    def __init__(self, code: CloseCode, reason: str = "", *, retry_after: float | None = None) -> None:
-        super().__init__(reason or CLOSE_REASONS[code])
+    def __init__(self, code: CloseCode | int, reason: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(reason or (CLOSE_REASONS[code] if isinstance(code, CloseCode) else "disconnect"))
         self.code = code
         self.retry_after = retry_after
 
@@ -73,4 +74,4 @@ class DisconnectError(RealtimeError):
 
     def to_push(self) -> Disconnect:
         after = None if self.retry_after is None else max(0, math.ceil(self.retry_after * 1000))  # never less
-        return Disconnect(int(self.code), self.reason, self.code.reconnect, after)
+        return Disconnect(int(self.code), self.reason, should_reconnect(self.code), after)

@@ -19,6 +19,7 @@ __all__ = [
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "MAX_OFFSET",
     "MAX_PRESENCE_REPLY",
+    "MAX_RPC_METHOD_LENGTH",
     "MAX_STATE_KEY_LENGTH",
     "MAX_STATUS_USERS",
     "MSGPACK_SUBPROTOCOL",
@@ -42,6 +43,8 @@ MAX_CHANNEL_LENGTH: Final = 255
 MAX_IDEMPOTENCY_KEY_LENGTH: Final = 64
 #: Longest key of a live channel's state, in characters.
 MAX_STATE_KEY_LENGTH: Final = 255
+#: Longest ``rpc.method``, in characters.
+MAX_RPC_METHOD_LENGTH: Final = 255
 #: Most users one ``status`` command (or server API status query) may ask about.
 MAX_STATUS_USERS: Final = 100
 #: Deepest nesting accepted inside ``data`` (a map or array inside a map counts 2).

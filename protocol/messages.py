@@ -48,12 +48,16 @@ class ClientInfo:
 
 @dataclass(frozen=True, slots=True)
 class Connect:
-    """First command on a connection. ``token`` authenticates (JWT from issue 3 on)."""
+    """First command on a connection. ``token`` authenticates (a JWT, or what the connect proxy takes).
+
+    ``data`` (msgpack value or None): the app's own credentials, handed to the connect proxy.
+    """
 
     id: int
     token: str | None = None
     name: str | None = None  # client SDK name, e.g. "swift"
     version: str | None = None  # client SDK version
+    data: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +203,15 @@ class StatusQuery:
     users: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Rpc:
+    """Call ``method`` of the app's backend with ``data`` (msgpack value); the answer is the reply."""
+
+    id: int
+    method: str
+    data: bytes = b"\xc0"  # msgpack nil: no data
+
+
 Command: TypeAlias = (
     Connect
     | Subscribe
@@ -215,6 +228,7 @@ Command: TypeAlias = (
     | StateSet
     | StatePatch
     | StatusQuery
+    | Rpc
 )
 
 # --- pushes -----------------------------------------------------------------
@@ -452,6 +466,11 @@ class StatusResult:
 
 
 @dataclass(frozen=True, slots=True)
+class RpcResult:
+    data: bytes  # msgpack value: the backend's answer
+
+
+@dataclass(frozen=True, slots=True)
 class EmptyResult:
     """The result of unsubscribe and ping."""
 
@@ -469,6 +488,7 @@ Result: TypeAlias = (
     | PresenceStatsResult
     | StateResult
     | StatusResult
+    | RpcResult
 )
 
 

@@ -19,12 +19,15 @@ from .errors import ProtocolError
 from .limits import MAX_COMMANDS_PER_FRAME, MSGPACK_SUBPROTOCOL
 from .messages import (
     Command,
+    Connect,
     HistoryResult,
     Join,
     PresenceResult,
     Publication,
     Publish,
     Reply,
+    Rpc,
+    RpcResult,
     ServerMessage,
     StateChange,
     StatePatch,
@@ -162,6 +165,9 @@ _HOLDS_BYTES: dict[type, Callable[[Any], bool]] = {
     Publish: _always,
     StateSet: _always,
     StatePatch: _always,
+    Connect: lambda connect: connect.data is not None,
+    Rpc: _always,
+    RpcResult: _always,
 }
 
 

@@ -52,7 +52,14 @@ from .fields import (
     text,
     too_deep,
 )
-from .limits import MAX_ID, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_OFFSET, MAX_STATE_KEY_LENGTH, MAX_STATUS_USERS
+from .limits import (
+    MAX_ID,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_OFFSET,
+    MAX_RPC_METHOD_LENGTH,
+    MAX_STATE_KEY_LENGTH,
+    MAX_STATUS_USERS,
+)
 from .messages import (
     ClientInfo,
     Command,
@@ -84,6 +91,8 @@ from .messages import (
     RefreshResult,
     Reply,
     Result,
+    Rpc,
+    RpcResult,
     ServerMessage,
     StateChange,
     StateEntry,
@@ -156,7 +165,7 @@ _read_idempotency_key = text(MAX_IDEMPOTENCY_KEY_LENGTH)
 
 #: The commands but publish and subscribe (written out below), by ``cmd``.
 COMMANDS: dict[str, Spec[Command]] = {
-    "connect": Spec(Connect, (opt("token", STR), opt("name", STR), opt("version", STR))),
+    "connect": Spec(Connect, (opt("token", STR), opt("name", STR), opt("version", STR), opt("data", VALUE))),
     "unsubscribe": Spec(Unsubscribe, (_CHANNEL,)),
     "ping": Spec(Ping, ()),
     "refresh": Spec(Refresh, (Field("token", STR),)),
@@ -170,6 +179,10 @@ COMMANDS: dict[str, Spec[Command]] = {
     "state_set": Spec(StateSet, (_CHANNEL, _STATE_KEY, Field("value", VALUE), _VERSION)),
     "state_patch": Spec(StatePatch, (_CHANNEL, _STATE_KEY, Field("patch", _PATCH), _VERSION)),
     "status": Spec(StatusQuery, (Field("users", _USERS),)),
+    # data: any value, nil included; absent is nil
+    "rpc": Spec(
+        Rpc, (Field("method", Kind(text(MAX_RPC_METHOD_LENGTH))), Field("data", VALUE, optional=True, nil=True))
+    ),
 }
 _COMMAND_NAMES: dict[object, str] = {spec.make: name for name, spec in COMMANDS.items()}
 
@@ -433,6 +446,7 @@ RESULTS: dict[type[Result], Spec[Result]] = {
     PresenceStatsResult: Spec(PresenceStatsResult, (Field("clients", UINT), Field("users", UINT))),
     StateResult: Spec(StateResult, (Field("version", UINT),)),
     StatusResult: Spec(StatusResult, (Field("users", list_of(map_of(USER_STATUS))),)),
+    RpcResult: Spec(RpcResult, (Field("data", RELAYED),)),
 }
 #: The result type each command's reply carries.
 RESULT_OF: dict[type[Command], type[Result]] = {
@@ -451,6 +465,7 @@ RESULT_OF: dict[type[Command], type[Result]] = {
     StateSet: StateResult,
     StatePatch: StateResult,
     StatusQuery: StatusResult,
+    Rpc: RpcResult,
 }
 #: What a decode expects: command id -> the result type of its reply.
 Expected = Mapping[int, type[Result]]

@@ -11,7 +11,7 @@ The composition root plugs these in first, like any feature; features
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import CommandError, DisconnectError
@@ -43,11 +43,32 @@ if TYPE_CHECKING:
     from .namespaces import Namespace
 
 
-class Commands(Feature):
-    """The core commands, for the hub's dispatch table (:meth:`commands`)."""
+class BackendProxy(Protocol):
+    """The app's backend, where it decides instead of tokens and namespace rules
+    (``realtime.backend.proxy.Proxies``; docs/integration.md, "Proxies")."""
 
-    def __init__(self, hub: Hub) -> None:
+    def handles_connect(self, cmd: Connect, has_token_key: bool) -> bool:
+        """Whether the connect proxy, not the token verifier, decides this connect."""
+
+    async def connect(self, conn: Connection, cmd: Connect) -> Identity:
+        """Who the connection is; raises DisconnectError when it may not connect."""
+
+    async def subscribe(self, conn: Connection, ns: Namespace, cmd: Subscribe) -> None:
+        """Raises the refusal of a subscribe in a namespace with ``subscribe_proxy``."""
+
+    async def publish(self, conn: Connection, ns: Namespace, cmd: Publish) -> bytes:
+        """The data to publish (maybe rewritten), or raises the refusal (``publish_proxy``)."""
+
+
+class Commands(Feature):
+    """The core commands, for the hub's dispatch table (:meth:`commands`).
+
+    ``proxy``: the app's backend, when a proxy is configured (``[proxy]``, ``subscribe_proxy``,
+    ``publish_proxy``)."""
+
+    def __init__(self, hub: Hub, proxy: BackendProxy | None = None) -> None:
         self.hub = hub
+        self.proxy = proxy
 
     def commands(self) -> Mapping[type, Handler]:
         return {
@@ -81,7 +102,15 @@ class Commands(Feature):
     async def connect(self, conn: Connection, cmd: Connect) -> Result | None:
         if conn.connected:
             raise CommandError(ErrorCode.ALREADY_CONNECTED)
-        identity = self._verify(cmd.token)
+        proxy = self.proxy
+        proxied = proxy is not None and proxy.handles_connect(cmd, bool(self.hub.verifier.algorithms))
+        if proxied:
+            assert proxy is not None
+            identity = await proxy.connect(conn, cmd)
+            if conn.closed:  # disconnected (the connect timeout) while the backend decided
+                return None
+        else:
+            identity = self._verify(cmd.token)
         limit = self.hub.settings.max_connections_per_user
         if identity.user and limit and len(self.hub.users.get(identity.user, ())) >= limit:
             audit.connection_limit(conn.remote, "too many connections for this user", user=identity.user, conn=conn)
@@ -104,6 +133,7 @@ class Commands(Feature):
             if conn.closed:  # revoked, or disconnected by the server, meanwhile
                 self.hub.untrack_user(conn, identity.user)
                 return None
+        conn.proxied = proxied
         conn.authenticate(identity)
         conn.connected = True
         self.hub.connection_ready(conn, cmd)
@@ -129,7 +159,11 @@ class Commands(Feature):
         hub = self.hub
         channel = cmd.channel
         ns = self.namespace(channel)
-        check_subscribe(conn.identity, channel, ns, cmd.token, hub.verifier)
+        # With a subscribe proxy the backend decides (after the checks that cost no request),
+        # unless the connection's grants let the channel in.
+        proxied = self.proxy is not None and bool(ns.subscribe_proxy) and not conn.identity.grants(channel)
+        if not proxied:
+            check_subscribe(conn.identity, channel, ns, cmd.token, hub.verifier)
         if channel in conn.channels:
             raise CommandError(ErrorCode.ALREADY_SUBSCRIBED)
         if len(conn.channels) >= hub.settings.max_subscriptions:
@@ -139,6 +173,11 @@ class Commands(Feature):
         if channel not in subs.channels and subs.per_namespace[ns.name] >= ns.max_channels:
             hub.metrics.quota_exceeded("channels")
             raise CommandError(ErrorCode.LIMIT_EXCEEDED, "too many channels in this namespace")
+        if proxied:
+            assert self.proxy is not None
+            await self.proxy.subscribe(conn, ns, cmd)
+            if channel in conn.channels:  # an earlier subscribe won meanwhile
+                raise CommandError(ErrorCode.ALREADY_SUBSCRIBED)
         history = hub.history_options(ns)
         recoverable = history.size > 0 and ns.recovery
         fields: dict[str, Any] = {}
@@ -187,8 +226,12 @@ class Commands(Feature):
 
     async def publish(self, conn: Connection, cmd: Publish) -> Result:
         ns = self.namespace(cmd.channel)
-        check_publish(conn.identity, cmd.channel, ns, subscribed=cmd.channel in conn.channels)
-        return await self.hub.publish(cmd.channel, cmd.data, ns, info=conn.info, key=cmd.key)
+        data = cmd.data
+        if self.proxy is not None and ns.publish_proxy:  # the backend decides instead of the publish rule
+            data = await self.proxy.publish(conn, ns, cmd)
+        else:
+            check_publish(conn.identity, cmd.channel, ns, subscribed=cmd.channel in conn.channels)
+        return await self.hub.publish(cmd.channel, data, ns, info=conn.info, key=cmd.key)
 
     async def history(self, conn: Connection, cmd: History) -> Result:
         if cmd.channel not in conn.channels:  # subscribers may read; others need the right to

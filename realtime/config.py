@@ -37,7 +37,9 @@ from .auth import ALL_SCOPES, ApiKey, load_public_key, secret_bytes
 from .backend.events import ALL as ALL_EVENTS
 from .backend.events import EVENT_NAMES
 from .backend.options import PushOptions, StreamOptions
-from .backend.rules import BackendSettings, RuleError, WebhookRule, backend_settings, check_rules, webhook_rules
+from .backend.rules import FORMATS as BACKEND_FORMATS
+from .backend.rules import MIN_SECRET as MIN_BACKEND_SECRET_BYTES
+from .backend.rules import BackendSettings, RuleError, WebhookRule, check_rules, webhook_rules
 from .hosts import ANY_HOST, LOOPBACK_HOSTS, effective_allowed_hosts, origin_entry_problem
 from .hosts import ENTRY as HOST_ENTRY
 from .namespaces import OPTIONS as NAMESPACE_OPTIONS
@@ -247,12 +249,43 @@ class Settings:
     #: The offline push hook: a ``[push]`` table in the config file (url, interval, batch, delay,
     #: timeout, max_members, queue); namespaces turn it on with ``push = true``.
     push: PushOptions = field(default_factory=PushOptions)
-    #: How the hub talks to the app's backend: the ``[backend]`` table (``secrets`` that sign every
-    #: request, ``timeout``, ``format``), only from the config file; docs/integration.md.
-    backend: BackendSettings = field(default_factory=BackendSettings)
     #: The trigger rules: ``[[webhooks]]`` tables (``url``, ``on``, ``namespaces``, delivery options),
     #: only from the config file; docs/integration.md#webhooks.
     webhooks: tuple[WebhookRule, ...] = ()
+    # The app's backend: the [backend] table of the file (``[backend] timeout`` is backend_timeout,
+    # REALTIME_BACKEND_TIMEOUT, --backend-timeout), read by the proxies, webhooks and the push hook
+    # through :attr:`backend`; the [proxy] table likewise (docs/integration.md).
+    #: Secrets signing every request to the backend (realtime.backend.signing), the current
+    #: one first; required when any proxy, webhook or push hook is configured. Never shown.
+    backend_secrets: tuple[str, ...] = field(default_factory=tuple, repr=False)
+    #: Seconds a request to the backend may take (a namespace's proxy_timeout, a webhook's or
+    #: the push hook's timeout overrides it).
+    backend_timeout: float = 2.0
+    #: Request bodies: "json" or "msgpack" (an answer may use either, by its Content-Type).
+    backend_format: str = "json"
+    #: Consecutive failures (timeouts, refused connections, 5xx) of one endpoint that open its
+    #: circuit breaker, and the seconds it then fails fast before one trial call.
+    backend_breaker_failures: int = 5
+    backend_breaker_cooldown: float = 10.0
+    #: URL of the connect proxy: connects without a JWT are authenticated by the backend; "": off.
+    proxy_connect: str = ""
+    #: URL of the refresh proxy: extends connections the connect proxy let in before they expire.
+    proxy_refresh: str = ""
+    #: URL of the rpc command's backend; "": rpc is refused (UNKNOWN_COMMAND).
+    proxy_rpc: str = ""
+    #: Headers of the WebSocket upgrade passed to the connect proxy (e.g. Cookie, Authorization).
+    proxy_headers: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def backend(self) -> BackendSettings:
+        """The ``[backend]`` table as one value, for the parts that talk to the app's backend."""
+        return BackendSettings(
+            self.backend_secrets,
+            self.backend_timeout,
+            self.backend_format,
+            self.backend_breaker_failures,
+            self.backend_breaker_cooldown,
+        )
 
 
 #: List settings whose flag is singular and repeated.
@@ -344,15 +377,38 @@ def load_settings(
             f"invalid setting events.stream=true (from {given['events'][1]}): the event stream is a Redis Stream; "
             "set redis (with the memory engine there is nothing for a backend to pull from)"
         )
-    push = values.get("push", PushOptions())
-    if push.url and not values.get("backend", BackendSettings()).secrets:
-        raise _bad("push.url", push.url, given["push"][1], "set [backend] secrets to sign its requests")
+    _check_backend(values, given)
     settings = Settings(**values)
     try:
-        check_rules(settings.webhooks, settings.backend, settings.namespaces)
+        check_rules(settings.webhooks, settings.namespaces)
     except RuleError as exc:
         raise _rules_error(exc, given["webhooks"][1]) from None
     return settings
+
+
+def _check_backend(values: Mapping[str, Any], given: Mapping[str, tuple[object, str]]) -> None:
+    """Every request to the app's backend is signed: a proxy, a webhook or the push hook needs
+    ``[backend] secrets``. The first one configured is named."""
+    if values.get("backend_secrets"):
+        return
+    namespaces = values.get("namespaces") or {}
+    for name in ("proxy_connect", "proxy_refresh", "proxy_rpc"):
+        if values.get(name):
+            raise _unsigned(name, given[name][1], "proxy requests are signed: backend.secrets is required")
+    for ns in namespaces.values():
+        for option in ("subscribe_proxy", "publish_proxy"):
+            if getattr(ns, option):
+                label = f"namespaces.{ns.name or DEFAULT_NAMESPACE}.{option}"
+                raise _unsigned(label, given["namespaces"][1], "proxy requests are signed: backend.secrets is required")
+    if values.get("webhooks"):
+        raise _unsigned("webhooks[0]", given["webhooks"][1], "webhooks are signed: set [backend] secrets")
+    push = values.get("push", PushOptions())
+    if push.url:
+        raise _bad("push.url", push.url, given["push"][1], "push requests are signed: set [backend] secrets")
+
+
+def _unsigned(label: str, source: str, reason: str) -> ConfigError:
+    return ConfigError(f"invalid setting {label} (from {source}): {reason}")
 
 
 def _check_tls(values: Mapping[str, Any], given: Mapping[str, tuple[object, str]]) -> None:
@@ -372,7 +428,8 @@ def _check_tls(values: Mapping[str, Any], given: Mapping[str, tuple[object, str]
 
 
 def _read_config_file(path: str | Path, source: str) -> dict[str, tuple[object, str]]:
-    """The file's top-level keys, each with the file's path as its source."""
+    """The file's settings, each with its source: the file's path (``proxy.rpc in PATH`` for a key
+    of the [backend] and [proxy] tables, whose keys are settings named TABLE_KEY)."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -382,11 +439,23 @@ def _read_config_file(path: str | Path, source: str) -> dict[str, tuple[object, 
         raise ConfigError(f"invalid config file {path} (from {source}): not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid config file {path} (from {source}): {exc}") from None
+    # A table's keys are settings too; their source names them as the file spells them.
+    sources = {key: str(path) for key in data}
+    for table in _TABLES:
+        if isinstance(data.get(table), dict):
+            del sources[table]
+            for key, value in data.pop(table).items():
+                name = f"{table}_{key}"
+                if name not in _CASTS:
+                    hint = _did_you_mean(name, [n for n in _CASTS if n.startswith(table + "_")])
+                    raise ConfigError(f"unknown setting '{table}.{key}' in config file {path}{hint}")
+                data[name] = value
+                sources[name] = f"{table}.{key} in {path}"
     for key in data:
         if key not in _CASTS and key not in _FILE_ONLY:
             hint = _did_you_mean(key, [*_CASTS, *_FILE_ONLY])
             raise ConfigError(f"unknown setting {key!r} in config file {path}{hint}")
-    return {key: (value, str(path)) for key, value in data.items()}
+    return {key: (value, sources[key]) for key, value in data.items()}
 
 
 def _did_you_mean(key: str, known: typing.Iterable[str], prefix: str = "") -> str:
@@ -477,11 +546,13 @@ _CASTERS: dict[object, Callable[[object], object]] = {
 }
 _HINTS = typing.get_type_hints(Settings)
 #: Settings read only from the config file (their parsers are in _FILE_ONLY, below).
-_FILE_ONLY_NAMES = ("namespaces", "api_keys", "events", "push", "backend", "webhooks")
+_FILE_ONLY_NAMES = ("namespaces", "api_keys", "events", "push", "webhooks")
 # A KeyError here means a new field has a type without a cast: add one above.
 _CASTS = {f.name: _CASTERS[_HINTS[f.name]] for f in dataclasses.fields(Settings) if f.name not in _FILE_ONLY_NAMES}
 #: Settings whose values error messages never show.
-_SECRETS = frozenset({"token_secret"})
+_SECRETS = frozenset({"token_secret", "backend_secrets"})
+#: Tables of the file whose keys are settings named ``TABLE_KEY`` (``[proxy] connect`` is proxy_connect).
+_TABLES = ("backend", "proxy")
 
 
 # Checks: a cast value -> the value to keep, or ValueError(reason).
@@ -634,6 +705,27 @@ def _public_key(value: str | None) -> str | None:
     return text.strip() + "\n"
 
 
+def _backend_secrets(value: tuple[str, ...]) -> tuple[str, ...]:
+    for secret in value:
+        if len(secret.encode()) < MIN_BACKEND_SECRET_BYTES:
+            raise ValueError(f"expected secrets of at least {MIN_BACKEND_SECRET_BYTES} bytes")
+    return value
+
+
+def _url(value: str) -> str:
+    """ "" (off) or an http(s) URL."""
+    if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value, re.IGNORECASE):
+        raise ValueError("expected an http:// or https:// URL, or '' (off)")
+    return value
+
+
+def _header_names(value: tuple[str, ...]) -> tuple[str, ...]:
+    for name in value:
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            raise ValueError(f"expected HTTP header names, got {name!r}")
+    return value
+
+
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "host": _host,
     "port": _port,
@@ -682,6 +774,15 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "token_public_key": _public_key,
     "token_grace": _non_negative,
     "presence_ttl": _positive,
+    "backend_secrets": _backend_secrets,
+    "backend_timeout": _positive,
+    "backend_format": _one_of(BACKEND_FORMATS),
+    "backend_breaker_failures": _positive,
+    "backend_breaker_cooldown": _non_negative,
+    "proxy_connect": _url,
+    "proxy_refresh": _url,
+    "proxy_rpc": _url,
+    "proxy_headers": _header_names,
 }
 
 
@@ -821,14 +922,6 @@ def _rules_error(exc: RuleError, source: str) -> ConfigError:
     return ConfigError(f"invalid setting {exc.label} (from {source}): {exc.reason}")
 
 
-def _backend(raw: object, source: str) -> BackendSettings:
-    """The ``[backend]`` table (realtime.backend.rules)."""
-    try:
-        return backend_settings(raw)
-    except RuleError as exc:
-        raise _rules_error(exc, source) from None
-
-
 def _webhooks(raw: object, source: str) -> tuple[WebhookRule, ...]:
     """The ``[[webhooks]]`` tables (realtime.backend.rules); checked against the rest in load_settings."""
     try:
@@ -842,7 +935,6 @@ _FILE_ONLY: dict[str, Callable[[object, str], object]] = {
     "api_keys": _api_keys,
     "events": _events,
     "push": _push,
-    "backend": _backend,
     "webhooks": _webhooks,
 }
 assert set(_FILE_ONLY) == set(_FILE_ONLY_NAMES)

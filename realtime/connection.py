@@ -304,6 +304,8 @@ class Connection:
         "id",
         "identity",
         "info",
+        "proxied",
+        "proxy_headers",
         "remote",
         "timer_slot",
         "transport",
@@ -330,6 +332,9 @@ class Connection:
         self._frames = frames  # when the peer last sent anything
         self.id = secrets.token_urlsafe(12)
         self.identity = ANONYMOUS
+        self.proxied = False  # the connect proxy let it in (the refresh proxy extends it)
+        #: Headers of the upgrade for the connect proxy (the ``proxy_headers`` allow-list).
+        self.proxy_headers: dict[str, str] = {}
         self.user = ""
         #: Publisher info attached to what this connection publishes.
         self.info = ClientInfo("", self.id)

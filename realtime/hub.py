@@ -220,11 +220,12 @@ class Hub:
     def pipelined(self, command: Command) -> bool:
         """Whether a connected client's ``command`` may start before its earlier commands replied:
         a publish, where the engine keeps concurrent publishes in order and no feature owns the
-        namespace's publishes (a feature's publish may wait on other things before the engine)."""
+        namespace's publishes (a feature's publish may wait on other things before the engine) nor
+        asks a publish proxy first (its answers may come in any order)."""
         if type(command) is not Publish or not self.engine.pipelines_publishes:
             return False
         ns = self.namespace(command.channel)
-        return ns is not None and ns.kind not in self._publishers
+        return ns is not None and ns.kind not in self._publishers and not ns.publish_proxy
 
     # --- writes ----------------------------------------------------------
 

@@ -124,6 +124,12 @@ class Namespace:
     push_preview: PushPreview = "none"
     push_text_field: str = "text"
     push_preview_length: int = 100
+    #: URL of the app's backend deciding every subscribe here (docs/integration.md); "": off.
+    subscribe_proxy: str = ""
+    #: URL of the app's backend checking (and possibly rewriting) every client publish here; "": off.
+    publish_proxy: str = ""
+    #: Seconds the proxies of this namespace may take; None = the global backend_timeout.
+    proxy_timeout: float | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -255,6 +261,7 @@ _NUMBERS: dict[str, tuple[bool, bool, float, bool]] = {
     "max_state_keys": (True, False, 0, True),
     "state_ttl": (False, False, 0, False),
     "push_preview_length": (True, False, 0, True),
+    "proxy_timeout": (False, True, 0, True),
 }
 
 
@@ -285,5 +292,9 @@ def _validate(ns: Namespace) -> None:
         raise OptionError("push_text_field", "expected the name of a field of the message's data")
     if ns.push and ns.kind != "chat":
         raise OptionError("push", 'the offline push hook is for chat namespaces (kind = "chat")')
+    for option in ("subscribe_proxy", "publish_proxy"):
+        url = getattr(ns, option)
+        if not isinstance(url, str) or (url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url, re.IGNORECASE)):
+            raise OptionError(option, "expected an http:// or https:// URL, or '' (off)")
     if ns.typing_timeout < ns.typing_interval:
         raise OptionError("typing_timeout", "expected a number >= typing_interval")

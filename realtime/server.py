@@ -37,6 +37,8 @@ from .admission import Admission, AuthenticatedHook
 from .api import HANDLER_ARGS, guarded, setup_api
 from .backend.delivery import RetryPolicy
 from .backend.events import EventBus
+from .backend.http import BackendClient
+from .backend.proxy import Proxies
 from .backend.push import PushHook, SignedPost
 from .backend.stream import EventStream
 from .backend.webhooks import Webhooks
@@ -141,6 +143,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             release_upgrade(request, ws)
             codec = codec_for(ws.ws_protocol)
             conn = Connection(hub, ws, transport, codec, remote, writer=writer, frames=ws.frames)
+            for name in settings.proxy_headers:  # for the connect proxy
+                if name in request.headers:
+                    conn.proxy_headers[name] = request.headers[name]
             if refusal is not None:
                 hub.disconnects[refusal.code] += 1  # refused connections end with their code (metrics)
                 if refusal.code == CloseCode.TOO_MANY_CONNECTIONS:
@@ -392,7 +397,22 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
         handler_args=HANDLER_ARGS,
     )
     presence, live = Presence(hub), Live(hub)
-    hub.use(Commands(hub), Chat(hub), presence, live)
+    # The app's backend: one HTTP client (one session) for every request the hub makes to it.
+    backend = (
+        BackendClient(
+            settings.backend_secrets,
+            format=settings.backend_format,
+            timeout=settings.backend_timeout,
+            breaker_failures=settings.backend_breaker_failures,
+            breaker_cooldown=settings.backend_breaker_cooldown,
+        )
+        if settings.backend_secrets
+        else None
+    )
+    proxies = Proxies(hub, backend, node_name(settings.node_name)) if backend is not None else None
+    hub.use(Commands(hub, proxy=proxies), Chat(hub), presence, live)
+    if proxies is not None:
+        hub.use(proxies)  # the rpc command, and refreshes of proxied connections
     hub.use(AuthenticatedHook(admission))  # a connect succeeded: the socket is no longer pending
     _plug_backend_sinks(hub, settings)
     app[HUB] = hub
@@ -405,6 +425,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     app[CONNECTION_TASKS] = tasks
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        if backend is not None:
+            await backend.start()
         await hub.start()
         await webhooks.start()
         yield
@@ -416,6 +438,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
             await asyncio.wait(list(tasks))
         await webhooks.close()  # before the engine: the Redis queues flush through its client
         await hub.close()
+        if backend is not None:
+            await backend.close()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get(WS_PATH, websocket_handler)

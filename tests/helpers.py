@@ -50,6 +50,8 @@ from protocol import (
     RefreshResult,
     Reply,
     Result,
+    Rpc,
+    RpcResult,
     ServerMessage,
     StateChange,
     StateResult,
@@ -396,6 +398,9 @@ _CHAT_PUB = Publication("chat:lobby", _HI, 42, "Xq3v", ClientInfo("alice", "c0ff
 #: name -> the message; docs/protocol.md shows each in JSON and as msgpack hex.
 EXAMPLES: dict[str, Command | ServerMessage] = {
     "connect": Connect(1, token="abc.def.ghi", name="swift", version="1.2.0"),
+    "rpc": Rpc(14, "profile", pack({"id": 7})),
+    "rpc-reply": Reply(14, RpcResult(pack({"name": "Bob"}))),
+    "rpc-error": Reply(14, error=Error(1404, "no such profile")),
     "connect-reply": Reply(1, ConnectResult("c0ffee", "0.1.0", 25.0, "alice", expires=1767225600)),
     "subscribe": Subscribe(2, "chat:lobby"),
     "subscribe-reply": Reply(2, SubscribeResult(41, "Xq3v", recoverable=True)),

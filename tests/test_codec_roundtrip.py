@@ -52,6 +52,8 @@ from protocol import (
     RefreshResult,
     Reply,
     Result,
+    Rpc,
+    RpcResult,
     ServerMessage,
     StateChange,
     StateEntry,
@@ -154,6 +156,8 @@ SERVER_MESSAGES: list[ServerMessage] = [
     Reply(3, PublishResult(42, "Xq3v", mid="01HV7Z", time=1767225600123)),
     Reply(3, PublishResult(42, "Xq3v", mid="m", time=0)),
     Reply(4, RefreshResult(1767229200)),
+    Reply(15, RpcResult(pack({"name": "Bob"}))),
+    Reply(15, RpcResult(pack(None))),
     Reply(4, RefreshResult(0)),
     Reply(5, HistoryResult((), 0, "")),
     Reply(5, HistoryResult((PUB, CHAT_PUB), 43, "Xq3v")),
@@ -212,6 +216,9 @@ COMMANDS: list[Command] = [
     StatePatch(13, "match:7", "score", pack({})),
     StatePatch(13, "match:7", "score", pack({"away": 1, "gone": None}), version=4),
     StatusQuery(14, ("alice",)),
+    Rpc(15, "profile", pack({"id": 7})),
+    Rpc(15, "m" * 255),
+    Connect(16, data=pack({"session": "s1"})),
     StatusQuery(14, tuple(f"user{i}" for i in range(MAX_STATUS_USERS))),
 ]
 

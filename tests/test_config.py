@@ -159,9 +159,22 @@ TEXT_VALUES: dict[str, tuple[str, object]] = {
     "trusted_proxies": ("10.0.0.1, 192.168.0.0/16,fd00::/8", ("10.0.0.1/32", "192.168.0.0/16", "fd00::/8")),
     "tls_cert": (str(TLS_CERT), str(TLS_CERT)),
     "tls_key": (str(TLS_KEY), str(TLS_KEY)),
+    "backend_secrets": (f"{SECRET}, other-secret-0123456789", (SECRET, "other-secret-0123456789")),
+    "backend_timeout": ("0.5", 0.5),
+    "backend_format": (" MsgPack", "msgpack"),
+    "backend_breaker_failures": ("3", 3),
+    "backend_breaker_cooldown": ("0", 0.0),
+    "proxy_connect": (" http://127.0.0.1:9000/connect ", "http://127.0.0.1:9000/connect"),
+    "proxy_refresh": ("https://api.example/refresh", "https://api.example/refresh"),
+    "proxy_rpc": ("http://[::1]:9000/rpc", "http://[::1]:9000/rpc"),
+    "proxy_headers": ("Cookie, Authorization", ("Cookie", "Authorization")),
 }
 #: Settings that must be given together, with the partner's value.
-PARTNERS: dict[str, tuple[str, str]] = {"tls_cert": ("tls_key", str(TLS_KEY)), "tls_key": ("tls_cert", str(TLS_CERT))}
+PARTNERS: dict[str, tuple[str, str]] = {
+    "tls_cert": ("tls_key", str(TLS_KEY)),
+    "tls_key": ("tls_cert", str(TLS_CERT)),
+    **{proxy: ("backend_secrets", SECRET) for proxy in ("proxy_connect", "proxy_refresh", "proxy_rpc")},
+}
 #: Settings only the config file sets.
 FILE_ONLY = {"namespaces", "api_keys", "events", "push", "backend", "webhooks"}
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from realtime.backend.options import PushOptions, StreamOptions
-from realtime.backend.rules import BackendSettings, WebhookRule
+from realtime.backend.rules import WebhookRule
 from realtime.config import Settings, load_settings
 
 from .backend_app import BACKEND_SECRET, Backend, Delivery, doc_block
@@ -48,7 +48,7 @@ async def delivery(hub_factory: HubFactory) -> AsyncIterator[Delivery]:
     try:
         hub = await hub_factory(
             namespaces=namespaces(),
-            backend=BackendSettings((BACKEND_SECRET, "an-older-secret-still-accepted")),
+            backend_secrets=(BACKEND_SECRET, "an-older-secret-still-accepted"),
             webhooks=(WebhookRule(backend.url, ("message.published",)),),
         )
         alice = await user(hub, "alice", "news")

@@ -16,7 +16,6 @@ from aiohttp import web
 from protocol.messages import Publish, PublishResult, Read, ReadResult
 from realtime.backend.options import PushOptions
 from realtime.backend.push import PushHook
-from realtime.backend.rules import BackendSettings
 from realtime.backend.signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from realtime.config import ConfigError, load_settings
 from realtime.namespaces import Namespace
@@ -99,8 +98,7 @@ async def push_hub(
     hub_factory: HubFactory, backend: Backend, engine: dict[str, Any], ns: Namespace = CHAT, **push: Any
 ) -> RunningHub:
     options = PushOptions(url=backend.url, **{"delay": 0.01, **push})
-    secrets = BackendSettings(secrets=(SECRET.decode(),))
-    return await hub_factory(namespaces=namespaces(ns), push=options, backend=secrets, **engine)
+    return await hub_factory(namespaces=namespaces(ns), push=options, backend_secrets=(SECRET.decode(),), **engine)
 
 
 def idle(hub: RunningHub) -> bool:

@@ -3,7 +3,6 @@ queue overflow, two nodes on one Redis (once per endpoint), a node restart, and 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from protocol.errors import DisconnectError
 from protocol.messages import Unsubscribe
 from realtime.backend.events import EVENT_NAMES, Event, EventBus
 from realtime.backend.redis_queue import GROUP, stream_key
-from realtime.backend.rules import BackendSettings, WebhookRule
+from realtime.backend.rules import WebhookRule
 from realtime.config import ConfigError, load_settings
 from realtime.namespaces import Namespace
 from realtime.publisher import Publisher
@@ -30,7 +29,7 @@ from .test_serve_process import start_serve
 CHAT = Namespace(name="chat", kind="chat", subscribe="anyone", publish="clients", presence=True, presence_grace=0.1)
 STATUS = Namespace(name="status", kind="status", subscribe="anyone", presence_grace=0.1)
 NAMESPACES = namespaces(CHAT, STATUS)
-BACKEND = BackendSettings((BACKEND_SECRET,), timeout=2.0)
+BACKEND: dict[str, Any] = {"backend_secrets": (BACKEND_SECRET,), "backend_timeout": 2.0}
 
 
 def rule(backend: Backend, on: tuple[str, ...] = ("*",), **options: Any) -> WebhookRule:
@@ -46,7 +45,7 @@ async def backend() -> AsyncIterator[Backend]:
 
 
 async def start_hub(factory: HubFactory, *rules: WebhookRule, **overrides: Any) -> RunningHub:
-    return await factory(namespaces=NAMESPACES, backend=BACKEND, webhooks=rules, **overrides)
+    return await factory(namespaces=NAMESPACES, webhooks=rules, **{**BACKEND, **overrides})
 
 
 # --- the bus ---------------------------------------------------------------------------------
@@ -149,10 +148,10 @@ async def test_only_the_selected_events_and_namespaces(hub_factory: HubFactory, 
 
 
 async def test_msgpack_bodies_and_batches(hub_factory: HubFactory, backend: Backend) -> None:
-    msgpack_backend = dataclasses.replace(BACKEND, format="msgpack")
     hub = await hub_factory(
         namespaces=NAMESPACES,
-        backend=msgpack_backend,
+        **BACKEND,
+        backend_format="msgpack",
         webhooks=(rule(backend, ("message.published",), max_batch=50),),
     )
     backend.answers.extend([503])  # the first POST fails: the rest queue behind it, then go in batches

@@ -1,8 +1,9 @@
-"""The ``[backend]`` table and the ``[[webhooks]]`` trigger rules of the TOML file, read and validated.
+"""The ``[backend]`` settings as one value, and the ``[[webhooks]]`` trigger rules of the TOML file, read and validated.
 
-``realtime.config`` calls :func:`backend_settings` and :func:`webhook_rules` with the raw TOML values and
-turns a :class:`RuleError` into its one-line ConfigError; :func:`check_rules` then checks the rules
-against the rest of the settings (namespaces that exist, a secret to sign with). Pure: no I/O.
+``realtime.config`` reads the ``[backend]`` table as settings of their own (``backend_secrets``, …, so
+that the environment and flags set them too: ``Settings.backend`` is this module's :class:`BackendSettings`
+of them), calls :func:`webhook_rules` with the raw TOML value and turns a :class:`RuleError` into its
+one-line ConfigError; :func:`check_rules` then checks the rules against the namespaces. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class RuleError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class BackendSettings:
-    """``[backend]``: how the hub talks to the app's backend (proxies, webhooks, push)."""
+    """``[backend]``: how the hub talks to the app's backend (proxies, webhooks, push); ``Settings.backend``."""
 
     #: Signing secrets, the current one first (rotation: put the new one first, drop the old one later).
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -43,6 +44,9 @@ class BackendSettings:
     timeout: float = 2.0
     #: Request bodies: "json" or "msgpack".
     format: str = "json"
+    #: Consecutive failures of one proxy endpoint that open its circuit breaker, and the seconds it stays open.
+    breaker_failures: int = 5
+    breaker_cooldown: float = 10.0
 
     @property
     def secret_bytes(self) -> tuple[bytes, ...]:
@@ -91,7 +95,6 @@ CHANNEL_EVENTS: Final = frozenset(
 )
 _SELECTION: Final = frozenset({"url", "on", "namespaces"})
 _OPTIONS: Final = tuple(f.name for f in fields(WebhookRule))
-_BACKEND_OPTIONS: Final = tuple(f.name for f in fields(BackendSettings))
 _POSITIVE_FLOATS: Final = ("retry_for", "backoff_max", "reclaim_after")
 _POSITIVE_INTS: Final = ("max_batch", "max_queued", "max_attempts")
 #: Largest batch: a body stays small enough for any backend's request limit.
@@ -120,23 +123,6 @@ def _strings(label: str, raw: object) -> tuple[str, ...]:
     if not isinstance(items, list) or not all(isinstance(item, str) and item for item in items):
         raise RuleError(label, "expected a list of names")
     return tuple(items)
-
-
-def backend_settings(raw: object) -> BackendSettings:
-    """``[backend]`` -> :class:`BackendSettings`; RuleError naming the bad value."""
-    if not isinstance(raw, dict):
-        raise RuleError("backend", "expected a [backend] table")
-    for key in raw:
-        if key not in _BACKEND_OPTIONS:
-            raise RuleError(f"backend.{key}", "unknown setting" + _hint(key, _BACKEND_OPTIONS))
-    secrets = _strings("backend.secrets", raw.get("secrets", []))
-    if any(len(secret.encode()) < MIN_SECRET for secret in secrets):
-        raise RuleError("backend.secrets", f"each secret needs at least {MIN_SECRET} bytes (openssl rand -hex 32)")
-    timeout = _number("backend.timeout", raw.get("timeout", 2.0), integer=False)
-    fmt = raw.get("format", "json")
-    if fmt not in FORMATS:
-        raise RuleError("backend.format", f"expected one of {', '.join(FORMATS)}")
-    return BackendSettings(secrets, timeout, fmt)
 
 
 def _url(label: str, raw: object) -> str:
@@ -203,16 +189,15 @@ def webhook_rules(raw: object) -> tuple[WebhookRule, ...]:
     return tuple(rules)
 
 
-def check_rules(rules: Sequence[WebhookRule], backend: BackendSettings, namespaces: Mapping[str, object]) -> None:
-    """The rules against the other settings: RuleError for a namespace that is not configured, or no secret."""
+def check_rules(rules: Sequence[WebhookRule], namespaces: Mapping[str, object]) -> None:
+    """The rules against the namespaces: RuleError for one that is not configured. (That webhooks
+    have a secret to be signed with is checked with the proxies' and the push hook's, in realtime.config.)"""
     for index, rule in enumerate(rules):
         for stored in rule.namespaces:
             if stored not in namespaces:
                 name = stored or DEFAULT
                 known = [n or DEFAULT for n in namespaces]
                 raise RuleError(f"webhooks[{index}].namespaces", f"no namespace {name!r}{_hint(name, known)}")
-    if rules and not backend.secrets:
-        raise RuleError("webhooks[0]", "webhooks are signed: set [backend] secrets")
 
 
 def group_by_url(rules: Sequence[WebhookRule]) -> dict[str, list[WebhookRule]]:
@@ -225,10 +210,10 @@ def group_by_url(rules: Sequence[WebhookRule]) -> dict[str, list[WebhookRule]]:
 
 __all__ = [
     "FORMATS",
+    "MIN_SECRET",
     "BackendSettings",
     "RuleError",
     "WebhookRule",
-    "backend_settings",
     "check_rules",
     "group_by_url",
     "webhook_rules",

@@ -42,6 +42,7 @@ from .values import (
     UserStatus,
     message_of,
     new_publish_id,
+    unpack,
     unpack_info,
 )
 
@@ -98,6 +99,8 @@ class Client:
     and the advice. :meth:`connect` keeps trying while the hub refuses with
     advice (``reconnect_delays`` bounds it), and raises on any other failure.
     ``ssl`` is the context for ``wss://`` URLs (a context trusting your CA).
+    ``data`` (any value) goes with every ``connect``: the app's own credentials,
+    for a hub whose connect proxy asks the app's backend who the client is.
 
     ``refresh_token()`` (async, returns a new connection token) keeps a
     connection whose token expires alive: the client calls it shortly before
@@ -126,6 +129,7 @@ class Client:
         refresh_token: Callable[[], Awaitable[str]] | None = None,
         on_refused: Callable[[int, float], object] | None = None,
         ssl: SSLContext | None = None,
+        data: Any = None,
     ) -> None:
         if isinstance(codec, str):
             if codec not in _SUBPROTOCOLS:
@@ -136,6 +140,8 @@ class Client:
         backoff(min_backoff, max_backoff)  # validates the bounds now
         self.url = url
         self.token = token
+        #: The app's own credentials, sent in every ``connect`` for a hub with a connect proxy.
+        self.data = data
         self.name = name
         self.version = version
         self.command_timeout = command_timeout
@@ -333,7 +339,8 @@ class Client:
         """Send Connect; an expired token is renewed once through ``refresh_token``."""
         try:
             result = await conn.call(
-                m.Connect(self._next_id(conn), self.token, self.name, self.version), m.ConnectResult
+                m.Connect(self._next_id(conn), self.token, self.name, self.version, self._connect_data()),
+                m.ConnectResult,
             )
         except ReplyError as exc:
             if exc.code != ErrorCode.TOKEN_EXPIRED or self.refresh_token is None:
@@ -346,7 +353,8 @@ class Client:
                 log.exception("refresh_token failed; the connection will be tried again")
                 raise ClientError(f"refresh_token failed: {error!r}") from error
             result = await conn.call(
-                m.Connect(self._next_id(conn), self.token, self.name, self.version), m.ConnectResult
+                m.Connect(self._next_id(conn), self.token, self.name, self.version, self._connect_data()),
+                m.ConnectResult,
             )
         return result
 
@@ -885,6 +893,21 @@ class Client:
             make = functools.partial(_status_query, users=users[i : i + MAX_STATUS_USERS])
             found.extend((await self._request(make, m.StatusResult)).users)
         return found
+
+    async def rpc(self, method: str, data: Any = None) -> Any:
+        """Call ``method`` of the app's backend with ``data`` (any value); returns its answer.
+
+        The backend's refusals raise :class:`ReplyError` with the app's own code (1000 and
+        up) or PERMISSION_DENIED; a backend that could not answer, NOT_AVAILABLE (the call may
+        or may not have run). Never sent again after a reconnect (see :class:`ConnectionLost`):
+        the app decides which calls are safe to repeat.
+        """
+        payload = msgpack.packb(data)
+        result = await self._request(lambda id: m.Rpc(id, method, payload), m.RpcResult, retry=False)
+        return unpack(result.data)
+
+    def _connect_data(self) -> bytes | None:
+        return None if self.data is None else msgpack.packb(self.data)
 
     async def state_set(self, channel: str, key: str, value: Any, *, version: int | None = None) -> int:
         """Set ``key`` of a live channel to ``value`` (None deletes it); returns the channel's new version.

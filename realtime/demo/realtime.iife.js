@@ -2524,6 +2524,7 @@ var Realtime = (() => {
       this.WebSocketImpl = WS;
       this.token = options.token;
       this.getToken = options.getToken;
+      this.connectData = options.data;
       this.options = {
         commandTimeout: options.commandTimeout ?? 1e4,
         minBackoff: options.minBackoff ?? 500,
@@ -2726,6 +2727,7 @@ var Realtime = (() => {
     }
     sendConnect(conn, renewed) {
       const cmd = { cmd: "connect", token: this.token, name: this.options.name, version: this.options.version };
+      if (this.connectData !== void 0) cmd["data"] = this.connectData;
       const req = this.makeRequest(cmd, { retry: false, whenBusy: false }, () => void 0, (error) => {
         if (this.opening !== conn) return;
         if (error instanceof ReplyError) this.connectRefused(conn, error, renewed);
@@ -3201,6 +3203,15 @@ var Realtime = (() => {
         }
         await new Promise((resolve) => this.later(resolve, PUBLISH_RETRY_DELAY * attempt));
       }
+    }
+    /**
+     * Call `method` of the app's backend (the hub's rpc proxy) with `data`; resolves with its answer. The backend's
+     * refusals reject with a ReplyError carrying the app's own code (1000 and up) or 103; 108 (temporary): the
+     * backend could not answer, and the call may or may not have run. Never sent again after a reconnect.
+     */
+    async rpc(method, data = null, options = {}) {
+      const result = await this.call({ cmd: "rpc", method, data: data === void 0 ? null : data }, { retry: false, whenBusy: true, signal: options.signal });
+      return result["data"] ?? null;
     }
     /** One page of history, oldest first: the newest `limit` (default and at most 100), or those before/after an offset. */
     async history(channel, options = {}) {

@@ -64,6 +64,8 @@ export interface ClientOptions {
   version?: string;
   /** Default true: commands issued in one tick share a frame. */
   batchCommands?: boolean;
+  /** The app's own credentials, sent in every connect, for a hub whose connect proxy asks the app's backend. */
+  data?: unknown;
 }
 
 export interface ClientEvents {
@@ -147,10 +149,11 @@ function abortReason(signal: AbortSignal): Error {
  */
 export class Client extends TypedEmitter<ClientEvents> {
   readonly url: string;
-  private readonly options: Required<Omit<ClientOptions, "token" | "getToken" | "WebSocket" | "codec">>;
+  private readonly options: Required<Omit<ClientOptions, "token" | "getToken" | "WebSocket" | "codec" | "data">>;
   private readonly codec: WireCodec;
   private readonly WebSocketImpl: WebSocketConstructor;
   private readonly getToken: ((signal: AbortSignal) => Promise<string>) | undefined;
+  private readonly connectData: unknown;
   private token: string | undefined;
   /** The token must come from getToken before the next connect (109/4007). */
   private tokenStale = false;
@@ -193,6 +196,7 @@ export class Client extends TypedEmitter<ClientEvents> {
     this.WebSocketImpl = WS as WebSocketConstructor;
     this.token = options.token;
     this.getToken = options.getToken;
+    this.connectData = options.data;
     this.options = {
       commandTimeout: options.commandTimeout ?? 10000,
       minBackoff: options.minBackoff ?? 500,
@@ -415,6 +419,7 @@ export class Client extends TypedEmitter<ClientEvents> {
 
   private sendConnect(conn: Connection, renewed: boolean): void {
     const cmd: Wire = { cmd: "connect", token: this.token, name: this.options.name, version: this.options.version };
+    if (this.connectData !== undefined) cmd["data"] = this.connectData;
     const req = this.makeRequest(cmd, { retry: false, whenBusy: false }, () => undefined, (error) => {
       if (this.opening !== conn) return;
       if (error instanceof ReplyError) this.connectRefused(conn, error, renewed);
@@ -953,6 +958,16 @@ export class Client extends TypedEmitter<ClientEvents> {
       }
       await new Promise<void>((resolve) => this.later(resolve, PUBLISH_RETRY_DELAY * attempt));
     }
+  }
+
+  /**
+   * Call `method` of the app's backend (the hub's rpc proxy) with `data`; resolves with its answer. The backend's
+   * refusals reject with a ReplyError carrying the app's own code (1000 and up) or 103; 108 (temporary): the
+   * backend could not answer, and the call may or may not have run. Never sent again after a reconnect.
+   */
+  async rpc(method: string, data: unknown = null, options: { signal?: AbortSignal } = {}): Promise<unknown> {
+    const result = await this.call({ cmd: "rpc", method, data: data === undefined ? null : data }, { retry: false, whenBusy: true, signal: options.signal });
+    return result["data"] ?? null;
   }
 
   /** One page of history, oldest first: the newest `limit` (default and at most 100), or those before/after an offset. */
