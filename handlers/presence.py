@@ -162,7 +162,7 @@ class Presence(Feature):
                 log_failure(log, "occupancy of a channel not recorded")
         if not ns.presence:
             return
-        info = conn.identity.info
+        info = conn.channel_info.get(channel, conn.identity.info)
         try:
             joined = await self._add(channel, conn.id, PresenceEntry(conn.user, info))
             if joined and conn.user:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from protocol.codes import CloseCode, ErrorCode
 from protocol.errors import CommandError, DisconnectError
 from protocol.messages import (
+    ClientInfo,
     Connect,
     ConnectResult,
     EmptyResult,
@@ -53,8 +54,9 @@ class BackendProxy(Protocol):
     async def connect(self, conn: Connection, cmd: Connect) -> Identity:
         """Who the connection is; raises DisconnectError when it may not connect."""
 
-    async def subscribe(self, conn: Connection, ns: Namespace, cmd: Subscribe) -> None:
-        """Raises the refusal of a subscribe in a namespace with ``subscribe_proxy``."""
+    async def subscribe(self, conn: Connection, ns: Namespace, cmd: Subscribe) -> bytes | None:
+        """The subscription's info (msgpack; None: the connection's own), or raises the refusal
+        of a subscribe in a namespace with ``subscribe_proxy``."""
 
     async def publish(self, conn: Connection, ns: Namespace, cmd: Publish) -> bytes:
         """The data to publish (maybe rewritten), or raises the refusal (``publish_proxy``)."""
@@ -175,9 +177,11 @@ class Commands(Feature):
             raise CommandError(ErrorCode.LIMIT_EXCEEDED, "too many channels in this namespace")
         if proxied:
             assert self.proxy is not None
-            await self.proxy.subscribe(conn, ns, cmd)
+            info = await self.proxy.subscribe(conn, ns, cmd)
             if channel in conn.channels:  # an earlier subscribe won meanwhile
                 raise CommandError(ErrorCode.ALREADY_SUBSCRIBED)
+            if info is not None:  # dropped with the subscription (the hub's LEAVE)
+                conn.channel_info[channel] = info
         history = hub.history_options(ns)
         recoverable = history.size > 0 and ns.recovery
         fields: dict[str, Any] = {}
@@ -231,7 +235,11 @@ class Commands(Feature):
             data = await self.proxy.publish(conn, ns, cmd)
         else:
             check_publish(conn.identity, cmd.channel, ns, subscribed=cmd.channel in conn.channels)
-        return await self.hub.publish(cmd.channel, data, ns, info=conn.info, key=cmd.key)
+        info = conn.info
+        channel_info = conn.channel_info.get(cmd.channel)
+        if channel_info is not None:  # the subscribe proxy's info for this subscription
+            info = ClientInfo(conn.user, conn.id, channel_info)
+        return await self.hub.publish(cmd.channel, data, ns, info=info, key=cmd.key)
 
     async def history(self, conn: Connection, cmd: History) -> Result:
         if cmd.channel not in conn.channels:  # subscribers may read; others need the right to

@@ -294,6 +294,7 @@ class Connection:
         "_ping_sent",
         "_writer",
         "audit_records",
+        "channel_info",
         "channels",
         "close_code",
         "close_reason",
@@ -347,6 +348,9 @@ class Connection:
         #: Channels this connection is subscribed to (or subscribing), and where each stands;
         #: written only by ``realtime.subscriptions.Subscriptions.transition``.
         self.channels: dict[str, SubState] = {}
+        #: Channel -> the info (msgpack) the subscribe proxy gave this subscription: it stands
+        #: for ``identity.info`` in that channel's presence, joins and publications.
+        self.channel_info: dict[str, bytes] = {}
         self._pending: list[Outgoing] = []
         self._pending_bytes = 0
         self._dirty = False

@@ -340,6 +340,7 @@ class Hub:
         if channel not in conn.channels:
             return
         self.subscriptions.transition(conn, channel, SubEvent.LEAVE)
+        conn.channel_info.pop(channel, None)
         out = Outgoing(conn.codec.encode(Unsubscribed(channel, reason)), conn.codec.binary)
         self.metrics.sent["unsub"].add(1, len(out))
         conn.send(out)
@@ -505,6 +506,7 @@ class Hub:
                 ready.exception()  # retrieved: waiters get it via await below
                 if conn.channels.get(channel) is SubState.JOINING:
                     subs.transition(conn, channel, SubEvent.LEAVE)
+                    conn.channel_info.pop(channel, None)
                 subs.drop_if_empty(channel, ch)
                 raise
             ch.ready.set_result(None)
@@ -514,6 +516,7 @@ class Hub:
             except BaseException:
                 if conn.channels.get(channel) is SubState.JOINING:
                     subs.transition(conn, channel, SubEvent.LEAVE)
+                    conn.channel_info.pop(channel, None)
                 raise
         if conn.channels.get(channel) is not SubState.JOINING:
             # Unsubscribed (by the server, or the connection closed) while the engine
@@ -550,6 +553,7 @@ class Hub:
         """Stop delivering ``channel`` to ``conn``; features learn of it (presence leaves)."""
         if channel in conn.channels:
             self.subscriptions.transition(conn, channel, SubEvent.LEAVE)
+            conn.channel_info.pop(channel, None)
             await self._detached(conn, channel)
 
     async def _detached(self, conn: Connection, channel: str) -> None:

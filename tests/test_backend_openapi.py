@@ -324,7 +324,7 @@ async def test_real_proxy_and_rpc_requests_match_the_document(
     backend.answers = {
         "connectProxy": {"result": {"user": "alice", "info": {"name": "Alice"}, "expires": int(time.time()) + 1}},
         "refreshProxy": {"result": {"expires": int(time.time()) + 3600, "channels": ["room:granted"]}},
-        "subscribeProxy": {"result": {}},
+        "subscribeProxy": {"result": {"info": {"role": "host"}}},
         "publishProxy": {"result": {"data": {"text": "hi", "checked": True}}},
         "rpc": {"result": {"data": {"name": "Bob"}}},
     }

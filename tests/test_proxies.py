@@ -16,7 +16,20 @@ import msgpack  # type: ignore[import-untyped]  # no stubs
 import pytest
 
 from protocol.codes import CloseCode, ErrorCode
-from protocol.messages import Connect, ConnectResult, Disconnect, Ping, Publish, Rpc, RpcResult, Subscribe
+from protocol.messages import (
+    Connect,
+    ConnectResult,
+    Disconnect,
+    Join,
+    Ping,
+    PresenceQuery,
+    PresenceResult,
+    Publish,
+    Rpc,
+    RpcResult,
+    Subscribe,
+    Unsubscribe,
+)
 from realtime.backend.signing import ID_HEADER
 from realtime.client import Client, ReplyError
 from realtime.namespaces import Namespace
@@ -45,6 +58,14 @@ def ns(backend: Backend) -> Any:
         ),
         Namespace(name="feed", subscribe="anyone", publish="server", publish_proxy=backend.url("/publish")),
         Namespace(name="granted", subscribe="token", subscribe_proxy=backend.url("/subscribe")),
+        Namespace(
+            name="lobby",
+            subscribe="anyone",
+            publish="clients",
+            presence=True,
+            join_leave=True,
+            subscribe_proxy=backend.url("/subscribe"),
+        ),
     )
 
 
@@ -254,6 +275,64 @@ async def test_subscribe_proxy_allows_and_refuses(hub_factory: HubFactory, backe
         calls = len(backend.calls("/subscribe"))
         assert (await c.command(Subscribe(0, "granted:x"))).error is None
         assert len(backend.calls("/subscribe")) == calls
+        assert (await c.command(Ping(0))).error is None
+
+
+async def subscription_info(hub: RunningHub, backend: Backend) -> None:
+    """The subscribe proxy's ``info`` stands for the connection's in that channel only: presence,
+    the join and the connection's publications there; not in a channel subscribed without it,
+    and not after the subscription ended."""
+
+    def decide(body: Any) -> Reply:
+        if body["channel"] == "lobby:1":
+            return Reply({"result": {"info": {"role": "host", "seat": 3}}})
+        return Reply({"result": {}})
+
+    backend.on("/subscribe", decide)
+    async with await connect(hub) as c:
+        for channel, info in (("lobby:1", {"role": "host", "seat": 3}), ("lobby:2", {"name": "Alice"})):
+            await c.subscribe(channel)
+            join = await c.next_push()
+            assert isinstance(join, Join) and join.channel == channel and join.user == "alice"
+            assert unpack(join.info or b"") == info
+            presence = (await c.command(PresenceQuery(0, channel))).result
+            assert isinstance(presence, PresenceResult)
+            assert unpack(presence.clients[c.client_id].info or b"") == info
+            await c.publish(channel, "hi")
+            pub = await c.publication()
+            assert pub.info is not None and pub.info.user == "alice" and pub.info.client == c.client_id
+            assert unpack(pub.info.info or b"") == info
+        # Unsubscribed, then subscribed without info (no join: alice left within the grace window),
+        # the connection publishes there under its own info again.
+        assert (await c.command(Unsubscribe(0, "lobby:1"))).error is None
+        backend.on("/subscribe", Reply({"result": {}}))
+        await c.subscribe("lobby:1")
+        await c.publish("lobby:1", "again")
+        pub = await c.publication()
+        assert pub.info is not None and unpack(pub.info.info or b"") == {"name": "Alice"}
+
+
+async def test_subscribe_proxy_info_memory(hub_factory: HubFactory, backend: Backend) -> None:
+    backend.on("/connect", ALLOW_ALICE)
+    await subscription_info(await proxied_hub(hub_factory, backend), backend)
+
+
+@pytest.mark.redis
+async def test_subscribe_proxy_info_redis(hub_factory: HubFactory, backend: Backend, redis_server: RedisServer) -> None:
+    backend.on("/connect", ALLOW_ALICE)
+    hub = await proxied_hub(hub_factory, backend, redis=redis_server.url, backend_format="msgpack")
+    await subscription_info(hub, backend)
+
+
+async def test_subscribe_proxy_info_that_cannot_be_packed_is_a_temporary_refusal(
+    hub_factory: HubFactory, backend: Backend
+) -> None:
+    backend.on("/connect", ALLOW_ALICE)
+    backend.on("/subscribe", Reply({"result": {"info": 2**70}}))
+    hub = await proxied_hub(hub_factory, backend)
+    async with await connect(hub) as c:
+        error = (await c.command(Subscribe(0, "lobby:1"))).error
+        assert error is not None and error.code == ErrorCode.NOT_AVAILABLE
         assert (await c.command(Ping(0))).error is None
 
 

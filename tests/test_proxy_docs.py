@@ -88,7 +88,10 @@ async def test_the_documented_bodies_are_what_the_hub_sends_and_takes(
         shown = doc["publish", "request"]
         assert (await c.command(Publish(0, "chat:lobby", msgpack.packb(shown["data"]), key="k1"))).error is None
         same_shape(backend.calls("/publish")[0].body, shown)
-        assert value(await c.publication()) == doc["publish", "answer"]["result"]["data"]
+        pub = await c.publication()
+        assert value(pub) == doc["publish", "answer"]["result"]["data"]
+        # The subscription's info (the subscribe answer's) rides on what the connection publishes there.
+        assert pub.info is not None and unpack(pub.info.info or b"") == doc["subscribe", "answer"]["result"]["info"]
 
         shown = doc["rpc", "request"]
         reply = await c.command(Rpc(0, shown["method"], msgpack.packb(shown["data"])))

@@ -217,12 +217,19 @@ class Proxies(Feature):
 
     # --- subscribe and publish -----------------------------------------------------------
 
-    async def subscribe(self, conn: Connection, ns: Namespace, cmd: Subscribe) -> None:
-        """Ask the namespace's subscribe proxy; raise the refusal."""
+    async def subscribe(self, conn: Connection, ns: Namespace, cmd: Subscribe) -> bytes | None:
+        """Ask the namespace's subscribe proxy; the subscription's info (msgpack; None: the
+        connection's own), or raise the refusal."""
         body = self._body(conn, channel=cmd.channel)
         if cmd.token is not None:
             body["token"] = cmd.token
-        self._answer(await self._call(ns.subscribe_proxy, body, ns.proxy_timeout), "subscribe")
+        result = self._answer(await self._call(ns.subscribe_proxy, body, ns.proxy_timeout), "subscribe")
+        if result.get("info") is None:
+            return None
+        try:
+            return pack(result["info"])
+        except BackendAnswerError:
+            raise CommandError(ErrorCode.NOT_AVAILABLE, "backend unavailable", retry_after=RETRY_AFTER) from None
 
     async def publish(self, conn: Connection, ns: Namespace, cmd: Publish) -> bytes:
         """Ask the namespace's publish proxy; the data to publish (the backend may rewrite it)."""
