@@ -1,7 +1,7 @@
 // A small app backend for the hub (docs/integration.md), on node:http alone: the connect proxy signs users in
 // from the connect's `data`, the subscribe proxy refuses one channel, the publish proxy rewrites data and
-// refuses a bad word, an rpc method, a webhook endpoint (signatures checked, events deduplicated by id) and
-// the offline push hook. Run by tests/test_integration_reader.py against a real hub.
+// refuses a bad word, an rpc method, a webhook endpoint (signatures checked, events deduplicated by id),
+// the offline push hook and the refresh proxy. Run by tests/test_integration_reader.py against a real hub.
 // Usage: REALTIME_SECRET=... node backend.mjs  -> prints "backend on PORT"; GET /log answers what it saw.
 // LOSE_FIRST_WEBHOOK_ANSWER=1 takes the first webhook POST but answers 503, as if its answer were lost.
 import crypto from "node:crypto";
@@ -37,6 +37,10 @@ const routes = {
       return { result: { user, info: { name: user }, expires: Math.floor(Date.now() / 1000) + 3600 } };
     }
     return refuse(1401, "bad credentials");
+  },
+  "/realtime/refresh"(req) {
+    // A real backend checks that req.user's session still holds before extending it.
+    return { result: { expires: Math.floor(Date.now() / 1000) + 3600 } };
   },
   "/realtime/subscribe"(req) {
     log.subscribe.push(req);
