@@ -583,9 +583,12 @@ class HubServer:
             )
         for warning in startup_warnings(settings):
             log.warning("%s", warning)
-        if not (settings.allow_anonymous or settings.token_secret or settings.token_public_key):
+        # A connect proxy signs connections in without a token key.
+        if not (
+            settings.allow_anonymous or settings.token_secret or settings.token_public_key or settings.proxy_connect
+        ):
             log.warning(
-                "no token_secret or token_public_key is set and allow_anonymous is off: every "
+                "no token_secret, token_public_key or [proxy] connect is set and allow_anonymous is off: every "
                 "connection will be refused (to try the hub: realtime serve --config quickstart.toml)"
             )
         log.info(

@@ -62,6 +62,7 @@ class Backend:
         assert verify(
             [SECRET], request.headers[TIMESTAMP_HEADER], request.headers[SIGNATURE_HEADER], body, now=time.time()
         )
+        assert request.content_type == "application/json"  # whatever [backend] format says
         payload = json.loads(body)
         assert payload["id"] == request.headers[ID_HEADER]
         status = self.answers.pop(0) if self.answers else 204
@@ -175,6 +176,17 @@ async def test_unread_counts_what_the_window_held_back(
             await send(hub, alice, {"text": text}, channel="chat:#alice,bob")
         await until(lambda: len(backend.notifications) == 3, what="three notifications")
         assert sorted(n["unread"] for n in backend.notifications) == [1, 2, 3]  # bob has read nothing
+    finally:
+        await alice.close()
+
+
+async def test_the_body_is_json_whatever_the_backend_format(hub_factory: HubFactory, backend: Backend) -> None:
+    hub = await push_hub(hub_factory, backend, {"backend_format": "msgpack"})
+    alice = await user(hub, "alice", "chat:#alice,bob")
+    try:
+        await send(hub, alice, {"text": "hi"}, channel="chat:#alice,bob")
+        await until(lambda: len(backend.notifications) == 1, what="bob's notification")
+        assert backend.users() == ["bob"]  # the backend decoded it as JSON, with a JSON Content-Type
     finally:
         await alice.close()
 
