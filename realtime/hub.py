@@ -68,6 +68,8 @@ FEW_DEVICES = 8
 log = logging.getLogger("realtime.hub")
 #: The event of every publication, in namespaces a sink selects.
 PUBLISHED = "message.published"
+#: Seconds a publish waits for its event to reach the durable webhook queues before answering.
+EVENT_SETTLE = 2.0
 #: The event of a connection the hub closed.
 CLOSED = "connection.closed"
 
@@ -403,6 +405,7 @@ class Hub:
             self.metrics.published(ns.name)
             if self.events.sinks and self.events.wants(PUBLISHED, ns.name):
                 self._published_event(channel, data, ns, info, result)
+                await self.events.settle(EVENT_SETTLE)
             return result
         idempotency = publish_idempotency(
             info, key, self.settings.publish_id_window, generate=self.engine.retries_publishes
@@ -418,6 +421,7 @@ class Hub:
         result = PublishResult(pos.offset, pos.epoch)
         if self.events.sinks and self.events.wants(PUBLISHED, ns.name):
             self._published_event(channel, data, ns, info, result)
+            await self.events.settle(EVENT_SETTLE)
         return result
 
     def _published_event(

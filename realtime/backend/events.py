@@ -14,6 +14,7 @@ The JSON body of an event is :meth:`Event.to_dict` (docs/integration.md, the eve
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -154,6 +155,19 @@ class EventBus:
     ) -> Event:
         """A new event of this node, now, with a fresh id."""
         return Event(uuid.uuid4().hex, name, now_ms(), self.node, channel, namespace, user, client, data or {})
+
+    async def settle(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until the events emitted so far are in every durable
+        queue (the sinks with a ``settle``: a webhook endpoint's Redis Stream), so a publish is
+        answered only once its event survives this node's death."""
+        waits = [settle() for sink in self.sinks if (settle := getattr(sink, "settle", None)) is not None]
+        if not waits:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*waits)
+        except TimeoutError:  # Redis unreachable: the event stays buffered (bounded), the answer goes
+            pass
 
     def emit(self, event: Event) -> None:
         """Hand ``event`` to every sink that wants it; never blocks, never raises."""

@@ -93,6 +93,9 @@ class RedisQueue:
         self._on_drop = on_drop
         self._buffer: deque[bytes] = deque()
         self._wake = asyncio.Event()
+        self._put = 0  # events put so far
+        self._resolved = 0  # of those, how many left the buffer (appended, or dropped)
+        self._progress = asyncio.Event()
         self._appender: asyncio.Task[None] | None = None
         self._group_ready = False
         self._keep = redis.register_script(KEEP)
@@ -107,10 +110,24 @@ class RedisQueue:
     def put(self, event: Event) -> None:
         if len(self._buffer) >= self._limit:  # Redis unreachable for long: keep the newest
             self._buffer.popleft()
+            self._resolve(1)
             self._on_drop(1)
             self._warn_full()
         self._buffer.append(orjson.dumps(event.to_dict()))
+        self._put += 1
         self._wake.set()
+
+    def _resolve(self, n: int) -> None:
+        self._resolved += n
+        self._progress.set()
+
+    async def settle(self) -> None:
+        """Until every event put so far is appended to the Stream (or dropped): a publish is answered
+        only then, so a node killed right after its answer has not lost the event."""
+        target = self._put
+        while self._resolved < target:
+            self._progress.clear()
+            await self._progress.wait()
 
     async def _append_forever(self) -> None:
         while True:
@@ -130,6 +147,7 @@ class RedisQueue:
             for _ in batch:  # appended: only now out of the buffer (put may have dropped some meanwhile)
                 if self._buffer:
                     self._buffer.popleft()
+                    self._resolve(1)
 
     async def flush(self, timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) until every buffered event is in Redis."""

@@ -59,6 +59,12 @@ class Endpoint:
     def put(self, event: Event) -> None:
         self.queue.put(event)
 
+    async def settle(self) -> None:
+        """Until the events put so far are in the queue's durable store (at once for memory)."""
+        settle = getattr(self.queue, "settle", None)
+        if settle is not None:
+            await settle()
+
     # --- delivery ------------------------------------------------------------
 
     def body(self, events: Sequence[Event]) -> bytes:
