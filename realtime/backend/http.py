@@ -111,7 +111,11 @@ class BackendClient:
         clock = time.monotonic()
         if not breaker.allow(clock):
             return Failure("breaker open", retry_after=breaker.retry_after(clock))
-        outcome = await self._post(url, data, self.timeout if timeout is None else timeout)
+        try:
+            outcome = await self._post(url, data, self.timeout if timeout is None else timeout)
+        except BaseException:  # cancelled (the connection closed, the hub stops): no outcome to count
+            breaker.abandon()  # a half-open trial that never ends would keep the breaker from closing
+            raise
         # A refusal is an answer (4xx): only the backend being unable to answer counts against it.
         failed = isinstance(outcome, Failure) and (outcome.reason != "status" or outcome.status >= 500)
         now = time.monotonic()
@@ -135,7 +139,7 @@ class BackendClient:
                     status = response.status
                     if not 200 <= status < 300:
                         return Failure("status", status)
-                    raw = await response.content.read(MAX_ANSWER_BYTES + 1)
+                    raw = await _read(response.content, MAX_ANSWER_BYTES + 1)
                     kind = response.content_type
         except TimeoutError:
             return Failure("timeout")
@@ -145,8 +149,22 @@ class BackendClient:
             return Failure("bad answer", status)
         try:
             value = msgpack.unpackb(raw, raw=False) if kind == CONTENT_TYPES["msgpack"] else json.loads(raw)
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        except (ValueError, RecursionError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
             return Failure("bad answer", status)
         if not isinstance(value, dict):
             return Failure("bad answer", status)
         return Answer(value)
+
+
+async def _read(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body, or its first ``limit`` bytes when it is longer: a read returns what has arrived
+    so far, so an answer sent in pieces takes several."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        part = await content.read(limit - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)

@@ -1,0 +1,155 @@
+"""A hostile or broken app backend against the hub's backend client and proxies.
+
+A real aiohttp server on a loopback port answers what each test needs: a large answer sent in
+many chunks, a body nested deeper than a decoder's stack, an answer that never comes while its
+caller gives up. The hub must read whole answers (up to its bound), turn any undecodable one into
+a typed failure, and keep every endpoint's circuit breaker able to close again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]  # no stubs
+import pytest
+from aiohttp import web
+
+from protocol.codes import ErrorCode
+from protocol.messages import Connect, ConnectResult, Ping, Rpc, RpcResult
+from realtime.backend.http import MAX_ANSWER_BYTES, Answer, BackendClient, Failure
+
+from .helpers import HubFactory, unpack
+from .proxy_backend import BACKEND_SECRET
+from .wsclient import RawClient
+
+BIG = {"result": {"data": "x" * 300_000}}  # well under MAX_ANSWER_BYTES, many TCP segments
+
+
+class Hostile:
+    """A backend whose paths misbehave; ``hung`` is set once a ``/hang`` request arrived."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.hung = asyncio.Event()
+        self.release = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        path = request.path
+        if path == "/chunked":  # a valid answer written in small pieces, each flushed
+            body = json.dumps(BIG).encode()
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            for start in range(0, len(body), 16_384):
+                await response.write(body[start : start + 16_384])
+                await asyncio.sleep(0)
+            await response.write_eof()
+            return response
+        if path == "/deep-json":  # valid JSON, nested past the decoder's recursion limit
+            return web.Response(body=b"[" * 200_000 + b"]" * 200_000, content_type="application/json")
+        if path == "/deep-msgpack":
+            return web.Response(body=b"\x91" * 200_000 + b"\xc0", content_type="application/msgpack")
+        if path == "/huge":  # past the bound: never read whole
+            return web.Response(body=b" " * (MAX_ANSWER_BYTES + 10) + b"{}", content_type="application/json")
+        if path == "/hang":
+            self.hung.set()
+            await self.release.wait()
+        if path == "/fail":
+            return web.Response(status=500)
+        return web.json_response({"result": {"user": "mallory", "data": 1}})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{path:.*}", self.handle)
+        self.runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.port = self.runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        self.release.set()
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[Hostile]:
+    h = Hostile()
+    await h.start()
+    yield h
+    await h.stop()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[BackendClient]:
+    c = BackendClient([BACKEND_SECRET], timeout=2.0, breaker_failures=1, breaker_cooldown=0.0)
+    await c.start()
+    yield c
+    await c.close()
+
+
+async def test_an_answer_sent_in_pieces_is_read_whole(client: BackendClient, hostile: Hostile) -> None:
+    outcome = await client.post(hostile.url("/chunked"), {})
+    assert outcome == Answer(BIG)
+
+
+async def test_an_answer_past_the_bound_is_a_bad_answer(client: BackendClient, hostile: Hostile) -> None:
+    outcome = await client.post(hostile.url("/huge"), {})
+    assert isinstance(outcome, Failure) and outcome.reason == "bad answer"
+
+
+@pytest.mark.parametrize("path", ["/deep-json", "/deep-msgpack"])
+async def test_a_body_nested_too_deep_is_a_bad_answer(client: BackendClient, hostile: Hostile, path: str) -> None:
+    outcome = await client.post(hostile.url(path), {})
+    assert isinstance(outcome, Failure) and outcome.reason == "bad answer"
+
+
+async def test_a_trial_call_given_up_does_not_hold_the_breaker_open(client: BackendClient, hostile: Hostile) -> None:
+    # One failure opens the breaker (cool-down 0): the next call is its half-open trial.
+    assert isinstance(await client.post(hostile.url("/fail"), {}), Failure)
+    assert client.breaker(hostile.url("/fail")).state == "open"
+    url = hostile.url("/hang")
+    assert isinstance(await client.post(url, {}, timeout=0.01), Failure)  # /hang's breaker opens too
+    hostile.hung.clear()
+    trial = asyncio.ensure_future(client.post(url, {}))
+    async with asyncio.timeout(5):
+        await hostile.hung.wait()
+    trial.cancel()  # its caller went away (the connection closed, the hub stops)
+    with pytest.raises(asyncio.CancelledError):
+        await trial
+    hostile.release.set()
+    outcome = await client.post(url, {})
+    assert isinstance(outcome, Answer), outcome  # another trial went through, and closed the breaker
+
+
+async def test_a_deeply_nested_rpc_answer_is_a_temporary_error(hub_factory: HubFactory, hostile: Hostile) -> None:
+    hub = await hub_factory(
+        backend_secrets=(BACKEND_SECRET,),
+        backend_timeout=2.0,
+        proxy_connect=hostile.url("/connect"),
+        proxy_rpc=hostile.url("/deep-json"),
+    )
+    async with await RawClient.open(hub.url, connect_first=False) as c:
+        assert isinstance((await c.command(Connect(0))).result, ConnectResult)
+        error = (await c.command(Rpc(0, "x", msgpack.packb(None)))).error
+        assert error is not None and error.code == ErrorCode.NOT_AVAILABLE, error
+        assert (await c.command(Ping(0))).error is None
+
+
+async def test_a_large_rpc_answer_in_pieces_reaches_the_client(hub_factory: HubFactory, hostile: Hostile) -> None:
+    hub = await hub_factory(
+        backend_secrets=(BACKEND_SECRET,), proxy_connect=hostile.url("/connect"), proxy_rpc=hostile.url("/chunked")
+    )
+    async with await RawClient.open(hub.url, connect_first=False) as c:
+        assert isinstance((await c.command(Connect(0))).result, ConnectResult)
+        reply = await c.command(Rpc(0, "x", msgpack.packb(None)))
+        assert isinstance(reply.result, RpcResult), reply
+        data: Any = unpack(reply.result.data)
+        assert data == BIG["result"]["data"]
