@@ -21,7 +21,10 @@ from protocol.codes import ErrorCode
 from protocol.messages import Connect, ConnectResult, Ping, Rpc, RpcResult
 from realtime.backend.http import MAX_ANSWER_BYTES, Answer, BackendClient, Failure
 
-from .helpers import HubFactory, unpack
+from realtime.backend.rules import WebhookRule
+from realtime.namespaces import Namespace
+
+from .helpers import HubFactory, namespaces, unpack, until, user
 from .proxy_backend import BACKEND_SECRET
 from .wsclient import RawClient
 
@@ -58,6 +61,15 @@ class Hostile:
             return web.Response(body=b"\x91" * 200_000 + b"\xc0", content_type="application/msgpack")
         if path == "/huge":  # past the bound: never read whole
             return web.Response(body=b" " * (MAX_ANSWER_BYTES + 10) + b"{}", content_type="application/json")
+        if path == "/endless":  # 200 at once, then a body that drips for ever (bounded here)
+            response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+            await response.prepare(request)
+            for _ in range(100_000):
+                if self.release.is_set():
+                    break
+                await response.write(b"x" * 1024)
+                await asyncio.sleep(0.01)
+            return response
         if path == "/hang":
             self.hung.set()
             await self.release.wait()
@@ -153,3 +165,19 @@ async def test_a_large_rpc_answer_in_pieces_reaches_the_client(hub_factory: HubF
         assert isinstance(reply.result, RpcResult), reply
         data: Any = unpack(reply.result.data)
         assert data == BIG["result"]["data"]
+
+
+async def test_a_webhook_answer_is_its_status_not_its_body(hub_factory: HubFactory, hostile: Hostile) -> None:
+    # The body after a 200 is never read: one that never ends (or is huge) neither holds the
+    # delivery until its timeout nor fills the hub's memory.
+    url = hostile.url("/endless")
+    hub = await hub_factory(
+        namespaces=namespaces(Namespace(name="chat", kind="chat", subscribe="anyone", publish="clients")),
+        webhooks=(WebhookRule(url, ("message.published",), timeout=1.0, backoff_max=0.2),),
+        backend_secrets=(BACKEND_SECRET,),
+    )
+    alice = await user(hub, "alice", "chat:l")
+    await alice.publish("chat:l", "hello")
+    await until(lambda: hub.hub.metrics.webhook_count(url, "delivered") == 1, what="delivered")
+    assert hub.hub.metrics.webhook_count(url, "retried") == 0
+    await alice.close()
