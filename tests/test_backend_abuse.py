@@ -24,7 +24,7 @@ from realtime.backend.http import MAX_ANSWER_BYTES, Answer, BackendClient, Failu
 from realtime.backend.rules import WebhookRule
 from realtime.namespaces import Namespace
 
-from .helpers import HubFactory, namespaces, unpack, until, user
+from .helpers import HubFactory, closed_code, namespaces, unpack, until, user
 from .proxy_backend import BACKEND_SECRET
 from .wsclient import RawClient
 
@@ -70,6 +70,8 @@ class Hostile:
                 await response.write(b"x" * 1024)
                 await asyncio.sleep(0.01)
             return response
+        if path == "/disconnect":  # a reason whose 120th byte falls inside a character
+            return web.json_response({"disconnect": {"code": 4321, "reason": "a" + "\u00e9" * 99}})
         if path == "/hang":
             self.hung.set()
             await self.release.wait()
@@ -181,3 +183,12 @@ async def test_a_webhook_answer_is_its_status_not_its_body(hub_factory: HubFacto
     await until(lambda: hub.hub.metrics.webhook_count(url, "delivered") == 1, what="delivered")
     assert hub.hub.metrics.webhook_count(url, "retried") == 0
     await alice.close()
+
+
+async def test_a_long_disconnect_reason_is_cut_on_a_character(hub_factory: HubFactory, hostile: Hostile) -> None:
+    # A close frame's reason must be UTF-8: cut mid-character, the client fails the connection
+    # (1007) instead of seeing the backend's code.
+    hub = await hub_factory(backend_secrets=(BACKEND_SECRET,), proxy_connect=hostile.url("/disconnect"))
+    c = await RawClient.open(hub.url, connect_first=False)
+    await c.send(Connect(c.next_id()))
+    assert await closed_code(c) == 4321
