@@ -17,7 +17,7 @@ import msgpack  # type: ignore[import-untyped]  # no stubs
 import pytest
 from aiohttp import web
 
-from protocol.codes import ErrorCode
+from protocol.codes import CloseCode, ErrorCode
 from protocol.messages import Connect, ConnectResult, Ping, Rpc, RpcResult
 from realtime.backend.http import MAX_ANSWER_BYTES, Answer, BackendClient, Failure
 
@@ -39,6 +39,7 @@ class Hostile:
         self.hung = asyncio.Event()
         self.release = asyncio.Event()
         self.runner: web.AppRunner | None = None
+        self.answer: Any = {"result": {"user": "mallory", "data": 1}}  # any other path
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -77,7 +78,7 @@ class Hostile:
             await self.release.wait()
         if path == "/fail":
             return web.Response(status=500)
-        return web.json_response({"result": {"user": "mallory", "data": 1}})
+        return web.Response(text=json.dumps(self.answer), content_type="application/json")
 
     async def start(self) -> None:
         app = web.Application()
@@ -192,3 +193,18 @@ async def test_a_long_disconnect_reason_is_cut_on_a_character(hub_factory: HubFa
     c = await RawClient.open(hub.url, connect_first=False)
     await c.send(Connect(c.next_id()))
     assert await closed_code(c) == 4321
+
+
+@pytest.mark.parametrize("expires", [1e300, 2**70])
+async def test_an_expiry_past_any_date_is_a_bad_answer(hub_factory: HubFactory, expires: float) -> None:
+    # It once let the connection in, then failed to encode the connect reply (INTERNAL).
+    backend = Hostile()
+    backend.answer = {"result": {"user": "mallory", "expires": expires}}
+    await backend.start()
+    try:
+        hub = await hub_factory(backend_secrets=(BACKEND_SECRET,), proxy_connect=backend.url("/connect"))
+        c = await RawClient.open(hub.url, connect_first=False)
+        await c.send(Connect(c.next_id()))
+        assert (await c.disconnect_push()).code == CloseCode.OVERLOADED
+    finally:
+        await backend.stop()
