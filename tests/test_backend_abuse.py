@@ -19,8 +19,10 @@ from aiohttp import web
 
 from protocol.codes import CloseCode, ErrorCode
 from protocol.messages import Connect, ConnectResult, Ping, Rpc, RpcResult
+from realtime.backend.events import Event
 from realtime.backend.http import MAX_ANSWER_BYTES, Answer, BackendClient, Failure
 
+from realtime.backend.queues import MAX_QUEUED_BYTES, MemoryQueue
 from realtime.backend.rules import WebhookRule
 from realtime.namespaces import Namespace
 
@@ -208,3 +210,14 @@ async def test_an_expiry_past_any_date_is_a_bad_answer(hub_factory: HubFactory, 
         assert (await c.disconnect_push()).code == CloseCode.OVERLOADED
     finally:
         await backend.stop()
+
+
+def test_a_memory_queue_is_bounded_in_bytes_too() -> None:
+    # Big publications for an endpoint that is down: the count alone (10,000) let it grow to GBs.
+    dropped: list[int] = []
+    queue = MemoryQueue(10_000, dropped.append, "http://127.0.0.1:1/hooks")
+    size = 1024 * 1024
+    for n in range(100):
+        queue.put(Event(str(n), "message.published", 0, "node", "chat:l", "chat", data={"data": "x"}, size=size))
+    assert len(queue) == MAX_QUEUED_BYTES // size
+    assert sum(dropped) == 100 - len(queue)
