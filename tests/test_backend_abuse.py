@@ -22,6 +22,7 @@ from protocol.messages import Connect, ConnectResult, Ping, Rpc, RpcResult
 from realtime.backend.events import Event
 from realtime.backend.http import MAX_ANSWER_BYTES, Answer, BackendClient, Failure
 
+from realtime.backend.push import SignedPost
 from realtime.backend.queues import MAX_QUEUED_BYTES, MemoryQueue
 from realtime.backend.rules import WebhookRule
 from realtime.namespaces import Namespace
@@ -41,6 +42,7 @@ class Hostile:
         self.hung = asyncio.Event()
         self.release = asyncio.Event()
         self.runner: web.AppRunner | None = None
+        self.redirected = False
         self.answer: Any = {"result": {"user": "mallory", "data": 1}}  # any other path
 
     def url(self, path: str) -> str:
@@ -75,6 +77,10 @@ class Hostile:
             return response
         if path == "/disconnect":  # a reason whose 120th byte falls inside a character
             return web.json_response({"disconnect": {"code": 4321, "reason": "a" + "\u00e9" * 99}})
+        if path == "/moved":  # elsewhere: where a signed body must not follow
+            raise web.HTTPPermanentRedirect(self.url("/elsewhere"))
+        if path == "/elsewhere":
+            self.redirected = True
         if path == "/hang":
             self.hung.set()
             await self.release.wait()
@@ -221,3 +227,13 @@ def test_a_memory_queue_is_bounded_in_bytes_too() -> None:
         queue.put(Event(str(n), "message.published", 0, "node", "chat:l", "chat", data={"data": "x"}, size=size))
     assert len(queue) == MAX_QUEUED_BYTES // size
     assert sum(dropped) == 100 - len(queue)
+
+
+async def test_the_push_hook_follows_no_redirect(hostile: Hostile) -> None:
+    post = SignedPost(hostile.url("/moved"), [BACKEND_SECRET.encode()], 2.0)
+    try:
+        with pytest.raises(RuntimeError, match="308"):
+            await post("0" * 32, b'{"notifications":[]}')
+    finally:
+        await post.close()
+    assert not hostile.redirected
