@@ -22,7 +22,6 @@ from protocol.messages import Connect, ConnectResult, Ping, Rpc, RpcResult
 from realtime.backend.delivery import RetryPolicy
 from realtime.backend.events import Event, now_ms
 from realtime.backend.http import MAX_ANSWER_BYTES, Answer, BackendClient, Failure
-
 from realtime.backend.push import SignedPost
 from realtime.backend.queues import MAX_QUEUED_BYTES, MemoryQueue
 from realtime.backend.rules import WebhookRule
