@@ -238,3 +238,23 @@ async def test_the_push_hook_follows_no_redirect(hostile: Hostile) -> None:
         await post.close()
     assert not outcome.delivered
     assert not hostile.redirected
+
+
+async def test_requests_in_flight_are_bounded_per_url(hostile: Hostile) -> None:
+    # Slow calls to one URL (an rpc flood from many connections) take at most max_in_flight of
+    # the hub's requests; more fail at once, uncounted by the breaker, and other URLs still answer.
+    c = BackendClient([BACKEND_SECRET], timeout=5.0, breaker_failures=1, max_in_flight=2)
+    await c.start()
+    try:
+        slow = [asyncio.ensure_future(c.post(hostile.url("/hang"), {})) for _ in range(2)]
+        async with asyncio.timeout(5):
+            await hostile.hung.wait()
+        busy = await c.post(hostile.url("/hang"), {})
+        assert isinstance(busy, Failure) and busy.reason == "busy"
+        assert c.breaker(hostile.url("/hang")).state == "closed"
+        assert isinstance(await c.post(hostile.url("/connect"), {}), Answer)
+        hostile.release.set()
+        assert all(isinstance(outcome, Answer) for outcome in await asyncio.gather(*slow))
+        assert isinstance(await c.post(hostile.url("/hang"), {}), Answer)
+    finally:
+        await c.close()
