@@ -92,6 +92,12 @@ YIELD_EVERY = 8
 MAX_IN_FLIGHT = 32
 
 
+def _close_reason(reason: str) -> bytes:
+    """``reason`` for a close frame: at most 120 bytes, cut on a character (it must be UTF-8;
+    the app's backend chooses some reasons)."""
+    return reason.encode()[:120].decode(errors="ignore").encode()
+
+
 def close_timeout(ping_interval: float) -> float:
     """Seconds the closing handshake may take before the socket is aborted."""
     return min(CLOSE_TIMEOUT, ping_interval / 2)
@@ -555,7 +561,7 @@ class Connection:
                 # byte (the push and the close frame included) has left the transport.
                 if not transport.is_closing():
                     transport.set_write_buffer_limits(high=0)
-                await self.ws.close(code=int(err.code), message=err.reason.encode()[:120])
+                await self.ws.close(code=int(err.code), message=_close_reason(err.reason))
         except (TimeoutError, ConnectionError):
             pass
         finally:

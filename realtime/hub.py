@@ -438,7 +438,8 @@ class Hub:
         fields["info"] = json_value(info.info) if info is not None and info.info is not None else None
         user, client = (info.user, info.client) if info is not None else ("", "")
         now = result.time or now_ms()
-        events.emit(Event(digest, PUBLISHED, now, events.node, channel, ns.name, user, client, fields))
+        size = len(data) + (len(info.info) if info is not None and info.info is not None else 0)
+        events.emit(Event(digest, PUBLISHED, now, events.node, channel, ns.name, user, client, fields, size))
 
     async def history_page(
         self, channel: str, limit: int | None, before: int | None, after: int | None, codec: Codec | None = None

@@ -53,6 +53,11 @@ class CircuitBreaker:
             return 0.0
         return max(0.0, self.cooldown - (now - self._opened))
 
+    def abandon(self) -> None:
+        """A request :meth:`allow` let through ended without an outcome (its caller gave up):
+        in half-open state another trial may go."""
+        self._trial = False
+
     def record(self, ok: bool, now: float) -> None:
         """The outcome of a request :meth:`allow` let through."""
         if ok:

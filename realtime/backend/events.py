@@ -56,6 +56,9 @@ class Event:
     user: str = ""
     client: str = ""  # connection id
     data: dict[str, Any] = field(default_factory=dict)  # event-specific fields, JSON-able
+    #: Bytes of the client's payload it carries (a publication's data and info): what bounds a
+    #: memory queue besides its count. Not sent.
+    size: int = field(default=0, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The event as a backend receives it: every field, always present."""

@@ -9,7 +9,8 @@ with a map body) or a :class:`Failure` whose ``reason`` says what went wrong, an
 (:mod:`realtime.backend.proxy`) turn either into documented client errors.
 
 A :class:`~realtime.backend.breaker.CircuitBreaker` per URL counts consecutive failures: once
-open, calls to that URL fail at once (reason ``"breaker open"``) until its cool-down ends.
+open, calls to that URL fail at once (reason ``"breaker open"``) until its cool-down ends. At most
+:data:`MAX_IN_FLIGHT` requests per URL are under way; more fail at once (``"busy"``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ CONTENT_TYPES = {"json": "application/json", "msgpack": "application/msgpack"}
 #: Most bytes of an answer read; a larger one is a failure ("bad answer").
 MAX_ANSWER_BYTES = 1024 * 1024
 
-Reason = Literal["timeout", "unreachable", "status", "bad answer", "breaker open"]
+#: Most requests in flight to one URL; beyond, a call fails at once (reason ``"busy"``, not counted
+#: by the breaker). Each URL has its own: slow rpc calls cannot hold the sockets connects need.
+MAX_IN_FLIGHT = 100
+
+Reason = Literal["timeout", "unreachable", "status", "bad answer", "breaker open", "busy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,7 @@ class BackendClient:
         timeout: float = 2.0,
         breaker_failures: int = 5,
         breaker_cooldown: float = 10.0,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}")
@@ -79,11 +85,16 @@ class BackendClient:
         self._breaker_failures = breaker_failures
         self._breaker_cooldown = breaker_cooldown
         self._breakers: dict[str, CircuitBreaker] = {}
+        self.max_in_flight = max_in_flight
+        self._in_flight: dict[str, int] = {}
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         # No cookies kept between calls, no proxy from the environment: requests go where configured.
-        self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+        # The pool is not limited as a whole (aiohttp's default: 100 sockets shared by every URL);
+        # max_in_flight bounds each URL instead.
+        connector = aiohttp.TCPConnector(limit=0)
+        self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -109,9 +120,19 @@ class BackendClient:
         data = self.encode(body)  # before the breaker: a trial it lets through must be recorded
         breaker = self.breaker(url)
         clock = time.monotonic()
+        in_flight = self._in_flight.get(url, 0)
+        if in_flight >= self.max_in_flight:  # the hub's limit, not the backend failing
+            return Failure("busy")
         if not breaker.allow(clock):
             return Failure("breaker open", retry_after=breaker.retry_after(clock))
-        outcome = await self._post(url, data, self.timeout if timeout is None else timeout)
+        self._in_flight[url] = in_flight + 1
+        try:
+            outcome = await self._post(url, data, self.timeout if timeout is None else timeout)
+        except BaseException:  # cancelled (the connection closed, the hub stops): no outcome to count
+            breaker.abandon()  # a half-open trial that never ends would keep the breaker from closing
+            raise
+        finally:
+            self._in_flight[url] -= 1
         # A refusal is an answer (4xx): only the backend being unable to answer counts against it.
         failed = isinstance(outcome, Failure) and (outcome.reason != "status" or outcome.status >= 500)
         now = time.monotonic()
@@ -135,7 +156,7 @@ class BackendClient:
                     status = response.status
                     if not 200 <= status < 300:
                         return Failure("status", status)
-                    raw = await response.content.read(MAX_ANSWER_BYTES + 1)
+                    raw = await _read(response.content, MAX_ANSWER_BYTES + 1)
                     kind = response.content_type
         except TimeoutError:
             return Failure("timeout")
@@ -145,8 +166,22 @@ class BackendClient:
             return Failure("bad answer", status)
         try:
             value = msgpack.unpackb(raw, raw=False) if kind == CONTENT_TYPES["msgpack"] else json.loads(raw)
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        except (ValueError, RecursionError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
             return Failure("bad answer", status)
         if not isinstance(value, dict):
             return Failure("bad answer", status)
         return Answer(value)
+
+
+async def _read(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body, or its first ``limit`` bytes when it is longer: a read returns what has arrived
+    so far, so an answer sent in pieces takes several."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        part = await content.read(limit - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -52,6 +51,8 @@ DISCONNECT_CODES = range(4000, 5000)
 RETRY_AFTER = 1.0
 #: Seconds between refresh attempts while the backend fails (the token grace window bounds them).
 REFRESH_RETRY = 1.0
+#: Latest ``expires`` a backend may give (the last second of year 9999): replies carry it as an int64.
+MAX_EXPIRES = 253_402_300_799
 _NIL = b"\xc0"
 
 
@@ -296,7 +297,7 @@ def _identity(result: Mapping[str, Any], user: str | None) -> Identity:
             raise BackendAnswerError(f"user is not a usable user id: {problem}")
     expires = result.get("expires")
     if expires is not None and (
-        isinstance(expires, bool) or not isinstance(expires, (int, float)) or not math.isfinite(expires) or expires < 0
+        isinstance(expires, bool) or not isinstance(expires, (int, float)) or not 0 <= expires <= MAX_EXPIRES
     ):
         raise BackendAnswerError("expires must be a Unix time")
     channels = result.get("channels", [])

@@ -4,7 +4,8 @@ Both queues have the same four calls: ``put`` (synchronous: the event bus calls 
 ``take`` (the next events to deliver, waiting a little when there are none), ``keep`` (still working
 on these: while a delivery is retried) and ``done`` (delivered or given up: forget them).
 
-* :class:`MemoryQueue`: a bounded deque; when full the oldest event is dropped and counted.
+* :class:`MemoryQueue`: a deque bounded in events and payload bytes; when full the oldest events are
+  dropped and counted.
 * :class:`RedisQueue` (``redis_queue.py``): a Redis Stream per endpoint and one consumer group shared
   by every node, so each event is delivered by one node, and survives a node's restart.
 """
@@ -22,6 +23,9 @@ from .events import Event
 
 log = logging.getLogger("realtime.webhooks")
 
+#: Most payload bytes (:attr:`Event.size`) one memory queue holds, besides its count: 10,000 events
+#: of 64 KiB would otherwise take gigabytes as Python values.
+MAX_QUEUED_BYTES = 32 * 1024 * 1024
 #: Seconds between two "queue full" warnings of one endpoint (the drops in between are summed).
 WARN_EVERY = 10.0
 
@@ -69,16 +73,22 @@ class MemoryQueue:
         self._ready = asyncio.Event()
         self._warn = Warner(f"webhook queue of {endpoint} is full: dropped its oldest event")
         self._serial = 0
+        self._bytes = 0  # the payload bytes of the events held
 
     def __len__(self) -> int:
         return len(self._events)
 
     def put(self, event: Event) -> None:
-        if len(self._events) >= self._limit:
-            self._events.popleft()
-            self._on_drop(1)
+        events = self._events
+        dropped = 0
+        while events and (len(events) >= self._limit or self._bytes + event.size > MAX_QUEUED_BYTES):
+            self._bytes -= events.popleft().size
+            dropped += 1
+        if dropped:
+            self._on_drop(dropped)
             self._warn()
-        self._events.append(event)
+        events.append(event)
+        self._bytes += event.size
         self._ready.set()
 
     async def take(self, n: int, wait: float = 1.0) -> list[tuple[str, Event]]:
@@ -92,7 +102,9 @@ class MemoryQueue:
         taken = []
         for _ in range(min(n, len(self._events))):
             self._serial += 1
-            taken.append((str(self._serial), self._events.popleft()))
+            event = self._events.popleft()
+            self._bytes -= event.size
+            taken.append((str(self._serial), event))
         return taken
 
     async def keep(self, ids: Sequence[str]) -> None:
@@ -103,6 +115,7 @@ class MemoryQueue:
 
     async def close(self) -> None:
         self._events.clear()
+        self._bytes = 0
 
 
 __all__ = ["MemoryQueue", "Queue", "Warner"]
