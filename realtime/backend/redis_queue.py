@@ -91,10 +91,12 @@ class RedisQueue:
         self._reclaim_every = reclaim_after / 4
         self._next_reclaim = 0.0
         self._on_drop = on_drop
-        self._buffer: deque[bytes] = deque()
+        #: Events not yet in Redis, as (serial, body), oldest first.
+        self._buffer: deque[tuple[int, bytes]] = deque()
+        #: The events of the round trip in progress: out of the buffer, back to its front if it fails.
+        self._sending: list[tuple[int, bytes]] = []
         self._wake = asyncio.Event()
-        self._put = 0  # events put so far
-        self._resolved = 0  # of those, how many left the buffer (appended, or dropped)
+        self._put = 0  # events put so far: the serial of the last one
         self._progress = asyncio.Event()
         self._appender: asyncio.Task[None] | None = None
         self._group_ready = False
@@ -108,24 +110,30 @@ class RedisQueue:
     # --- put: buffer, then append ----------------------------------------------
 
     def put(self, event: Event) -> None:
-        if len(self._buffer) >= self._limit:  # Redis unreachable for long: keep the newest
-            self._buffer.popleft()
-            self._resolve(1)
+        self._put += 1
+        if len(self._buffer) + len(self._sending) >= self._limit:  # Redis unreachable for long: keep the newest
+            self._progress.set()
             self._on_drop(1)
             self._warn_full()
-        self._buffer.append(orjson.dumps(event.to_dict()))
-        self._put += 1
+            # The oldest waiting event goes; those of the round trip in progress may be in Redis
+            # already (and their publishes wait for them), so with none waiting, this one.
+            if not self._buffer:
+                return
+            self._buffer.popleft()
+        self._buffer.append((self._put, orjson.dumps(event.to_dict())))
         self._wake.set()
 
-    def _resolve(self, n: int) -> None:
-        self._resolved += n
-        self._progress.set()
+    def _oldest(self) -> int:
+        """The serial of the oldest event not yet appended nor dropped (the round trip's come first)."""
+        if self._sending:
+            return self._sending[0][0]
+        return self._buffer[0][0] if self._buffer else self._put + 1
 
     async def settle(self) -> None:
         """Until every event put so far is appended to the Stream (or dropped): a publish is answered
         only then, so a node killed right after its answer has not lost the event."""
         target = self._put
-        while self._resolved < target:
+        while self._oldest() <= target:
             self._progress.clear()
             await self._progress.wait()
 
@@ -134,25 +142,39 @@ class RedisQueue:
             if not self._buffer:
                 self._wake.clear()
                 await self._wake.wait()
-            batch = [self._buffer[i] for i in range(min(APPEND_BATCH, len(self._buffer)))]
+            n = min(APPEND_BATCH, len(self._buffer))
+            batch = self._sending = [self._buffer.popleft() for _ in range(n)]
             try:
                 pipe = self.redis.pipeline(transaction=False)
-                for body in batch:
+                for _, body in batch:
                     pipe.xadd(self.key, {FIELD: body}, maxlen=self._limit, approximate=True)
                 await pipe.execute()
             except (RedisError, OSError) as exc:
+                # Back to the front (some may be appended: delivered twice, the backend dedups by id),
+                # the oldest beyond the limit dropped and counted.
+                self._sending = []
+                self._buffer.extendleft(reversed(batch))
+                overflow = len(self._buffer) - self._limit
+                for _ in range(overflow):
+                    self._buffer.popleft()
+                if overflow > 0:
+                    self._progress.set()
+                    self._on_drop(overflow)
+                    self._warn_full()
                 self._warn_redis(f": {exc}")
                 await asyncio.sleep(RETRY_PAUSE)
                 continue
-            for _ in batch:  # appended: only now out of the buffer (put may have dropped some meanwhile)
-                if self._buffer:
-                    self._buffer.popleft()
-                    self._resolve(1)
+            except BaseException:
+                self._sending = []
+                self._buffer.extendleft(reversed(batch))
+                raise
+            self._sending = []
+            self._progress.set()
 
     async def flush(self, timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) until every buffered event is in Redis."""
         deadline = time.monotonic() + timeout
-        while self._buffer and time.monotonic() < deadline:
+        while (self._buffer or self._sending) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
 
     # --- take, keep, done ----------------------------------------------------

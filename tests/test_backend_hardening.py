@@ -1,0 +1,65 @@
+"""Hardening of the backend integration: the Redis webhook buffer's bookkeeping and byte bound, the
+durability of the event stream and the push hook, the check of ``[events] namespaces``, and app
+error messages cut like disconnect reasons. Real redis-server, real hubs, real backends."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from realtime.backend.events import Event, EventBus
+from realtime.backend.redis_queue import FIELD, RedisQueue, consumer_name
+
+from .helpers import unique_prefix, until
+from .redis_server import RedisServer
+
+
+async def blocked(admin: Redis, n: int) -> bool:
+    """Whether ``n`` clients wait on the paused server (their write is sent, not yet run)."""
+    info = await admin.info("clients")
+    return int(info["blocked_clients"]) >= n
+
+
+async def written(admin: Redis, key: str) -> list[str]:
+    entries: Any = await admin.xrange(key)
+    return [Event.from_dict(orjson.loads(fields[FIELD])).id for _, fields in entries]
+
+
+async def test_an_event_being_appended_is_never_the_one_dropped(redis_server: RedisServer) -> None:
+    """Events put while a round trip is in flight and the buffer is full drop the oldest *waiting*
+    event: the one being written is not counted dropped (its publish waits for it), and every event
+    is written or counted dropped."""
+    admin, redis = Redis.from_url(redis_server.url), Redis.from_url(redis_server.url)
+    key = f"{unique_prefix()}:wh:{{q}}"
+    dropped: list[int] = []
+    queue = RedisQueue(
+        redis, key, consumer_name("n"), limit=3, reclaim_after=30, on_drop=dropped.append, endpoint="test"
+    )
+    bus = EventBus("n")
+    events = [bus.event("message.published", data={"i": i}) for i in range(6)]
+    try:
+        await redis.ping()
+        await admin.client_pause(30_000, all=False)  # writes wait: the first round trip stays in flight
+        queue.start()
+        queue.put(events[0])
+        first = asyncio.create_task(queue.settle())
+        await until(lambda: blocked(admin, 1), what="the first append in flight")
+        for event in events[1:]:
+            queue.put(event)
+        await admin.ping()  # a round trip: a settled wait would have finished by now
+        assert sum(dropped) == 3
+        assert not first.done(), "the publish of an event still being written was answered"
+        await admin.client_unpause()
+        await asyncio.wait_for(queue.settle(), 10)
+        await first
+        ids = await written(admin, key)
+        assert ids == [events[0].id, events[4].id, events[5].id]
+        assert len(ids) + sum(dropped) == len(events)
+    finally:
+        await admin.client_unpause()
+        await queue.close()
+        await admin.aclose()
+        await redis.aclose()
