@@ -5,13 +5,17 @@ error messages cut like disconnect reasons. Real redis-server, real hubs, real b
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
 from realtime.backend.events import Event, EventBus
+from realtime.backend.options import StreamOptions
 from realtime.backend.redis_queue import FIELD, RedisQueue, consumer_name
+from realtime.backend.stream import EventStream
+from realtime.metrics import Metrics
 
 from .helpers import unique_prefix, until
 from .redis_server import RedisServer
@@ -61,5 +65,31 @@ async def test_an_event_being_appended_is_never_the_one_dropped(redis_server: Re
     finally:
         await admin.client_unpause()
         await queue.close()
+        await admin.aclose()
+        await redis.aclose()
+
+
+async def test_the_event_stream_settles_a_publish_once_its_event_is_appended(redis_server: RedisServer) -> None:
+    """``EventBus.settle`` (what a publish awaits) waits for the ``[events]`` stream too: while Redis
+    holds the write, the wait goes on; once it ran, the event is in the stream."""
+    admin, redis = Redis.from_url(redis_server.url), Redis.from_url(redis_server.url)
+    stream = EventStream(redis, unique_prefix(), StreamOptions(stream=True), Metrics())
+    bus = EventBus("n")
+    bus.add_sink(stream)
+    try:
+        await redis.ping()
+        await admin.client_pause(30_000, all=False)
+        bus.fire("message.published", channel="news", data={"offset": 1})
+        settled = asyncio.create_task(bus.settle(30))
+        await until(lambda: blocked(admin, 1), what="the append in flight")
+        await admin.ping()
+        assert not settled.done(), "a publish was answered before its event reached the stream"
+        await admin.client_unpause()
+        await asyncio.wait_for(settled, 10)
+        entries: Any = await admin.xrange(stream.key)
+        assert [json.loads(fields[b"event"])["data"] for _, fields in entries] == [{"offset": 1}]
+    finally:
+        await admin.client_unpause()
+        await stream.close()
         await admin.aclose()
         await redis.aclose()

@@ -67,7 +67,10 @@ class EventStream(Feature):
         self._all = ALL in options.on
         self._names = frozenset(options.on)
         self._namespaces = frozenset(options.namespaces)
-        self._queue: deque[Event] = deque()
+        #: Events waiting, as (serial, event), oldest first.
+        self._queue: deque[tuple[int, Event]] = deque()
+        self._put = 0  # events taken so far: the serial of the last one
+        self._progress = asyncio.Event()
         self._ready = asyncio.Event()
         self._drained = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -77,7 +80,7 @@ class EventStream(Feature):
         #: Events appended by this node.
         self.appended = 0
         #: The events of the round trip in progress (out of the queue until it failed).
-        self._sending: list[Event] = []
+        self._sending: list[tuple[int, Event]] = []
         self._warn_dropped = Warner("event stream: events dropped, Redis did not take them in time", log)
 
     def wants(self, name: str, namespace: str) -> bool:
@@ -89,6 +92,7 @@ class EventStream(Feature):
     def put(self, event: Event) -> None:
         if self._closed:
             return
+        self._put += 1
         if len(self._queue) + len(self._sending) >= self.options.buffer:
             # The oldest waiting event goes; those of a round trip in progress may be in the stream
             # already (dropping one would count an event a backend gets), so with none waiting, this one.
@@ -97,13 +101,28 @@ class EventStream(Feature):
                 return
             self._queue.popleft()
             self._drop(1)
-        self._queue.append(event)
+        self._queue.append((self._put, event))
         self._drained.clear()
         self._ready.set()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
+    def _oldest(self) -> int:
+        """The serial of the oldest event neither appended nor dropped (the round trip's come first)."""
+        if self._sending:
+            return self._sending[0][0]
+        return self._queue[0][0] if self._queue else self._put + 1
+
+    async def settle(self) -> None:
+        """Until every event taken so far is appended (or dropped): the hub answers a publish only
+        then (``EventBus.settle``), so a node killed right after its answer has not lost the event."""
+        target = self._put
+        while self._oldest() <= target and not self._closed:
+            self._progress.clear()
+            await self._progress.wait()
+
     def _drop(self, n: int) -> None:
+        self._progress.set()
         self.dropped += n
         self.metrics.event_stream("dropped", n)
         self._warn_dropped(f": {n} now, {self.dropped} so far")
@@ -135,7 +154,7 @@ class EventStream(Feature):
             return
         try:
             pipe: Any = self.redis.pipeline(transaction=False)
-            for event in batch:
+            for _, event in batch:
                 pipe.xadd(self.key, entry(event), maxlen=self.options.maxlen, approximate=True)
             await pipe.execute()
         except BaseException:
@@ -148,12 +167,14 @@ class EventStream(Feature):
             raise
         finally:
             self._sending = []
+        self._progress.set()
         self.appended += len(batch)
         self.metrics.event_stream("appended", len(batch))
 
     async def close(self) -> None:
         """Stop taking events; append what is queued (bounded in time), then stop the task."""
         self._closed = True
+        self._progress.set()  # settle waits no more
         task, self._task = self._task, None
         if task is None:
             return
