@@ -39,7 +39,7 @@ from .backend.events import EVENT_NAMES
 from .backend.options import PushOptions, StreamOptions
 from .backend.rules import FORMATS as BACKEND_FORMATS
 from .backend.rules import MIN_SECRET as MIN_BACKEND_SECRET_BYTES
-from .backend.rules import BackendSettings, RuleError, WebhookRule, check_rules, webhook_rules
+from .backend.rules import BackendSettings, RuleError, WebhookRule, check_namespaces, check_rules, webhook_rules
 from .hosts import ANY_HOST, LOOPBACK_HOSTS, effective_allowed_hosts, origin_entry_problem
 from .hosts import ENTRY as HOST_ENTRY
 from .namespaces import OPTIONS as NAMESPACE_OPTIONS
@@ -383,6 +383,10 @@ def load_settings(
         check_rules(settings.webhooks, settings.namespaces)
     except RuleError as exc:
         raise _rules_error(exc, given["webhooks"][1]) from None
+    try:  # like the webhook rules': a name not declared would select nothing, silently
+        check_namespaces("events.namespaces", settings.events.namespaces, settings.namespaces)
+    except RuleError as exc:
+        raise _rules_error(exc, given["events"][1]) from None
     return settings
 
 

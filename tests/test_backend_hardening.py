@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from redis.asyncio import Redis
 
 from realtime.backend.events import Event, EventBus
 from realtime.backend.options import StreamOptions
 from realtime.backend.redis_queue import FIELD, RedisQueue, consumer_name
 from realtime.backend.stream import EventStream
+from realtime.config import ConfigError, load_settings
 from realtime.metrics import Metrics
 
 from .helpers import unique_prefix, until
@@ -93,3 +96,29 @@ async def test_the_event_stream_settles_a_publish_once_its_event_is_appended(red
         await stream.close()
         await admin.aclose()
         await redis.aclose()
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        ('["chta"]', "no namespace 'chta' (did you mean 'chat'?)"),
+        ('["chat", "room"]', "no namespace 'room'"),
+    ],
+)
+def test_event_stream_namespaces_must_be_declared(tmp_path: Path, names: str, message: str) -> None:
+    """Like the webhook rules': a namespace not declared would select nothing, silently."""
+    config = tmp_path / "hub.toml"
+    config.write_text(
+        f'redis = "redis://127.0.0.1:1/0"\n[events]\nstream = true\nnamespaces = {names}\n'
+        '[namespaces.chat]\nkind = "chat"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={}, config_file=config)
+    assert str(info.value).startswith(f"invalid setting events.namespaces (from {config}): {message}")
+    assert "\n" not in str(info.value)
+
+
+def test_event_stream_namespaces_may_name_the_default_one(tmp_path: Path) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text('redis = "redis://127.0.0.1:1/0"\n[events]\nstream = true\nnamespaces = ["default"]\n')
+    assert load_settings(env={}, config_file=config).events.namespaces == ("default",)

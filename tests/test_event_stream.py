@@ -275,7 +275,7 @@ def test_event_settings_are_read(tmp_path: Path) -> None:
     config = tmp_path / "hub.toml"
     config.write_text(
         'redis = "redis://127.0.0.1:1/0"\n[events]\nstream = true\non = ["message.published"]\n'
-        'namespaces = ["chat"]\nmaxlen = 5000\n'
+        'namespaces = ["chat"]\nmaxlen = 5000\n[namespaces.chat]\nkind = "chat"\n'
     )
     settings = load_settings(env={}, config_file=config)
     assert settings.events == StreamOptions(True, ("message.published",), ("chat",), 5000)

@@ -193,11 +193,16 @@ def check_rules(rules: Sequence[WebhookRule], namespaces: Mapping[str, object]) 
     """The rules against the namespaces: RuleError for one that is not configured. (That webhooks
     have a secret to be signed with is checked with the proxies' and the push hook's, in realtime.config.)"""
     for index, rule in enumerate(rules):
-        for stored in rule.namespaces:
-            if stored not in namespaces:
-                name = stored or DEFAULT
-                known = [n or DEFAULT for n in namespaces]
-                raise RuleError(f"webhooks[{index}].namespaces", f"no namespace {name!r}{_hint(name, known)}")
+        check_namespaces(f"webhooks[{index}].namespaces", rule.namespaces, namespaces)
+
+
+def check_namespaces(label: str, names: Sequence[str], namespaces: Mapping[str, object]) -> None:
+    """RuleError for the first of ``names`` (``""`` or ``"default"``: the default namespace) not configured."""
+    for stored in names:
+        if (stored if stored != DEFAULT else "") not in namespaces:
+            name = stored or DEFAULT
+            known = [n or DEFAULT for n in namespaces]
+            raise RuleError(label, f"no namespace {name!r}{_hint(name, known)}")
 
 
 def group_by_url(rules: Sequence[WebhookRule]) -> dict[str, list[WebhookRule]]:
@@ -214,6 +219,7 @@ __all__ = [
     "BackendSettings",
     "RuleError",
     "WebhookRule",
+    "check_namespaces",
     "check_rules",
     "group_by_url",
     "webhook_rules",
