@@ -22,6 +22,7 @@ from protocol.messages import Connect, ConnectResult, Ping, Rpc, RpcResult
 from realtime.backend.delivery import RetryPolicy
 from realtime.backend.events import Event, now_ms
 from realtime.backend.http import MAX_ANSWER_BYTES, Answer, BackendClient, Failure
+from realtime.backend.proxy import MAX_ERROR_MESSAGE
 from realtime.backend.push import SignedPost
 from realtime.backend.queues import MAX_QUEUED_BYTES, MemoryQueue
 from realtime.backend.rules import WebhookRule
@@ -77,6 +78,8 @@ class Hostile:
             return response
         if path == "/disconnect":  # a reason whose 120th byte falls inside a character
             return web.json_response({"disconnect": {"code": 4321, "reason": "a" + "\u00e9" * 99}})
+        if path == "/long-error":  # an app error with a message far past what a human reads
+            return web.json_response({"error": {"code": 1400, "message": "\u00e9" * 100_000}})
         if path == "/moved":  # elsewhere: where a signed body must not follow
             raise web.HTTPPermanentRedirect(self.url("/elsewhere"))
         if path == "/elsewhere":
@@ -258,3 +261,14 @@ async def test_requests_in_flight_are_bounded_per_url(hostile: Hostile) -> None:
         assert isinstance(await c.post(hostile.url("/hang"), {}), Answer)
     finally:
         await c.close()
+
+
+async def test_a_long_app_error_message_is_cut(hub_factory: HubFactory, hostile: Hostile) -> None:
+    hub = await hub_factory(
+        backend_secrets=(BACKEND_SECRET,), proxy_connect=hostile.url("/connect"), proxy_rpc=hostile.url("/long-error")
+    )
+    async with await RawClient.open(hub.url, connect_first=False) as c:
+        assert isinstance((await c.command(Connect(0))).result, ConnectResult)
+        error = (await c.command(Rpc(0, "x", msgpack.packb(None)))).error
+        assert error is not None and error.code == 1400, error
+        assert error.message == "\u00e9" * MAX_ERROR_MESSAGE

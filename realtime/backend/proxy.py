@@ -263,6 +263,10 @@ class Proxies(Feature):
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+#: Characters of a backend's error message that reach the client (a disconnect reason: 100).
+MAX_ERROR_MESSAGE = 200
+
+
 def _result(answer: Answer) -> dict[str, Any]:
     """The ``result`` of an answer; the refusal it carries raised as a client error."""
     body = answer.body
@@ -277,9 +281,12 @@ def _result(answer: Answer) -> dict[str, Any]:
         code, message = (e.get("code"), e.get("message", "")) if isinstance(e, dict) else (None, None)
         if type(code) is not int or not isinstance(message, str):
             raise BackendAnswerError("error needs an integer code and a message string")
+        # An error message is short and for humans (protocol.md): a backend's long one is cut, so
+        # that a refusal cannot cost the client (or the logs) up to an answer's whole size.
+        message = message[:MAX_ERROR_MESSAGE] or "refused by the backend"
         if code in APP_CODES:
-            raise AppError(code, message or "refused by the backend")
-        raise CommandError(ErrorCode.PERMISSION_DENIED, message or "refused by the backend")
+            raise AppError(code, message)
+        raise CommandError(ErrorCode.PERMISSION_DENIED, message)
     result = body.get("result")
     if not isinstance(result, dict):
         raise BackendAnswerError("expected one of result, error and disconnect")
