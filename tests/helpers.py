@@ -12,6 +12,8 @@ import contextlib
 import dataclasses
 import importlib.util
 import inspect
+import os
+import re
 import sys
 import time
 import uuid
@@ -530,3 +532,43 @@ def load_script(name: str) -> Any:
     sys.modules[name] = module  # dataclasses look their module up while the script runs
     spec.loader.exec_module(module)
     return module
+
+
+#: What ``realtime serve`` prints on stderr once it listens (with ``--port 0``: the port it took).
+LISTENING = re.compile(rb"listening on wss?://[\d.]+:(\d+)/ws")
+
+
+async def start_serve(
+    *args: str, env: dict[str, str] | None = None, lines: list[bytes] | None = None, timeout: float = 15.0
+) -> tuple[asyncio.subprocess.Process, int]:
+    """``python -m realtime serve --port 0 ARGS`` as a real process, once it listens: it and its port.
+
+    ``env`` is added to this process's environment; the stderr lines read until then are appended to
+    ``lines``. A hub that exits or does not listen in time is killed and fails the test.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "realtime",
+        "serve",
+        "--port",
+        "0",
+        *args,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+    assert proc.stderr is not None
+    seen = [] if lines is None else lines
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await proc.stderr.readline()
+                assert line, f"the hub exited before listening: {b''.join(seen[-20:])!r}"
+                seen.append(line)
+                if m := LISTENING.search(line):
+                    return proc, int(m.group(1))
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise

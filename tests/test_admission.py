@@ -294,7 +294,8 @@ def test_the_default_backlog_is_sized_for_reconnect_storms() -> None:
 async def test_serve_process_times_out_a_silent_socket_and_answers_readyz_while_draining(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from .test_serve_process import QUICKSTART, start_serve
+    from .helpers import start_serve
+    from .test_serve_process import QUICKSTART
 
     monkeypatch.setenv("REALTIME_HANDSHAKE_TIMEOUT", "0.3")
     monkeypatch.setenv("REALTIME_BACKLOG", "99")
@@ -331,7 +332,8 @@ async def test_serve_process_times_out_a_silent_socket_and_answers_readyz_while_
 async def test_serve_process_refuses_one_more_pending_socket_under_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
     """``realtime serve`` runs uvloop, whose transports are not ``asyncio.WriteTransport``s:
     the over-cap socket still gets its 503, and nothing is logged at ERROR."""
-    from .test_serve_process import QUICKSTART, start_serve
+    from .helpers import start_serve
+    from .test_serve_process import QUICKSTART
 
     monkeypatch.setenv("REALTIME_MAX_PENDING_PER_ADDRESS", "2")
     proc, port = await start_serve("--config", str(QUICKSTART))

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tomllib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -21,10 +20,11 @@ import pytest
 
 from realtime.client import Client, ConnectionClosed, ReplyError
 
+from .helpers import start_serve
+
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND = ROOT / "docs" / "examples" / "backend.mjs"
 SECRET = "a-long-random-secret"
-LISTENING = re.compile(rb"listening on ws://[\d.]+:(\d+)/ws")
 
 
 @pytest.fixture(autouse=True)
@@ -121,26 +121,9 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
         base = f"http://127.0.0.1:{int(m.group(1))}"
         config = tmp_path / "hub.toml"
         config.write_text(hub_toml(base))
-        hub = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "realtime",
-            "serve",
-            "--port",
-            "0",
-            "--config",
-            str(config),
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        assert hub.stderr is not None
-        lines = b""
-        async with asyncio.timeout(15):
-            while not (m := LISTENING.search(lines)):
-                line = await hub.stderr.readline()
-                assert line, f"the hub exited before listening: {lines!r}"
-                lines += line
-        yield Setup(f"ws://127.0.0.1:{int(m.group(1))}/ws", base, lines)
+        lines: list[bytes] = []
+        hub, port = await start_serve("--config", str(config), lines=lines)
+        yield Setup(f"ws://127.0.0.1:{port}/ws", base, b"".join(lines))
     finally:
         if hub is not None:
             await stop(hub)

@@ -25,9 +25,8 @@ from realtime.loadtest.runner import execute, usage_error
 from realtime.loadtest.stats import Latency, OffsetTracker, Stats, count_shortfall
 from realtime.loadtest.wsclient import Target, open_client, parse_url
 
-from .helpers import TEST_SECRET, RunningHub
+from .helpers import TEST_SECRET, RunningHub, start_serve
 from .redis_server import RedisServer
-from .test_serve_process import start_serve
 
 #: What a hub under load test needs (docs/loadtest.md): no command budget, no per-address limits.
 LOADTEST_SETTINGS: dict[str, Any] = {

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,31 +12,10 @@ import pytest
 from protocol.codes import CloseCode
 from protocol.messages import Disconnect
 
+from .helpers import start_serve
 from .wsclient import RawClient
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "quickstart.toml"
-LISTENING = re.compile(rb"listening on ws://[\d.]+:(\d+)/ws")
-
-
-async def start_serve(*args: str) -> tuple[asyncio.subprocess.Process, int]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "realtime",
-        "serve",
-        "--port",
-        "0",
-        *args,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stderr is not None
-    async with asyncio.timeout(15):
-        while True:
-            line = await proc.stderr.readline()
-            assert line, "the hub exited before listening"
-            if m := LISTENING.search(line):
-                return proc, int(m.group(1))
 
 
 @pytest.fixture

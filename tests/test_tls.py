@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import ssl
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -22,13 +20,12 @@ from realtime.config import ConfigError, load_settings
 from realtime.publisher import Publisher
 from realtime.server import WS_PATH
 
-from .helpers import WAIT, HubFactory, make_token
+from .helpers import WAIT, HubFactory, make_token, start_serve
 from .tls import CertAuthority, make_ca, peer_common_name
 from .wsclient import RawClient
 
 HOST = "127.0.0.1"
 KEY = ApiKey("backend", "tls-test-api-key", frozenset({"*"}))
-LISTENING = re.compile(rb"listening on wss://[\d.]+:(\d+)/ws")
 
 
 @pytest.fixture
@@ -138,29 +135,10 @@ async def test_reload_serves_the_new_certificate_to_new_handshakes(
 
 async def test_serve_process_reloads_its_certificate_on_sighup(ca: CertAuthority, tmp_path: Path) -> None:
     cert, key = ca.issue(tmp_path, "hub", common_name="before sighup")
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "REALTIME_ALLOW_ANONYMOUS": "true",
-        "REALTIME_TLS_CERT": str(cert),
-        "REALTIME_TLS_KEY": str(key),
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "realtime",
-        "serve",
-        "--port",
-        "0",
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
+    env = {"REALTIME_ALLOW_ANONYMOUS": "true", "REALTIME_TLS_CERT": str(cert), "REALTIME_TLS_KEY": str(key)}
+    proc, port = await start_serve(env=env)
     assert proc.stderr is not None
     try:
-        async with asyncio.timeout(15):
-            while not (match := LISTENING.search(await proc.stderr.readline())):
-                assert proc.returncode is None, "the hub exited before listening"
-        port = int(match.group(1))
         trust = ca.client_context()
         assert await served_common_name(port, trust) == "before sighup"
 

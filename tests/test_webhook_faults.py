@@ -17,10 +17,8 @@ every event not counted there is delivered.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
-import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,9 +35,8 @@ from realtime.backend.rules import WebhookRule
 from realtime.publisher import ApiError, ApiUnreachable, Publisher, Sent
 
 from .backend_app import BACKEND_SECRET, Backend
-from .helpers import HubFactory, unique_prefix, until
+from .helpers import HubFactory, start_serve, unique_prefix, until
 from .redis_server import RedisServer
-from .test_serve_process import LISTENING
 
 API_KEY = "api-key-for-the-webhook-fault-run"
 CHANNEL = "chat:faults"
@@ -71,28 +68,9 @@ class Node:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "realtime",
-            "serve",
-            "--port",
-            "0",
-            "--config",
-            str(self.config),
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        self.proc, self.port = await start_serve("--config", str(self.config), lines=self.log)
         stderr = self.proc.stderr
         assert stderr is not None
-        async with asyncio.timeout(15):
-            while True:
-                line = await stderr.readline()
-                assert line, f"the hub exited before listening: {b''.join(self.log[-20:])!r}"
-                self.log.append(line)
-                if m := LISTENING.search(line):
-                    self.port = int(m.group(1))
-                    break
         self._reader = asyncio.create_task(self._drain(stderr))
 
     async def _drain(self, stderr: asyncio.StreamReader) -> None:

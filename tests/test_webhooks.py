@@ -21,10 +21,9 @@ from realtime.namespaces import Namespace
 from realtime.publisher import Publisher
 
 from .backend_app import BACKEND_SECRET, Backend, catalogue
-from .helpers import HubFactory, RunningHub, namespaces, unique_prefix, until, user
+from .helpers import HubFactory, RunningHub, namespaces, start_serve, unique_prefix, until, user
 from .redis_cluster import LocalCluster
 from .redis_server import RedisServer
-from .test_serve_process import start_serve
 
 CHAT = Namespace(name="chat", kind="chat", subscribe="anyone", publish="clients", presence=True, presence_grace=0.1)
 STATUS = Namespace(name="status", kind="status", subscribe="anyone", presence_grace=0.1)
