@@ -1,6 +1,6 @@
 """A webhook endpoint's queue in Redis: a Stream, and one consumer group that every node reads.
 
-* ``put`` buffers the event (bounded) and a task of this node appends it: ``XADD key MAXLEN ~ max_queued``
+* ``put`` buffers the event (bounded in events and in payload bytes, :data:`MAX_QUEUED_BYTES`) and a task of this node appends it: ``XADD key MAXLEN ~ max_queued``
   (the Stream keeps about that many; beyond, Redis trims the oldest);
 * ``take`` reads new entries for this node with ``XREADGROUP`` (each entry goes to one consumer of the
   group, so to one node), and first, every ``reclaim_after / 4`` seconds, takes over with ``XAUTOCLAIM``
@@ -31,7 +31,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from .events import Event
-from .queues import Warner
+from .queues import MAX_QUEUED_BYTES, Warner
 
 log = logging.getLogger("realtime.webhooks")
 
@@ -91,10 +91,11 @@ class RedisQueue:
         self._reclaim_every = reclaim_after / 4
         self._next_reclaim = 0.0
         self._on_drop = on_drop
-        #: Events not yet in Redis, as (serial, body), oldest first.
-        self._buffer: deque[tuple[int, bytes]] = deque()
+        #: Events not yet in Redis, as (serial, body, payload bytes), oldest first.
+        self._buffer: deque[tuple[int, bytes, int]] = deque()
         #: The events of the round trip in progress: out of the buffer, back to its front if it fails.
-        self._sending: list[tuple[int, bytes]] = []
+        self._sending: list[tuple[int, bytes, int]] = []
+        self._bytes = 0  # the payload bytes (:attr:`Event.size`) of the buffer and the round trip
         self._wake = asyncio.Event()
         self._put = 0  # events put so far: the serial of the last one
         self._progress = asyncio.Event()
@@ -111,17 +112,29 @@ class RedisQueue:
 
     def put(self, event: Event) -> None:
         self._put += 1
-        if len(self._buffer) + len(self._sending) >= self._limit:  # Redis unreachable for long: keep the newest
+        size = event.size
+        # Redis unreachable for long: keep the newest, within the count and the bytes. The oldest
+        # waiting events go; those of the round trip in progress may be in Redis already (and their
+        # publishes wait for them), so with none waiting, this one (unless it is alone).
+        dropped = 0
+        while self._over(1, size) and self._buffer:
+            self._bytes -= self._buffer.popleft()[2]
+            dropped += 1
+        drop_this = bool(self._sending) and self._over(1, size)
+        if dropped or drop_this:
             self._progress.set()
-            self._on_drop(1)
+            self._on_drop(dropped + drop_this)
             self._warn_full()
-            # The oldest waiting event goes; those of the round trip in progress may be in Redis
-            # already (and their publishes wait for them), so with none waiting, this one.
-            if not self._buffer:
-                return
-            self._buffer.popleft()
-        self._buffer.append((self._put, orjson.dumps(event.to_dict())))
+        if drop_this:
+            return
+        self._buffer.append((self._put, orjson.dumps(event.to_dict()), size))
+        self._bytes += size
         self._wake.set()
+
+    def _over(self, n: int, size: int) -> bool:
+        """Whether ``n`` more events of ``size`` bytes would exceed the count or the bytes."""
+        count = len(self._buffer) + len(self._sending) + n
+        return count > self._limit or self._bytes + size > MAX_QUEUED_BYTES
 
     def _oldest(self) -> int:
         """The serial of the oldest event not yet appended nor dropped (the round trip's come first)."""
@@ -146,7 +159,7 @@ class RedisQueue:
             batch = self._sending = [self._buffer.popleft() for _ in range(n)]
             try:
                 pipe = self.redis.pipeline(transaction=False)
-                for _, body in batch:
+                for _, body, _ in batch:
                     pipe.xadd(self.key, {FIELD: body}, maxlen=self._limit, approximate=True)
                 await pipe.execute()
             except (RedisError, OSError) as exc:
@@ -154,10 +167,11 @@ class RedisQueue:
                 # the oldest beyond the limit dropped and counted.
                 self._sending = []
                 self._buffer.extendleft(reversed(batch))
-                overflow = len(self._buffer) - self._limit
-                for _ in range(overflow):
-                    self._buffer.popleft()
-                if overflow > 0:
+                overflow = 0
+                while len(self._buffer) > 1 and self._over(0, 0):
+                    self._bytes -= self._buffer.popleft()[2]
+                    overflow += 1
+                if overflow:
                     self._progress.set()
                     self._on_drop(overflow)
                     self._warn_full()
@@ -169,6 +183,7 @@ class RedisQueue:
                 self._buffer.extendleft(reversed(batch))
                 raise
             self._sending = []
+            self._bytes -= sum(size for _, _, size in batch)
             self._progress.set()
 
     async def flush(self, timeout: float) -> None:

@@ -8,9 +8,10 @@ webhook carries), so a consumer in any language parses one value. The stream kee
 (``realtime.backend.consumer.EventConsumer`` in Python); the hub never reads it.
 
 The stream is a single key, and no command touches two keys: a Redis Cluster puts it on one
-shard without a hash tag. ``put`` never waits: events queue here (at most ``buffer``) and one task
-appends them, in pipelines; while Redis is unreachable they wait, the oldest dropped beyond
-``buffer`` (counted in ``realtime_event_stream_events_total{outcome="dropped"}``, logged).
+shard without a hash tag. ``put`` never waits: events queue here (at most ``buffer`` events and
+:data:`~realtime.backend.queues.MAX_QUEUED_BYTES` of payload) and one task appends them, in
+pipelines; while Redis is unreachable they wait, the oldest dropped beyond either bound (counted in
+``realtime_event_stream_events_total{outcome="dropped"}``, logged).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..feature import Feature
 from ..metrics import Metrics
 from .events import ALL, Event
 from .options import StreamOptions
-from .queues import Warner
+from .queues import MAX_QUEUED_BYTES, Warner
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
@@ -67,20 +68,21 @@ class EventStream(Feature):
         self._all = ALL in options.on
         self._names = frozenset(options.on)
         self._namespaces = frozenset(options.namespaces)
-        #: Events waiting, as (serial, event), oldest first.
-        self._queue: deque[tuple[int, Event]] = deque()
+        #: Events waiting, as (serial, event, payload bytes), oldest first.
+        self._queue: deque[tuple[int, Event, int]] = deque()
+        self._bytes = 0  # the payload bytes (:attr:`Event.size`) of the queue and the round trip
         self._put = 0  # events taken so far: the serial of the last one
         self._progress = asyncio.Event()
         self._ready = asyncio.Event()
         self._drained = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        #: Events dropped because Redis did not take them before ``buffer`` more arrived.
+        #: Events dropped because Redis did not take them before ``buffer`` more (or their bytes) arrived.
         self.dropped = 0
         #: Events appended by this node.
         self.appended = 0
         #: The events of the round trip in progress (out of the queue until it failed).
-        self._sending: list[tuple[int, Event]] = []
+        self._sending: list[tuple[int, Event, int]] = []
         self._warn_dropped = Warner("event stream: events dropped, Redis did not take them in time", log)
 
     def wants(self, name: str, namespace: str) -> bool:
@@ -93,19 +95,29 @@ class EventStream(Feature):
         if self._closed:
             return
         self._put += 1
-        if len(self._queue) + len(self._sending) >= self.options.buffer:
-            # The oldest waiting event goes; those of a round trip in progress may be in the stream
-            # already (dropping one would count an event a backend gets), so with none waiting, this one.
-            if not self._queue:
-                self._drop(1)
-                return
-            self._queue.popleft()
+        size = event.size
+        # The oldest waiting events go; those of a round trip in progress may be in the stream already
+        # (dropping one would count an event a backend gets), so with none waiting, this one (unless alone).
+        dropped = 0
+        while self._over(1, size) and self._queue:
+            self._bytes -= self._queue.popleft()[2]
+            dropped += 1
+        if dropped:
+            self._drop(dropped)
+        if self._sending and self._over(1, size):
             self._drop(1)
-        self._queue.append((self._put, event))
+            return
+        self._queue.append((self._put, event, size))
+        self._bytes += size
         self._drained.clear()
         self._ready.set()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def _over(self, n: int, size: int) -> bool:
+        """Whether ``n`` more events of ``size`` bytes would exceed ``buffer`` or the bytes."""
+        count = len(self._queue) + len(self._sending) + n
+        return count > self.options.buffer or self._bytes + size > MAX_QUEUED_BYTES
 
     def _oldest(self) -> int:
         """The serial of the oldest event neither appended nor dropped (the round trip's come first)."""
@@ -148,25 +160,28 @@ class EventStream(Feature):
     async def _append(self) -> None:
         """Append up to :data:`PIPELINE` queued events in one round trip. A round trip that fails goes
         back to the front of the queue (it may have appended some: they are appended again, and a
-        consumer deduplicates by the event's ``id``), the oldest dropped beyond ``buffer``."""
+        consumer deduplicates by the event's ``id``), the oldest dropped beyond ``buffer`` or the bytes."""
         batch = self._sending = [self._queue.popleft() for _ in range(min(PIPELINE, len(self._queue)))]
         if not batch:
             return
         try:
             pipe: Any = self.redis.pipeline(transaction=False)
-            for _, event in batch:
+            for _, event, _ in batch:
                 pipe.xadd(self.key, entry(event), maxlen=self.options.maxlen, approximate=True)
             await pipe.execute()
         except BaseException:
+            self._sending = []
             self._queue.extendleft(reversed(batch))
-            overflow = len(self._queue) - self.options.buffer
-            for _ in range(overflow):
-                self._queue.popleft()
-            if overflow > 0:
+            overflow = 0
+            while len(self._queue) > 1 and self._over(0, 0):
+                self._bytes -= self._queue.popleft()[2]
+                overflow += 1
+            if overflow:
                 self._drop(overflow)
             raise
         finally:
             self._sending = []
+        self._bytes -= sum(size for _, _, size in batch)
         self._progress.set()
         self.appended += len(batch)
         self.metrics.event_stream("appended", len(batch))
