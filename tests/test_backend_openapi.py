@@ -322,7 +322,7 @@ async def test_real_proxy_and_rpc_requests_match_the_document(
     hub_factory: HubFactory, backend: Recorder, fmt: str
 ) -> None:
     backend.answers = {
-        "connectProxy": {"result": {"user": "alice", "info": {"name": "Alice"}, "expires": int(time.time()) + 1}},
+        "connectProxy": {"result": {"user": "alice", "info": {"name": "Alice"}, "expires": int(time.time()) + 2}},
         "refreshProxy": {"result": {"expires": int(time.time()) + 3600, "channels": ["room:granted"]}},
         "subscribeProxy": {"result": {"info": {"role": "host"}}},
         "publishProxy": {"result": {"data": {"text": "hi", "checked": True}}},

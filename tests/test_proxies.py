@@ -231,7 +231,7 @@ async def test_refresh_proxy_extends_a_proxied_connection(hub_factory: HubFactor
 
 
 async def test_refresh_proxy_can_end_the_session(hub_factory: HubFactory, backend: Backend) -> None:
-    backend.on("/connect", Reply({"result": {"user": "alice", "expires": int(time.time()) + 1}}))
+    backend.on("/connect", Reply({"result": {"user": "alice", "expires": int(time.time()) + 2}}))
     backend.on("/refresh", Reply({"disconnect": {"code": 4502, "reason": "logged out"}}))
     hub = await proxied_hub(hub_factory, backend)
     async with await connect(hub) as c:
@@ -473,7 +473,7 @@ async def test_python_sdk_connects_with_app_data_and_calls_rpc(hub_factory: HubF
 async def test_a_failing_refresh_proxy_is_asked_again_until_the_grace_runs_out(
     hub_factory: HubFactory, backend: Backend
 ) -> None:
-    backend.on("/connect", Reply({"result": {"user": "alice", "expires": int(time.time()) + 1}}))
+    backend.on("/connect", Reply({"result": {"user": "alice", "expires": int(time.time()) + 2}}))
     backend.on("/refresh", Reply({}, status=500))
     hub = await proxied_hub(hub_factory, backend, token_grace=1.5)
     async with await connect(hub) as c:
