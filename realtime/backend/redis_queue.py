@@ -22,7 +22,6 @@ import logging
 import os
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,8 +29,9 @@ import orjson
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
+from .appender import StreamAppender
 from .events import Event
-from .queues import MAX_QUEUED_BYTES, Warner
+from .queues import Warner
 
 log = logging.getLogger("realtime.webhooks")
 
@@ -90,107 +90,39 @@ class RedisQueue:
         self._reclaim_ms = max(1, int(reclaim_after * 1000))
         self._reclaim_every = reclaim_after / 4
         self._next_reclaim = 0.0
-        self._on_drop = on_drop
-        #: Events not yet in Redis, as (serial, body, payload bytes), oldest first.
-        self._buffer: deque[tuple[int, bytes, int]] = deque()
-        #: The events of the round trip in progress: out of the buffer, back to its front if it fails.
-        self._sending: list[tuple[int, bytes, int]] = []
-        self._bytes = 0  # the payload bytes (:attr:`Event.size`) of the buffer and the round trip
-        self._wake = asyncio.Event()
-        self._put = 0  # events put so far: the serial of the last one
-        self._progress = asyncio.Event()
-        self._appender: asyncio.Task[None] | None = None
-        self._group_ready = False
-        self._keep = redis.register_script(KEEP)
         self._warn_full = Warner(f"webhook events of {endpoint} not yet in Redis: dropped the oldest")
         self._warn_redis = Warner(f"webhook queue of {endpoint}: Redis failed")
 
-    def start(self) -> None:
-        self._appender = asyncio.create_task(self._append_forever())
+        def dropped(n: int) -> None:
+            on_drop(n)
+            self._warn_full()
 
-    # --- put: buffer, then append ----------------------------------------------
+        self._appender = StreamAppender(
+            redis,
+            key,
+            lambda event: {FIELD: orjson.dumps(event.to_dict())},
+            limit=limit,
+            maxlen=limit,
+            batch=APPEND_BATCH,
+            pauses=(RETRY_PAUSE, RETRY_PAUSE),
+            on_drop=dropped,
+            on_failure=lambda exc, _pause: self._warn_redis(f": {exc}"),
+        )
+        self._group_ready = False
+        self._keep = redis.register_script(KEEP)
+
+    def start(self) -> None:
+        """Nothing to start: the appender's task starts with the first event."""
+
+    # --- put: buffer, then append (realtime.backend.appender) ---------------------------------
 
     def put(self, event: Event) -> None:
-        self._put += 1
-        size = event.size
-        # Redis unreachable for long: keep the newest, within the count and the bytes. The oldest
-        # waiting events go; those of the round trip in progress may be in Redis already (and their
-        # publishes wait for them), so with none waiting, this one (unless it is alone).
-        dropped = 0
-        while self._over(1, size) and self._buffer:
-            self._bytes -= self._buffer.popleft()[2]
-            dropped += 1
-        drop_this = bool(self._sending) and self._over(1, size)
-        if dropped or drop_this:
-            self._progress.set()
-            self._on_drop(dropped + drop_this)
-            self._warn_full()
-        if drop_this:
-            return
-        self._buffer.append((self._put, orjson.dumps(event.to_dict()), size))
-        self._bytes += size
-        self._wake.set()
-
-    def _over(self, n: int, size: int) -> bool:
-        """Whether ``n`` more events of ``size`` bytes would exceed the count or the bytes."""
-        count = len(self._buffer) + len(self._sending) + n
-        return count > self._limit or self._bytes + size > MAX_QUEUED_BYTES
-
-    def _oldest(self) -> int:
-        """The serial of the oldest event not yet appended nor dropped (the round trip's come first)."""
-        if self._sending:
-            return self._sending[0][0]
-        return self._buffer[0][0] if self._buffer else self._put + 1
+        self._appender.put(event)
 
     async def settle(self) -> None:
         """Until every event put so far is appended to the Stream (or dropped): a publish is answered
         only then, so a node killed right after its answer has not lost the event."""
-        target = self._put
-        while self._oldest() <= target:
-            self._progress.clear()
-            await self._progress.wait()
-
-    async def _append_forever(self) -> None:
-        while True:
-            if not self._buffer:
-                self._wake.clear()
-                await self._wake.wait()
-            n = min(APPEND_BATCH, len(self._buffer))
-            batch = self._sending = [self._buffer.popleft() for _ in range(n)]
-            try:
-                pipe = self.redis.pipeline(transaction=False)
-                for _, body, _ in batch:
-                    pipe.xadd(self.key, {FIELD: body}, maxlen=self._limit, approximate=True)
-                await pipe.execute()
-            except (RedisError, OSError) as exc:
-                # Back to the front (some may be appended: delivered twice, the backend dedups by id),
-                # the oldest beyond the limit dropped and counted.
-                self._sending = []
-                self._buffer.extendleft(reversed(batch))
-                overflow = 0
-                while len(self._buffer) > 1 and self._over(0, 0):
-                    self._bytes -= self._buffer.popleft()[2]
-                    overflow += 1
-                if overflow:
-                    self._progress.set()
-                    self._on_drop(overflow)
-                    self._warn_full()
-                self._warn_redis(f": {exc}")
-                await asyncio.sleep(RETRY_PAUSE)
-                continue
-            except BaseException:
-                self._sending = []
-                self._buffer.extendleft(reversed(batch))
-                raise
-            self._sending = []
-            self._bytes -= sum(size for _, _, size in batch)
-            self._progress.set()
-
-    async def flush(self, timeout: float) -> None:
-        """Wait (at most ``timeout`` seconds) until every buffered event is in Redis."""
-        deadline = time.monotonic() + timeout
-        while (self._buffer or self._sending) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await self._appender.settle()
 
     # --- take, keep, done ----------------------------------------------------
 
@@ -258,11 +190,7 @@ class RedisQueue:
                 await asyncio.sleep(RETRY_PAUSE)
 
     async def close(self) -> None:
-        if self._appender is not None:
-            await self.flush(1.0)
-            self._appender.cancel()
-            await asyncio.gather(self._appender, return_exceptions=True)
-            self._appender = None
+        await self._appender.close(flush=1.0)
 
 
 def _entries(items: Any) -> tuple[list[tuple[str, Event]], list[str]]:
