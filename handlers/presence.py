@@ -73,6 +73,7 @@ from realtime.auth import check_subscribe
 from realtime.backend.events import json_value
 from realtime.engines.presence import PresenceEntry
 from realtime.logs import log_failure
+from realtime.tasks import cancel_and_wait
 
 from .base import Feature, Handler, HubServices, namespace_of
 
@@ -187,9 +188,7 @@ class Presence(Feature):
         if self._refresher is not None:
             tasks.append(self._refresher)
             self._refresher = None
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*tasks)
 
     # --- commands --------------------------------------------------------
 

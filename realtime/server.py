@@ -55,6 +55,7 @@ from .logs import bind, node_name, unbind
 from .metrics import METRICS, Metrics, metrics_app, serve_metrics
 from .metrics import PATH as METRICS_PATH
 from .revocations import RevocationFileError
+from .tasks import cancel_and_wait
 from .tls import TlsError, reload_tls, tls_context
 
 log = logging.getLogger("realtime.server")
@@ -432,10 +433,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
         yield
         # aiohttp's shutdown closed their sockets; a connection still running is cancelled, as
         # aiohttp cancels a handler still running.
-        for task in list(tasks):
-            task.cancel()
-        if tasks:
-            await asyncio.wait(list(tasks))
+        await cancel_and_wait(*tasks)
         await webhooks.close()  # before the engine: the Redis queues flush through its client
         await hub.close()
         if backend is not None:

@@ -14,11 +14,11 @@ has not lost the event.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..tasks import cancel_and_wait
 from .events import Event
 from .queues import MAX_QUEUED_BYTES
 
@@ -164,9 +164,7 @@ class StreamAppender:
         deadline = loop.time() + flush
         while self.pending and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
 
 __all__ = ["StreamAppender"]

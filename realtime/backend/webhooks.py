@@ -27,6 +27,7 @@ import msgpack  # type: ignore[import-untyped]
 import orjson
 
 from ..metrics import Metrics
+from ..tasks import cancel_and_wait
 from .delivery import CONTENT_TYPES, RetryPolicy, post_signed
 from .events import Event, EventBus
 from .queues import MemoryQueue, Queue, Warner
@@ -186,9 +187,7 @@ class Webhooks:
         for endpoint in self.endpoints:
             self.bus.remove_sink(endpoint)
             await endpoint.queue.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         if self._session is not None:
             await self._session.close()

@@ -40,6 +40,7 @@ from redis.backoff import ExponentialBackoff
 from protocol.messages import ClientInfo, Publication, StateEntry, StreamPosition
 from protocol.wire import MAX_OFFSET
 
+from ..tasks import cancel_and_wait
 from . import redis_scripts as lua
 from .base import Engine
 from .broker import DeliveryHealth, HistoryOptions, HistorySlice, Idempotency, PublicationHandler, Published
@@ -319,9 +320,7 @@ class RedisEngine(Engine):
         self._handler = None
         self._channels.clear()
         if self._loader is not None:
-            self._loader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loader
+            await cancel_and_wait(self._loader)
             self._loader = None
         if self._pubsub is not None:
             await self._pubsub.close()

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import redis.exceptions as rex
 from redis.asyncio import Redis
 
+from ..tasks import cancel_and_wait
 from .errors import EngineUnavailable, OutcomeUnknown
 
 if TYPE_CHECKING:
@@ -110,11 +111,7 @@ class PublishPipeline:
     async def close(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(task)
         while self._queue:
             call = self._queue.popleft()
             if not call.future.done():  # one waiting to be sent again may have run

@@ -62,6 +62,7 @@ from redis.retry import Retry
 
 from protocol.backoff import backoff
 
+from ..tasks import cancel_and_wait
 from .errors import EngineUnavailable
 
 log = logging.getLogger("realtime.redis")
@@ -280,9 +281,7 @@ class _Link:
     async def close(self) -> None:
         """Drop the connection at once (a silent peer would hold a graceful close)."""
         self.fail(ConnectionError("closed"))
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
+        await cancel_and_wait(self._task)
         self._writer.transport.abort()
         with contextlib.suppress(Exception):
             await self.conn.disconnect(nowait=True)
@@ -383,9 +382,7 @@ class RedisPubSub:
         self._closed = True
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         await self._teardown()
 
     async def subscribe(self, *channels: str) -> None:
