@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 from typing import Any
 
+from ..tasks import cancel_and_wait
+
 #: Seconds between two readings.
 INTERVAL = 0.25
 
@@ -68,9 +70,7 @@ class RedisWatch:
     async def stop(self) -> dict[str, Any]:
         """Stop watching; what was seen (the fanout's ``extra.redis``)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         await self.sample()
         with contextlib.suppress(Exception):
             await self.client.aclose()
