@@ -69,6 +69,11 @@ def ns(backend: Backend) -> Any:
     )
 
 
+#: The backend timeout of tests where the backend hangs: short, yet far above a real answer's time even on
+#: a loaded CI machine (0.2 s once timed out a connect proxy call answered at once).
+HANG_TIMEOUT = 1.5
+
+
 async def proxied_hub(hub_factory: HubFactory, backend: Backend, **overrides: Any) -> RunningHub:
     settings: dict[str, Any] = {
         "backend_secrets": (BACKEND_SECRET,),
@@ -175,7 +180,7 @@ async def test_a_failing_backend_is_a_temporary_refusal_with_advice(
 ) -> None:
     url = backend.url("/connect") if failure != "down" else f"http://127.0.0.1:{closed_port()}/connect"
     backend.on("/connect", Reply(hang=True) if failure == "timeout" else Reply({"oops": 1}, status=500))
-    hub = await proxied_hub(hub_factory, backend, proxy_connect=url, backend_timeout=0.2)
+    hub = await proxied_hub(hub_factory, backend, proxy_connect=url, backend_timeout=HANG_TIMEOUT)
     async with await RawClient.open(hub.url, connect_first=False) as c:
         await c.send(Connect(c.next_id()))
         push = await c.disconnect_push()
@@ -259,7 +264,7 @@ async def test_subscribe_proxy_allows_and_refuses(hub_factory: HubFactory, backe
         return Reply({"error": {"code": 7, "message": "no"}})
 
     backend.on("/subscribe", decide)
-    hub = await proxied_hub(hub_factory, backend, backend_timeout=0.2)
+    hub = await proxied_hub(hub_factory, backend, backend_timeout=HANG_TIMEOUT)
     async with await connect(hub) as c:
         assert (await c.command(Subscribe(0, "room:open"))).error is None
         (request,) = backend.calls("/subscribe")
@@ -417,7 +422,7 @@ async def test_rpc_answers_errors_and_failures(hub_factory: HubFactory, backend:
         return Reply({"error": {"code": 1404, "message": "no such method"}}, format=fmt)
 
     backend.on("/rpc", answer)
-    hub = await proxied_hub(hub_factory, backend, backend_format=fmt, backend_timeout=0.2)
+    hub = await proxied_hub(hub_factory, backend, backend_format=fmt, backend_timeout=HANG_TIMEOUT)
     async with await connect(hub) as c:
         reply = await c.command(Rpc(0, "profile", msgpack.packb({"id": 7})))
         assert isinstance(reply.result, RpcResult) and unpack(reply.result.data) == {"id": 7, "name": "Bob"}
