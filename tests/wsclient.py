@@ -270,10 +270,11 @@ class RawSocket:
         return msg
 
     async def close_frame(self, timeout: float = TIMEOUT) -> int:
-        """Read until the hub's close frame (pings skipped, data frames must not come) and return its code."""
+        """Read until the hub's close frame (pings, and pongs to a peer's pings, skipped; data frames must
+        not come) and return its code: a hub may answer a ping it read before it closed."""
         while True:
             opcode, payload = await self.frame(timeout)
-            if opcode == OP_PING:
+            if opcode in (OP_PING, OP_PONG):
                 continue
             assert opcode == OP_CLOSE, (opcode, payload)
             return int.from_bytes(payload[:2], "big")
