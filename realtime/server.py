@@ -521,6 +521,26 @@ def _open_file_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
+def raise_open_file_limit() -> None:
+    """Raise the process's soft open-file limit to its hard limit, as Go programs do by themselves
+    (Go 1.19+): every connection is a descriptor, and the usual soft limit of 1,024 would hold a
+    node to about a thousand phones whatever the machine could take. The hard limit is the
+    operator's to set (``LimitNOFILE=``, ``ulimit -Hn``). For ``realtime serve`` only: a library
+    embedding the hub leaves its process's limits to its owner."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):  # an unlimited hard limit above the kernel's nr_open: keep the soft one
+        return
+    log.info("open-file limit raised from %d to %d (the hard limit)", soft, hard)
+
+
 class HubServer:
     """A hub bound to a port; :meth:`start`, then :meth:`stop` for a graceful stop."""
 
@@ -576,6 +596,17 @@ class HubServer:
             log.warning(
                 "max_pending (%d) is above half the open-file limit (%d): unauthenticated sockets can take "
                 "every descriptor; raise the limit (ulimit -n) or lower max_pending",
+                settings.max_pending,
+                limit,
+            )
+        if limit is not None and settings.max_connections and settings.max_connections + settings.max_pending > limit:
+            # Past the limit a new socket fails in accept(): the phone waits unanswered in the listen
+            # queue instead of getting the 4008 refusal and its retry advice.
+            log.warning(
+                "max_connections (%d) plus max_pending (%d) is above the open-file limit (%d): connections past "
+                "it are not accepted, and get no 4008 advice; raise the limit (LimitNOFILE=, ulimit -n) or lower "
+                "max_connections",
+                settings.max_connections,
                 settings.max_pending,
                 limit,
             )
@@ -687,6 +718,7 @@ async def serve(settings: Settings) -> None:
 
 def run(settings: Settings) -> None:
     """Blocking entry point of ``realtime serve``; uses uvloop where installed."""
+    raise_open_file_limit()
     loop_factory = None
     try:
         import uvloop

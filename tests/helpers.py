@@ -14,10 +14,12 @@ import importlib.util
 import inspect
 import os
 import re
+import resource
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -539,13 +541,19 @@ LISTENING = re.compile(rb"listening on wss?://[\d.]+:(\d+)/ws")
 
 
 async def start_serve(
-    *args: str, env: dict[str, str] | None = None, lines: list[bytes] | None = None, timeout: float = 15.0
+    *args: str,
+    env: dict[str, str] | None = None,
+    lines: list[bytes] | None = None,
+    timeout: float = 15.0,
+    open_files: tuple[int, int] | None = None,
 ) -> tuple[asyncio.subprocess.Process, int]:
     """``python -m realtime serve --port 0 ARGS`` as a real process, once it listens: it and its port.
 
     ``env`` is added to this process's environment; the stderr lines read until then are appended to
-    ``lines``. A hub that exits or does not listen in time is killed and fails the test.
+    ``lines``. ``open_files`` (soft, hard) is the process's open-file limit from its start (at most
+    this process's own). A hub that exits or does not listen in time is killed and fails the test.
     """
+    limit = None if open_files is None else partial(resource.setrlimit, resource.RLIMIT_NOFILE, open_files)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -556,6 +564,7 @@ async def start_serve(
         *args,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        preexec_fn=limit,
     )
     assert proc.stderr is not None
     seen = [] if lines is None else lines
