@@ -103,12 +103,19 @@ def close_timeout(ping_interval: float) -> float:
     return min(CLOSE_TIMEOUT, ping_interval / 2)
 
 
+#: The path the hub serves WebSockets on (routed by realtime.server).
+WS_PATH = "/ws"
+
+
 class UpgradedRequest:
     """What a WebSocketResponse reads of its request once upgraded: the transport (to close it after
-    the closing handshake), through the protocol as ``BaseRequest.transport`` does. Holds none of the
-    request's head (its headers and URL, ~2 KiB a connection)."""
+    the closing handshake), through the protocol as ``BaseRequest.transport`` does, and the method
+    and path its ``repr`` shows. Holds none of the request's head (its headers and URL, ~2 KiB a
+    connection): every upgrade the hub serves is a GET of :data:`WS_PATH`."""
 
     __slots__ = ("protocol",)
+    method = "GET"
+    path = WS_PATH
 
     def __init__(self, protocol: RequestHandler) -> None:
         self.protocol = protocol

@@ -44,7 +44,7 @@ from .backend.stream import EventStream
 from .backend.webhooks import Webhooks
 from .commands import Commands
 from .config import Settings, startup_warnings
-from .connection import Connection, HubWebSocket, close_timeout
+from .connection import WS_PATH, Connection, HubWebSocket, close_timeout
 from .demo import PATH as DEMO_PATH
 from .demo import setup_demo
 from .engines.base import Engine
@@ -65,7 +65,6 @@ ADMISSION = web.AppKey("admission", Admission)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
 #: The Host header values upgrades may carry (``allowed_hosts``, resolved).
 ALLOWED_HOSTS = web.AppKey("allowed_hosts", tuple[str, ...])
-WS_PATH = "/ws"
 #: The tasks serving handed-over WebSockets (:func:`hand_over`): held here (asyncio keeps only
 #: weak references), cancelled when the app stops.
 CONNECTION_TASKS = web.AppKey("connection_tasks", set[asyncio.Task[None]])

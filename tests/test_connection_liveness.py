@@ -92,6 +92,16 @@ async def test_a_connect_in_time_stops_the_connect_deadline(hub_factory: HubFact
         peer.close()
 
 
+async def test_a_handed_over_websocket_has_a_repr(hub: RunningHub) -> None:
+    # Its request is let go once upgraded (realtime.server.hand_over); aiohttp's repr reads the
+    # method and path, and a log line or debugger formatting the socket raised AttributeError.
+    peer, conn = await connected(hub, hub.port)
+    try:
+        assert repr(conn.ws) == "<HubWebSocket Switching Protocols GET /ws >"
+    finally:
+        peer.close()
+
+
 # --- 4003: the heartbeat --------------------------------------------------------------
 
 
