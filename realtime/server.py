@@ -44,7 +44,8 @@ from .backend.stream import EventStream
 from .backend.webhooks import Webhooks
 from .commands import Commands
 from .config import Settings, startup_warnings
-from .connection import WS_PATH, Connection, HubWebSocket, close_timeout
+from .connection import WS_PATH as WS_PATH  # where callers have imported it from
+from .connection import Connection, HubWebSocket, close_timeout
 from .demo import PATH as DEMO_PATH
 from .demo import setup_demo
 from .engines.base import Engine
