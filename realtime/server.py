@@ -156,6 +156,13 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                 conn.close(refusal)
                 await conn.wait_closed()
                 return ws
+            if hub.closing:
+                # The drain began during the handshake, after it listed the connections: this one
+                # gets its SHUTDOWN advice too, not the 1006 of a task cancelled as the site stops.
+                hub.disconnects[CloseCode.SHUTDOWN] += 1
+                conn.close(DisconnectError(CloseCode.SHUTDOWN))
+                await conn.wait_closed()
+                return ws
             hub.add(conn)
             hand_over(request, ws, conn)
             handed_over = True

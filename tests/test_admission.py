@@ -13,12 +13,15 @@ import subprocess
 import time
 
 import pytest
+from aiohttp import web
 
-from protocol.messages import Connect
+from protocol.codes import CloseCode
+from protocol.messages import Connect, Disconnect
+from realtime.connection import HubWebSocket
 from realtime.server import ADMISSION, WS_PATH
 
 from .helpers import MS, WAIT, HubFactory, RunningHub, until
-from .wsclient import RawClient
+from .wsclient import RawClient, RawSocket
 
 HOST = "127.0.0.1"
 UPGRADE = (
@@ -246,6 +249,31 @@ async def test_readyz_is_503_during_the_drain_and_upgrades_are_refused(hub_facto
         await open_socket(hub)
     for c in clients:
         await c.close()
+
+
+async def test_a_socket_upgraded_as_the_drain_begins_gets_the_shutdown_advice(
+    hub_factory: HubFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The drain starting between an upgrade's checks and its 101: a window of one await, which a
+    # test cannot hit from outside on purpose, so the upgrade itself starts the stop there.
+    hub = await hub_factory(ping_interval=1.0)  # the stop waits up to 0.5 s for the closing handshake
+    stopping: list[asyncio.Task[None]] = []
+    prepare = HubWebSocket.prepare
+
+    async def prepare_as_the_drain_begins(self: HubWebSocket, request: web.BaseRequest) -> object:
+        stopping.append(asyncio.create_task(hub.stop(drain_window=0.5)))
+        await until(lambda: hub.server.hub.closing, WAIT, "the drain to start")
+        return await prepare(self, request)
+
+    monkeypatch.setattr(HubWebSocket, "prepare", prepare_as_the_drain_begins)
+    peer = await RawSocket.open(hub.port)
+    try:
+        assert await peer.messages() == [Disconnect(CloseCode.SHUTDOWN, "shutdown", True)]
+        assert await peer.close_frame() == CloseCode.SHUTDOWN
+        await stopping[0]
+        assert hub.server.hub.disconnects[CloseCode.SHUTDOWN] == 1
+    finally:
+        peer.close()
 
 
 # --- the backlog ---------------------------------------------------------------------
