@@ -5,7 +5,9 @@ Every TCP connection the hub accepts is *pending* until its WebSocket
 it closes. A plain HTTP connection (the API, /healthz, /readyz) is pending
 until its first request has been answered: a keep-alive connection that
 then waits for more requests does not hold a place (``http_idle_timeout``
-closes it when idle).
+closes it when idle). If it then upgrades to a WebSocket, it is pending again
+until its ``connect``, under the same caps (over one, the upgrade is refused
+with 4008, since the 503 is past).
 
 * **Caps.** At most ``max_pending_per_address`` pending sockets per remote
   address (an IPv6 address counts by its /64, see :func:`address_key`; the
@@ -259,7 +261,18 @@ class Admission:
         """
         refusal = None
         key = address_key(address)
-        if self.max_connections and self.connections >= self.max_connections:
+        gate = self._gates.get(transport) if transport is not None else None
+        readmit = None
+        if gate is None and transport is not None:
+            # A keep-alive socket whose earlier request was answered (and let go of its pending
+            # place): as a WebSocket it is pending again until its connect, under the same caps,
+            # or it would escape max_pending and max_connecting by asking /healthz first.
+            readmit = _released_gate(transport)
+        if readmit is not None and self._over_pending(readmit):
+            refusal = DisconnectError(
+                CloseCode.OVERLOADED, "too many unauthenticated connections", retry_after=self._line.advice()
+            )
+        elif self.max_connections and self.connections >= self.max_connections:
             refusal = DisconnectError(
                 CloseCode.OVERLOADED, "this node is at its connection limit", retry_after=FULL_RETRY_AFTER
             )
@@ -283,7 +296,9 @@ class Admission:
             return refusal
         self.connections += 1
         self._upgraded[key] = self._upgraded.get(key, 0) + 1
-        gate = self._gates.get(transport) if transport is not None else None
+        if readmit is not None:
+            self._count_in(readmit)
+            gate = readmit
         if gate is not None:  # pending until its connect: counted out by _release
             gate.connecting = True
             self.connecting += 1
@@ -324,22 +339,31 @@ class Admission:
 
     def _admit(self, gate: Gate) -> bytes | None:
         """Count ``gate``'s socket in, or return the refusal to send it."""
-        address = gate.key = address_key(gate.address)
-        if self.max_pending and self.pending >= self.max_pending:
+        gate.key = address_key(gate.address)
+        over = self._over_pending(gate)
+        if over is not None:
             self.refused += 1
+            return over
+        self._count_in(gate)
+        return None
+
+    def _over_pending(self, gate: Gate) -> bytes | None:
+        """The refusal of one more pending socket like ``gate``'s, None while the caps allow it."""
+        if self.max_pending and self.pending >= self.max_pending:
             return NODE_REFUSAL
         if (
             self.max_pending_per_address
-            and self._by_address.get(address, 0) >= self.max_pending_per_address
+            and self._by_address.get(gate.key, 0) >= self.max_pending_per_address
             and not self.proxies.trusted(gate.address)
         ):
-            self.refused += 1
             return PER_ADDRESS_REFUSAL
+        return None
+
+    def _count_in(self, gate: Gate) -> None:
         self.pending += 1
-        self._by_address[address] = self._by_address.get(address, 0) + 1
+        self._by_address[gate.key] = self._by_address.get(gate.key, 0) + 1
         assert gate.transport is not None
         self._gates[gate.transport] = gate
-        return None
 
     def _release(self, gate: Gate) -> None:
         assert gate.transport is not None
@@ -350,6 +374,12 @@ class Admission:
         if gate.connecting:
             gate.connecting = False
             self.connecting -= 1
+
+
+def _released_gate(transport: asyncio.BaseTransport) -> Gate | None:
+    """``transport``'s gate when it was admitted and has since let go of its pending place."""
+    gate = transport.get_protocol()
+    return gate if isinstance(gate, Gate) and gate._admitted and not transport.is_closing() else None
 
 
 def _count_out(counts: dict[str, int], key: str) -> None:

@@ -14,14 +14,36 @@ import pytest
 
 from protocol.codes import CloseCode
 from protocol.errors import DisconnectError
-from protocol.messages import Connect
+from protocol.messages import Connect, Disconnect
 from realtime.admission import MAX_RETRY_AFTER, MIN_RETRY_AFTER, ConnectingLine
 from realtime.client import Client
 from realtime.server import ADMISSION
 
 from .helpers import HubFactory, make_token, until
 from .test_limits import refusal
-from .wsclient import RawClient
+from .wsclient import UPGRADE, RawClient, RawSocket
+
+
+async def keep_alive(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A socket whose /healthz was answered, kept alive for its next request."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        (length,) = (int(line[15:]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:"))
+        await reader.readexactly(length)
+    return reader, writer
+
+
+async def upgrade(socket: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> RawSocket:
+    """Upgrade a kept-alive socket to a WebSocket (no connect sent)."""
+    reader, writer = socket
+    writer.write(UPGRADE)
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return RawSocket(reader, writer)
 
 
 def test_the_line_spaces_refusals_by_the_rate_connects_complete() -> None:
@@ -97,3 +119,46 @@ async def test_a_storm_over_the_bound_is_shed_and_every_sdk_client_gets_in(hub_f
     assert len(refusals) >= before
     assert all(sub.channel in c.subscriptions() for sub, c in zip(subs, clients))
     await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_a_keep_alive_socket_that_upgrades_is_connecting_and_pending_again(hub_factory: HubFactory) -> None:
+    # Its /healthz answered, it let go of its pending place; as a WebSocket without a connect
+    # it must count again, or asking /healthz first would escape max_pending and max_connecting.
+    hub = await hub_factory(max_connecting=1)
+    admission = hub.server.app[ADMISSION] if hub.server.app else None
+    assert admission is not None
+    peer = await upgrade(await keep_alive(hub.port))
+    try:
+        await until(lambda: admission.connecting == 1 and admission.pending == 1, 5, "the upgrade counted")
+        over = await upgrade(await keep_alive(hub.port))  # over max_connecting, the same way in
+        try:
+            (push,) = await over.messages()
+            assert isinstance(push, Disconnect) and push.code == CloseCode.OVERLOADED
+            assert push.reason == "too many connects in progress"
+            assert await over.close_frame() == CloseCode.OVERLOADED
+        finally:
+            over.close()
+        peer.send(Connect(1, token=make_token("alice"), name="test"))
+        assert (await peer.reply()).error is None
+        await until(lambda: admission.connecting == 0 and admission.pending == 0, 5, "the connect counted out")
+    finally:
+        peer.close()
+
+
+async def test_a_keep_alive_socket_that_upgrades_over_max_pending_is_refused(hub_factory: HubFactory) -> None:
+    hub = await hub_factory(max_pending=1)
+    admission = hub.server.app[ADMISSION] if hub.server.app else None
+    assert admission is not None
+    idle = await keep_alive(hub.port)  # its /healthz came in while the place was free
+    held = await RawSocket.open(hub.port)  # upgraded, no connect: the one pending place
+    try:
+        peer = await upgrade(idle)
+        try:
+            (push,) = await peer.messages()  # as a WebSocket it would be a second pending socket
+            assert isinstance(push, Disconnect) and push.code == CloseCode.OVERLOADED
+            assert push.reason == "too many unauthenticated connections" and push.retry_after
+            assert admission.pending == 1 and admission.refused_upgrades == {CloseCode.OVERLOADED: 1}
+        finally:
+            peer.close()
+    finally:
+        held.close()
