@@ -20,30 +20,18 @@ from realtime.client import Client
 from realtime.server import ADMISSION
 
 from .helpers import HubFactory, make_token, until
+from .test_admission import http_response
 from .test_limits import refusal
-from .wsclient import UPGRADE, RawClient, RawSocket
+from .wsclient import RawClient, RawSocket
 
 
 async def keep_alive(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A socket whose /healthz was answered, kept alive for its next request."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-    async with asyncio.timeout(5):
-        head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200"), head
-        (length,) = (int(line[15:]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:"))
-        await reader.readexactly(length)
+    status, _, _ = await http_response(reader)
+    assert status == 200
     return reader, writer
-
-
-async def upgrade(socket: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> RawSocket:
-    """Upgrade a kept-alive socket to a WebSocket (no connect sent)."""
-    reader, writer = socket
-    writer.write(UPGRADE)
-    async with asyncio.timeout(5):
-        head = await reader.readuntil(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return RawSocket(reader, writer)
 
 
 def test_the_line_spaces_refusals_by_the_rate_connects_complete() -> None:
@@ -127,10 +115,10 @@ async def test_a_keep_alive_socket_that_upgrades_is_connecting_and_pending_again
     hub = await hub_factory(max_connecting=1)
     admission = hub.server.app[ADMISSION] if hub.server.app else None
     assert admission is not None
-    peer = await upgrade(await keep_alive(hub.port))
+    peer = await RawSocket.upgrade(*await keep_alive(hub.port))
     try:
         await until(lambda: admission.connecting == 1 and admission.pending == 1, 5, "the upgrade counted")
-        over = await upgrade(await keep_alive(hub.port))  # over max_connecting, the same way in
+        over = await RawSocket.upgrade(*await keep_alive(hub.port))  # over max_connecting, the same way in
         try:
             (push,) = await over.messages()
             assert isinstance(push, Disconnect) and push.code == CloseCode.OVERLOADED
@@ -152,7 +140,7 @@ async def test_a_keep_alive_socket_that_upgrades_over_max_pending_is_refused(hub
     idle = await keep_alive(hub.port)  # its /healthz came in while the place was free
     held = await RawSocket.open(hub.port)  # upgraded, no connect: the one pending place
     try:
-        peer = await upgrade(idle)
+        peer = await RawSocket.upgrade(*idle)
         try:
             (push,) = await peer.messages()  # as a WebSocket it would be a second pending socket
             assert isinstance(push, Disconnect) and push.code == CloseCode.OVERLOADED

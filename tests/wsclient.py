@@ -216,6 +216,13 @@ class RawSocket:
         sock.setblocking(False)
         await loop.sock_connect(sock, ("127.0.0.1", port))
         reader, writer = await asyncio.open_connection(sock=sock, limit=limit)
+        return await cls.upgrade(reader, writer, first=first)
+
+    @classmethod
+    async def upgrade(
+        cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, first: bytes = b""
+    ) -> RawSocket:
+        """Upgrade an open HTTP connection (a fresh one, or one kept alive after a request)."""
         writer.write(UPGRADE + first)
         async with asyncio.timeout(TIMEOUT):
             head = await reader.readuntil(b"\r\n\r\n")
